@@ -1,0 +1,63 @@
+// The ftvm command line.
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { ConfigError, parseSize } from '../config/index.js';
+import { LOG_LEVELS, type LogLevel } from '../observe/index.js';
+import { VolumeError } from '../volume/index.js';
+import { serve } from './serve.js';
+import { up } from './up.js';
+
+function sizeOption(text: string): number {
+  const bytes = parseSize(text);
+  if (typeof bytes === 'string') throw new Error(`--size: ${bytes}`);
+  return bytes;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  await yargs(argv)
+    .scriptName('ftvm')
+    .usage('$0 <command> [options]')
+    .option('log-level', { choices: LOG_LEVELS, default: 'info' as LogLevel, describe: 'log verbosity (logs go to stderr)' })
+    .command(
+      'serve',
+      'run one node of a cluster in the foreground',
+      (command) =>
+        command
+          .option('config', { type: 'string', demandOption: true, describe: 'cluster config file (JSON)' })
+          .option('node', { type: 'string', demandOption: true, describe: 'this node\'s name in the config' }),
+      (args) => serve({ config: args.config, node: args.node, logLevel: args['log-level'] as LogLevel }),
+    )
+    .command(
+      'up',
+      'start the default local cluster on files in a data directory (the main job)',
+      (command) =>
+        command
+          .option('data', { type: 'string', default: './ftvm-data', describe: 'data directory, created on first run' })
+          .option('base-port', { type: 'number', default: 10809, describe: 'NBD port of node a; node b uses the next' })
+          .option('host', { type: 'string', default: '127.0.0.1', describe: 'address the NBD listeners bind to' })
+          .option('size', { type: 'string', default: '1GiB', describe: 'size of vol0 when it is first created' }),
+      (args) =>
+        up({
+          data: args.data,
+          basePort: args['base-port'],
+          host: args.host,
+          size: sizeOption(args.size),
+          logLevel: args['log-level'] as LogLevel,
+        }),
+    )
+    .demandCommand(1, 'name a command; see --help')
+    .strict()
+    .help()
+    .fail((message, error) => {
+      if (error) throw error;
+      process.stderr.write(`ftvm: ${message}\nRun 'ftvm --help' for usage.\n`);
+      process.exit(2);
+    })
+    .parseAsync();
+}
+
+main(hideBin(process.argv)).catch((error: unknown) => {
+  const known = error instanceof ConfigError || error instanceof VolumeError;
+  process.stderr.write(`ftvm: ${known ? (error as Error).message : (error as Error)?.stack ?? String(error)}\n`);
+  process.exit(1);
+});

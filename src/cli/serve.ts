@@ -1,0 +1,24 @@
+// `ftvm serve`: one node in the foreground until SIGINT/SIGTERM.
+import { ClusterNode } from '../cluster/index.js';
+import { loadConfig } from '../config/index.js';
+import { createLogger, type LogLevel } from '../observe/index.js';
+
+export async function serve(options: { config: string; node: string; logLevel: LogLevel }): Promise<void> {
+  const logger = createLogger({ level: options.logLevel, node: options.node });
+  const config = await loadConfig(options.config);
+  const node = await ClusterNode.start(config, options.node, logger);
+  logger.info(`node ${options.node} of cluster ${config.cluster} serving ${config.volumes.length} volume(s)`);
+  // The parent (`ftvm up`) waits for this before printing attach instructions.
+  process.send?.({ ready: true });
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string): void => {
+      logger.info(`${signal}: stopping`);
+      resolve();
+    };
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('disconnect', () => stop('parent gone'));
+  });
+  await node.stop();
+  logger.info('stopped cleanly');
+}

@@ -1,0 +1,132 @@
+// `ftvm up`: the embedded default cluster on local files, the project's main job. First run creates
+// the data directory (config + backing files); every run starts the node processes, prints how to
+// attach, and stops them all on SIGINT/SIGTERM.
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CONFIG_VERSION, formatSize, loadConfig, parseSize, type ClusterConfig } from '../config/index.js';
+import { createLogger, type Logger, type LogLevel } from '../observe/index.js';
+import { FileVolume } from '../volume/index.js';
+
+const BIN = fileURLToPath(new URL('../../../bin/ftvm', import.meta.url));
+const CHILD_READY_TIMEOUT_MS = 30_000;
+const CHILD_STOP_TIMEOUT_MS = 30_000;
+
+export interface UpOptions {
+  data: string;
+  basePort: number;
+  host: string;
+  size: number;
+  logLevel: LogLevel;
+}
+
+export async function up(options: UpOptions): Promise<void> {
+  const logger = createLogger({ level: options.logLevel, node: 'up' });
+  const dataDirectory = path.resolve(options.data);
+  const configFile = await prepareDataDirectory(dataDirectory, options, logger);
+  const config = await loadConfig(configFile);
+  const children = new Map<string, ChildProcess>();
+  let stopping = false;
+  const stopAll = async (code: number): Promise<never> => {
+    stopping = true;
+    await Promise.all([...children.values()].map((child) => stopChild(child)));
+    process.exit(code);
+  };
+  process.once('SIGINT', () => void stopAll(0));
+  process.once('SIGTERM', () => void stopAll(0));
+  for (const node of config.nodes) {
+    const child = await startChild(configFile, node.name, options.logLevel);
+    children.set(node.name, child);
+    child.once('exit', (code, signal) => {
+      if (stopping) return;
+      logger.error(`node ${node.name} exited (${signal ?? `code ${code}`}); stopping the cluster`);
+      void stopAll(1);
+    });
+  }
+  printAttachInstructions(config);
+}
+
+/** Creates config and backing files on first run; later runs keep the data and update the ports. */
+async function prepareDataDirectory(dataDirectory: string, options: UpOptions, logger: Logger): Promise<string> {
+  const configFile = path.join(dataDirectory, 'cluster.json');
+  await fs.mkdir(dataDirectory, { recursive: true });
+  let config: Record<string, unknown>;
+  try {
+    config = JSON.parse(await fs.readFile(configFile, 'utf8')) as Record<string, unknown>;
+    logger.info(`using existing data directory ${dataDirectory}`);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    config = {
+      version: CONFIG_VERSION,
+      cluster: `ftvm-${Date.now().toString(36)}`,
+      nodes: [],
+      volumes: [{ name: 'vol0', size: options.size, file: 'vol0.img', description: 'ftvm default volume' }],
+    };
+    logger.info(`creating data directory ${dataDirectory}`);
+  }
+  config.nodes = [
+    { name: 'a', listen: [{ host: options.host, port: options.basePort }, { path: 'a.sock' }] },
+  ];
+  for (const volume of config.volumes as Array<{ file: string; size: number | string }>) {
+    const file = path.resolve(dataDirectory, volume.file);
+    const exists = await fs.stat(file).then(() => true, () => false);
+    const sizeBytes = parseSize(volume.size);
+    if (!exists && typeof sizeBytes === 'number') await FileVolume.create(file, sizeBytes);
+  }
+  await fs.writeFile(`${configFile}.tmp`, `${JSON.stringify(config, null, 2)}\n`);
+  await fs.rename(`${configFile}.tmp`, configFile);
+  return configFile;
+}
+
+function startChild(configFile: string, node: string, logLevel: LogLevel): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [BIN, 'serve', '--config', configFile, '--node', node, '--log-level', logLevel], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`node ${node} did not start within ${CHILD_READY_TIMEOUT_MS} ms`)), CHILD_READY_TIMEOUT_MS);
+    child.once('message', () => {
+      clearTimeout(timer);
+      resolve(child);
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`node ${node} exited with code ${code} while starting`));
+    });
+  });
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), CHILD_STOP_TIMEOUT_MS);
+  await exited;
+  clearTimeout(timer);
+}
+
+function printAttachInstructions(config: ClusterConfig): void {
+  const lines = ['', `ftvm cluster ${config.cluster} is up.`];
+  for (const node of config.nodes) {
+    for (const volume of config.volumes) {
+      for (const address of node.listen) {
+        const uri = 'path' in address
+          ? `nbd+unix:///${volume.name}?socket=${address.path}`
+          : `nbd://${address.host}:${address.port}/${volume.name}`;
+        lines.push(`  node ${node.name}: ${volume.name} (${formatSize(volume.size)}) at ${uri}`);
+      }
+    }
+  }
+  const first = config.nodes[0]?.listen.find((address) => 'port' in address);
+  if (first && 'port' in first) {
+    const volume = config.volumes[0]?.name ?? 'vol0';
+    const uri = `nbd://${first.host}:${first.port}/${volume}`;
+    lines.push('', 'Attach with:');
+    lines.push(`  nbdinfo ${uri}`);
+    lines.push(`  qemu-img info ${uri}`);
+    lines.push(`  nbd-client ${first.host} ${first.port} /dev/nbd0 -N ${volume} -b 4096`);
+    lines.push(`  fio --name=t --ioengine=nbd --uri=${uri} --rw=randwrite --bs=4k --iodepth=32 --size=256M`);
+  }
+  lines.push('', 'Stop with Ctrl-C.', '');
+  process.stdout.write(lines.join('\n'));
+}

@@ -1,0 +1,1 @@
+export { ClusterNode } from './node.js';

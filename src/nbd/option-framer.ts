@@ -1,0 +1,55 @@
+// Incremental framer for the handshake: the 4-byte client flags, then option requests
+// (IHAVEOPT magic, option code, length, data). A declared length above the limit ends the
+// connection before any buffer of that size exists.
+import { IHAVEOPT, MAX_OPTION_BYTES, OPTION_HEADER_BYTES } from './constants.js';
+import { FramingError } from './request-framer.js';
+
+export interface OptionRequest {
+  option: number;
+  data: Buffer;
+}
+
+export class OptionFramer {
+  private buffered: Buffer = Buffer.alloc(0);
+  private clientFlags: number | null = null;
+
+  constructor(private readonly maxOptionBytes = MAX_OPTION_BYTES) {}
+
+  /** The client flags, once their four bytes have arrived. */
+  get flags(): number | null {
+    return this.clientFlags;
+  }
+
+  /** Appends a chunk; returns the whole options now available. Throws FramingError on garbage. */
+  push(chunk: Buffer): OptionRequest[] {
+    this.buffered = this.buffered.length === 0 ? chunk : Buffer.concat([this.buffered, chunk]);
+    const options: OptionRequest[] = [];
+    if (this.clientFlags === null) {
+      if (this.buffered.length < 4) return options;
+      this.clientFlags = this.buffered.readUInt32BE(0);
+      this.buffered = this.buffered.subarray(4);
+    }
+    while (this.buffered.length >= OPTION_HEADER_BYTES) {
+      const magic = this.buffered.readBigUInt64BE(0);
+      if (magic !== IHAVEOPT) throw new FramingError(`bad option magic 0x${magic.toString(16)}`);
+      const option = this.buffered.readUInt32BE(8);
+      const length = this.buffered.readUInt32BE(12);
+      if (length > this.maxOptionBytes) {
+        throw new FramingError(`option ${option} declares ${length} bytes, more than the ${this.maxOptionBytes} allowed`);
+      }
+      if (this.buffered.length < OPTION_HEADER_BYTES + length) break;
+      // Copy: the data outlives this chunk in the negotiator's replies and state.
+      const data = Buffer.from(this.buffered.subarray(OPTION_HEADER_BYTES, OPTION_HEADER_BYTES + length));
+      this.buffered = this.buffered.subarray(OPTION_HEADER_BYTES + length);
+      options.push({ option, data });
+    }
+    return options;
+  }
+
+  /** Bytes received after the last whole option: the start of the transmission phase. */
+  takeRemainder(): Buffer {
+    const rest = this.buffered;
+    this.buffered = Buffer.alloc(0);
+    return rest;
+  }
+}

@@ -1,0 +1,108 @@
+// Incremental framer for the transmission phase: socket chunks in, whole requests out.
+//
+// TCP cuts the stream anywhere, so a header or a WRITE payload may span many chunks. The framer
+// keeps the partial header in a fixed 28-byte buffer and the partial payload in a buffer sized by
+// the header's length field, but only after checking that length against the payload limit: an
+// oversized WRITE is read and thrown away (never buffered) and handed on flagged as oversized so the
+// caller can answer it with an error and keep the connection in sync.
+import { Command, MAX_PAYLOAD_BYTES, REQUEST_HEADER_BYTES, REQUEST_MAGIC } from './constants.js';
+import { decodeRequestHeader, type Request } from './wire.js';
+
+export class FramingError extends Error {
+  override name = 'FramingError';
+}
+
+export interface RequestSink {
+  onRequest(request: Request): void;
+}
+
+export class RequestFramer {
+  private readonly header = Buffer.alloc(REQUEST_HEADER_BYTES);
+  private headerFilled = 0;
+  private pending: Request | null = null;
+  private payloadFilled = 0;
+  private discardRemaining = 0;
+  private failed = false;
+
+  constructor(
+    private readonly sink: RequestSink,
+    private readonly maxPayloadBytes = MAX_PAYLOAD_BYTES,
+  ) {}
+
+  /** Consumes a chunk; throws FramingError (and refuses further input) when the stream is not NBD. */
+  push(chunk: Buffer): void {
+    if (this.failed) return;
+    let at = 0;
+    while (at < chunk.length) {
+      if (this.pending !== null) at = this.fillPayload(chunk, at);
+      else if (this.headerFilled > 0 || chunk.length - at < REQUEST_HEADER_BYTES) at = this.fillHeader(chunk, at);
+      else at = this.startRequest(chunk, at);
+    }
+  }
+
+  /** True when the stream stands between two requests (nothing half-read). */
+  get idle(): boolean {
+    return this.pending === null && this.headerFilled === 0;
+  }
+
+  private fillHeader(chunk: Buffer, at: number): number {
+    const take = Math.min(REQUEST_HEADER_BYTES - this.headerFilled, chunk.length - at);
+    chunk.copy(this.header, this.headerFilled, at, at + take);
+    this.headerFilled += take;
+    if (this.headerFilled === REQUEST_HEADER_BYTES) {
+      this.headerFilled = 0;
+      this.startRequest(this.header, 0);
+    }
+    return at + take;
+  }
+
+  /** Decodes a whole header at `at` of `source`; returns where the payload (if any) starts. */
+  private startRequest(source: Buffer, at: number): number {
+    const magic = source.readUInt32BE(at);
+    if (magic !== REQUEST_MAGIC) {
+      this.failed = true;
+      throw new FramingError(`bad request magic 0x${magic.toString(16).padStart(8, '0')}`);
+    }
+    const request = decodeRequestHeader(source, at);
+    at += REQUEST_HEADER_BYTES;
+    if (request.type !== Command.Write || request.length === 0) {
+      this.sink.onRequest(request);
+      return at;
+    }
+    if (request.length > this.maxPayloadBytes) {
+      request.oversized = true;
+      this.discardRemaining = request.length;
+    } else if (source !== this.header && source.length - at >= request.length) {
+      // The whole payload is already here: hand out a view, no copy.
+      request.payload = source.subarray(at, at + request.length);
+      this.sink.onRequest(request);
+      return at + request.length;
+    } else {
+      request.payload = Buffer.allocUnsafe(request.length);
+    }
+    this.pending = request;
+    this.payloadFilled = 0;
+    return at;
+  }
+
+  private fillPayload(chunk: Buffer, at: number): number {
+    const request = this.pending as Request;
+    if (request.oversized) {
+      const take = Math.min(this.discardRemaining, chunk.length - at);
+      this.discardRemaining -= take;
+      if (this.discardRemaining === 0) this.finish(request);
+      return at + take;
+    }
+    const payload = request.payload as Buffer;
+    const take = Math.min(payload.length - this.payloadFilled, chunk.length - at);
+    chunk.copy(payload, this.payloadFilled, at, at + take);
+    this.payloadFilled += take;
+    if (this.payloadFilled === payload.length) this.finish(request);
+    return at + take;
+  }
+
+  private finish(request: Request): void {
+    this.pending = null;
+    this.sink.onRequest(request);
+  }
+}

@@ -1,0 +1,1 @@
+export { createLogger, silentLogger, LOG_LEVELS, type LogLevel, type Logger } from './logger.js';

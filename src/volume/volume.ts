@@ -1,0 +1,46 @@
+// The Volume interface: what an NBD export needs from the storage below it.
+// The NBD layer validates ranges before calling; a Volume may assume offset + length <= sizeBytes.
+
+export interface Extent {
+  lengthBytes: number;
+  /** base:allocation flags: 1 = hole, 2 = reads as zeroes. */
+  flags: number;
+}
+
+export interface ZeroOptions {
+  fua: boolean;
+  /** The client asked that the range stay allocated (NBD_CMD_FLAG_NO_HOLE). */
+  noHole: boolean;
+  /** Fail with VolumeError('ENOTSUP') unless the zeroing is cheaper than writing zeroes. */
+  fastZero: boolean;
+}
+
+export interface Volume {
+  readonly sizeBytes: number;
+  /** True when a flush on any connection makes every completed write durable (NBD CAN_MULTI_CONN). */
+  readonly flushCoversAllConnections: boolean;
+  read(offset: number, into: Buffer): Promise<void>;
+  write(offset: number, data: Buffer, fua: boolean): Promise<void>;
+  flush(): Promise<void>;
+  trim(offset: number, lengthBytes: number, fua: boolean): Promise<void>;
+  zero(offset: number, lengthBytes: number, options: ZeroOptions): Promise<void>;
+  /** Advisory: bring the range closer to the client (read it ahead). */
+  cache(offset: number, lengthBytes: number): Promise<void>;
+  /** Extents covering at least the first byte of the range, in order, none past the range's end. */
+  blockStatus(offset: number, lengthBytes: number): Promise<Extent[]>;
+  close(): Promise<void>;
+}
+
+/** Operating errors a volume may report; the NBD layer maps each code to an NBD errno in one place. */
+export type VolumeErrorCode = 'EIO' | 'ENOSPC' | 'ENOTSUP' | 'EPERM' | 'ESHUTDOWN' | 'ENOMEM' | 'EINVAL';
+
+export class VolumeError extends Error {
+  override name = 'VolumeError';
+  constructor(
+    readonly code: VolumeErrorCode,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}

@@ -1,0 +1,136 @@
+// Starts real ftvm node processes for tests: a temp data directory, a config, sparse backing files,
+// free loopback ports, and `bin/ftvm serve` as a child process that is killed afterwards.
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+export const FTVM_BIN = path.join(REPO_ROOT, 'bin', 'ftvm');
+
+export interface VolumeSpec {
+  name: string;
+  sizeBytes: number;
+  description?: string;
+  readOnly?: boolean;
+}
+
+export interface FtvmNode {
+  readonly child: ChildProcess;
+  readonly port: number;
+  readonly host: string;
+  readonly socketPath: string;
+  readonly directory: string;
+  readonly configFile: string;
+  /** Everything the process wrote to stderr so far (its log). */
+  log(): string;
+  uri(volume: string): string;
+  unixUri(volume: string): string;
+  /** SIGTERM and wait; SIGKILL after the timeout. */
+  stop(): Promise<void>;
+  /** SIGKILL and wait. */
+  kill(): Promise<void>;
+}
+
+/** Asks the kernel for a free port on the given loopback address. */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, host, resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+export async function makeTempDirectory(prefix = 'ftvm-test-'): Promise<string> {
+  return fs.mkdtemp(path.join(os.tmpdir(), prefix));
+}
+
+/** Writes a config for one node `a` with the given volumes; backing files are created sparse. */
+export async function writeSingleNodeConfig(
+  directory: string,
+  volumes: VolumeSpec[],
+  listen: { host: string; port: number },
+): Promise<string> {
+  for (const volume of volumes) {
+    const handle = await fs.open(path.join(directory, `${volume.name}.img`), 'w');
+    await handle.truncate(volume.sizeBytes);
+    await handle.close();
+  }
+  const config = {
+    version: 1,
+    cluster: 'test-cluster',
+    nodes: [{ name: 'a', listen: [listen, { path: 'a.sock' }] }],
+    volumes: volumes.map((volume) => ({
+      name: volume.name,
+      size: volume.sizeBytes,
+      file: `${volume.name}.img`,
+      description: volume.description ?? '',
+      readOnly: volume.readOnly ?? false,
+    })),
+  };
+  const configFile = path.join(directory, 'cluster.json');
+  await fs.writeFile(configFile, JSON.stringify(config, null, 2));
+  return configFile;
+}
+
+/** Runs `ftvm serve` for node `a` of a fresh single-node config and waits until it listens. */
+export async function startNode(volumes: VolumeSpec[], options: { host?: string; logLevel?: string } = {}): Promise<FtvmNode> {
+  const host = options.host ?? '127.0.0.1';
+  const directory = await makeTempDirectory();
+  const port = await freePort(host);
+  const configFile = await writeSingleNodeConfig(directory, volumes, { host, port });
+  return launch(configFile, 'a', { host, port, directory, logLevel: options.logLevel ?? 'info' });
+}
+
+/** Starts `ftvm serve --config FILE --node NAME` and resolves once it reports ready over IPC. */
+export async function launch(
+  configFile: string,
+  node: string,
+  where: { host: string; port: number; directory: string; logLevel?: string },
+): Promise<FtvmNode> {
+  const child = spawn(process.execPath, [FTVM_BIN, 'serve', '--config', configFile, '--node', node, '--log-level', where.logLevel ?? 'info'], {
+    stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+  });
+  let stderr = '';
+  child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  child.stdout?.resume();
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`ftvm did not start:\n${stderr}`)), 20_000);
+    child.once('message', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`ftvm exited with ${code} while starting:\n${stderr}`));
+    });
+  });
+  const exited = new Promise<void>((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) resolve();
+    else child.once('exit', () => resolve());
+  });
+  const socketPath = path.join(where.directory, `${node}.sock`);
+  return {
+    child,
+    port: where.port,
+    host: where.host,
+    socketPath,
+    directory: where.directory,
+    configFile,
+    log: () => stderr,
+    uri: (volume) => `nbd://${where.host.includes(':') ? `[${where.host}]` : where.host}:${where.port}/${volume}`,
+    unixUri: (volume) => `nbd+unix:///${volume}?socket=${socketPath}`,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+      await exited;
+      clearTimeout(timer);
+    },
+    async kill() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
