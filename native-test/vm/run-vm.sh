@@ -53,6 +53,10 @@ done
 ip netns list | awk '{print $1}' | grep -qxF -- "$NETNS" || die "network namespace $NETNS does not exist (netns.sh up)"
 ip netns exec "$NETNS" ip link show tap0 >/dev/null 2>&1 || die "no tap0 in namespace $NETNS"
 
+# Truncate the log first so a caller watching it for markers never sees a previous run's lines.
+mkdir -p "$(dirname "$LOG")"
+: > "$LOG"
+
 "$HERE/build-initramfs.sh" "$CACHE"
 
 T0=$(date +%s%N)
@@ -87,8 +91,6 @@ shq() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
 cat "$CACHE/initrd.gz" "$WORK/run.cpio.gz" > "$WORK/initrd-run.gz"
 
 # ---- boot
-mkdir -p "$(dirname "$LOG")"
-: > "$LOG"
 CMDLINE="console=ttyS0 quiet panic=-1 ftvm.ip=$GUEST_IP ftvm.host=$HOST_IP${APPEND:+ $APPEND}"
 rc=0
 timeout -k 5 "$TIMEOUT" ip netns exec "$NETNS" qemu-system-x86_64 \

@@ -1,0 +1,90 @@
+// Proves the transmission framer yields the same requests however TCP splits the stream, refuses
+// bad magic, and never buffers an oversized payload.
+import { expect } from 'chai';
+import { FramingError, RequestFramer } from '../../../src/nbd/request-framer.js';
+import type { Request } from '../../../src/nbd/wire.js';
+
+function header(type: number, length: number, handle: number, offset = 0, flags = 0): Buffer {
+  const out = Buffer.alloc(28);
+  out.writeUInt32BE(0x25609513, 0);
+  out.writeUInt16BE(flags, 4);
+  out.writeUInt16BE(type, 6);
+  out.writeUInt32BE(handle, 12);
+  out.writeUInt32BE(offset, 20);
+  out.writeUInt32BE(length, 24);
+  return out;
+}
+
+function collect(maxPayloadBytes?: number): { framer: RequestFramer; requests: Request[] } {
+  const requests: Request[] = [];
+  return { framer: new RequestFramer({ onRequest: (request) => requests.push(request) }, maxPayloadBytes), requests };
+}
+
+const payload = Buffer.from('0123456789abcdef'.repeat(4));
+const stream = Buffer.concat([header(0, 4096, 1, 8192), header(1, payload.length, 2, 512), payload, header(3, 0, 3), header(2, 0, 4)]);
+
+describe('RequestFramer', () => {
+  it('frames read, write with payload, flush and disc from one chunk', () => {
+    const { framer, requests } = collect();
+    framer.push(stream);
+    expect(requests.map((request) => [request.type, request.handleLow])).to.deep.equal([[0, 1], [1, 2], [3, 3], [2, 4]]);
+    expect(requests[1]?.payload?.equals(payload)).to.equal(true);
+    expect(requests[0]?.offset).to.equal(8192);
+    expect(framer.idle).to.equal(true);
+  });
+
+  it('yields identical requests at every split point', () => {
+    for (let cut = 1; cut < stream.length; cut++) {
+      const { framer, requests } = collect();
+      framer.push(stream.subarray(0, cut));
+      framer.push(stream.subarray(cut));
+      expect(requests.length, `cut at ${cut}`).to.equal(4);
+      expect(requests[1]?.payload?.equals(payload), `cut at ${cut}`).to.equal(true);
+    }
+  });
+
+  it('yields identical requests when fed one byte at a time', () => {
+    const { framer, requests } = collect();
+    for (let i = 0; i < stream.length; i++) framer.push(stream.subarray(i, i + 1));
+    expect(requests.map((request) => request.handleLow)).to.deep.equal([1, 2, 3, 4]);
+    expect(requests[1]?.payload?.equals(payload)).to.equal(true);
+  });
+
+  it('copies a payload that spans chunks, so later chunks cannot alter it', () => {
+    const { framer, requests } = collect();
+    const chunk = Buffer.concat([header(1, payload.length, 9), payload]);
+    const first = Buffer.from(chunk.subarray(0, 40));
+    framer.push(first);
+    first.fill(0);
+    framer.push(Buffer.from(chunk.subarray(40)));
+    expect(requests[0]?.payload?.equals(payload)).to.equal(true);
+  });
+
+  it('throws FramingError on bad magic and ignores input afterwards', () => {
+    const { framer, requests } = collect();
+    const bad = header(0, 512, 1);
+    bad.writeUInt32BE(0xdeadbeef, 0);
+    expect(() => framer.push(bad)).to.throw(FramingError, /bad request magic 0xdeadbeef/);
+    framer.push(header(0, 512, 2));
+    expect(requests).to.have.length(0);
+  });
+
+  it('discards an oversized write payload without buffering it and stays in sync', () => {
+    const { framer, requests } = collect(64);
+    const big = Buffer.alloc(1000, 7);
+    framer.push(Buffer.concat([header(1, big.length, 1), big.subarray(0, 500)]));
+    expect(requests).to.have.length(0);
+    framer.push(Buffer.concat([big.subarray(500), header(0, 16, 2)]));
+    expect(requests.map((request) => [request.handleLow, request.oversized, request.payload])).to.deep.equal([
+      [1, true, null],
+      [2, false, null],
+    ]);
+  });
+
+  it('passes a zero-length write through with no payload', () => {
+    const { framer, requests } = collect();
+    framer.push(Buffer.concat([header(1, 0, 5), header(0, 1, 6)]));
+    expect(requests.map((request) => request.handleLow)).to.deep.equal([5, 6]);
+    expect(requests[0]?.payload).to.equal(null);
+  });
+});
