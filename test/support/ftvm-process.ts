@@ -52,6 +52,7 @@ export async function writeSingleNodeConfig(
   directory: string,
   volumes: VolumeSpec[],
   listen: { host: string; port: number },
+  extraListen: Array<{ host: string; port: number }> = [],
 ): Promise<string> {
   for (const volume of volumes) {
     const handle = await fs.open(path.join(directory, `${volume.name}.img`), 'w');
@@ -61,7 +62,7 @@ export async function writeSingleNodeConfig(
   const config = {
     version: 1,
     cluster: 'test-cluster',
-    nodes: [{ name: 'a', listen: [listen, { path: 'a.sock' }] }],
+    nodes: [{ name: 'a', listen: [listen, ...extraListen, { path: 'a.sock' }] }],
     volumes: volumes.map((volume) => ({
       name: volume.name,
       size: volume.sizeBytes,
@@ -88,9 +89,11 @@ export async function startNode(volumes: VolumeSpec[], options: { host?: string;
 export async function launch(
   configFile: string,
   node: string,
-  where: { host: string; port: number; directory: string; logLevel?: string },
+  where: { host: string; port: number; directory: string; logLevel?: string; prefix?: string[] },
 ): Promise<FtvmNode> {
-  const child = spawn(process.execPath, [FTVM_BIN, 'serve', '--config', configFile, '--node', node, '--log-level', where.logLevel ?? 'info'], {
+  // `prefix` runs the node inside something, e.g. ['ip', 'netns', 'exec', NAME]; it must exec the command.
+  const command = [...(where.prefix ?? []), process.execPath, FTVM_BIN, 'serve', '--config', configFile, '--node', node];
+  const child = spawn(command[0] as string, [...command.slice(1), '--log-level', where.logLevel ?? 'info'], {
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
   let stderr = '';
