@@ -50,7 +50,7 @@ describe('kernel nbd-client in a VM', function () {
       await run(path.join(VM_DIR, 'run-vm.sh'), args, { maxBuffer: 1 << 26 });
     } catch (error) {
       const tail = (await fs.readFile(log, 'utf8').catch(() => '')).split('\n').slice(-40).join('\n');
-      throw new Error(`guest ${script} failed: ${(error as Error).message}\n${tail}\nserver log:\n${node?.log()}`);
+      throw new Error(`guest ${script} failed: ${(error as Error).message}\n${tail}\nserver log:\n${node?.log()}`, { cause: error });
     }
     return fs.readFile(log, 'utf8');
   }

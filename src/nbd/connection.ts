@@ -181,7 +181,7 @@ export class Connection {
       case Command.Read:
         return this.read(request);
       case Command.Write:
-        await volume.write(request.offset, request.payload as Buffer, fua);
+        await volume.write(request.offset, request.payload as Buffer[], fua);
         return null;
       case Command.Flush:
         await volume.flush();

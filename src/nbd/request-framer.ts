@@ -1,10 +1,11 @@
 // Incremental framer for the transmission phase: socket chunks in, whole requests out.
 //
 // TCP cuts the stream anywhere, so a header or a WRITE payload may span many chunks. The framer
-// keeps the partial header in a fixed 28-byte buffer and the partial payload in a buffer sized by
-// the header's length field, but only after checking that length against the payload limit: an
-// oversized WRITE is read and thrown away (never buffered) and handed on flagged as oversized so the
-// caller can answer it with an error and keep the connection in sync.
+// keeps the partial header in a fixed 28-byte buffer. A payload is handed on as the list of views
+// into the socket chunks it arrived in (no copy: the volume copies once, into its own memory or
+// with writev), but only after its length was checked against the payload limit: an oversized
+// WRITE is read and thrown away (never kept) and handed on flagged as oversized so the caller can
+// answer it with an error and keep the connection in sync.
 import { Command, MAX_PAYLOAD_BYTES, REQUEST_HEADER_BYTES, REQUEST_MAGIC } from './constants.js';
 import { decodeRequestHeader, type Request } from './wire.js';
 
@@ -20,7 +21,7 @@ export class RequestFramer {
   private readonly header = Buffer.alloc(REQUEST_HEADER_BYTES);
   private headerFilled = 0;
   private pending: Request | null = null;
-  private payloadFilled = 0;
+  private payloadMissing = 0;
   private discardRemaining = 0;
   private failed = false;
 
@@ -72,16 +73,11 @@ export class RequestFramer {
     if (request.length > this.maxPayloadBytes) {
       request.oversized = true;
       this.discardRemaining = request.length;
-    } else if (source !== this.header && source.length - at >= request.length) {
-      // The whole payload is already here: hand out a view, no copy.
-      request.payload = source.subarray(at, at + request.length);
-      this.sink.onRequest(request);
-      return at + request.length;
     } else {
-      request.payload = Buffer.allocUnsafe(request.length);
+      request.payload = [];
+      this.payloadMissing = request.length;
     }
     this.pending = request;
-    this.payloadFilled = 0;
     return at;
   }
 
@@ -93,11 +89,10 @@ export class RequestFramer {
       if (this.discardRemaining === 0) this.finish(request);
       return at + take;
     }
-    const payload = request.payload as Buffer;
-    const take = Math.min(payload.length - this.payloadFilled, chunk.length - at);
-    chunk.copy(payload, this.payloadFilled, at, at + take);
-    this.payloadFilled += take;
-    if (this.payloadFilled === payload.length) this.finish(request);
+    const take = Math.min(this.payloadMissing, chunk.length - at);
+    (request.payload as Buffer[]).push(chunk.subarray(at, at + take));
+    this.payloadMissing -= take;
+    if (this.payloadMissing === 0) this.finish(request);
     return at + take;
   }
 

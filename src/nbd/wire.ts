@@ -164,8 +164,8 @@ export interface Request {
   /** Offsets above 2^53 lose precision but stay above any export size, so range checks still hold. */
   offset: number;
   length: number;
-  /** WRITE payload, when it fitted the payload limit. */
-  payload: Buffer | null;
+  /** WRITE payload as views into the socket chunks it arrived in, when it fitted the payload limit. */
+  payload: Buffer[] | null;
   /** A WRITE whose payload exceeded the limit was read and discarded. */
   oversized: boolean;
 }

@@ -20,7 +20,8 @@ export interface Volume {
   /** True when a flush on any connection makes every completed write durable (NBD CAN_MULTI_CONN). */
   readonly flushCoversAllConnections: boolean;
   read(offset: number, into: Buffer): Promise<void>;
-  write(offset: number, data: Buffer, fua: boolean): Promise<void>;
+  /** `data` is the payload in pieces (as it arrived from the network); their lengths add up to the write. */
+  write(offset: number, data: readonly Buffer[], fua: boolean): Promise<void>;
   flush(): Promise<void>;
   trim(offset: number, lengthBytes: number, fua: boolean): Promise<void>;
   zero(offset: number, lengthBytes: number, options: ZeroOptions): Promise<void>;

@@ -38,9 +38,10 @@ export class MemoryVolume implements Volume {
     this.bytes.copy(into, 0, offset, offset + into.length);
   }
 
-  async write(offset: number, data: Buffer, fua: boolean): Promise<void> {
-    await this.enter('write', offset, data.length, fua);
-    data.copy(this.bytes, offset);
+  async write(offset: number, data: readonly Buffer[], fua: boolean): Promise<void> {
+    const length = data.reduce((sum, piece) => sum + piece.length, 0);
+    await this.enter('write', offset, length, fua);
+    for (const piece of data) offset += piece.copy(this.bytes, offset);
   }
 
   async flush(): Promise<void> {

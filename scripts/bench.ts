@@ -1,0 +1,122 @@
+// Benchmark: the same fio jobs against ftvm and against nbdkit's file plugin over files of the same
+// size, in one run, interleaved job by job so both see the same machine state. Prints IOPS, MB/s and
+// the ftvm/nbdkit ratio. Usage: scripts/bench [--seconds 5] [--size 1GiB] [--markdown]
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { parseSize } from '../src/config/index.js';
+import { freePort, launch, makeTempDirectory, writeSingleNodeConfig } from '../test/support/ftvm-process.js';
+
+const run = promisify(execFile);
+
+interface Job {
+  name: string;
+  rw: string;
+  bs: string;
+  iodepth: number;
+}
+
+const JOBS: Job[] = [
+  { name: '4k randread QD32', rw: 'randread', bs: '4k', iodepth: 32 },
+  { name: '4k randwrite QD32', rw: 'randwrite', bs: '4k', iodepth: 32 },
+  { name: '1M seq read QD8', rw: 'read', bs: '1M', iodepth: 8 },
+  { name: '1M seq write QD8', rw: 'write', bs: '1M', iodepth: 8 },
+];
+
+interface Result {
+  iops: number;
+  bytesPerSecond: number;
+}
+
+async function fio(uri: string, job: Job, seconds: number, sizeBytes: number): Promise<Result> {
+  const { stdout } = await run(
+    'fio',
+    ['--name=bench', '--ioengine=nbd', `--uri=${uri}`, `--rw=${job.rw}`, `--bs=${job.bs}`, `--iodepth=${job.iodepth}`,
+      `--size=${sizeBytes}`, '--time_based', `--runtime=${seconds}`, '--ramp_time=1', '--output-format=json'],
+    { maxBuffer: 1 << 26 },
+  );
+  const report = JSON.parse(stdout.slice(stdout.indexOf('{'))) as { jobs: Array<Record<'read' | 'write', { iops: number; bw_bytes: number }>> };
+  const side = job.rw.includes('read') ? 'read' : 'write';
+  const stats = report.jobs[0]?.[side];
+  if (!stats) throw new Error(`fio printed no ${side} stats`);
+  return { iops: stats.iops, bytesPerSecond: stats.bw_bytes };
+}
+
+/** Fills a file with the same pseudo-random content for both servers, so reads hit real data. */
+async function prefill(file: string, sizeBytes: number): Promise<void> {
+  await run('fio', ['--name=fill', '--ioengine=psync', `--filename=${file}`, '--rw=write', '--bs=1M', `--size=${sizeBytes}`,
+    '--refill_buffers', '--randseed=7', '--end_fsync=1'], { maxBuffer: 1 << 26 });
+}
+
+async function startNbdkit(file: string): Promise<{ child: ChildProcess; uri: string }> {
+  const port = await freePort();
+  const child = spawn('nbdkit', ['--foreground', '--exit-with-parent', '-i', '127.0.0.1', '-p', String(port), 'file', file], { stdio: 'ignore' });
+  for (let attempt = 0; attempt < 100; attempt++) {
+    try {
+      await run('nbdinfo', ['--size', `nbd://127.0.0.1:${port}`]);
+      return { child, uri: `nbd://127.0.0.1:${port}` };
+    } catch {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+  throw new Error('nbdkit did not start');
+}
+
+function format(rows: Array<[string, Result, Result]>, markdown: boolean): string {
+  const header = ['job', 'ftvm IOPS', 'ftvm MB/s', 'nbdkit IOPS', 'nbdkit MB/s', 'ftvm/nbdkit'];
+  const lines = rows.map(([name, ours, theirs]) => [
+    name,
+    ours.iops.toFixed(0),
+    (ours.bytesPerSecond / 1e6).toFixed(1),
+    theirs.iops.toFixed(0),
+    (theirs.bytesPerSecond / 1e6).toFixed(1),
+    (ours.iops / theirs.iops).toFixed(2),
+  ]);
+  if (markdown) {
+    return [header, header.map(() => '---'), ...lines].map((cells) => `| ${cells.join(' | ')} |`).join('\n');
+  }
+  const widths = header.map((_, column) => Math.max(...[header, ...lines].map((cells) => (cells[column] as string).length)));
+  return [header, ...lines].map((cells) => cells.map((cell, column) => cell.padStart(widths[column] as number)).join('  ')).join('\n');
+}
+
+async function main(): Promise<void> {
+  const args = await yargs(hideBin(process.argv))
+    .option('seconds', { type: 'number', default: 5, describe: 'fio runtime per job and server' })
+    .option('size', { type: 'string', default: '1GiB', describe: 'file size for each server' })
+    .option('markdown', { type: 'boolean', default: false, describe: 'print a markdown table' })
+    .strict()
+    .parseAsync();
+  const sizeBytes = parseSize(args.size);
+  if (typeof sizeBytes === 'string') throw new Error(`--size: ${sizeBytes}`);
+  const directory = await makeTempDirectory('ftvm-bench-');
+  const nbdkitFile = path.join(directory, 'nbdkit.img');
+  const port = await freePort();
+  const configFile = await writeSingleNodeConfig(directory, [{ name: 'vol0', sizeBytes }], { host: '127.0.0.1', port });
+  await fs.writeFile(nbdkitFile, '');
+  await prefill(path.join(directory, 'vol0.img'), sizeBytes);
+  await prefill(nbdkitFile, sizeBytes);
+  const ftvm = await launch(configFile, 'a', { host: '127.0.0.1', port, directory, logLevel: 'warn' });
+  const nbdkit = await startNbdkit(nbdkitFile);
+  const rows: Array<[string, Result, Result]> = [];
+  try {
+    for (const job of JOBS) {
+      const theirs = await fio(nbdkit.uri, job, args.seconds, sizeBytes);
+      const ours = await fio(ftvm.uri('vol0'), job, args.seconds, sizeBytes);
+      rows.push([job.name, ours, theirs]);
+      process.stderr.write(`bench: ${job.name} done\n`);
+    }
+  } finally {
+    await ftvm.stop();
+    nbdkit.child.kill('SIGTERM');
+    await fs.rm(directory, { recursive: true, force: true });
+  }
+  process.stdout.write(`${format(rows, args.markdown)}\n`);
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`bench: ${(error as Error).stack ?? String(error)}\n`);
+  process.exit(1);
+});
