@@ -1,8 +1,8 @@
 // Proves libnbd's nbdinfo sees what ftvm advertises: sizes, read-only, every can_* flag, the export list, TCP and unix sockets.
-import fs from 'node:fs/promises';
 import { expect } from 'chai';
 import { startNode, type FtvmNode } from '../test/support/ftvm-process.js';
 import { requireTools } from '../test/support/tools.js';
+import { shutDown } from './lib/node.js';
 import { run, runOk } from './lib/run.js';
 
 const PRIMARY = { name: 'primary', sizeBytes: 48 << 20, description: 'primary disk for nbdinfo' };
@@ -47,8 +47,7 @@ describe('native: nbdinfo', function () {
   });
 
   after(async function () {
-    await node?.stop();
-    if (node) await fs.rm(node.directory, { recursive: true, force: true });
+    await shutDown(node);
   });
 
   it('reports size and all write features of the writable export', async function () {
@@ -119,6 +118,19 @@ describe('native: nbdinfo', function () {
     expect((await run('nbdinfo', ['--is', 'readonly', node!.uri(PRIMARY.name)])).code).to.equal(2);
   });
 
+  it('maps the whole export through BLOCK_STATUS (nbdinfo --map)', async function () {
+    const { stdout } = await runOk('nbdinfo', ['--map', '--json', node!.uri(PRIMARY.name)]);
+    const extents = JSON.parse(stdout) as { offset: number; length: number; type: number }[];
+    expect(extents.length).to.be.greaterThan(0);
+    let next = 0;
+    for (const extent of extents) {
+      expect(extent.offset, 'extents are contiguous').to.equal(next);
+      expect(extent.type & ~3, 'only HOLE and ZERO bits').to.equal(0);
+      next += extent.length;
+    }
+    expect(next, 'the map covers the export exactly').to.equal(PRIMARY.sizeBytes);
+  });
+
   it('works over the unix socket too', async function () {
     const info = await nbdinfoJson(node!.unixUri(ARCHIVE.name));
     expect(info.exports[0]['export-name']).to.equal(ARCHIVE.name);
@@ -126,6 +138,17 @@ describe('native: nbdinfo', function () {
     expect(info.exports[0].is_read_only).to.equal(true);
     const { stdout } = await runOk('nbdinfo', ['--size', node!.unixUri(PRIMARY.name)]);
     expect(Number(stdout.trim())).to.equal(PRIMARY.sizeBytes);
+  });
+
+  it('works over IPv6 loopback', async function () {
+    const node6 = await startNode([PRIMARY], { host: '::1' });
+    try {
+      const info = await nbdinfoJson(node6.uri(PRIMARY.name));
+      expect(node6.uri(PRIMARY.name)).to.match(/^nbd:\/\/\[::1\]:\d+\//);
+      expect(info.exports[0]['export-size']).to.equal(PRIMARY.sizeBytes);
+    } finally {
+      await shutDown(node6);
+    }
   });
 
   it('serves the first export for the empty export name', async function () {

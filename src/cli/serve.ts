@@ -21,4 +21,7 @@ export async function serve(options: { config: string; node: string; logLevel: L
   });
   await node.stop();
   logger.info('stopped cleanly');
+  // A 'disconnect' listener keeps the IPC channel (and so the process) alive; let it go.
+  process.removeAllListeners('disconnect');
+  process.disconnect?.();
 }

@@ -12,7 +12,6 @@ import {
   CommandFlag,
   HANDSHAKE_TIMEOUT_MS,
   HandshakeFlag,
-  KNOWN_CLIENT_FLAGS,
   MAX_IN_FLIGHT_BYTES,
   MAX_IN_FLIGHT_REQUESTS,
   MAX_OPTIONS_PER_HANDSHAKE,
@@ -107,7 +106,6 @@ export class Connection {
     const clientFlags = this.options.flags;
     if (clientFlags === null) return;
     if (this.negotiator === null) {
-      if ((clientFlags & ~KNOWN_CLIENT_FLAGS) !== 0) return this.abort(`unknown client flags 0x${clientFlags.toString(16)}`);
       // The padding after EXPORT_NAME is dropped only when the client asked for that too.
       this.negotiator = new Negotiator(this.catalog, (clientFlags & HandshakeFlag.NoZeroes) !== 0);
     }

@@ -1,7 +1,7 @@
 // Incremental framer for the handshake: the 4-byte client flags, then option requests
 // (IHAVEOPT magic, option code, length, data). A declared length above the limit ends the
 // connection before any buffer of that size exists.
-import { IHAVEOPT, MAX_OPTION_BYTES, OPTION_HEADER_BYTES } from './constants.js';
+import { IHAVEOPT, KNOWN_CLIENT_FLAGS, MAX_OPTION_BYTES, OPTION_HEADER_BYTES } from './constants.js';
 import { FramingError } from './request-framer.js';
 
 export interface OptionRequest {
@@ -28,6 +28,10 @@ export class OptionFramer {
       if (this.buffered.length < 4) return options;
       this.clientFlags = this.buffered.readUInt32BE(0);
       this.buffered = this.buffered.subarray(4);
+      // The spec: a client that sets a flag we do not know must be disconnected.
+      if ((this.clientFlags & ~KNOWN_CLIENT_FLAGS) !== 0) {
+        throw new FramingError(`unknown client flags 0x${this.clientFlags.toString(16)}`);
+      }
     }
     while (this.buffered.length >= OPTION_HEADER_BYTES) {
       const magic = this.buffered.readBigUInt64BE(0);
