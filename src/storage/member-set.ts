@@ -1,0 +1,240 @@
+// The members of one array and everything stored on each of them besides data: superblocks, the
+// write-intent bitmap and the checksum tables. The array's I/O paths ask this class which members
+// they may use and tell it which blocks they changed; it keeps the on-disk metadata in step.
+//
+// Metadata pages are written through a coalescing writer: concurrent updates of one page share one
+// write that starts after the last of them, so a slow early write can never overwrite a newer page.
+import type { Logger } from '../observe/index.js';
+import { ChecksumTable, CHECKSUM_PAGE_BYTES } from './checksum-table.js';
+import { crc32cOf } from './crc.js';
+import { BLOCK_BYTES, type Geometry, type RaidLevel } from './layout.js';
+import type { MemberDevice } from './member.js';
+import { encodeSuperblock, superblockCopyOffset, type MemberState, type Superblock } from './superblock.js';
+import { BITMAP_PAGE_BYTES, WriteIntentBitmap } from './write-intent-bitmap.js';
+
+export interface Slot {
+  readonly index: number;
+  path: string;
+  device: MemberDevice | null;
+  state: MemberState;
+  /** Why the member is not active, for status and logs. */
+  reason: string;
+  checksums: ChecksumTable | null;
+  /** Data-area bytes already rebuilt, while `state` is 'rebuilding'. */
+  rebuildPositionBytes: number;
+  readErrors: number;
+  repairedBlocks: number;
+}
+
+/** What stays the same on every member of the array (the superblock minus per-member fields). */
+export type ArrayIdentity = Omit<Superblock, 'memberIndex' | 'memberStates' | 'eventCounter' | 'clean' | 'rebuildPositionBytes'>;
+
+export class ArrayFailedError extends Error {
+  override name = 'ArrayFailedError';
+}
+
+/** Which failures a level survives: raid1 needs one copy, raid10 one per pair, raid5 all but one. */
+export function survives(level: RaidLevel, usable: boolean[]): boolean {
+  if (level === 'raid1') return usable.some(Boolean);
+  if (level === 'raid10') {
+    for (let pair = 0; pair < usable.length; pair += 2) if (!usable[pair] && !usable[pair + 1]) return false;
+    return true;
+  }
+  return usable.filter((ok) => !ok).length <= 1;
+}
+
+export class MemberSet {
+  eventCounter: number;
+  clean: boolean;
+  readonly bitmap: WriteIntentBitmap;
+  private superblockWrite: Promise<void> = Promise.resolve();
+  private readonly pageWrites = new Map<string, { running: Promise<void>; next: Promise<void> | null }>();
+
+  constructor(
+    readonly identity: ArrayIdentity,
+    readonly slots: Slot[],
+    eventCounter: number,
+    clean: boolean,
+    private readonly logger: Logger,
+    /** The bitmap slot this node writes (one per node, md-cluster style). */
+    readonly bitmapSlot = 0,
+  ) {
+    this.eventCounter = eventCounter;
+    this.clean = clean;
+    this.bitmap = new WriteIntentBitmap(identity.bitmapRegionBytes, identity.memberDataBytes);
+  }
+
+  get geometry(): Geometry {
+    const { level, memberCount, chunkBytes, memberDataBytes } = this.identity;
+    return { level, memberCount, chunkBytes, memberDataBytes };
+  }
+
+  /** May data at `memberOffset..+length` be read from this member? */
+  readable(index: number, memberOffset: number, lengthBytes: number): boolean {
+    const slot = this.slots[index] as Slot;
+    if (slot.device === null) return false;
+    if (slot.state === 'active') return true;
+    return slot.state === 'rebuilding' && memberOffset + lengthBytes <= slot.rebuildPositionBytes;
+  }
+
+  /** Writes go to active members and to one being rebuilt (the rebuild would rewrite the same bytes). */
+  writable(index: number): boolean {
+    const slot = this.slots[index] as Slot;
+    return slot.device !== null && (slot.state === 'active' || slot.state === 'rebuilding');
+  }
+
+  /** Whether the array still holds all its data with the members that are active now. */
+  get intact(): boolean {
+    return survives(this.identity.level, this.slots.map((slot) => slot.device !== null && slot.state === 'active'));
+  }
+
+  /** Takes a member out of service; the array goes on degraded if its level allows. */
+  async markFailed(index: number, reason: string): Promise<void> {
+    const slot = this.slots[index] as Slot;
+    if (slot.state === 'failed' || slot.state === 'missing') return;
+    slot.state = 'failed';
+    slot.reason = reason;
+    this.logger.error(`raid member ${index} (${slot.path}) failed: ${reason}`);
+    if (!this.intact) this.logger.error('raid array has lost more members than its level tolerates: I/O fails with EIO');
+    await this.writeSuperblocks().catch((error: Error) => this.logger.error(`superblock update failed: ${error.message}`));
+  }
+
+  /** Bumps the event counter and writes the superblock to every member that has a device. */
+  writeSuperblocks(): Promise<void> {
+    const run = this.superblockWrite.then(() => this.writeSuperblocksNow());
+    this.superblockWrite = run.catch(() => undefined);
+    return run;
+  }
+
+  private async writeSuperblocksNow(): Promise<void> {
+    this.eventCounter++;
+    const states = this.slots.map((slot) => slot.state);
+    const rebuilding = this.slots.find((slot) => slot.state === 'rebuilding');
+    const writes = this.slots
+      .filter((slot) => slot.device !== null && slot.state !== 'failed' && slot.state !== 'missing')
+      .map(async (slot) => {
+        const block = encodeSuperblock({
+          ...this.identity,
+          memberIndex: slot.index,
+          memberStates: states,
+          eventCounter: this.eventCounter,
+          clean: this.clean,
+          rebuildPositionBytes: rebuilding?.rebuildPositionBytes ?? 0,
+        });
+        const device = slot.device as MemberDevice;
+        await device.write(superblockCopyOffset(this.eventCounter), block);
+        await device.sync();
+      });
+    await Promise.all(writes);
+  }
+
+  /** Records new contents of whole blocks on a member and persists the checksum pages they touch. */
+  async recordBlocks(index: number, memberOffset: number, data: Buffer): Promise<void> {
+    const slot = this.slots[index] as Slot;
+    const table = slot.checksums;
+    if (table === null) return;
+    const firstBlock = memberOffset / BLOCK_BYTES;
+    const blocks = data.length / BLOCK_BYTES;
+    for (let i = 0; i < blocks; i++) table.set(firstBlock + i, crc32cOf(data.subarray(i * BLOCK_BYTES, (i + 1) * BLOCK_BYTES)));
+    const firstPage = table.pageOf(firstBlock);
+    const lastPage = table.pageOf(firstBlock + blocks - 1);
+    const writes: Promise<void>[] = [];
+    for (let page = firstPage; page <= lastPage; page++) writes.push(this.writeChecksumPage(index, page));
+    await Promise.all(writes);
+  }
+
+  /** Blocks of `data` (read from member `index` at `memberOffset`) whose checksum disagrees. */
+  badBlocks(index: number, memberOffset: number, data: Buffer): number[] {
+    const table = (this.slots[index] as Slot).checksums;
+    if (table === null) return [];
+    const bad: number[] = [];
+    const firstBlock = memberOffset / BLOCK_BYTES;
+    for (let i = 0; i < data.length / BLOCK_BYTES; i++) {
+      if (crc32cOf(data.subarray(i * BLOCK_BYTES, (i + 1) * BLOCK_BYTES)) !== table.get(firstBlock + i)) bad.push(i);
+    }
+    return bad;
+  }
+
+  /** Sets the bitmap bits of a range and, if any bit was clear, persists them before returning. */
+  async markRegionsDirty(memberOffset: number, lengthBytes: number): Promise<void> {
+    const pages = new Set<number>();
+    for (const region of this.bitmap.regionsOf(memberOffset, lengthBytes)) {
+      if (this.bitmap.set(region)) pages.add(this.bitmap.pageOf(region));
+    }
+    // A bit set by a concurrent writer may still be on its way to disk: wait for that write too.
+    for (const region of this.bitmap.regionsOf(memberOffset, lengthBytes)) pages.add(this.bitmap.pageOf(region));
+    await Promise.all([...pages].map((page) => this.writeBitmapPage(page)));
+  }
+
+  /** Clears bits whose regions have no write in flight and were synced since their last write. */
+  async clearRegions(regions: number[]): Promise<void> {
+    const pages = new Set<number>();
+    for (const region of regions) if (this.bitmap.clear(region)) pages.add(this.bitmap.pageOf(region));
+    await Promise.all([...pages].map((page) => this.writeBitmapPage(page)));
+  }
+
+  async syncAll(): Promise<void> {
+    await Promise.all(
+      this.slots
+        .filter((slot) => this.writable(slot.index))
+        .map((slot) => (slot.device as MemberDevice).sync().catch((error: Error) => this.markFailed(slot.index, error.message))),
+    );
+  }
+
+  private writeChecksumPage(index: number, page: number): Promise<void> {
+    return this.coalesce(`c${index}:${page}`, async () => {
+      const slot = this.slots[index] as Slot;
+      if (slot.device === null || slot.checksums === null || !this.writable(index)) return;
+      const bytes = slot.checksums.encodePage(page);
+      await slot.device.write(this.identity.checksumOffset + page * CHECKSUM_PAGE_BYTES, bytes);
+    });
+  }
+
+  /** One key per page, always synced: a clear must never land after a later set of the same page. */
+  private writeBitmapPage(page: number): Promise<void> {
+    return this.coalesce(`b${page}`, async () => {
+      const bytes = this.bitmap.encodePage(page);
+      const offset = this.identity.bitmapOffset + this.bitmapSlot * this.identity.bitmapSlotBytes + page * BITMAP_PAGE_BYTES;
+      await Promise.all(
+        this.slots
+          .filter((slot) => this.writable(slot.index))
+          .map(async (slot) => {
+            const device = slot.device as MemberDevice;
+            try {
+              await device.write(offset, bytes);
+              await device.sync();
+            } catch (error) {
+              await this.markFailed(slot.index, (error as Error).message);
+            }
+          }),
+      );
+      if (!this.intact) throw new ArrayFailedError('write-intent bitmap could not be stored with redundancy');
+    });
+  }
+
+  /**
+   * Runs `write` for `key` so that every caller is covered by a write that started after its call:
+   * one write runs, at most one more waits, and later callers join the waiting one.
+   */
+  private coalesce(key: string, write: () => Promise<void>): Promise<void> {
+    const entry = this.pageWrites.get(key);
+    if (!entry) {
+      const running = write().finally(() => this.finishPageWrite(key));
+      this.pageWrites.set(key, { running, next: null });
+      return running;
+    }
+    if (entry.next === null) {
+      entry.next = entry.running.catch(() => undefined).then(() => {
+        entry.running = write().finally(() => this.finishPageWrite(key));
+        entry.next = null;
+        return entry.running;
+      });
+    }
+    return entry.next;
+  }
+
+  private finishPageWrite(key: string): void {
+    const entry = this.pageWrites.get(key);
+    if (entry && entry.next === null) this.pageWrites.delete(key);
+  }
+}

@@ -1,0 +1,104 @@
+// One RAID member: a backing file opened by descriptor, with positional asynchronous I/O.
+// Every failure becomes a MemberError naming the file, so the array can mark the member failed and
+// say why; nothing here retries or decides.
+import fs from 'node:fs';
+import { promisify } from 'node:util';
+
+const openRaw = promisify(fs.open);
+const closeRaw = promisify(fs.close);
+const fstatRaw = promisify(fs.fstat);
+
+export class MemberError extends Error {
+  override name = 'MemberError';
+  constructor(
+    readonly path: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`${path}: ${message}`, options);
+  }
+}
+
+/** The I/O surface the array needs from a member; tests wrap it to inject faults. */
+export interface MemberDevice {
+  readonly path: string;
+  read(offset: number, into: Buffer): Promise<void>;
+  write(offset: number, data: Buffer): Promise<void>;
+  sync(): Promise<void>;
+  sizeBytes(): Promise<number>;
+  close(): Promise<void>;
+}
+
+export class FileMember implements MemberDevice {
+  private closed = false;
+
+  private constructor(
+    readonly path: string,
+    private readonly fd: number,
+  ) {}
+
+  static async open(path: string): Promise<FileMember> {
+    try {
+      return new FileMember(path, await openRaw(path, 'r+'));
+    } catch (error) {
+      throw new MemberError(path, `cannot open: ${(error as Error).message}`, { cause: error });
+    }
+  }
+
+  /** Creates a sparse member file of the given size; refuses to overwrite an existing file. */
+  static async create(path: string, sizeBytes: number): Promise<FileMember> {
+    let fd: number;
+    try {
+      fd = await openRaw(path, 'wx+');
+      await promisify(fs.ftruncate)(fd, sizeBytes);
+    } catch (error) {
+      throw new MemberError(path, `cannot create: ${(error as Error).message}`, { cause: error });
+    }
+    return new FileMember(path, fd);
+  }
+
+  read(offset: number, into: Buffer): Promise<void> {
+    return new Promise((resolve, reject) => this.readFrom(offset, into, 0, resolve, reject));
+  }
+
+  write(offset: number, data: Buffer): Promise<void> {
+    return new Promise((resolve, reject) => this.writeFrom(offset, data, 0, resolve, reject));
+  }
+
+  sync(): Promise<void> {
+    if (this.closed) return Promise.reject(new MemberError(this.path, 'closed'));
+    return new Promise((resolve, reject) =>
+      fs.fdatasync(this.fd, (error) => (error ? reject(new MemberError(this.path, `sync failed: ${error.message}`, { cause: error })) : resolve())),
+    );
+  }
+
+  async sizeBytes(): Promise<number> {
+    return (await fstatRaw(this.fd)).size;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await closeRaw(this.fd);
+  }
+
+  private readFrom(offset: number, into: Buffer, done: number, resolve: () => void, reject: (error: Error) => void): void {
+    if (this.closed) return reject(new MemberError(this.path, 'closed'));
+    fs.read(this.fd, into, done, into.length - done, offset + done, (error, bytesRead) => {
+      if (error) return reject(new MemberError(this.path, `read at ${offset + done} failed: ${error.message}`, { cause: error }));
+      // A truncated member reads short: that is a failure, not zeroes.
+      if (bytesRead === 0) return reject(new MemberError(this.path, `read at ${offset + done} is past the end of the file`));
+      if (done + bytesRead < into.length) return this.readFrom(offset, into, done + bytesRead, resolve, reject);
+      resolve();
+    });
+  }
+
+  private writeFrom(offset: number, data: Buffer, done: number, resolve: () => void, reject: (error: Error) => void): void {
+    if (this.closed) return reject(new MemberError(this.path, 'closed'));
+    fs.write(this.fd, data, done, data.length - done, offset + done, (error, written) => {
+      if (error) return reject(new MemberError(this.path, `write at ${offset + done} failed: ${error.message}`, { cause: error }));
+      if (done + written < data.length) return this.writeFrom(offset, data, done + written, resolve, reject);
+      resolve();
+    });
+  }
+}

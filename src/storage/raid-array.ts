@@ -1,0 +1,402 @@
+// A RAID array over member files: reads and writes of whole 4 KiB blocks at array offsets.
+//
+// Every block read from a member is checked against that member's checksum table; a block that
+// fails its checksum, or a member that fails its I/O, is served from redundancy (another mirror, or
+// raid5 reconstruction) and repaired in place. A raid5 stripe update holds the stripe's lock, sets
+// the write-intent bit of its region (persisted before any data moves, so a crash mid-update is
+// followed by a resync of that region), then writes data and parity in parallel. Partial-stripe
+// updates choose read-modify-write or reconstruct-write, whichever reads fewer bytes.
+import type { Logger } from '../observe/index.js';
+import { VolumeError } from '../volume/index.js';
+import { BLOCK_BYTES, dataChunksPerStripe, dataMembersOf, mapRange, parityMemberOf, arrayDataBytes, type ChunkSpan, type Geometry } from './layout.js';
+import type { MemberDevice } from './member.js';
+import { ArrayFailedError, MemberSet, type Slot } from './member-set.js';
+import { computeParity, reconstructMissing, updateParity, xorInto } from './parity.js';
+import { StripeLocks } from './stripe-locks.js';
+
+export interface RaidDependencies {
+  logger: Logger;
+  /** Milliseconds; injected so tests and the simulator control when bitmap bits are cleared. */
+  now: () => number;
+}
+
+/** A region's bit is cleared once no write touched it for this long and a sync followed. */
+export const BITMAP_CLEAR_DELAY_MS = 5_000;
+
+export interface MemberStatus {
+  index: number;
+  path: string;
+  state: string;
+  reason: string;
+  readErrors: number;
+  repairedBlocks: number;
+  rebuildPositionBytes?: number;
+}
+
+export interface ArrayStatus {
+  uuid: string;
+  level: string;
+  memberCount: number;
+  chunkBytes: number;
+  sizeBytes: number;
+  eventCounter: number;
+  state: 'optimal' | 'degraded' | 'rebuilding' | 'failed';
+  dirtyRegions: number;
+  members: MemberStatus[];
+}
+
+export class RaidArray {
+  readonly locks = new StripeLocks();
+  readonly sizeBytes: number;
+  private readonly regionWriters = new Map<number, { inFlight: number; lastWriteMs: number }>();
+  private readRotation = 0;
+  private stopped = false;
+
+  constructor(
+    readonly members: MemberSet,
+    readonly deps: RaidDependencies,
+  ) {
+    this.sizeBytes = arrayDataBytes(members.geometry);
+  }
+
+  get geometry(): Geometry {
+    return this.members.geometry;
+  }
+
+  status(): ArrayStatus {
+    const slots = this.members.slots;
+    const rebuilding = slots.some((slot) => slot.state === 'rebuilding');
+    const degraded = slots.some((slot) => slot.state !== 'active');
+    return {
+      uuid: this.members.identity.arrayUuid,
+      level: this.members.identity.level,
+      memberCount: slots.length,
+      chunkBytes: this.members.identity.chunkBytes,
+      sizeBytes: this.sizeBytes,
+      eventCounter: this.members.eventCounter,
+      state: !this.members.intact ? 'failed' : rebuilding ? 'rebuilding' : degraded ? 'degraded' : 'optimal',
+      dirtyRegions: this.members.bitmap.dirtyCount,
+      members: slots.map((slot) => ({
+        index: slot.index,
+        path: slot.path,
+        state: slot.state,
+        reason: slot.reason,
+        readErrors: slot.readErrors,
+        repairedBlocks: slot.repairedBlocks,
+        ...(slot.state === 'rebuilding' ? { rebuildPositionBytes: slot.rebuildPositionBytes } : {}),
+      })),
+    };
+  }
+
+  // ---- reads ----
+
+  /** Reads whole blocks at a block-aligned array offset. */
+  async read(offset: number, into: Buffer): Promise<void> {
+    this.checkRange(offset, into.length);
+    const spans = mapRange(this.geometry, offset, into.length);
+    await Promise.all(
+      spans.map((span) =>
+        this.locks.withShared(span.stripe, () => this.readSpan(span, into.subarray(span.arrayOffset - offset, span.arrayOffset - offset + span.lengthBytes))),
+      ),
+    );
+  }
+
+  private async readSpan(span: ChunkSpan, into: Buffer): Promise<void> {
+    if (this.geometry.level === 'raid5') {
+      into.set(await this.readMemberRange(span.stripe, span.members[0] as number, span.memberOffset, span.lengthBytes));
+      return;
+    }
+    await this.readMirrored(span, into);
+  }
+
+  /** raid1/raid10: one copy, spread over the mirrors; bad blocks are taken from the others and repaired. */
+  private async readMirrored(span: ChunkSpan, into: Buffer): Promise<void> {
+    const copies = span.members.filter((member) => this.members.readable(member, span.memberOffset, span.lengthBytes));
+    if (copies.length === 0) throw this.lost(`no readable copy of array offset ${span.arrayOffset}`);
+    const first = copies[this.readRotation++ % copies.length] as number;
+    const ordered = [first, ...copies.filter((member) => member !== first)];
+    let bad: number[] | null = null;
+    for (const member of ordered) {
+      const result = await this.readVerified(member, span.memberOffset, into);
+      if (result === null) continue;
+      if (bad === null) {
+        bad = result;
+        if (bad.length === 0) return;
+        await this.repairFromMirrors(span, into, member, bad, ordered);
+        return;
+      }
+    }
+    throw this.lost(`every copy of array offset ${span.arrayOffset} failed`);
+  }
+
+  /** Replaces bad blocks of `into` (read from `source`) with good copies from other mirrors. */
+  private async repairFromMirrors(span: ChunkSpan, into: Buffer, source: number, bad: number[], mirrors: number[]): Promise<void> {
+    for (const block of bad) {
+      const memberOffset = span.memberOffset + block * BLOCK_BYTES;
+      const target = into.subarray(block * BLOCK_BYTES, (block + 1) * BLOCK_BYTES);
+      let repaired = false;
+      for (const other of mirrors) {
+        if (other === source) continue;
+        const result = await this.readVerified(other, memberOffset, target);
+        if (result !== null && result.length === 0) {
+          repaired = true;
+          break;
+        }
+      }
+      if (!repaired) throw this.lost(`every copy of array block at ${span.arrayOffset + block * BLOCK_BYTES} fails its checksum`);
+      await this.rewriteBlock(source, memberOffset, target);
+    }
+  }
+
+  /**
+   * A member's bytes of one stripe chunk, verified: read directly where the member is readable and
+   * its blocks pass their checksums, otherwise reconstructed from every other member (raid5).
+   */
+  async readMemberRange(stripe: number, member: number, memberOffset: number, lengthBytes: number): Promise<Buffer> {
+    const buffer = Buffer.allocUnsafe(lengthBytes);
+    if (this.members.readable(member, memberOffset, lengthBytes)) {
+      const bad = await this.readVerified(member, memberOffset, buffer);
+      if (bad !== null && bad.length === 0) return buffer;
+      if (bad !== null) {
+        for (const block of bad) {
+          const blockOffset = memberOffset + block * BLOCK_BYTES;
+          const rebuilt = await this.reconstruct(stripe, member, blockOffset, BLOCK_BYTES);
+          rebuilt.copy(buffer, block * BLOCK_BYTES);
+          await this.rewriteBlock(member, blockOffset, rebuilt);
+        }
+        return buffer;
+      }
+    }
+    return this.reconstruct(stripe, member, memberOffset, lengthBytes);
+  }
+
+  /** raid5: XOR of every other member's verified bytes at the same member offset. */
+  async reconstruct(stripe: number, missing: number, memberOffset: number, lengthBytes: number): Promise<Buffer> {
+    const others: Buffer[] = [];
+    for (let member = 0; member < this.geometry.memberCount; member++) {
+      if (member === missing) continue;
+      if (!this.members.readable(member, memberOffset, lengthBytes)) {
+        throw this.lost(`stripe ${stripe} cannot be reconstructed: members ${missing} and ${member} are both unavailable`);
+      }
+      const buffer = Buffer.allocUnsafe(lengthBytes);
+      const bad = await this.readVerified(member, memberOffset, buffer);
+      if (bad === null || bad.length > 0) {
+        throw this.lost(`stripe ${stripe} cannot be reconstructed: member ${member} also fails at ${memberOffset}`);
+      }
+      others.push(buffer);
+    }
+    const rebuilt = Buffer.allocUnsafe(lengthBytes);
+    reconstructMissing(others, rebuilt);
+    return rebuilt;
+  }
+
+  /**
+   * Reads a member range and checks every block. Returns the indices of blocks whose checksum
+   * disagrees, or null when the member failed (it is then marked failed).
+   */
+  async readVerified(member: number, memberOffset: number, into: Buffer): Promise<number[] | null> {
+    const slot = this.members.slots[member] as Slot;
+    try {
+      await (slot.device as MemberDevice).read(this.members.identity.dataOffset + memberOffset, into);
+    } catch (error) {
+      await this.members.markFailed(member, (error as Error).message);
+      return null;
+    }
+    const bad = this.members.badBlocks(member, memberOffset, into);
+    if (bad.length > 0) {
+      slot.readErrors += bad.length;
+      this.deps.logger.warn(`raid member ${member}: ${bad.length} block(s) at ${memberOffset} fail their checksum; repairing from redundancy`);
+    }
+    return bad;
+  }
+
+  async rewriteBlock(member: number, memberOffset: number, data: Buffer): Promise<void> {
+    const slot = this.members.slots[member] as Slot;
+    try {
+      await (slot.device as MemberDevice).write(this.members.identity.dataOffset + memberOffset, data);
+      slot.repairedBlocks += data.length / BLOCK_BYTES;
+    } catch (error) {
+      await this.members.markFailed(member, (error as Error).message);
+    }
+  }
+
+  // ---- writes ----
+
+  /** Writes whole blocks at a block-aligned array offset; durable only after sync(). */
+  async write(offset: number, data: Buffer): Promise<void> {
+    this.checkRange(offset, data.length);
+    const byStripe = new Map<number, ChunkSpan[]>();
+    for (const span of mapRange(this.geometry, offset, data.length)) {
+      const list = byStripe.get(span.stripe) ?? [];
+      list.push(span);
+      byStripe.set(span.stripe, list);
+    }
+    await Promise.all(
+      [...byStripe.entries()].map(([stripe, spans]) =>
+        this.locks.withExclusive(stripe, () => this.writeStripe(stripe, spans, (span) => data.subarray(span.arrayOffset - offset, span.arrayOffset - offset + span.lengthBytes))),
+      ),
+    );
+  }
+
+  private async writeStripe(stripe: number, spans: ChunkSpan[], dataOf: (span: ChunkSpan) => Buffer): Promise<void> {
+    const lo = Math.min(...spans.map((span) => span.offsetInChunk));
+    const hi = Math.max(...spans.map((span) => span.offsetInChunk + span.lengthBytes));
+    const memberOffset = stripe * this.geometry.chunkBytes + lo;
+    const regions = this.members.bitmap.regionsOf(memberOffset, hi - lo);
+    for (const region of regions) this.beginRegionWrite(region);
+    try {
+      await this.members.markRegionsDirty(memberOffset, hi - lo);
+      if (this.geometry.level === 'raid5') await this.writeParityStripe(stripe, spans, dataOf, lo, hi);
+      else await Promise.all(spans.map((span) => this.writeCopies(span.members, span.memberOffset, dataOf(span))));
+    } finally {
+      for (const region of regions) this.endRegionWrite(region);
+    }
+  }
+
+  /** Writes the same bytes to every writable member of a set; fails only if none took them. */
+  private async writeCopies(members: readonly number[], memberOffset: number, data: Buffer): Promise<void> {
+    const results = await Promise.all(members.map((member) => this.writeMember(member, memberOffset, data)));
+    if (!results.some(Boolean)) throw this.lost(`no member could store the write at member offset ${memberOffset}`);
+    if (!this.members.intact) throw this.lost('the array lost redundancy it cannot do without');
+  }
+
+  /** Data + checksum pages of one member; false (and the member failed) on error. */
+  async writeMember(member: number, memberOffset: number, data: Buffer): Promise<boolean> {
+    if (!this.members.writable(member)) return false;
+    const slot = this.members.slots[member] as Slot;
+    try {
+      await (slot.device as MemberDevice).write(this.members.identity.dataOffset + memberOffset, data);
+      await this.members.recordBlocks(member, memberOffset, data);
+      return true;
+    } catch (error) {
+      await this.members.markFailed(member, (error as Error).message);
+      return false;
+    }
+  }
+
+  private async writeParityStripe(stripe: number, spans: ChunkSpan[], dataOf: (span: ChunkSpan) => Buffer, lo: number, hi: number): Promise<void> {
+    const geometry = this.geometry;
+    const parity = parityMemberOf(geometry, stripe);
+    const length = hi - lo;
+    const memberOffset = stripe * geometry.chunkBytes + lo;
+    const chunks = dataChunksPerStripe(geometry);
+    const touched = new Map<number, ChunkSpan>(spans.map((span) => [span.dataIndex, span]));
+    const fullyCovered = (dataIndex: number): boolean => {
+      const span = touched.get(dataIndex);
+      return span !== undefined && span.offsetInChunk === lo && span.lengthBytes === length;
+    };
+    const memberOf = (dataIndex: number): number => dataMembersOf(geometry, stripe, dataIndex)[0] as number;
+    const rmwReads = 1 + touched.size;
+    let rcwReads = 0;
+    for (let d = 0; d < chunks; d++) if (!fullyCovered(d)) rcwReads++;
+    const directlyReadable = (member: number): boolean => this.members.readable(member, memberOffset, length);
+    const rmwPossible = directlyReadable(parity) && [...touched.keys()].every((d) => directlyReadable(memberOf(d)));
+
+    const newImages = new Map<number, Buffer>();
+    const imageOf = async (dataIndex: number): Promise<Buffer> => {
+      const span = touched.get(dataIndex);
+      if (fullyCovered(dataIndex)) return dataOf(span as ChunkSpan);
+      const image = await this.readMemberRange(stripe, memberOf(dataIndex), memberOffset, length);
+      if (span) dataOf(span).copy(image, span.offsetInChunk - lo);
+      return image;
+    };
+
+    const newParity = Buffer.allocUnsafe(length);
+    if (rmwPossible && rmwReads < rcwReads) {
+      // Read-modify-write: parity' = parity ^ old ^ new, for the touched chunks only.
+      const oldParity = await this.readMemberRange(stripe, parity, memberOffset, length);
+      oldParity.copy(newParity);
+      for (const dataIndex of touched.keys()) {
+        const old = await this.readMemberRange(stripe, memberOf(dataIndex), memberOffset, length);
+        const image = Buffer.from(old);
+        const span = touched.get(dataIndex) as ChunkSpan;
+        dataOf(span).copy(image, span.offsetInChunk - lo);
+        updateParity(newParity, old, image, newParity);
+        newImages.set(dataIndex, image);
+      }
+    } else {
+      // Reconstruct-write: parity = XOR of every chunk's new image (works degraded, too).
+      const images: Buffer[] = [];
+      for (let d = 0; d < chunks; d++) {
+        const image = await imageOf(d);
+        images.push(image);
+        if (touched.has(d)) newImages.set(d, image);
+      }
+      computeParity(images, newParity);
+    }
+
+    const writes: Array<Promise<boolean>> = [];
+    for (const [dataIndex, image] of newImages) writes.push(this.writeMember(memberOf(dataIndex), memberOffset, image));
+    writes.push(this.writeMember(parity, memberOffset, newParity));
+    await Promise.all(writes);
+    if (!this.members.intact) throw this.lost(`stripe ${stripe} could not be written with redundancy`);
+  }
+
+  // ---- durability and the bitmap ----
+
+  /** Makes every completed write durable on all members, then clears bitmap bits gone quiet. */
+  async sync(): Promise<void> {
+    const startedMs = this.deps.now();
+    await this.members.syncAll();
+    if (!this.members.intact) throw this.lost('sync failed on too many members');
+    const quiet: number[] = [];
+    for (const [region, writers] of this.regionWriters) {
+      if (writers.inFlight === 0 && startedMs - writers.lastWriteMs >= BITMAP_CLEAR_DELAY_MS) quiet.push(region);
+    }
+    if (quiet.length === 0) return;
+    for (const region of quiet) this.regionWriters.delete(region);
+    await this.members.clearRegions(quiet);
+  }
+
+  private beginRegionWrite(region: number): void {
+    const writers = this.regionWriters.get(region) ?? { inFlight: 0, lastWriteMs: 0 };
+    writers.inFlight++;
+    this.regionWriters.set(region, writers);
+  }
+
+  private endRegionWrite(region: number): void {
+    const writers = this.regionWriters.get(region);
+    if (!writers) return;
+    writers.inFlight--;
+    writers.lastWriteMs = this.deps.now();
+  }
+
+  /** Syncs, clears the whole bitmap, marks the array clean and closes the members. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    await this.members.syncAll();
+    const dirty = this.members.bitmap.dirtyRegions();
+    this.regionWriters.clear();
+    await this.members.clearRegions(dirty).catch(() => undefined);
+    this.members.clean = true;
+    await this.members.writeSuperblocks().catch((error: Error) => this.deps.logger.error(`final superblock write failed: ${error.message}`));
+    await Promise.all(this.members.slots.map((slot) => slot.device?.close()));
+  }
+
+  /** Closes without marking clean: what a crash leaves (for tests and fencing). */
+  async abandon(): Promise<void> {
+    this.stopped = true;
+    await Promise.all(this.members.slots.map((slot) => slot.device?.close()));
+  }
+
+  private checkRange(offset: number, lengthBytes: number): void {
+    if (offset % BLOCK_BYTES !== 0 || lengthBytes % BLOCK_BYTES !== 0) {
+      throw new RangeError(`raid I/O must be whole ${BLOCK_BYTES}-byte blocks (offset ${offset}, length ${lengthBytes})`);
+    }
+    if (offset < 0 || offset + lengthBytes > this.sizeBytes) throw new RangeError(`raid I/O ${offset}+${lengthBytes} is outside the array (${this.sizeBytes})`);
+    if (this.stopped) throw new VolumeError('ESHUTDOWN', 'raid array is stopped');
+  }
+
+  private lost(message: string): VolumeError {
+    return new VolumeError('EIO', message, { cause: new ArrayFailedError(message) });
+  }
+}
+
+/** Used by scrub and tests: does a raid5 stripe range's parity equal the XOR of its data? */
+export function parityMatches(data: readonly Buffer[], parity: Buffer): boolean {
+  const check = Buffer.from(parity);
+  for (const chunk of data) xorInto(check, chunk);
+  return check.every((byte) => byte === 0);
+}
+
