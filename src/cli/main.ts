@@ -3,7 +3,9 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { ConfigError, parseSize } from '../config/index.js';
 import { LOG_LEVELS, type LogLevel } from '../observe/index.js';
+import { ArrayFailedError, MemberError, RaidConfigError } from '../storage/index.js';
 import { VolumeError } from '../volume/index.js';
+import { raidCommands, RaidCommandError } from './raid.js';
 import { serve } from './serve.js';
 import { up } from './up.js';
 
@@ -45,6 +47,7 @@ export async function main(argv: string[]): Promise<void> {
           logLevel: args['log-level'] as LogLevel,
         }),
     )
+    .command('raid', 'administer a RAID array offline, on its member files', raidCommands)
     .demandCommand(1, 'name a command; see --help')
     .strict()
     .help()
@@ -57,7 +60,7 @@ export async function main(argv: string[]): Promise<void> {
 }
 
 main(hideBin(process.argv)).catch((error: unknown) => {
-  const known = error instanceof ConfigError || error instanceof VolumeError;
+  const known = [ConfigError, VolumeError, RaidConfigError, RaidCommandError, ArrayFailedError, MemberError].some((kind) => error instanceof kind);
   process.stderr.write(`ftvm: ${known ? (error as Error).message : (error as Error)?.stack ?? String(error)}\n`);
   process.exit(1);
 });

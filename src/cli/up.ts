@@ -5,9 +5,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { CONFIG_VERSION, formatSize, loadConfig, parseSize, type ClusterConfig } from '../config/index.js';
+import { CONFIG_VERSION, formatSize, loadConfig, type ClusterConfig } from '../config/index.js';
 import { createLogger, type Logger, type LogLevel } from '../observe/index.js';
-import { FileVolume } from '../volume/index.js';
+import { provisionArray } from '../storage/index.js';
 
 const BIN = fileURLToPath(new URL('../../../bin/ftvm', import.meta.url));
 const CHILD_READY_TIMEOUT_MS = 30_000;
@@ -47,7 +47,7 @@ export async function up(options: UpOptions): Promise<void> {
   printAttachInstructions(config);
 }
 
-/** Creates config and backing files on first run; later runs keep the data and update the ports. */
+/** Creates config and the raid5 member files on first run; later runs keep the data and update the ports. */
 async function prepareDataDirectory(dataDirectory: string, options: UpOptions, logger: Logger): Promise<string> {
   const configFile = path.join(dataDirectory, 'cluster.json');
   await fs.mkdir(dataDirectory, { recursive: true });
@@ -57,23 +57,17 @@ async function prepareDataDirectory(dataDirectory: string, options: UpOptions, l
     logger.info(`using existing data directory ${dataDirectory}`);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    logger.info(`creating data directory ${dataDirectory}: raid5 over 3 files for a ${formatSize(options.size)} volume`);
+    const members = await provisionArray(dataDirectory, { level: 'raid5', memberCount: 3, volumeBytes: [options.size] }, { logger, now: () => Date.now() });
     config = {
       version: CONFIG_VERSION,
       cluster: `ftvm-${Date.now().toString(36)}`,
       nodes: [],
-      volumes: [{ name: 'vol0', size: options.size, file: 'vol0.img', description: 'ftvm default volume' }],
+      storage: { level: 'raid5', members: members.map((member) => path.basename(member)) },
+      volumes: [{ name: 'vol0', size: options.size, description: 'ftvm default volume' }],
     };
-    logger.info(`creating data directory ${dataDirectory}`);
   }
-  config.nodes = [
-    { name: 'a', listen: [{ host: options.host, port: options.basePort }, { path: 'a.sock' }] },
-  ];
-  for (const volume of config.volumes as Array<{ file: string; size: number | string }>) {
-    const file = path.resolve(dataDirectory, volume.file);
-    const exists = await fs.stat(file).then(() => true, () => false);
-    const sizeBytes = parseSize(volume.size);
-    if (!exists && typeof sizeBytes === 'number') await FileVolume.create(file, sizeBytes);
-  }
+  config.nodes = [{ name: 'a', listen: [{ host: options.host, port: options.basePort }, { path: 'a.sock' }] }];
   await fs.writeFile(`${configFile}.tmp`, `${JSON.stringify(config, null, 2)}\n`);
   await fs.rename(`${configFile}.tmp`, configFile);
   return configFile;

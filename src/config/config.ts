@@ -35,9 +35,16 @@ const volumeSchema = z.strictObject({
   size: sizeField.refine((bytes) => bytes > 0 && bytes % VOLUME_SIZE_ALIGNMENT_BYTES === 0, {
     message: `size must be a positive multiple of ${VOLUME_SIZE_ALIGNMENT_BYTES} bytes`,
   }),
-  file: z.string().min(1),
   description: z.string().max(1024).default(''),
   readOnly: z.boolean().default(false),
+});
+
+/** The shared disks: one RAID array over member files every node can open. */
+const storageSchema = z.strictObject({
+  level: z.enum(['raid1', 'raid10', 'raid5']),
+  members: z.array(z.string().min(1)).min(1, 'storage needs member files'),
+  cache: sizeField.default(64 * 1024 * 1024),
+  readAhead: sizeField.default(256 * 1024),
 });
 
 const configSchema = z
@@ -45,6 +52,7 @@ const configSchema = z
     version: z.literal(CONFIG_VERSION),
     cluster: name,
     nodes: z.array(nodeSchema).min(1),
+    storage: storageSchema,
     volumes: z.array(volumeSchema).min(1),
   })
   .superRefine((config, context) => {
@@ -64,6 +72,7 @@ export type ClusterConfig = z.output<typeof configSchema>;
 export type NodeConfig = ClusterConfig['nodes'][number];
 export type VolumeConfig = ClusterConfig['volumes'][number];
 export type ListenConfig = NodeConfig['listen'][number];
+export type StorageConfig = ClusterConfig['storage'];
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -77,7 +86,7 @@ export function parseConfig(raw: unknown, source: string, baseDirectory: string)
     throw new ConfigError(`invalid config ${source}:\n${lines.join('\n')}`);
   }
   const config = result.data;
-  for (const volume of config.volumes) volume.file = path.resolve(baseDirectory, volume.file);
+  config.storage.members = config.storage.members.map((member) => path.resolve(baseDirectory, member));
   for (const node of config.nodes) {
     for (const address of node.listen) if ('path' in address) address.path = path.resolve(baseDirectory, address.path);
   }

@@ -8,6 +8,7 @@ export {
   type ClusterConfig,
   type ListenConfig,
   type NodeConfig,
+  type StorageConfig,
   type VolumeConfig,
 } from './config.js';
 export { formatSize, parseSize } from './size.js';

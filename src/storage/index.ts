@@ -1,4 +1,12 @@
 export { RaidArray, type ArrayStatus, type MemberStatus, type RaidDependencies } from './raid-array.js';
 export { assembleArray, createArray, DEFAULT_CHUNK_BYTES, RaidConfigError, type CreateOptions } from './raid-assembly.js';
 export { rebuildMember, replaceMember, scrubArray, type ProgressCallback, type ScrubReport } from './raid-maintenance.js';
-export { BLOCK_BYTES, type RaidLevel } from './layout.js';
+export { BLOCK_BYTES, stripeDataBytes, dataChunksPerStripe, type RaidLevel } from './layout.js';
+export { ArrayFailedError, survives } from './member-set.js';
+export { MemberError } from './member.js';
+export { StorageStack, DEFAULT_STACK_OPTIONS, type StorageStackOptions } from './storage-stack.js';
+export { StorageVolume } from './storage-volume.js';
+export { NodeStateStore } from './node-state-store.js';
+export { placeAllocations, AllocationError, type VolumeRequest } from './allocations.js';
+export { NODE_STATE_REGION_BYTES } from './node-state.js';
+export { memberDataBytesFor, provisionArray, type ProvisionOptions } from './provision.js';

@@ -49,6 +49,7 @@ export class MemberSet {
   readonly bitmap: WriteIntentBitmap;
   private superblockWrite: Promise<void> = Promise.resolve();
   private readonly pageWrites = new Map<string, { running: Promise<void>; next: Promise<void> | null }>();
+  private readonly dirtyChecksumPages: Array<Set<number>>;
 
   constructor(
     readonly identity: ArrayIdentity,
@@ -62,6 +63,7 @@ export class MemberSet {
     this.eventCounter = eventCounter;
     this.clean = clean;
     this.bitmap = new WriteIntentBitmap(identity.bitmapRegionBytes, identity.memberDataBytes);
+    this.dirtyChecksumPages = slots.map(() => new Set<number>());
   }
 
   get geometry(): Geometry {
@@ -128,18 +130,30 @@ export class MemberSet {
     await Promise.all(writes);
   }
 
-  /** Records new contents of whole blocks on a member and persists the checksum pages they touch. */
-  async recordBlocks(index: number, memberOffset: number, data: Buffer): Promise<void> {
+  /**
+   * Records new contents of whole blocks of a member in its checksum table. The pages reach the
+   * disk lazily (flushChecksumPages): until then the blocks' region stays dirty in the bitmap, and a
+   * crash is followed by a resync that recomputes those checksums from the data anyway.
+   */
+  recordBlocks(index: number, memberOffset: number, data: Buffer): void {
     const slot = this.slots[index] as Slot;
     const table = slot.checksums;
     if (table === null) return;
     const firstBlock = memberOffset / BLOCK_BYTES;
     const blocks = data.length / BLOCK_BYTES;
     for (let i = 0; i < blocks; i++) table.set(firstBlock + i, crc32cOf(data.subarray(i * BLOCK_BYTES, (i + 1) * BLOCK_BYTES)));
-    const firstPage = table.pageOf(firstBlock);
-    const lastPage = table.pageOf(firstBlock + blocks - 1);
-    const writes: Promise<void>[] = [];
-    for (let page = firstPage; page <= lastPage; page++) writes.push(this.writeChecksumPage(index, page));
+    const pages = this.dirtyChecksumPages[index] as Set<number>;
+    for (let page = table.pageOf(firstBlock); page <= table.pageOf(firstBlock + blocks - 1); page++) pages.add(page);
+  }
+
+  /** Writes every checksum page changed since the last call (not synced: callers sync). */
+  async flushChecksumPages(): Promise<void> {
+    const writes: Array<Promise<void>> = [];
+    for (const slot of this.slots) {
+      const pages = this.dirtyChecksumPages[slot.index] as Set<number>;
+      for (const page of pages) writes.push(this.writeChecksumPage(slot.index, page));
+      pages.clear();
+    }
     await Promise.all(writes);
   }
 
@@ -166,8 +180,13 @@ export class MemberSet {
     await Promise.all([...pages].map((page) => this.writeBitmapPage(page)));
   }
 
-  /** Clears bits whose regions have no write in flight and were synced since their last write. */
+  /**
+   * Clears bits of regions with no write in flight. Their checksum pages are written and synced
+   * first: a clear bit promises that data, parity and checksums of the region agree on disk.
+   */
   async clearRegions(regions: number[]): Promise<void> {
+    await this.flushChecksumPages();
+    await this.syncAll();
     const pages = new Set<number>();
     for (const region of regions) if (this.bitmap.clear(region)) pages.add(this.bitmap.pageOf(region));
     await Promise.all([...pages].map((page) => this.writeBitmapPage(page)));

@@ -41,6 +41,8 @@ export class NodeStateError extends FormatError {
 export interface Allocation {
   guid: string;
   name: string;
+  /** Where the allocation's bytes start in the array's address space (stripe-aligned). */
+  arrayOffset: number;
   sizeBytes: number;
   pageBytes: number;
   owner: string;
@@ -59,6 +61,7 @@ const clusterRecordSchema: z.ZodType<ClusterRecord> = z.object({
     z.object({
       guid: z.guid(),
       name: z.string(),
+      arrayOffset: z.number().int().nonnegative(),
       sizeBytes: z.number().int().nonnegative(),
       pageBytes: z.number().int().positive(),
       owner: z.string(),

@@ -266,7 +266,7 @@ export class RaidArray {
     const slot = this.members.slots[member] as Slot;
     try {
       await (slot.device as MemberDevice).write(this.members.identity.dataOffset + memberOffset, data);
-      await this.members.recordBlocks(member, memberOffset, data);
+      this.members.recordBlocks(member, memberOffset, data);
       return true;
     } catch (error) {
       await this.members.markFailed(member, (error as Error).message);

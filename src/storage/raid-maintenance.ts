@@ -62,21 +62,22 @@ async function resyncStripe(array: RaidArray, stripe: number): Promise<void> {
       // Degraded and unclean: parity is needed to rebuild the missing member, so it is kept; only
       // checksums of what is present are brought in line. This is the raid5 write hole md also has.
       array.deps.logger.error(`stripe ${stripe}: resync while degraded; data of member ${missing.join(',')} may not match`);
-      await Promise.all(chunks.map((chunk, member) => (chunk ? array.members.recordBlocks(member, memberOffset, chunk) : undefined)));
+      chunks.forEach((chunk, member) => chunk && array.members.recordBlocks(member, memberOffset, chunk));
       return;
     }
     const data = chunks.filter((_, member) => member !== parity) as Buffer[];
     const newParity = Buffer.allocUnsafe(chunkBytes);
     computeParity(data, newParity);
     await array.writeMember(parity, memberOffset, newParity);
-    await Promise.all(chunks.map((chunk, member) => (member !== parity ? array.members.recordBlocks(member, memberOffset, chunk as Buffer) : undefined)));
+    chunks.forEach((chunk, member) => member !== parity && array.members.recordBlocks(member, memberOffset, chunk as Buffer));
     return;
   }
   for (const set of mirrorSets(array)) {
     const source = set.find(readable);
     if (source === undefined) continue;
     const chunk = await readRaw(array, source, memberOffset, chunkBytes);
-    await Promise.all(set.map((member) => (member === source ? array.members.recordBlocks(member, memberOffset, chunk) : array.writeMember(member, memberOffset, chunk))));
+    array.members.recordBlocks(source, memberOffset, chunk);
+    await Promise.all(set.filter((member) => member !== source).map((member) => array.writeMember(member, memberOffset, chunk)));
   }
 }
 
@@ -126,6 +127,9 @@ export async function rebuildMember(array: RaidArray, member: number, onProgress
       await array.members.writeSuperblocks();
     }
   }
+  // The rebuilt member's checksums must be on disk before it counts as active: its regions are
+  // not marked dirty, so no resync would recompute them after a crash.
+  await array.members.flushChecksumPages();
   await (slot.device as MemberDevice).sync();
   slot.state = 'active';
   slot.reason = '';
@@ -167,6 +171,7 @@ export async function scrubArray(array: RaidArray, onProgress?: ProgressCallback
     report.stripes++;
     onProgress?.((stripe + 1) * chunkBytes, stripes * chunkBytes);
   }
+  await array.members.flushChecksumPages();
   await array.members.syncAll();
   return report;
 }

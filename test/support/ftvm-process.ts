@@ -6,6 +6,8 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { silentLogger } from '../../src/observe/index.js';
+import { provisionArray, type RaidLevel } from '../../src/storage/index.js';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 export const FTVM_BIN = path.join(REPO_ROOT, 'bin', 'ftvm');
@@ -47,26 +49,23 @@ export async function makeTempDirectory(prefix = 'ftvm-test-'): Promise<string> 
   return fs.mkdtemp(path.join(os.tmpdir(), prefix));
 }
 
-/** Writes a config for one node `a` with the given volumes; backing files are created sparse. */
+/** Writes a config for one node `a` with the given volumes on a new raid5 array of three files. */
 export async function writeSingleNodeConfig(
   directory: string,
   volumes: VolumeSpec[],
   listen: { host: string; port: number },
   extraListen: Array<{ host: string; port: number }> = [],
+  storage: { level: RaidLevel; memberCount: number } = { level: 'raid5', memberCount: 3 },
 ): Promise<string> {
-  for (const volume of volumes) {
-    const handle = await fs.open(path.join(directory, `${volume.name}.img`), 'w');
-    await handle.truncate(volume.sizeBytes);
-    await handle.close();
-  }
+  const members = await provisionArray(directory, { ...storage, volumeBytes: volumes.map((volume) => volume.sizeBytes) }, { logger: silentLogger(), now: () => Date.now() });
   const config = {
     version: 1,
     cluster: 'test-cluster',
     nodes: [{ name: 'a', listen: [listen, ...extraListen, { path: 'a.sock' }] }],
+    storage: { level: storage.level, members: members.map((member) => path.basename(member)) },
     volumes: volumes.map((volume) => ({
       name: volume.name,
       size: volume.sizeBytes,
-      file: `${volume.name}.img`,
       description: volume.description ?? '',
       readOnly: volume.readOnly ?? false,
     })),

@@ -29,8 +29,8 @@ describe('cluster record', () => {
   const full: ClusterRecord = {
     cluster: 'production',
     allocations: [
-      { guid: '6f1c2a9e-3b4d-4e5f-8a9b-0c1d2e3f4a5b', name: 'vol0', sizeBytes: 2 ** 40, pageBytes: 4096, owner: 'node-a' },
-      { guid: '00000000-0000-0000-0000-000000000001', name: 'vøl1', sizeBytes: 4096, pageBytes: 65536, owner: 'node-b' },
+      { guid: '6f1c2a9e-3b4d-4e5f-8a9b-0c1d2e3f4a5b', name: 'vol0', arrayOffset: 1048576, sizeBytes: 2 ** 40, pageBytes: 4096, owner: 'node-a' },
+      { guid: '00000000-0000-0000-0000-000000000001', name: 'vøl1', arrayOffset: 2 ** 40 + 1048576, sizeBytes: 4096, pageBytes: 65536, owner: 'node-b' },
     ],
     nodes: ['node-a', 'node-b'],
   };

@@ -1,0 +1,385 @@
+// `ftvm raid ...`: administers a RAID array offline, on its member files.
+//
+// Every command assembles the array in this process (which resyncs after an unclean stop), runs one
+// operation, and stops the array cleanly, md-style: `mdadm --assemble` + one action + `--stop`.
+// The operations themselves take a RaidArray, so an online variant (through a running node) can
+// call the same functions. Checks that need the array (member in range, enough redundancy left)
+// happen before anything is written, so a refused command leaves the members as they were.
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import type { Argv } from 'yargs';
+import { formatSize, parseSize } from '../config/index.js';
+import { createLogger, type Logger, type LogLevel } from '../observe/index.js';
+import {
+  assembleArray,
+  createArray,
+  DEFAULT_CHUNK_BYTES,
+  rebuildMember,
+  replaceMember,
+  scrubArray,
+  survives,
+  type ArrayStatus,
+  type ProgressCallback,
+  type RaidArray,
+  type RaidDependencies,
+  type RaidLevel,
+  type ScrubReport,
+} from '../storage/index.js';
+
+const RAID_LEVELS: readonly RaidLevel[] = ['raid1', 'raid10', 'raid5'];
+/** The TTY bar is redrawn at most this often; a 1 TiB rebuild reports millions of stripes. */
+const PROGRESS_REDRAW_MS = 100;
+const PROGRESS_BAR_CHARS = 30;
+const MIB = 1024 * 1024;
+/** Exit code of a scrub that found blocks no redundancy could repair. */
+export const SCRUB_UNRECOVERABLE_EXIT_CODE = 3;
+
+/** A refused administrative request: printed as `ftvm: <message>`, exit code 1. */
+export class RaidCommandError extends Error {
+  override name = 'RaidCommandError';
+}
+
+// ---- operations on an assembled array ----
+
+/** Throws unless `member` names a slot of the array. */
+export function checkMemberIndex(array: RaidArray, member: number): void {
+  const count = array.members.slots.length;
+  if (!Number.isInteger(member) || member < 0 || member >= count) {
+    throw new RaidCommandError(`--member ${member}: the array has members 0..${count - 1}`);
+  }
+}
+
+/** Throws when taking `member` out of service would lose data (md refuses this too). */
+function checkCanLose(array: RaidArray, member: number, action: string): void {
+  const usable = array.members.slots.map((slot) => slot.device !== null && slot.state === 'active' && slot.index !== member);
+  if (!survives(array.members.identity.level, usable)) {
+    throw new RaidCommandError(`refusing to ${action} member ${member}: the ${array.members.identity.level} array has no other copy of its data`);
+  }
+}
+
+export async function failArrayMember(array: RaidArray, member: number): Promise<void> {
+  checkMemberIndex(array, member);
+  const slot = array.members.slots[member];
+  if (slot?.state !== 'active') throw new RaidCommandError(`member ${member} is already ${slot?.state}`);
+  checkCanLose(array, member, 'fail');
+  await array.members.markFailed(member, 'failed by administrator');
+}
+
+export async function rebuildArrayMember(array: RaidArray, member: number, onProgress?: ProgressCallback): Promise<void> {
+  checkMemberIndex(array, member);
+  const slot = array.members.slots[member];
+  if (slot?.device === null) throw new RaidCommandError(`member ${member} has no file to rebuild onto; use 'ftvm raid replace'`);
+  if (slot?.state === 'active') throw new RaidCommandError(`member ${member} is active; fail it first to rebuild it`);
+  await rebuildMember(array, member, onProgress);
+}
+
+export async function replaceArrayMember(array: RaidArray, member: number, newPath: string, onProgress?: ProgressCallback): Promise<void> {
+  checkMemberIndex(array, member);
+  // The engine would mark an active member failed before finding the new file taken: check first.
+  await refuseExisting([newPath]);
+  if (array.members.slots[member]?.state === 'active') checkCanLose(array, member, 'replace');
+  await replaceMember(array, member, newPath, onProgress);
+}
+
+async function refuseExisting(paths: string[]): Promise<void> {
+  const seen = new Set<string>();
+  for (const file of paths) {
+    const resolved = path.resolve(file);
+    if (seen.has(resolved)) throw new RaidCommandError(`${file} is named twice`);
+    seen.add(resolved);
+  }
+  const existing: string[] = [];
+  for (const file of paths) {
+    const found = await fs.lstat(file).then(() => true, (error: NodeJS.ErrnoException) => error.code !== 'ENOENT');
+    if (found) existing.push(file);
+  }
+  if (existing.length > 0) throw new RaidCommandError(`refusing to overwrite existing file(s): ${existing.join(', ')}`);
+}
+
+// ---- rendering: pure, state in, text out ----
+
+function describeBytes(bytes: number): string {
+  const short = formatSize(bytes);
+  return short.endsWith(' bytes') ? short : `${short} (${bytes} bytes)`;
+}
+
+/** Left-aligned columns; the last column is not padded. */
+function table(rows: string[][]): string[] {
+  const widths = rows[0]?.map((_, column) => Math.max(...rows.map((row) => (row[column] ?? '').length))) ?? [];
+  return rows.map((row) => row.map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column] as number))).join('  ').trimEnd());
+}
+
+export function formatStatus(status: ArrayStatus): string {
+  const members = table([
+    ['#', 'state', 'read errors', 'repaired blocks', 'path', 'reason'],
+    ...status.members.map((member) => [
+      String(member.index),
+      member.rebuildPositionBytes === undefined ? member.state : `${member.state} ${formatMiB(member.rebuildPositionBytes)} MiB`,
+      String(member.readErrors),
+      String(member.repairedBlocks),
+      member.path || '-',
+      member.reason,
+    ]),
+  ]);
+  const lines = [
+    `uuid:           ${status.uuid}`,
+    `level:          ${status.level}, ${status.memberCount} members, ${formatSize(status.chunkBytes)} chunks`,
+    `size:           ${describeBytes(status.sizeBytes)}`,
+    `state:          ${status.state}`,
+    `event counter:  ${status.eventCounter}`,
+    `dirty regions:  ${status.dirtyRegions}`,
+    'members:',
+    ...members.map((line) => `  ${line}`),
+  ];
+  return `${lines.join('\n')}\n`;
+}
+
+export function formatScrubReport(report: ScrubReport): string {
+  return [
+    `stripes:              ${report.stripes}`,
+    `blocks checked:       ${report.blocksChecked}`,
+    `checksum repairs:     ${report.checksumRepairs}`,
+    `parity repairs:       ${report.parityRepairs}`,
+    `unrecoverable blocks: ${report.unrecoverableBlocks}`,
+    '',
+  ].join('\n');
+}
+
+export interface ProgressState {
+  /** What is being done, e.g. "rebuild member 1". */
+  label: string;
+  doneBytes: number;
+  totalBytes: number;
+  elapsedMs: number;
+}
+
+function formatMiB(bytes: number): string {
+  return (bytes / MIB).toFixed(1);
+}
+
+function percentOf(state: ProgressState): number {
+  return state.totalBytes === 0 ? 100 : Math.floor((100 * state.doneBytes) / state.totalBytes);
+}
+
+function progressFigures(state: ProgressState): string {
+  const rate = state.elapsedMs > 0 ? `${formatMiB((state.doneBytes * 1000) / state.elapsedMs)} MiB/s` : '- MiB/s';
+  return `${formatMiB(state.doneBytes)}/${formatMiB(state.totalBytes)} MiB, ${rate}`;
+}
+
+/** The TTY line: `rebuild member 1 [###############...............]  50%  4.0/8.0 MiB, 2.0 MiB/s`. */
+export function renderProgressBar(state: ProgressState, barChars = PROGRESS_BAR_CHARS): string {
+  const percent = percentOf(state);
+  const filled = Math.min(barChars, Math.floor((percent * barChars) / 100));
+  const bar = '#'.repeat(filled) + '.'.repeat(barChars - filled);
+  return `${state.label} [${bar}] ${String(percent).padStart(3)}%  ${progressFigures(state)}`;
+}
+
+/** The log line for a pipe or file: `rebuild member 1: 50% (4.0/8.0 MiB, 2.0 MiB/s)`. */
+export function renderProgressLogLine(state: ProgressState): string {
+  return `${state.label}: ${percentOf(state)}% (${progressFigures(state)})`;
+}
+
+/** Which tenth of the work is complete (0..10): a log line is due each time it grows. */
+export function progressTenth(doneBytes: number, totalBytes: number): number {
+  return totalBytes === 0 ? 10 : Math.floor((10 * doneBytes) / totalBytes);
+}
+
+export interface ProgressReporter {
+  onProgress: ProgressCallback;
+  /** Ends an unfinished TTY line (the operation failed) so later output starts on a fresh one. */
+  finish(): void;
+}
+
+/** A bar redrawn in place on a terminal, otherwise a log line every 10%. */
+export function progressReporter(label: string, output: { logger: Logger; stream: NodeJS.WriteStream; now: () => number }): ProgressReporter {
+  const startedMs = output.now();
+  const isTTY = output.stream.isTTY === true;
+  let lastTenth = 0;
+  let lastDrawMs = -Infinity;
+  let drawn = false;
+  const onProgress: ProgressCallback = (doneBytes, totalBytes) => {
+    const nowMs = output.now();
+    const state = { label, doneBytes, totalBytes, elapsedMs: nowMs - startedMs };
+    const complete = doneBytes >= totalBytes;
+    if (isTTY) {
+      if (!complete && nowMs - lastDrawMs < PROGRESS_REDRAW_MS) return;
+      lastDrawMs = nowMs;
+      // The finished bar ends its line at once, before the operation's own closing log line.
+      drawn = !complete;
+      output.stream.write(`\r${renderProgressBar(state)}${complete ? '\n' : ''}`);
+      return;
+    }
+    const tenth = progressTenth(doneBytes, totalBytes);
+    if (tenth <= lastTenth) return;
+    lastTenth = tenth;
+    output.logger.info(renderProgressLogLine(state));
+  };
+  return {
+    onProgress,
+    finish: () => {
+      if (drawn) output.stream.write('\n');
+      drawn = false;
+    },
+  };
+}
+
+// ---- running a command offline ----
+
+interface CommonArgs {
+  logLevel: LogLevel;
+}
+
+function dependencies(logLevel: LogLevel): RaidDependencies {
+  return { logger: createLogger({ level: logLevel }), now: () => Date.now() };
+}
+
+function print(text: string): void {
+  process.stdout.write(text);
+}
+
+/**
+ * Assembles the array from `files`, runs `operation`, and stops the array cleanly whatever happened.
+ * Every file named must have been taken into the array: acting on an array while a file the
+ * administrator believes is a member was left out (not a member, or an older duplicate) would
+ * change the others behind its back. `status` only warns, so it can still show what is there.
+ */
+async function withAssembledArray<T>(
+  files: string[],
+  options: CommonArgs & { strictMembership: boolean },
+  operation: (array: RaidArray, deps: RaidDependencies) => Promise<T>,
+): Promise<T> {
+  const deps = dependencies(options.logLevel);
+  const array = await assembleArray(files, deps);
+  try {
+    const taken = new Set(array.members.slots.map((slot) => slot.path));
+    const leftOut = files.filter((file) => !taken.has(file));
+    if (leftOut.length > 0) {
+      const message = `${leftOut.join(', ')}: not taken into array ${array.members.identity.arrayUuid} (not one of its members, or an older copy of one)`;
+      if (options.strictMembership) throw new RaidCommandError(message);
+      deps.logger.warn(message);
+    }
+    return await operation(array, deps);
+  } finally {
+    await array.stop();
+  }
+}
+
+function sizeArgument(option: string, text: string): number {
+  const bytes = parseSize(text);
+  if (typeof bytes === 'string') throw new RaidCommandError(`${option}: ${bytes}`);
+  return bytes;
+}
+
+async function createCommand(args: CommonArgs & { level: RaidLevel; chunk: string; memberSize: string; files: string[] }): Promise<void> {
+  const memberDataBytes = sizeArgument('--member-size', args.memberSize);
+  const chunkBytes = sizeArgument('--chunk', args.chunk);
+  await refuseExisting(args.files);
+  const deps = dependencies(args.logLevel);
+  const array = await createArray({ level: args.level, memberPaths: args.files, memberDataBytes, chunkBytes }, deps);
+  try {
+    print(formatStatus(array.status()));
+  } finally {
+    await array.stop();
+  }
+}
+
+async function maintenanceCommand(label: string, args: CommonArgs & { files: string[] }, run: (array: RaidArray, onProgress: ProgressCallback) => Promise<void>): Promise<void> {
+  await withAssembledArray(args.files, { ...args, strictMembership: true }, async (array, deps) => {
+    const reporter = progressReporter(label, { logger: deps.logger, stream: process.stderr, now: deps.now });
+    try {
+      await run(array, reporter.onProgress);
+    } finally {
+      reporter.finish();
+    }
+    print(formatStatus(array.status()));
+  });
+}
+
+// ---- yargs wiring ----
+
+const filesPositional = { type: 'string', array: true, demandOption: true, describe: 'member files of the array' } as const;
+const memberOption = { type: 'number', demandOption: true, describe: 'member index (see status)' } as const;
+
+/** The global --log-level, which main.ts declares and the typed subcommand args do not show. */
+function common(args: object): CommonArgs {
+  return { logLevel: (args as Record<string, unknown>)['log-level'] as LogLevel };
+}
+
+/** Registers the `raid` subcommands; main.ts passes this as the builder of `ftvm raid`. */
+export function raidCommands(command: Argv): Argv {
+  return command
+    .command(
+      'create <files..>',
+      'create a new array on new member files',
+      (sub) =>
+        sub
+          .positional('files', { ...filesPositional, describe: 'member files to create (must not exist)' })
+          .option('level', { choices: RAID_LEVELS, demandOption: true, describe: 'RAID level' })
+          .option('chunk', { type: 'string', default: formatSize(DEFAULT_CHUNK_BYTES), describe: 'chunk size (power of two)' })
+          .option('member-size', { type: 'string', demandOption: true, describe: 'data area of each member, e.g. 256MiB' }),
+      (args) => createCommand({ ...common(args), level: args.level as RaidLevel, chunk: args.chunk, memberSize: args['member-size'], files: args.files }),
+    )
+    .command(
+      'status <files..>',
+      'show the array and its members',
+      (sub) => sub.positional('files', filesPositional).option('json', { type: 'boolean', default: false, describe: 'print RaidArray.status() as JSON' }),
+      (args) =>
+        withAssembledArray(args.files, { ...common(args), strictMembership: false }, async (array) => {
+          const status = array.status();
+          print(args.json ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status));
+        }),
+    )
+    .command(
+      'assemble <files..>',
+      'assemble (resyncing after an unclean stop), show status, stop cleanly',
+      (sub) => sub.positional('files', filesPositional),
+      (args) => withAssembledArray(args.files, { ...common(args), strictMembership: true }, async (array) => print(formatStatus(array.status()))),
+    )
+    .command(
+      'fail <files..>',
+      'mark a member failed',
+      (sub) => sub.positional('files', filesPositional).option('member', memberOption),
+      (args) =>
+        withAssembledArray(args.files, { ...common(args), strictMembership: true }, async (array) => {
+          await failArrayMember(array, args.member);
+          print(formatStatus(array.status()));
+        }),
+    )
+    .command(
+      'rebuild <files..>',
+      'rebuild a failed or stale member in place from the others',
+      (sub) => sub.positional('files', filesPositional).option('member', memberOption),
+      (args) => maintenanceCommand(`rebuild member ${args.member}`, { ...common(args), files: args.files }, (array, onProgress) => rebuildArrayMember(array, args.member, onProgress)),
+    )
+    .command(
+      'replace <files..>',
+      'put a new file in place of a member and rebuild onto it',
+      (sub) =>
+        sub
+          .positional('files', filesPositional)
+          .option('member', memberOption)
+          .option('new', { type: 'string', demandOption: true, describe: 'the new member file (must not exist)' }),
+      (args) =>
+        maintenanceCommand(`replace member ${args.member}`, { ...common(args), files: args.files }, (array, onProgress) =>
+          replaceArrayMember(array, args.member, args.new, onProgress),
+        ),
+    )
+    .command(
+      'scrub <files..>',
+      `check every block, repair from redundancy; exit code ${SCRUB_UNRECOVERABLE_EXIT_CODE} if some could not be repaired`,
+      (sub) => sub.positional('files', filesPositional),
+      (args) =>
+        withAssembledArray(args.files, { ...common(args), strictMembership: true }, async (array, deps) => {
+          const reporter = progressReporter('scrub', { logger: deps.logger, stream: process.stderr, now: deps.now });
+          let report: ScrubReport;
+          try {
+            report = await scrubArray(array, reporter.onProgress);
+          } finally {
+            reporter.finish();
+          }
+          print(formatScrubReport(report));
+          if (report.unrecoverableBlocks > 0) process.exitCode = SCRUB_UNRECOVERABLE_EXIT_CODE;
+        }),
+    )
+    .demandCommand(1, 'name a raid subcommand; see ftvm raid --help');
+}

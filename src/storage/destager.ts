@@ -1,0 +1,152 @@
+// The destager: dirty blocks on their way to the array.
+//
+//   enqueue(offset, data) ──> dirty map (a newer enqueue of a block replaces the older data)
+//        background: dirty ≥ high watermark ──> destage batches until dirty ≤ low watermark
+//        flush(): destage now, whatever the watermarks say, and wait until it is done
+//   batch: take ≤ maxBatchBlocks dirty blocks not already on their way, in offset order; merge
+//          neighbours into single writes, write them in parallel, then one sync for the batch. A
+//          block turns clean only if its data was not replaced meanwhile, and only after the sync.
+//
+// Up to `maxConcurrentBatches` batches run at once: while one syncs, the next already writes, so
+// a stream of small writes pays for a sync per batch, not per write (group commit).
+import { BLOCK_BYTES } from './layout.js';
+
+export interface DestageTarget {
+  write(offset: number, data: Buffer): Promise<void>;
+  sync(): Promise<void>;
+}
+
+export interface DestagerOptions {
+  highWatermarkBlocks: number;
+  lowWatermarkBlocks: number;
+  /** Blocks written per batch (one sync each). */
+  maxBatchBlocks: number;
+  maxConcurrentBatches: number;
+}
+
+interface Dirty {
+  data: Buffer;
+  /** Bumped by every enqueue, so a batch knows whether what it wrote is still the newest. */
+  generation: number;
+  inFlight: boolean;
+}
+
+export class Destager {
+  private readonly dirty = new Map<number, Dirty>();
+  private generation = 0;
+  private batches = 0;
+  private flushing = 0;
+  /** Set at the high watermark, cleared at the low one: background destaging has hysteresis. */
+  private draining = false;
+  private failure: Error | null = null;
+  private completions: Array<() => void> = [];
+  /** Called with each run of blocks once it is clean (written and synced). */
+  onClean: (offset: number, data: Buffer) => void = () => undefined;
+
+  constructor(
+    private readonly target: DestageTarget,
+    private readonly options: DestagerOptions,
+  ) {
+    if (!(options.lowWatermarkBlocks < options.highWatermarkBlocks && options.maxBatchBlocks > 0 && options.maxConcurrentBatches > 0)) {
+      throw new Error('destager needs low < high watermark and positive batch size and concurrency');
+    }
+  }
+
+  get dirtyBlocks(): number {
+    return this.dirty.size;
+  }
+
+  /** The newest data of a dirty block, for readers that must see writes not yet on the array. */
+  dirtyBlock(block: number): Buffer | undefined {
+    return this.dirty.get(block)?.data;
+  }
+
+  /** Marks whole blocks dirty; `data` is kept (not copied) until it is clean. */
+  enqueue(offset: number, data: Buffer): void {
+    const first = offset / BLOCK_BYTES;
+    for (let i = 0; i < data.length / BLOCK_BYTES; i++) {
+      this.dirty.set(first + i, { data: data.subarray(i * BLOCK_BYTES, (i + 1) * BLOCK_BYTES), generation: ++this.generation, inFlight: false });
+    }
+    this.pump();
+  }
+
+  /** Resolves once every block dirty at the time of the call is clean; rejects if destaging fails. */
+  async flush(): Promise<void> {
+    const target = this.generation;
+    this.flushing++;
+    try {
+      while (this.hasDirtyUpTo(target)) {
+        if (this.failure) throw this.failure;
+        this.pump();
+        await new Promise<void>((resolve) => this.completions.push(resolve));
+      }
+      if (this.failure) throw this.failure;
+    } finally {
+      this.flushing--;
+    }
+  }
+
+  private hasDirtyUpTo(generation: number): boolean {
+    for (const entry of this.dirty.values()) if (entry.generation <= generation) return true;
+    return false;
+  }
+
+  /** Starts batches while there is room and a reason: a flush waiting, or dirty above the watermark. */
+  private pump(): void {
+    while (this.batches < this.options.maxConcurrentBatches) {
+      if (this.dirty.size >= this.options.highWatermarkBlocks) this.draining = true;
+      if (this.dirty.size <= this.options.lowWatermarkBlocks) this.draining = false;
+      if (this.flushing === 0 && !this.draining) return;
+      if (this.dirty.size === 0) return;
+      const taken = this.take();
+      if (taken.length === 0) return;
+      this.batches++;
+      this.destage(taken).then(
+        () => {
+          this.failure = null;
+        },
+        (error: Error) => {
+          for (const [, entry] of taken) entry.inFlight = false;
+          this.failure = error;
+        },
+      ).finally(() => {
+        this.batches--;
+        const waiting = this.completions;
+        this.completions = [];
+        for (const resolve of waiting) resolve();
+        if (!this.failure) this.pump();
+      });
+    }
+  }
+
+  private take(): Array<readonly [number, Dirty]> {
+    const free = [...this.dirty.entries()].filter(([, entry]) => !entry.inFlight);
+    free.sort((a, b) => a[0] - b[0]);
+    const taken = free.slice(0, this.options.maxBatchBlocks);
+    for (const [, entry] of taken) entry.inFlight = true;
+    return taken;
+  }
+
+  private async destage(taken: Array<readonly [number, Dirty]>): Promise<void> {
+    const runs: Array<{ first: number; entries: Dirty[] }> = [];
+    for (const [block, entry] of taken) {
+      const last = runs[runs.length - 1];
+      if (last && last.first + last.entries.length === block) last.entries.push(entry);
+      else runs.push({ first: block, entries: [entry] });
+    }
+    const writes = runs.map((run) => ({
+      offset: run.first * BLOCK_BYTES,
+      data: run.entries.length === 1 ? (run.entries[0] as Dirty).data : Buffer.concat(run.entries.map((entry) => entry.data)),
+      run,
+    }));
+    await Promise.all(writes.map((write) => this.target.write(write.offset, write.data)));
+    await this.target.sync();
+    for (const write of writes) {
+      write.run.entries.forEach((entry, i) => {
+        const block = write.run.first + i;
+        if (this.dirty.get(block) === entry) this.dirty.delete(block);
+      });
+      this.onClean(write.offset, write.data);
+    }
+  }
+}

@@ -1,0 +1,34 @@
+// Reads and writes the node-state region through the storage stack (so it shares the cache and
+// the RAID's redundancy and checksums). The cluster record alternates between its two copies by
+// sequence, so a write torn by a crash leaves the previous record readable.
+import { FormatError } from './crc.js';
+import { CLUSTER_RECORD_COPY_BYTES, clusterRecordOffset, encodeClusterRecord, newestClusterRecord, type ClusterRecord } from './node-state.js';
+import type { StorageStack } from './storage-stack.js';
+
+export class NodeStateStore {
+  private sequence = -1;
+
+  constructor(private readonly stack: StorageStack) {}
+
+  /** The newest valid cluster record, or null on a fresh array (both copies never written). */
+  async readClusterRecord(): Promise<ClusterRecord | null> {
+    const copies = Buffer.alloc(2 * CLUSTER_RECORD_COPY_BYTES);
+    await this.stack.readBlocks(0, copies);
+    try {
+      const newest = newestClusterRecord(copies.subarray(0, CLUSTER_RECORD_COPY_BYTES), copies.subarray(CLUSTER_RECORD_COPY_BYTES));
+      this.sequence = newest.sequence;
+      return newest.record;
+    } catch (error) {
+      if (error instanceof FormatError && error.code === 'blank') return null;
+      throw error;
+    }
+  }
+
+  /** Writes the record into the older copy and waits until it is on the array and synced. */
+  async writeClusterRecord(record: ClusterRecord): Promise<void> {
+    const sequence = this.sequence + 1;
+    this.stack.enqueueBlocks(clusterRecordOffset(sequence), encodeClusterRecord(record, sequence));
+    await this.stack.flush();
+    this.sequence = sequence;
+  }
+}
