@@ -39,6 +39,9 @@ export class Destager {
   /** Set at the high watermark, cleared at the low one: background destaging has hysteresis. */
   private draining = false;
   private failure: Error | null = null;
+  private failures = 0;
+  /** Blocks some batch is writing: a newer version waits for the next batch, so writes of one block never race. */
+  private readonly writing = new Set<number>();
   private completions: Array<() => void> = [];
   /** Called with each run of blocks once it is clean (written and synced). */
   onClean: (offset: number, data: Buffer) => void = () => undefined;
@@ -73,14 +76,14 @@ export class Destager {
   /** Resolves once every block dirty at the time of the call is clean; rejects if destaging fails. */
   async flush(): Promise<void> {
     const target = this.generation;
+    const failuresBefore = this.failures;
     this.flushing++;
     try {
       while (this.hasDirtyUpTo(target)) {
-        if (this.failure) throw this.failure;
+        if (this.failures > failuresBefore) throw this.failure;
         this.pump();
         await new Promise<void>((resolve) => this.completions.push(resolve));
       }
-      if (this.failure) throw this.failure;
     } finally {
       this.flushing--;
     }
@@ -108,22 +111,28 @@ export class Destager {
         (error: Error) => {
           for (const [, entry] of taken) entry.inFlight = false;
           this.failure = error;
+          this.failures++;
         },
       ).finally(() => {
+        for (const [block] of taken) this.writing.delete(block);
         this.batches--;
         const waiting = this.completions;
         this.completions = [];
         for (const resolve of waiting) resolve();
+        // After a failure only a new enqueue or flush tries again, so a dead array is not hammered.
         if (!this.failure) this.pump();
       });
     }
   }
 
   private take(): Array<readonly [number, Dirty]> {
-    const free = [...this.dirty.entries()].filter(([, entry]) => !entry.inFlight);
+    const free = [...this.dirty.entries()].filter(([block, entry]) => !entry.inFlight && !this.writing.has(block));
     free.sort((a, b) => a[0] - b[0]);
     const taken = free.slice(0, this.options.maxBatchBlocks);
-    for (const [, entry] of taken) entry.inFlight = true;
+    for (const [block, entry] of taken) {
+      entry.inFlight = true;
+      this.writing.add(block);
+    }
     return taken;
   }
 

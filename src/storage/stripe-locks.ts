@@ -34,9 +34,15 @@ export class StripeLocks {
     }
   }
 
-  /** Locks several stripes exclusively in ascending order (the order that rules out deadlock). */
+  /**
+   * Locks several keys exclusively. Every key is queued for synchronously, before any wait: a caller
+   * is then behind every earlier caller on every key they share, so callers get overlapping ranges
+   * in call order and the waits can never form a cycle.
+   */
   async withExclusiveRange<T>(first: number, last: number, work: () => Promise<T>): Promise<T> {
-    for (let stripe = first; stripe <= last; stripe++) await this.acquire(stripe, true);
+    const grants: Array<Promise<void>> = [];
+    for (let stripe = first; stripe <= last; stripe++) grants.push(this.acquire(stripe, true));
+    await Promise.all(grants);
     try {
       return await work();
     } finally {

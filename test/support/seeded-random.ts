@@ -15,7 +15,7 @@ export function randomInt(random: () => number, below: number): number {
 }
 
 export function randomBytes(random: () => number, length: number): Buffer {
-  const out = Buffer.allocUnsafe(length);
-  for (let i = 0; i < length; i += 4) out.writeUInt32LE((random() * 4294967296) >>> 0, i);
-  return out;
+  const out = Buffer.allocUnsafe(Math.ceil(length / 4) * 4);
+  for (let i = 0; i < out.length; i += 4) out.writeUInt32LE((random() * 4294967296) >>> 0, i);
+  return out.subarray(0, length);
 }

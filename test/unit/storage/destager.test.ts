@@ -1,0 +1,129 @@
+// Proves the destager's rules: nothing is clean before its sync, newer data is never overwritten by
+// older, watermarks start and stop background work, neighbours are merged, flushes share syncs.
+import { expect } from 'chai';
+import { Destager, type DestageTarget } from '../../../src/storage/destager.js';
+
+const B = 4096;
+
+class FakeTarget implements DestageTarget {
+  readonly disk = new Map<number, number>();
+  readonly writes: Array<[number, number]> = [];
+  syncs = 0;
+  /** While set, writes wait for release(). */
+  gate: Promise<void> | null = null;
+  private open: (() => void) | null = null;
+  failNext: Error | null = null;
+
+  hold(): void {
+    this.gate = new Promise((resolve) => (this.open = resolve));
+  }
+  release(): void {
+    this.gate = null;
+    this.open?.();
+  }
+  async write(offset: number, data: Buffer): Promise<void> {
+    if (this.gate) await this.gate;
+    if (this.failNext) {
+      const error = this.failNext;
+      this.failNext = null;
+      throw error;
+    }
+    this.writes.push([offset, data.length]);
+    for (let i = 0; i < data.length / B; i++) this.disk.set(offset / B + i, data[i * B] as number);
+  }
+  async sync(): Promise<void> {
+    this.syncs++;
+  }
+}
+
+const block = (value: number, count = 1): Buffer => Buffer.alloc(count * B, value);
+const options = { highWatermarkBlocks: 8, lowWatermarkBlocks: 2, maxBatchBlocks: 4, maxConcurrentBatches: 2 };
+
+describe('Destager', () => {
+  it('keeps blocks dirty (and readable) below the high watermark until a flush', async () => {
+    const target = new FakeTarget();
+    const destager = new Destager(target, options);
+    destager.enqueue(0, block(1, 3));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(target.writes).to.deep.equal([]);
+    expect(destager.dirtyBlock(1)?.[0]).to.equal(1);
+    await destager.flush();
+    expect(destager.dirtyBlocks).to.equal(0);
+    expect([...target.disk.values()]).to.deep.equal([1, 1, 1]);
+    expect(target.writes).to.deep.equal([[0, 3 * B]]);
+  });
+
+  it('starts at the high watermark and stops at the low one', async () => {
+    const target = new FakeTarget();
+    const destager = new Destager(target, { ...options, maxBatchBlocks: 2, maxConcurrentBatches: 1 });
+    for (let i = 0; i < 7; i++) destager.enqueue(i * 2 * B, block(i));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(target.writes, 'below the high watermark nothing moves').to.deep.equal([]);
+    destager.enqueue(100 * B, block(8));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(destager.dirtyBlocks, 'drained down to the low watermark').to.equal(2);
+    expect(target.syncs).to.equal(3);
+  });
+
+  it('marks clean only after the sync, and calls onClean with what was written', async () => {
+    const target = new FakeTarget();
+    const destager = new Destager(target, options);
+    const cleaned: number[] = [];
+    destager.onClean = (offset) => cleaned.push(offset);
+    target.sync = async () => {
+      expect(destager.dirtyBlocks, 'still dirty while syncing').to.equal(1);
+      target.syncs++;
+    };
+    destager.enqueue(5 * B, block(9));
+    await destager.flush();
+    expect(cleaned).to.deep.equal([5 * B]);
+    expect(target.syncs).to.equal(1);
+  });
+
+  it('never lets an older write of a block finish after a newer one is enqueued as clean', async () => {
+    const target = new FakeTarget();
+    const destager = new Destager(target, options);
+    destager.enqueue(0, block(1));
+    target.hold();
+    const first = destager.flush();
+    destager.enqueue(0, block(2));
+    expect(destager.dirtyBlock(0)?.[0]).to.equal(2);
+    target.release();
+    await first;
+    expect(destager.dirtyBlock(0)?.[0], 'the newer data is still dirty').to.equal(2);
+    await destager.flush();
+    expect(target.disk.get(0)).to.equal(2);
+    expect(destager.dirtyBlocks).to.equal(0);
+  });
+
+  it('shares one sync among flushes that arrive while a batch runs (group commit)', async () => {
+    const target = new FakeTarget();
+    const destager = new Destager(target, { ...options, maxConcurrentBatches: 1, maxBatchBlocks: 100 });
+    destager.enqueue(0, block(1));
+    target.hold();
+    const flushes = [destager.flush()];
+    for (let i = 1; i <= 10; i++) {
+      destager.enqueue(i * 10 * B, block(i));
+      flushes.push(destager.flush());
+    }
+    target.release();
+    await Promise.all(flushes);
+    expect(target.syncs).to.equal(2);
+  });
+
+  it('reports a failed batch to flush and keeps the data dirty for a retry', async () => {
+    const target = new FakeTarget();
+    const destager = new Destager(target, options);
+    destager.enqueue(0, block(7));
+    target.failNext = new Error('member gone');
+    const error = await destager.flush().catch((caught: Error) => caught);
+    expect(error?.message).to.equal('member gone');
+    expect(destager.dirtyBlock(0)?.[0]).to.equal(7);
+    await destager.flush();
+    expect(target.disk.get(0)).to.equal(7);
+  });
+
+  it('refuses watermarks that do not make sense', () => {
+    expect(() => new Destager(new FakeTarget(), { ...options, lowWatermarkBlocks: 9 })).to.throw(/low < high/);
+  });
+});
