@@ -50,6 +50,8 @@ export class MemberSet {
   private superblockWrite: Promise<void> = Promise.resolve();
   private readonly pageWrites = new Map<string, { running: Promise<void>; next: Promise<void> | null }>();
   private readonly dirtyChecksumPages: Array<Set<number>>;
+  /** Regions whose set bit is known to be on disk: writes to them need no bitmap write. */
+  private readonly persistedDirty = new Set<number>();
 
   constructor(
     readonly identity: ArrayIdentity,
@@ -169,26 +171,37 @@ export class MemberSet {
     return bad;
   }
 
-  /** Sets the bitmap bits of a range and, if any bit was clear, persists them before returning. */
+  /**
+   * Sets the bitmap bits of a range and returns once every one of them is on disk. Only bits not
+   * yet known to be on disk cost a write; writers that arrive while one is on its way join it.
+   */
   async markRegionsDirty(memberOffset: number, lengthBytes: number): Promise<void> {
+    const pending = this.bitmap.regionsOf(memberOffset, lengthBytes).filter((region) => !this.persistedDirty.has(region));
+    if (pending.length === 0) return;
     const pages = new Set<number>();
-    for (const region of this.bitmap.regionsOf(memberOffset, lengthBytes)) {
-      if (this.bitmap.set(region)) pages.add(this.bitmap.pageOf(region));
+    for (const region of pending) {
+      this.bitmap.set(region);
+      pages.add(this.bitmap.pageOf(region));
     }
-    // A bit set by a concurrent writer may still be on its way to disk: wait for that write too.
-    for (const region of this.bitmap.regionsOf(memberOffset, lengthBytes)) pages.add(this.bitmap.pageOf(region));
     await Promise.all([...pages].map((page) => this.writeBitmapPage(page)));
+    for (const region of pending) if (this.bitmap.isSet(region)) this.persistedDirty.add(region);
   }
 
   /**
-   * Clears bits of regions with no write in flight. Their checksum pages are written and synced
-   * first: a clear bit promises that data, parity and checksums of the region agree on disk.
+   * Clears bits of regions gone quiet. Their checksum pages are written and synced first: a clear
+   * bit promises that data, parity and checksums of the region agree on disk. `stillQuiet` is asked
+   * right before each bit is cleared (no await in between), so a write that started meanwhile keeps
+   * its region dirty.
    */
-  async clearRegions(regions: number[]): Promise<void> {
+  async clearRegions(regions: number[], stillQuiet: (region: number) => boolean = () => true): Promise<void> {
     await this.flushChecksumPages();
     await this.syncAll();
     const pages = new Set<number>();
-    for (const region of regions) if (this.bitmap.clear(region)) pages.add(this.bitmap.pageOf(region));
+    for (const region of regions) {
+      if (!stillQuiet(region)) continue;
+      this.persistedDirty.delete(region);
+      if (this.bitmap.clear(region)) pages.add(this.bitmap.pageOf(region));
+    }
     await Promise.all([...pages].map((page) => this.writeBitmapPage(page)));
   }
 

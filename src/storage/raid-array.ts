@@ -23,6 +23,12 @@ export interface RaidDependencies {
 /** A region's bit is cleared once no write touched it for this long and a sync followed. */
 export const BITMAP_CLEAR_DELAY_MS = 5_000;
 
+interface RegionWriters {
+  inFlight: number;
+  lastWriteMs: number;
+  lastWriteEpoch: number;
+}
+
 export interface MemberStatus {
   index: number;
   path: string;
@@ -48,7 +54,9 @@ export interface ArrayStatus {
 export class RaidArray {
   readonly locks = new StripeLocks();
   readonly sizeBytes: number;
-  private readonly regionWriters = new Map<number, { inFlight: number; lastWriteMs: number }>();
+  private readonly regionWriters = new Map<number, RegionWriters>();
+  /** Counts finished writes: a region is quiet for a sync only if its last write ended before the sync began. */
+  private writeEpoch = 0;
   private readRotation = 0;
   private stopped = false;
 
@@ -337,19 +345,26 @@ export class RaidArray {
   /** Makes every completed write durable on all members, then clears bitmap bits gone quiet. */
   async sync(): Promise<void> {
     const startedMs = this.deps.now();
+    const epochBefore = this.writeEpoch;
     await this.members.syncAll();
     if (!this.members.intact) throw this.lost('sync failed on too many members');
-    const quiet: number[] = [];
-    for (const [region, writers] of this.regionWriters) {
-      if (writers.inFlight === 0 && startedMs - writers.lastWriteMs >= BITMAP_CLEAR_DELAY_MS) quiet.push(region);
-    }
+    const quietSince = (region: number): boolean => {
+      const writers = this.regionWriters.get(region);
+      return writers !== undefined && writers.inFlight === 0 && writers.lastWriteEpoch <= epochBefore;
+    };
+    const quiet = [...this.regionWriters.keys()].filter(
+      (region) => quietSince(region) && startedMs - (this.regionWriters.get(region) as RegionWriters).lastWriteMs >= BITMAP_CLEAR_DELAY_MS,
+    );
     if (quiet.length === 0) return;
-    for (const region of quiet) this.regionWriters.delete(region);
-    await this.members.clearRegions(quiet);
+    await this.members.clearRegions(quiet, (region) => {
+      if (!quietSince(region)) return false;
+      this.regionWriters.delete(region);
+      return true;
+    });
   }
 
   private beginRegionWrite(region: number): void {
-    const writers = this.regionWriters.get(region) ?? { inFlight: 0, lastWriteMs: 0 };
+    const writers = this.regionWriters.get(region) ?? { inFlight: 0, lastWriteMs: 0, lastWriteEpoch: 0 };
     writers.inFlight++;
     this.regionWriters.set(region, writers);
   }
@@ -359,6 +374,7 @@ export class RaidArray {
     if (!writers) return;
     writers.inFlight--;
     writers.lastWriteMs = this.deps.now();
+    writers.lastWriteEpoch = ++this.writeEpoch;
   }
 
   /** Syncs, clears the whole bitmap, marks the array clean and closes the members. */

@@ -5,6 +5,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { silentLogger } from '../../src/observe/index.js';
 import { assembleArray, createArray, rebuildMember, replaceMember, scrubArray, type RaidArray, type RaidLevel } from '../../src/storage/index.js';
+import { WriteIntentBitmap } from '../../src/storage/write-intent-bitmap.js';
 import { makeTempDirectory } from '../support/ftvm-process.js';
 import { randomBytes, randomInt, seededRandom } from '../support/seeded-random.js';
 
@@ -233,5 +234,44 @@ describe('RAID array on files', function () {
     f.array = await assembleArray(f.paths, deps);
     expect(f.array.status().members[1]?.reason).to.match(/truncated/);
     await expectModel(f, 'truncated member out');
+  });
+});
+
+describe('RAID write-intent bitmap', function () {
+  this.timeout(30_000);
+
+  it('clears a region only after it was quiet for the delay and a sync followed; a write since keeps it', async () => {
+    let nowMs = 1_000_000;
+    const clock = { logger: silentLogger(), now: () => nowMs };
+    const directory = await makeTempDirectory('ftvm-bitmap-');
+    const paths = [0, 1, 2].map((index) => path.join(directory, `m${index}.img`));
+    const array = await createArray({ level: 'raid5', memberPaths: paths, memberDataBytes: 1 << 20, chunkBytes: 16384, bitmapRegionBytes: 64 * 1024 }, clock);
+    try {
+      await array.write(0, Buffer.alloc(BLOCK, 1));
+      await array.write(512 * 1024, Buffer.alloc(BLOCK, 2));
+      expect(array.status().dirtyRegions).to.equal(2);
+      await array.sync();
+      expect(array.status().dirtyRegions, 'not quiet long enough').to.equal(2);
+      nowMs += 6_000;
+      await array.write(512 * 1024, Buffer.alloc(BLOCK, 3));
+      await array.sync();
+      expect(array.status().dirtyRegions, 'the region written again stays dirty').to.equal(1);
+      // What is on disk agrees: a crash now resyncs only the dirty region.
+      const { bitmapOffset, bitmapSlotBytes, bitmapRegionBytes, memberDataBytes } = array.members.identity;
+      await array.abandon();
+      const handle = await fs.open(paths[1] as string, 'r');
+      const slot = Buffer.alloc(bitmapSlotBytes);
+      await handle.read(slot, 0, slot.length, bitmapOffset);
+      await handle.close();
+      expect(WriteIntentBitmap.decodeSlot(slot, bitmapRegionBytes, memberDataBytes).dirtyRegions()).to.deep.equal([8]);
+      const reassembled = await assembleArray(paths, clock);
+      expect(reassembled.status().dirtyRegions, 'resync cleared the bit').to.equal(0);
+      const out = Buffer.alloc(BLOCK);
+      await reassembled.read(512 * 1024, out);
+      expect(out[0]).to.equal(3);
+      await reassembled.stop();
+    } finally {
+      await fs.rm(directory, { recursive: true, force: true });
+    }
   });
 });
