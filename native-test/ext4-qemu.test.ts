@@ -4,6 +4,7 @@ import { randomBytes, randomInt, createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { expect } from 'chai';
+import { ArrayReader } from '../test/support/array-reader.js';
 import { makeTempDirectory, startNode, type FtvmNode } from '../test/support/ftvm-process.js';
 import { requireRoot, requireTools } from '../test/support/tools.js';
 import { shutDown } from './lib/node.js';
@@ -139,14 +140,16 @@ describe('native: ext4 through qemu-storage-daemon (FUSE) and a loop device', fu
     stack = null;
   });
 
-  it("the server's backing file itself holds the clean filesystem and the files", async function () {
+  it("the volume on the server's RAID member files itself holds the clean filesystem and the files", async function () {
     expect(checksums.size, 'the first test wrote the files').to.equal(FILE_COUNT);
-    const backingFile = path.join(node!.directory, `${VOLUME.name}.img`);
-    const fsck = await run('e2fsck', ['-fn', backingFile]);
-    expect(fsck.code, `e2fsck on the backing file:\n${fsck.stdout}\n${fsck.stderr}`).to.equal(0);
+    // The volume's bytes straight off disk0..2.img, not through the server.
+    const storedImage = path.join(scratch, 'stored.img');
+    await (await ArrayReader.fromConfig(node!.configFile)).exportVolume(VOLUME.name, storedImage);
+    const fsck = await run('e2fsck', ['-fn', storedImage]);
+    expect(fsck.code, `e2fsck on the volume read from the member files:\n${fsck.stdout}\n${fsck.stderr}`).to.equal(0);
     const dump = path.join(scratch, 'dump');
     await fs.mkdir(dump);
-    await runOk('debugfs', ['-R', `rdump /data ${dump}`, backingFile]);
+    await runOk('debugfs', ['-R', `rdump /data ${dump}`, storedImage]);
     for (const [name, checksum] of checksums) expect(await sha256File(path.join(dump, 'data', name)), name).to.equal(checksum);
   });
 });

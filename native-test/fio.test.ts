@@ -1,10 +1,10 @@
 // Proves concurrent fio jobs (one NBD connection each, own regions, queue depth 32) write through ftvm and verify with crc32c.
-import path from 'node:path';
 import { expect } from 'chai';
+import { ArrayReader } from '../test/support/array-reader.js';
 import { startNode, type FtvmNode } from '../test/support/ftvm-process.js';
 import { requireTools } from '../test/support/tools.js';
 import { shutDown } from './lib/node.js';
-import { readAt, run } from './lib/run.js';
+import { run } from './lib/run.js';
 
 const VOLUME = { name: 'vol0', sizeBytes: 64 << 20 };
 const MiB = 1 << 20;
@@ -80,8 +80,10 @@ describe('native: fio verify over the nbd ioengine', function () {
     expect(attachCount(node!) - attachedBefore, 'connections the server attached').to.be.at.least(jobs);
 
     // fio's verify header starts every block: magic 0xacca, length, and the block's own offset. Reading
-    // the backing file shows each block landed where it was meant to, each region written by one job.
-    const stored = await readAt(path.join(node!.directory, `${VOLUME.name}.img`), 0, jobs * regionBytes);
+    // the volume off the RAID member files shows each block landed where it was meant to, each region
+    // written by one job.
+    const reader = await ArrayReader.fromConfig(node!.configFile);
+    const stored = await reader.readVolume(VOLUME.name, 0, jobs * regionBytes);
     const writerOfRegion: number[] = [];
     for (let offset = 0; offset < stored.length; offset += 4096) {
       expect(stored.readUInt16LE(offset), `verify magic at ${offset}`).to.equal(0xacca);
@@ -93,7 +95,7 @@ describe('native: fio verify over the nbd ioengine', function () {
       expect(writer, `block at ${offset} written by the job of its region`).to.equal(writerOfRegion[region]);
     }
     expect(new Set(writerOfRegion).size, 'a different job wrote each region').to.equal(jobs);
-    const beyond = await readAt(path.join(node!.directory, `${VOLUME.name}.img`), jobs * regionBytes, 4 * MiB);
+    const beyond = await reader.readVolume(VOLUME.name, jobs * regionBytes, 4 * MiB);
     expect(beyond.every((byte) => byte === 0), 'nothing written past the last region').to.equal(true);
   });
 

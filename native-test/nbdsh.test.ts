@@ -1,13 +1,14 @@
 // Proves ftvm answers exact requests correctly (edges, bad requests, errnos) via nbdsh, and survives garbage on a raw socket.
 import { spawn } from 'node:child_process';
-import fs from 'node:fs/promises';
 import net from 'node:net';
-import path from 'node:path';
 import { expect } from 'chai';
+import { arrayDataBytes } from '../src/storage/layout.js';
+import { ArrayReader } from '../test/support/array-reader.js';
 import { startNode, type FtvmNode } from '../test/support/ftvm-process.js';
 import { requireTools } from '../test/support/tools.js';
+import { memberSizes } from './lib/array.js';
 import { shutDown, waitForLog } from './lib/node.js';
-import { NBDSH_ENV, readAt, run } from './lib/run.js';
+import { NBDSH_ENV, run } from './lib/run.js';
 
 const VOLUME = { name: 'vol0', sizeBytes: 64 << 20 };
 const READ_ONLY = { name: 'archive', sizeBytes: 16 << 20, readOnly: true };
@@ -65,7 +66,9 @@ describe('native: nbdsh exact requests', function () {
     await shutDown(node);
   });
 
-  const backingFile = (): string => path.join(node!.directory, `${VOLUME.name}.img`);
+  /** Bytes of a volume as they are on the RAID member files, read without the server. */
+  const stored = async (volume: string, offset: number, length: number): Promise<Buffer> =>
+    (await ArrayReader.fromConfig(node!.configFile)).readVolume(volume, offset, length);
   const uri = (): string => node!.uri(VOLUME.name);
 
   it('reads and writes the last byte of the export', async function () {
@@ -80,10 +83,18 @@ emit(size=size, last=h.pread(1, size - 1).hex(), tail=h.pread(4096, size - 4096)
     expect(result.size).to.equal(VOLUME.sizeBytes);
     expect(result.last).to.equal('5a');
     expect((result.tail as string).slice(2)).to.equal('5a');
-    expect((await readAt(backingFile(), VOLUME.sizeBytes - 1, 1)).toString('hex')).to.equal('5a');
+    expect((await stored(VOLUME.name, VOLUME.sizeBytes - 1, 1)).toString('hex')).to.equal('5a');
   });
 
   it('refuses reads past the end with EINVAL and writes past the end with ENOSPC, changing nothing', async function () {
+    // What a write past the end would hit now: the array bytes right after the volume's allocation (the
+    // next volume, or the end of the array), not a backing file that could grow.
+    const reader = await ArrayReader.fromConfig(node!.configFile);
+    const allocation = await reader.allocation(VOLUME.name);
+    const allocationEnd = allocation.arrayOffset + allocation.sizeBytes;
+    const followingBytes = Math.min(2 * MiB, arrayDataBytes(reader.geometry) - allocationEnd);
+    const followingBefore = await reader.readArray(allocationEnd, followingBytes);
+    const sizesBefore = await memberSizes(node!.configFile);
     const result = await nbdsh(
       uri(),
       `
@@ -112,7 +123,10 @@ emit(readPast=attempt(lambda: h.pread(2, size - 1)),
     expectServerRefusal(result.trimPast, 'EINVAL', 'trim across the end');
     expectServerRefusal(result.cachePast, 'EINVAL', 'cache across the end');
     expect(result.last, 'a refused write leaves the last byte alone').to.equal('11');
-    expect((await fs.stat(backingFile())).size, 'the backing file did not grow').to.equal(VOLUME.sizeBytes);
+    expect(await memberSizes(node!.configFile), 'the member files did not grow').to.deep.equal(sizesBefore);
+    expect((await reader.allocation(VOLUME.name)).sizeBytes, 'the allocation did not grow').to.equal(VOLUME.sizeBytes);
+    const followingAfter = await reader.readArray(allocationEnd, followingBytes);
+    expect(followingAfter.equals(followingBefore), 'nothing written after the end of the allocation').to.equal(true);
   });
 
   it('refuses zero-length requests with EINVAL when libnbd is told to send them', async function () {
@@ -154,10 +168,10 @@ emit(around4097=h.pread(3, 4096).hex(), across8192=h.pread(5, 8190).hex(), odd=h
     expect(result.across8192).to.equal('0002030400');
     expect(result.odd).to.equal(true);
     expect([result.before, result.after]).to.deep.equal(['00', '00']);
-    expect((await readAt(backingFile(), 4096, 3)).toString('hex')).to.equal('000100');
-    expect((await readAt(backingFile(), 8190, 5)).toString('hex')).to.equal('0002030400');
-    const stored = await readAt(backingFile(), 12345, 5000);
-    expect(stored.every((byte, i) => byte === i % 251)).to.equal(true);
+    expect((await stored(VOLUME.name, 4096, 3)).toString('hex')).to.equal('000100');
+    expect((await stored(VOLUME.name, 8190, 5)).toString('hex')).to.equal('0002030400');
+    const odd = await stored(VOLUME.name, 12345, 5000);
+    expect(odd.every((byte, i) => byte === i % 251)).to.equal(true);
   });
 
   it('accepts FUA on write, zero and trim, and flush and cache', async function () {
@@ -176,7 +190,7 @@ emit(canFua=h.can_fua(),
 `,
     );
     expect(result).to.deep.equal({ canFua: true, write: null, zero: null, trim: null, flush: null, cache: null, written: true, zeroed: true });
-    expect((await readAt(backingFile(), 2 * MiB, 4)).toString()).to.equal('FFFF');
+    expect((await stored(VOLUME.name, 2 * MiB, 4)).toString()).to.equal('FFFF');
   });
 
   it('refuses WRITE_ZEROES with FAST_ZERO as ENOTSUP without touching data; plain and NO_HOLE zero work', async function () {
@@ -311,8 +325,8 @@ emit(readOnly=h.is_read_only(),
     expect(result.readOnly).to.equal(true);
     for (const command of ['write', 'trim', 'zero']) expectServerRefusal(result[command], 'EPERM', `${command} on a read-only export`);
     expect([result.read, result.flush, result.cache, result.first]).to.deep.equal([null, null, null, true]);
-    const stored = await readAt(path.join(node!.directory, `${READ_ONLY.name}.img`), 0, 4096);
-    expect(stored.every((byte) => byte === 0), 'the read-only backing file is unchanged').to.equal(true);
+    const first = await stored(READ_ONLY.name, 0, 4096);
+    expect(first.every((byte) => byte === 0), 'the read-only volume is unchanged on the member files').to.equal(true);
   });
 
   it('refuses unknown and misplaced command flags with EINVAL; DF on a read is honoured', async function () {
@@ -424,7 +438,7 @@ describe('native: raw sockets with garbage, next to a live nbdsh connection', fu
   });
 
   it('closes a connection on a bad request magic after a valid handshake, after answering its good requests', async function () {
-    const backing = path.join(node!.directory, `${VOLUME.name}.img`);
+    const reader = await ArrayReader.fromConfig(node!.configFile);
     await withSurvivor(node!.uri(VOLUME.name), async () => {
       const client = await RawClient.connect(node!.port);
       await client.read(18);
@@ -438,7 +452,7 @@ describe('native: raw sockets with garbage, next to a live nbdsh connection', fu
       expect(readReply.readUInt32BE(0)).to.equal(SIMPLE_REPLY_MAGIC);
       expect(readReply.readUInt32BE(4), 'READ error field').to.equal(0);
       expect(readReply.readBigUInt64BE(8)).to.equal(0x0102n);
-      expect(readReply.subarray(16).equals(await readAt(backing, 40 * MiB, 16))).to.equal(true);
+      expect(readReply.subarray(16).equals(await reader.readVolume(VOLUME.name, 40 * MiB, 16)), 'READ returns the stored bytes').to.equal(true);
 
       client.write(requestHeader(REQUEST_MAGIC, 42, 0x0103, 0, 512));
       const unknownReply = await client.read(16);

@@ -3,9 +3,10 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { expect } from 'chai';
 import { makeTempDirectory, startNode, type FtvmNode } from '../test/support/ftvm-process.js';
+import { ArrayReader } from '../test/support/array-reader.js';
 import { requireTools } from '../test/support/tools.js';
 import { shutDown } from './lib/node.js';
-import { readAt, run, runOk, type RunResult } from './lib/run.js';
+import { run, runOk, type RunResult } from './lib/run.js';
 
 const PATTERNS = { name: 'patterns', sizeBytes: 32 << 20 };
 const MIRROR = { name: 'mirror', sizeBytes: 32 << 20 };
@@ -31,12 +32,13 @@ function qemuIo(uri: string, commands: string[]): Promise<RunResult> {
   return run('qemu-io', ['-f', 'raw', ...commands.flatMap((command) => ['-c', command]), uri]);
 }
 
-/** Asserts every byte of a backing-file range holds `value`. */
-async function expectFileRange(file: string, offset: number, length: number, value: number): Promise<void> {
-  const data = await readAt(file, offset, length);
+/** Asserts every byte of a volume range, as stored on the RAID member files, holds `value`. */
+async function expectStoredRange(node: FtvmNode, volume: string, offset: number, length: number, value: number): Promise<void> {
+  const reader = await ArrayReader.fromConfig(node.configFile);
+  const data = await reader.readVolume(volume, offset, length);
   expect(data.length, `bytes read at ${offset}`).to.equal(length);
   const wrong = data.findIndex((byte) => byte !== value);
-  expect(wrong, `backing file byte ${offset + wrong} should be 0x${value.toString(16)}`).to.equal(-1);
+  expect(wrong, `stored byte ${offset + wrong} of ${volume} should be 0x${value.toString(16)}`).to.equal(-1);
 }
 
 describe('native: qemu-io and qemu-img', function () {
@@ -54,8 +56,6 @@ describe('native: qemu-io and qemu-img', function () {
     if (scratch) await fs.rm(scratch, { recursive: true, force: true });
   });
 
-  const backing = (name: string): string => path.join(node!.directory, `${name}.img`);
-
   it('writes patterns at aligned, unaligned and end offsets and reads them back', async function () {
     const writes = REGIONS.map((r) => `write -P 0x${r.pattern.toString(16)} ${r.offset} ${r.length}`);
     const reads = REGIONS.map((r) => `read -P 0x${r.pattern.toString(16)} ${r.offset} ${r.length}`);
@@ -65,10 +65,10 @@ describe('native: qemu-io and qemu-img', function () {
     for (const r of REGIONS) {
       expect(result.stdout).to.include(`wrote ${r.length}/${r.length} bytes at offset ${r.offset}`);
       expect(result.stdout).to.include(`read ${r.length}/${r.length} bytes at offset ${r.offset}`);
-      await expectFileRange(backing(PATTERNS.name), r.offset, r.length, r.pattern);
+      await expectStoredRange(node!, PATTERNS.name, r.offset, r.length, r.pattern);
     }
     // The byte just before an unaligned write is untouched.
-    await expectFileRange(backing(PATTERNS.name), REGIONS[2].offset - 1, 1, 0);
+    await expectStoredRange(node!, PATTERNS.name, REGIONS[2].offset - 1, 1, 0);
   });
 
   it('fails the pattern check when the data differs (the check is live)', async function () {
@@ -94,9 +94,9 @@ describe('native: qemu-io and qemu-img', function () {
     expect(result.stdout).to.not.include('Pattern verification failed');
     expect(result.stdout).to.include(`discard ${64 * KiB}/${64 * KiB} bytes at offset ${base + 64 * KiB}`);
     expect(result.stdout).to.include(`wrote ${64 * KiB}/${64 * KiB} bytes at offset ${base + 128 * KiB}`);
-    await expectFileRange(backing(PATTERNS.name), base, 64 * KiB, 0x77);
-    await expectFileRange(backing(PATTERNS.name), base + 128 * KiB, 64 * KiB, 0);
-    await expectFileRange(backing(PATTERNS.name), base + 192 * KiB, 64 * KiB, 0x77);
+    await expectStoredRange(node!, PATTERNS.name, base, 64 * KiB, 0x77);
+    await expectStoredRange(node!, PATTERNS.name, base + 128 * KiB, 64 * KiB, 0);
+    await expectStoredRange(node!, PATTERNS.name, base + 192 * KiB, 64 * KiB, 0x77);
   });
 
   it('qemu-img info reports the raw size', async function () {
@@ -124,7 +124,7 @@ describe('native: qemu-io and qemu-img', function () {
     const same = await run('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', local, uri]);
     expect(same.code, same.stdout + same.stderr).to.equal(0);
     expect(same.stdout).to.include('Images are identical');
-    await expectFileRange(backing(MIRROR.name), 2 * MiB, 1 * MiB, 0);
+    await expectStoredRange(node!, MIRROR.name, 2 * MiB, 1 * MiB, 0);
 
     const changedOffset = 20 * MiB + 4321;
     await runOk('qemu-io', ['-f', 'raw', '-c', `write -P 0x01 ${changedOffset} 1`, uri]);

@@ -76,15 +76,3 @@ export async function sha256File(path: string): Promise<string> {
   for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
   return hash.digest('hex');
 }
-
-/** Reads `length` bytes at `offset` of a file (e.g. a volume's backing file, to see what the server stored). */
-export async function readAt(path: string, offset: number, length: number): Promise<Buffer> {
-  const handle = await fs.open(path, 'r');
-  try {
-    const buffer = Buffer.alloc(length);
-    const { bytesRead } = await handle.read(buffer, 0, length, offset);
-    return buffer.subarray(0, bytesRead);
-  } finally {
-    await handle.close();
-  }
-}

@@ -263,7 +263,7 @@ describe('RAID write-intent bitmap', function () {
       const slot = Buffer.alloc(bitmapSlotBytes);
       await handle.read(slot, 0, slot.length, bitmapOffset);
       await handle.close();
-      expect(WriteIntentBitmap.decodeSlot(slot, bitmapRegionBytes, memberDataBytes).dirtyRegions()).to.deep.equal([8]);
+      expect(WriteIntentBitmap.decodeSlot(slot, bitmapRegionBytes, memberDataBytes).dirtyRegions(), "array offset 512 KiB is member offset 256 KiB: region 4").to.deep.equal([4]);
       const reassembled = await assembleArray(paths, clock);
       expect(reassembled.status().dirtyRegions, 'resync cleared the bit').to.equal(0);
       const out = Buffer.alloc(BLOCK);
