@@ -1,23 +1,26 @@
-// `ftvm raid ...`: administers a RAID array offline, on its member files.
+// `ftvm raid ...`: administers a RAID array offline, on its member files, or online through a
+// serving node's control socket (--control).
 //
 // Every command assembles the array in this process (which resyncs after an unclean stop), runs one
 // operation, and stops the array cleanly, md-style: `mdadm --assemble` + one action + `--stop`.
 // The operations themselves take a RaidArray, so an online variant (through a running node) can
 // call the same functions. Checks that need the array (member in range, enough redundancy left)
 // happen before anything is written, so a refused command leaves the members as they were.
-import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Argv } from 'yargs';
+import { requestControl, type ControlRequest, type ControlResult } from '../cluster/index.js';
 import { formatSize, parseSize } from '../config/index.js';
 import { createLogger, type Logger, type LogLevel } from '../observe/index.js';
 import {
   assembleArray,
   createArray,
   DEFAULT_CHUNK_BYTES,
-  rebuildMember,
-  replaceMember,
+  failArrayMember,
+  RaidAdminError,
+  rebuildArrayMember,
+  refuseExisting,
+  replaceArrayMember,
   scrubArray,
-  survives,
   type ArrayStatus,
   type ProgressCallback,
   type RaidArray,
@@ -33,68 +36,6 @@ const PROGRESS_BAR_CHARS = 30;
 const MIB = 1024 * 1024;
 /** Exit code of a scrub that found blocks no redundancy could repair. */
 export const SCRUB_UNRECOVERABLE_EXIT_CODE = 3;
-
-/** A refused administrative request: printed as `ftvm: <message>`, exit code 1. */
-export class RaidCommandError extends Error {
-  override name = 'RaidCommandError';
-}
-
-// ---- operations on an assembled array ----
-
-/** Throws unless `member` names a slot of the array. */
-export function checkMemberIndex(array: RaidArray, member: number): void {
-  const count = array.members.slots.length;
-  if (!Number.isInteger(member) || member < 0 || member >= count) {
-    throw new RaidCommandError(`--member ${member}: the array has members 0..${count - 1}`);
-  }
-}
-
-/** Throws when taking `member` out of service would lose data (md refuses this too). */
-function checkCanLose(array: RaidArray, member: number, action: string): void {
-  const usable = array.members.slots.map((slot) => slot.device !== null && slot.state === 'active' && slot.index !== member);
-  if (!survives(array.members.identity.level, usable)) {
-    throw new RaidCommandError(`refusing to ${action} member ${member}: the ${array.members.identity.level} array has no other copy of its data`);
-  }
-}
-
-export async function failArrayMember(array: RaidArray, member: number): Promise<void> {
-  checkMemberIndex(array, member);
-  const slot = array.members.slots[member];
-  if (slot?.state !== 'active') throw new RaidCommandError(`member ${member} is already ${slot?.state}`);
-  checkCanLose(array, member, 'fail');
-  await array.members.markFailed(member, 'failed by administrator');
-}
-
-export async function rebuildArrayMember(array: RaidArray, member: number, onProgress?: ProgressCallback): Promise<void> {
-  checkMemberIndex(array, member);
-  const slot = array.members.slots[member];
-  if (slot?.device === null) throw new RaidCommandError(`member ${member} has no file to rebuild onto; use 'ftvm raid replace'`);
-  if (slot?.state === 'active') throw new RaidCommandError(`member ${member} is active; fail it first to rebuild it`);
-  await rebuildMember(array, member, onProgress);
-}
-
-export async function replaceArrayMember(array: RaidArray, member: number, newPath: string, onProgress?: ProgressCallback): Promise<void> {
-  checkMemberIndex(array, member);
-  // The engine would mark an active member failed before finding the new file taken: check first.
-  await refuseExisting([newPath]);
-  if (array.members.slots[member]?.state === 'active') checkCanLose(array, member, 'replace');
-  await replaceMember(array, member, newPath, onProgress);
-}
-
-async function refuseExisting(paths: string[]): Promise<void> {
-  const seen = new Set<string>();
-  for (const file of paths) {
-    const resolved = path.resolve(file);
-    if (seen.has(resolved)) throw new RaidCommandError(`${file} is named twice`);
-    seen.add(resolved);
-  }
-  const existing: string[] = [];
-  for (const file of paths) {
-    const found = await fs.lstat(file).then(() => true, (error: NodeJS.ErrnoException) => error.code !== 'ENOENT');
-    if (found) existing.push(file);
-  }
-  if (existing.length > 0) throw new RaidCommandError(`refusing to overwrite existing file(s): ${existing.join(', ')}`);
-}
 
 // ---- rendering: pure, state in, text out ----
 
@@ -255,7 +196,7 @@ async function withAssembledArray<T>(
     const leftOut = files.filter((file) => !taken.has(file));
     if (leftOut.length > 0) {
       const message = `${leftOut.join(', ')}: not taken into array ${array.members.identity.arrayUuid} (not one of its members, or an older copy of one)`;
-      if (options.strictMembership) throw new RaidCommandError(message);
+      if (options.strictMembership) throw new RaidAdminError(message);
       deps.logger.warn(message);
     }
     return await operation(array, deps);
@@ -266,7 +207,7 @@ async function withAssembledArray<T>(
 
 function sizeArgument(option: string, text: string): number {
   const bytes = parseSize(text);
-  if (typeof bytes === 'string') throw new RaidCommandError(`${option}: ${bytes}`);
+  if (typeof bytes === 'string') throw new RaidAdminError(`${option}: ${bytes}`);
   return bytes;
 }
 
@@ -295,9 +236,39 @@ async function maintenanceCommand(label: string, args: CommonArgs & { files: str
   });
 }
 
+/**
+ * Runs a request on a serving node through its control socket: the same operations, online, with
+ * the node's array doing the work while it keeps serving.
+ */
+async function online(label: string, args: CommonArgs & { control: string }, request: ControlRequest, json = false): Promise<void> {
+  const deps = dependencies(args.logLevel);
+  const reporter = progressReporter(label, { logger: deps.logger, stream: process.stderr, now: deps.now });
+  let result: ControlResult;
+  try {
+    result = await requestControl(args.control, request, reporter.onProgress);
+  } finally {
+    reporter.finish();
+  }
+  if (!result.ok) throw new RaidAdminError(result.error ?? 'the node refused the request');
+  if (result.report) print(formatScrubReport(result.report));
+  else if (result.status) print(json ? `${JSON.stringify(result.status, null, 2)}\n` : formatStatus(result.status));
+  if (result.report && result.report.unrecoverableBlocks > 0) process.exitCode = SCRUB_UNRECOVERABLE_EXIT_CODE;
+}
+
+/** Offline (member files) or online (--control): exactly one of them. */
+function where(args: { files?: string[]; control?: string }): 'online' | 'offline' {
+  const files = args.files ?? [];
+  if (args.control && files.length > 0) throw new RaidAdminError('give member files (offline) or --control (online), not both');
+  if (args.control) return 'online';
+  if (files.length === 0) throw new RaidAdminError('name the member files, or --control SOCKET of a serving node');
+  return 'offline';
+}
+
 // ---- yargs wiring ----
 
 const filesPositional = { type: 'string', array: true, demandOption: true, describe: 'member files of the array' } as const;
+const optionalFiles = { type: 'string', array: true, describe: 'member files of the array (offline), or use --control' } as const;
+const controlOption = { type: 'string', describe: 'control socket of a serving node (online), e.g. ftvm-data/a.control' } as const;
 const memberOption = { type: 'number', demandOption: true, describe: 'member index (see status)' } as const;
 
 /** The global --log-level, which main.ts declares and the typed subcommand args do not show. */
@@ -320,14 +291,20 @@ export function raidCommands(command: Argv): Argv {
       (args) => createCommand({ ...common(args), level: args.level as RaidLevel, chunk: args.chunk, memberSize: args['member-size'], files: args.files }),
     )
     .command(
-      'status <files..>',
+      'status [files..]',
       'show the array and its members',
-      (sub) => sub.positional('files', filesPositional).option('json', { type: 'boolean', default: false, describe: 'print RaidArray.status() as JSON' }),
+      (sub) =>
+        sub
+          .positional('files', optionalFiles)
+          .option('control', controlOption)
+          .option('json', { type: 'boolean', default: false, describe: 'print RaidArray.status() as JSON' }),
       (args) =>
-        withAssembledArray(args.files, { ...common(args), strictMembership: false }, async (array) => {
-          const status = array.status();
-          print(args.json ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status));
-        }),
+        where(args) === 'online'
+          ? online('status', { ...common(args), control: args.control as string }, { op: 'status' }, args.json)
+          : withAssembledArray(args.files as string[], { ...common(args), strictMembership: false }, async (array) => {
+              const status = array.status();
+              print(args.json ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status));
+            }),
     )
     .command(
       'assemble <files..>',
@@ -336,50 +313,62 @@ export function raidCommands(command: Argv): Argv {
       (args) => withAssembledArray(args.files, { ...common(args), strictMembership: true }, async (array) => print(formatStatus(array.status()))),
     )
     .command(
-      'fail <files..>',
+      'fail [files..]',
       'mark a member failed',
-      (sub) => sub.positional('files', filesPositional).option('member', memberOption),
+      (sub) => sub.positional('files', optionalFiles).option('control', controlOption).option('member', memberOption),
       (args) =>
-        withAssembledArray(args.files, { ...common(args), strictMembership: true }, async (array) => {
-          await failArrayMember(array, args.member);
-          print(formatStatus(array.status()));
-        }),
+        where(args) === 'online'
+          ? online('fail', { ...common(args), control: args.control as string }, { op: 'fail', member: args.member })
+          : withAssembledArray(args.files as string[], { ...common(args), strictMembership: true }, async (array) => {
+              await failArrayMember(array, args.member);
+              print(formatStatus(array.status()));
+            }),
     )
     .command(
-      'rebuild <files..>',
+      'rebuild [files..]',
       'rebuild a failed or stale member in place from the others',
-      (sub) => sub.positional('files', filesPositional).option('member', memberOption),
-      (args) => maintenanceCommand(`rebuild member ${args.member}`, { ...common(args), files: args.files }, (array, onProgress) => rebuildArrayMember(array, args.member, onProgress)),
+      (sub) => sub.positional('files', optionalFiles).option('control', controlOption).option('member', memberOption),
+      (args) =>
+        where(args) === 'online'
+          ? online(`rebuild member ${args.member}`, { ...common(args), control: args.control as string }, { op: 'rebuild', member: args.member })
+          : maintenanceCommand(`rebuild member ${args.member}`, { ...common(args), files: args.files as string[] }, (array, onProgress) =>
+              rebuildArrayMember(array, args.member, onProgress),
+            ),
     )
     .command(
-      'replace <files..>',
+      'replace [files..]',
       'put a new file in place of a member and rebuild onto it',
       (sub) =>
         sub
-          .positional('files', filesPositional)
+          .positional('files', optionalFiles)
+          .option('control', controlOption)
           .option('member', memberOption)
           .option('new', { type: 'string', demandOption: true, describe: 'the new member file (must not exist)' }),
       (args) =>
-        maintenanceCommand(`replace member ${args.member}`, { ...common(args), files: args.files }, (array, onProgress) =>
-          replaceArrayMember(array, args.member, args.new, onProgress),
-        ),
+        where(args) === 'online'
+          ? online(`replace member ${args.member}`, { ...common(args), control: args.control as string }, { op: 'replace', member: args.member, new: path.resolve(args.new) })
+          : maintenanceCommand(`replace member ${args.member}`, { ...common(args), files: args.files as string[] }, (array, onProgress) =>
+              replaceArrayMember(array, args.member, args.new, onProgress),
+            ),
     )
     .command(
-      'scrub <files..>',
+      'scrub [files..]',
       `check every block, repair from redundancy; exit code ${SCRUB_UNRECOVERABLE_EXIT_CODE} if some could not be repaired`,
-      (sub) => sub.positional('files', filesPositional),
+      (sub) => sub.positional('files', optionalFiles).option('control', controlOption),
       (args) =>
-        withAssembledArray(args.files, { ...common(args), strictMembership: true }, async (array, deps) => {
-          const reporter = progressReporter('scrub', { logger: deps.logger, stream: process.stderr, now: deps.now });
-          let report: ScrubReport;
-          try {
-            report = await scrubArray(array, reporter.onProgress);
-          } finally {
-            reporter.finish();
-          }
-          print(formatScrubReport(report));
-          if (report.unrecoverableBlocks > 0) process.exitCode = SCRUB_UNRECOVERABLE_EXIT_CODE;
-        }),
+        where(args) === 'online'
+          ? online('scrub', { ...common(args), control: args.control as string }, { op: 'scrub' })
+          : withAssembledArray(args.files as string[], { ...common(args), strictMembership: true }, async (array, deps) => {
+              const reporter = progressReporter('scrub', { logger: deps.logger, stream: process.stderr, now: deps.now });
+              let report: ScrubReport;
+              try {
+                report = await scrubArray(array, reporter.onProgress);
+              } finally {
+                reporter.finish();
+              }
+              print(formatScrubReport(report));
+              if (report.unrecoverableBlocks > 0) process.exitCode = SCRUB_UNRECOVERABLE_EXIT_CODE;
+            }),
     )
     .demandCommand(1, 'name a raid subcommand; see ftvm raid --help');
 }

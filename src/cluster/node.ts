@@ -4,6 +4,7 @@
 import { findNode, type ClusterConfig } from '../config/index.js';
 import { Exports, NbdServer } from '../nbd/index.js';
 import type { Logger } from '../observe/index.js';
+import { ControlServer } from './control.js';
 import {
   assembleArray,
   NodeStateStore,
@@ -18,6 +19,7 @@ import {
 export class ClusterNode {
   private constructor(
     private readonly server: NbdServer,
+    private readonly control: ControlServer,
     private readonly stack: StorageStack,
     private readonly logger: Logger,
   ) {}
@@ -29,18 +31,21 @@ export class ClusterNode {
     const stack = new StorageStack(array, { ...DEFAULT_STACK_OPTIONS, capacityBytes: config.storage.cache, readAheadBytes: config.storage.readAhead });
     const exports = new Exports();
     const server = new NbdServer(exports, logger);
+    const control = new ControlServer(array, logger);
     try {
       for (const volume of await ClusterNode.volumes(config, stack, logger)) {
         const settings = config.volumes.find((candidate) => candidate.name === volume.name);
         exports.add({ name: volume.name, description: settings?.description ?? '', volume, readOnly: settings?.readOnly ?? false });
       }
       for (const address of node.listen) await server.listen(address);
+      await control.listen(node.control as string);
     } catch (error) {
       await server.close();
+      await control.close();
       await stack.stop();
       throw error;
     }
-    return new ClusterNode(server, stack, logger);
+    return new ClusterNode(server, control, stack, logger);
   }
 
   /** The configured volumes as allocations of the array, creating the ones it does not hold yet. */
@@ -66,6 +71,7 @@ export class ClusterNode {
 
   /** Drains clients, destages everything, stops the array cleanly. */
   async stop(): Promise<void> {
+    await this.control.close();
     await this.server.close();
     await this.stack.stop().catch((error: Error) => this.logger.error(`storage stop failed: ${error.message}`));
   }

@@ -28,6 +28,8 @@ const listenSchema = z.union([
 const nodeSchema = z.strictObject({
   name,
   listen: z.array(listenSchema).min(1, 'a node needs at least one NBD listen address'),
+  /** Unix socket for `ftvm raid --control`; defaults to `<name>.control` beside the config. */
+  control: z.string().min(1).optional(),
 });
 
 const volumeSchema = z.strictObject({
@@ -89,6 +91,7 @@ export function parseConfig(raw: unknown, source: string, baseDirectory: string)
   config.storage.members = config.storage.members.map((member) => path.resolve(baseDirectory, member));
   for (const node of config.nodes) {
     for (const address of node.listen) if ('path' in address) address.path = path.resolve(baseDirectory, address.path);
+    node.control = path.resolve(baseDirectory, node.control ?? `${node.name}.control`);
   }
   return config;
 }

@@ -10,3 +10,4 @@ export { NodeStateStore } from './node-state-store.js';
 export { placeAllocations, AllocationError, type VolumeRequest } from './allocations.js';
 export { NODE_STATE_REGION_BYTES } from './node-state.js';
 export { memberDataBytesFor, provisionArray, type ProvisionOptions } from './provision.js';
+export { failArrayMember, rebuildArrayMember, replaceArrayMember, refuseExisting, checkMemberIndex, RaidAdminError } from './raid-admin.js';

@@ -20,6 +20,13 @@ export interface RaidDependencies {
   now: () => number;
 }
 
+/**
+ * A member whose blocks failed their checksum this many times is taken out of service: a few rotten
+ * blocks are repaired in place, but this many means the device itself is going (md fails a device
+ * after too many corrected read errors for the same reason).
+ */
+export const MAX_CORRECTED_READ_ERRORS = 256;
+
 /** A region's bit is cleared once no write touched it for this long and a sync followed. */
 export const BITMAP_CLEAR_DELAY_MS = 5_000;
 
@@ -214,6 +221,10 @@ export class RaidArray {
     if (bad.length > 0) {
       slot.readErrors += bad.length;
       this.deps.logger.warn(`raid member ${member}: ${bad.length} block(s) at ${memberOffset} fail their checksum; repairing from redundancy`);
+      if (slot.readErrors > MAX_CORRECTED_READ_ERRORS && this.members.intact) {
+        await this.members.markFailed(member, `${slot.readErrors} blocks failed their checksum`);
+        return null;
+      }
     }
     return bad;
   }

@@ -55,14 +55,22 @@ export async function writeSingleNodeConfig(
   volumes: VolumeSpec[],
   listen: { host: string; port: number },
   extraListen: Array<{ host: string; port: number }> = [],
-  storage: { level: RaidLevel; memberCount: number } = { level: 'raid5', memberCount: 3 },
+  storage: { level: RaidLevel; memberCount: number; cacheBytes?: number } = { level: 'raid5', memberCount: 3 },
 ): Promise<string> {
-  const members = await provisionArray(directory, { ...storage, volumeBytes: volumes.map((volume) => volume.sizeBytes) }, { logger: silentLogger(), now: () => Date.now() });
+  const members = await provisionArray(
+    directory,
+    { level: storage.level, memberCount: storage.memberCount, volumeBytes: volumes.map((volume) => volume.sizeBytes) },
+    { logger: silentLogger(), now: () => Date.now() },
+  );
   const config = {
     version: 1,
     cluster: 'test-cluster',
     nodes: [{ name: 'a', listen: [listen, ...extraListen, { path: 'a.sock' }] }],
-    storage: { level: storage.level, members: members.map((member) => path.basename(member)) },
+    storage: {
+      level: storage.level,
+      members: members.map((member) => path.basename(member)),
+      ...(storage.cacheBytes !== undefined ? { cache: storage.cacheBytes } : {}),
+    },
     volumes: volumes.map((volume) => ({
       name: volume.name,
       size: volume.sizeBytes,
@@ -76,11 +84,11 @@ export async function writeSingleNodeConfig(
 }
 
 /** Runs `ftvm serve` for node `a` of a fresh single-node config and waits until it listens. */
-export async function startNode(volumes: VolumeSpec[], options: { host?: string; logLevel?: string } = {}): Promise<FtvmNode> {
+export async function startNode(volumes: VolumeSpec[], options: { host?: string; logLevel?: string; cacheBytes?: number } = {}): Promise<FtvmNode> {
   const host = options.host ?? '127.0.0.1';
   const directory = await makeTempDirectory();
   const port = await freePort(host);
-  const configFile = await writeSingleNodeConfig(directory, volumes, { host, port });
+  const configFile = await writeSingleNodeConfig(directory, volumes, { host, port }, [], { level: 'raid5', memberCount: 3, cacheBytes: options.cacheBytes });
   return launch(configFile, 'a', { host, port, directory, logLevel: options.logLevel ?? 'info' });
 }
 

@@ -1,0 +1,179 @@
+// The node's control socket: a unix socket through which `ftvm raid --control` runs RAID
+// administration on the array a node is serving, online. One JSON request line in; JSON lines out:
+// progress events, then one final line with the result or the error. Cold path, so JSON is fine.
+//
+//   → {"op":"replace","member":1,"new":"/disks/new.img"}
+//   ← {"progress":{"doneBytes":65536,"totalBytes":536870912}}   (any number of these)
+//   ← {"ok":true,"status":{...},"report":{...}}  or  {"ok":false,"error":"..."}
+import fs from 'node:fs/promises';
+import net from 'node:net';
+import type { Logger } from '../observe/index.js';
+import {
+  failArrayMember,
+  rebuildArrayMember,
+  replaceArrayMember,
+  scrubArray,
+  type ArrayStatus,
+  type RaidArray,
+  type ScrubReport,
+} from '../storage/index.js';
+
+/** A request line longer than this is refused: requests are a few dozen bytes. */
+const MAX_REQUEST_BYTES = 64 * 1024;
+/** Progress events are sent at most this often. */
+const PROGRESS_INTERVAL_MS = 200;
+
+export type ControlRequest =
+  | { op: 'status' }
+  | { op: 'fail'; member: number }
+  | { op: 'rebuild'; member: number }
+  | { op: 'replace'; member: number; new: string }
+  | { op: 'scrub' };
+
+export interface ControlResult {
+  ok: boolean;
+  error?: string;
+  status?: ArrayStatus;
+  report?: ScrubReport;
+}
+
+export class ControlServer {
+  private server: net.Server | null = null;
+  /** Rebuild, replace and scrub walk the whole array: one at a time. */
+  private busy: string | null = null;
+
+  constructor(
+    private readonly array: RaidArray,
+    private readonly logger: Logger,
+  ) {}
+
+  async listen(path: string): Promise<void> {
+    await fs.rm(path, { force: true });
+    const server = net.createServer((socket) => this.accept(socket));
+    await new Promise<void>((resolve, reject) => server.once('error', reject).listen(path, () => resolve()));
+    this.server = server;
+    this.logger.info(`control socket at ${path}`);
+  }
+
+  async close(): Promise<void> {
+    const server = this.server;
+    this.server = null;
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  private accept(socket: net.Socket): void {
+    let buffered = '';
+    socket.setEncoding('utf8');
+    socket.on('error', () => undefined);
+    socket.on('data', (text: string) => {
+      buffered += text;
+      if (buffered.length > MAX_REQUEST_BYTES) return this.finish(socket, { ok: false, error: 'request too long' });
+      const newline = buffered.indexOf('\n');
+      if (newline < 0) return;
+      socket.removeAllListeners('data');
+      void this.serve(socket, buffered.slice(0, newline));
+    });
+  }
+
+  private async serve(socket: net.Socket, line: string): Promise<void> {
+    let request: ControlRequest;
+    try {
+      request = parseRequest(line);
+    } catch (error) {
+      return this.finish(socket, { ok: false, error: (error as Error).message });
+    }
+    const long = request.op === 'rebuild' || request.op === 'replace' || request.op === 'scrub';
+    if (long && this.busy) return this.finish(socket, { ok: false, error: `busy: ${this.busy} is running` });
+    if (long) this.busy = `${request.op}${'member' in request ? ` of member ${request.member}` : ''}`;
+    let lastProgressMs = 0;
+    const onProgress = (doneBytes: number, totalBytes: number): void => {
+      const now = Date.now();
+      if (now - lastProgressMs < PROGRESS_INTERVAL_MS && doneBytes < totalBytes) return;
+      lastProgressMs = now;
+      socket.write(`${JSON.stringify({ progress: { doneBytes, totalBytes } })}\n`);
+    };
+    try {
+      this.logger.info(`control: ${line}`);
+      const result = await this.run(request, onProgress);
+      this.finish(socket, { ok: true, status: this.array.status(), ...result });
+    } catch (error) {
+      this.logger.warn(`control request failed: ${(error as Error).message}`);
+      this.finish(socket, { ok: false, error: (error as Error).message });
+    } finally {
+      if (long) this.busy = null;
+    }
+  }
+
+  private async run(request: ControlRequest, onProgress: (doneBytes: number, totalBytes: number) => void): Promise<Partial<ControlResult>> {
+    switch (request.op) {
+      case 'status':
+        return {};
+      case 'fail':
+        await failArrayMember(this.array, request.member);
+        return {};
+      case 'rebuild':
+        await rebuildArrayMember(this.array, request.member, onProgress);
+        return {};
+      case 'replace':
+        await replaceArrayMember(this.array, request.member, request.new, onProgress);
+        return {};
+      case 'scrub':
+        return { report: await scrubArray(this.array, onProgress) };
+    }
+  }
+
+  private finish(socket: net.Socket, result: ControlResult): void {
+    socket.end(`${JSON.stringify(result)}\n`);
+  }
+}
+
+/** Checks a request line's shape; every refusal says what was wrong. */
+export function parseRequest(line: string): ControlRequest {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(line);
+  } catch {
+    throw new Error('request is not JSON');
+  }
+  const request = raw as Record<string, unknown>;
+  const member = (): number => {
+    if (!Number.isInteger(request.member)) throw new Error(`${String(request.op)} needs an integer "member"`);
+    return request.member as number;
+  };
+  switch (request?.op) {
+    case 'status':
+    case 'scrub':
+      return { op: request.op };
+    case 'fail':
+    case 'rebuild':
+      return { op: request.op, member: member() };
+    case 'replace':
+      if (typeof request.new !== 'string' || request.new === '') throw new Error('replace needs "new": the new member file');
+      return { op: 'replace', member: member(), new: request.new };
+    default:
+      throw new Error(`unknown op ${JSON.stringify(request?.op)}`);
+  }
+}
+
+/** Client side: sends one request, reports progress, resolves with the final result. */
+export function requestControl(path: string, request: ControlRequest, onProgress?: (doneBytes: number, totalBytes: number) => void): Promise<ControlResult> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(path);
+    let buffered = '';
+    let result: ControlResult | null = null;
+    socket.setEncoding('utf8');
+    socket.on('connect', () => socket.write(`${JSON.stringify(request)}\n`));
+    socket.on('error', (error) => reject(new Error(`control socket ${path}: ${error.message}`)));
+    socket.on('data', (text: string) => {
+      buffered += text;
+      let newline: number;
+      while ((newline = buffered.indexOf('\n')) >= 0) {
+        const message = JSON.parse(buffered.slice(0, newline)) as { progress?: { doneBytes: number; totalBytes: number } } & ControlResult;
+        buffered = buffered.slice(newline + 1);
+        if (message.progress) onProgress?.(message.progress.doneBytes, message.progress.totalBytes);
+        else result = message;
+      }
+    });
+    socket.on('close', () => (result ? resolve(result) : reject(new Error(`control socket ${path} closed without a result`))));
+  });
+}
