@@ -118,7 +118,7 @@ export class RaidArray {
 
   private async readSpan(span: ChunkSpan, into: Buffer): Promise<void> {
     if (this.geometry.level === 'raid5') {
-      into.set(await this.readMemberRange(span.stripe, span.members[0] as number, span.memberOffset, span.lengthBytes));
+      await this.readMemberRange(span.stripe, span.members[0] as number, span.memberOffset, span.lengthBytes, into);
       return;
     }
     await this.readMirrored(span, into);
@@ -167,22 +167,22 @@ export class RaidArray {
    * A member's bytes of one stripe chunk, verified: read directly where the member is readable and
    * its blocks pass their checksums, otherwise reconstructed from every other member (raid5).
    */
-  async readMemberRange(stripe: number, member: number, memberOffset: number, lengthBytes: number): Promise<Buffer> {
-    const buffer = Buffer.allocUnsafe(lengthBytes);
+  async readMemberRange(stripe: number, member: number, memberOffset: number, lengthBytes: number, into: Buffer = Buffer.allocUnsafe(lengthBytes)): Promise<Buffer> {
     if (this.members.readable(member, memberOffset, lengthBytes)) {
-      const bad = await this.readVerified(member, memberOffset, buffer);
-      if (bad !== null && bad.length === 0) return buffer;
+      const bad = await this.readVerified(member, memberOffset, into);
+      if (bad !== null && bad.length === 0) return into;
       if (bad !== null) {
         for (const block of bad) {
           const blockOffset = memberOffset + block * BLOCK_BYTES;
           const rebuilt = await this.reconstruct(stripe, member, blockOffset, BLOCK_BYTES);
-          rebuilt.copy(buffer, block * BLOCK_BYTES);
+          rebuilt.copy(into, block * BLOCK_BYTES);
           await this.rewriteBlock(member, blockOffset, rebuilt);
         }
-        return buffer;
+        return into;
       }
     }
-    return this.reconstruct(stripe, member, memberOffset, lengthBytes);
+    (await this.reconstruct(stripe, member, memberOffset, lengthBytes)).copy(into);
+    return into;
   }
 
   /** raid5: XOR of every other member's verified bytes at the same member offset. */

@@ -104,10 +104,12 @@ export class StorageCache {
       for (let i = 0; i < count; i++) if (this.loads.get(first + i) === token) this.loads.delete(first + i);
       throw error;
     }
+    // One copy for the whole run, cut into per-block views: the caller keeps `into`.
+    const copy = Buffer.from(into);
     for (let i = 0; i < count; i++) {
       if (this.loads.get(first + i) !== token) continue;
       this.loads.delete(first + i);
-      this.blocks.set(first + i, Buffer.from(into.subarray(i * BLOCK_BYTES, (i + 1) * BLOCK_BYTES)));
+      this.blocks.set(first + i, copy.subarray(i * BLOCK_BYTES, (i + 1) * BLOCK_BYTES));
     }
   }
 
