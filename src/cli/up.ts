@@ -121,6 +121,10 @@ function printAttachInstructions(config: ClusterConfig): void {
     lines.push(`  nbd-client ${first.host} ${first.port} /dev/nbd0 -N ${volume} -b 4096`);
     lines.push(`  fio --name=t --ioengine=nbd --uri=${uri} --rw=randwrite --bs=4k --iodepth=32 --size=256M`);
   }
+  for (const node of config.nodes) {
+    lines.push('', `RAID (raid5 over ${config.storage.members.length} files) of node ${node.name}:`);
+    lines.push(`  ftvm raid status --control ${node.control}`);
+  }
   lines.push('', 'Stop with Ctrl-C.', '');
   process.stdout.write(lines.join('\n'));
 }
