@@ -1,6 +1,8 @@
 // Minimal declarations for the parts of buffer-layout (pabigot) that ftvm's codecs use.
 declare module 'buffer-layout' {
   export class Layout<T = unknown> {
+    /** For custom layouts (subclasses): a negative span means value-specific. */
+    constructor(span: number, property?: string);
     span: number;
     property?: string;
     decode(b: Buffer, offset?: number): T;
@@ -21,6 +23,7 @@ declare module 'buffer-layout' {
   export function utf8(maxSpan?: number, property?: string): Layout<string>;
   export function seq<T>(elementLayout: Layout<T>, count: number | Layout<number>, property?: string): Layout<T[]>;
   const layout: {
+    Layout: typeof Layout;
     struct: typeof struct; u8: typeof u8; u16be: typeof u16be; u32be: typeof u32be; nu64be: typeof nu64be;
     blob: typeof blob; offset: typeof offset; greedy: typeof greedy; utf8: typeof utf8; seq: typeof seq;
   };

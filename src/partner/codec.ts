@@ -1,0 +1,460 @@
+// Partner link codec: messages to frames and back. Pure: no sockets, no memory manager.
+//
+//   frame   = header (16 bytes) + payload                      all integers big-endian
+//   header  = magic u32 | version u16 | type u16 | request id u32 | payload length u32
+//   payload = the type's fixed struct [+ tail: page data (write page) or page entries (header)]
+//
+// The framer judges a header completely before it keeps one byte of the payload: magic, version,
+// type, the declared length against MAX_PAYLOAD_BYTES and against the type's layout. So a peer
+// that declares 4 GiB costs nothing, and a fixed-layout type with a wrong length is refused before
+// its payload arrives. A payload that arrives whole in one chunk is decoded in place: page data is
+// a view into that chunk, not a copy.
+//
+// Hello and hello refusal are version-neutral: their layouts are frozen, and the framer decodes
+// them under any protocol version, so a node can tell a peer of another version why it refuses it
+// instead of just dropping the link. Every other type must carry PROTOCOL_VERSION.
+import assert from 'node:assert';
+import layout, { type Layout, type Structure } from 'buffer-layout';
+import {
+  FRAME_HEADER_BYTES,
+  LockMode,
+  MAX_HEADER_ENTRIES,
+  MAX_PAGE_BYTES,
+  MAX_PAYLOAD_BYTES,
+  MessageType,
+  PARTNER_MAGIC,
+  PAYLOAD_HEADER_ALLOWANCE_BYTES,
+  PROTOCOL_VERSION,
+  RESPONSE_TYPE_BIT,
+  RefusalReason,
+  SenseKind,
+  Status,
+} from './constants.js';
+import type { Header, HeaderPageEntry, Message, WritePage } from './messages.js';
+
+export type FramingFailure = 'bad-magic' | 'wrong-version' | 'unknown-type' | 'oversized' | 'bad-length' | 'bad-field';
+
+/** The byte stream is not a partner link we can follow: the link must be closed (with a log line). */
+export class PartnerFramingError extends Error {
+  override name = 'PartnerFramingError';
+  constructor(
+    readonly reason: FramingFailure,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+// ---- Field layouts buffer-layout lacks: each refuses what it cannot represent exactly ----
+
+type Fields = Record<string, unknown>;
+
+const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** 16 raw bytes on the wire, a canonical lowercase uuid string in the message. */
+class UuidLayout extends layout.Layout<string> {
+  constructor(property: string) {
+    super(16, property);
+  }
+  override decode(source: Buffer, at = 0): string {
+    const hex = source.toString('hex', at, at + 16);
+    return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  }
+  override encode(value: string, target: Buffer, at = 0): number {
+    assert(UUID_PATTERN.test(value), `${this.property} is not a canonical uuid: ${value}`);
+    target.write(value.replace(/-/g, ''), at, 16, 'hex');
+    return 16;
+  }
+}
+
+/** u64 as a number; a value beyond 2^53 - 1 would be rounded, so it is refused instead. */
+class SafeU64Layout extends layout.Layout<number> {
+  constructor(property: string) {
+    super(8, property);
+  }
+  override decode(source: Buffer, at = 0): number {
+    const high = source.readUInt32BE(at);
+    if (high > 0x1f_ffff) throw new PartnerFramingError('bad-field', `${this.property} exceeds 2^53 - 1`);
+    return high * 0x1_0000_0000 + source.readUInt32BE(at + 4);
+  }
+  override encode(value: number, target: Buffer, at = 0): number {
+    assert(Number.isSafeInteger(value) && value >= 0, `${this.property} must be a safe unsigned integer, got ${value}`);
+    target.writeUInt32BE(Math.floor(value / 0x1_0000_0000), at);
+    target.writeUInt32BE(value >>> 0, at + 4);
+    return 8;
+  }
+}
+
+/** An enumerated u8/u16: a value outside the enumeration is a malformed frame. */
+class ChoiceLayout extends layout.Layout<number> {
+  constructor(
+    private readonly width: 1 | 2,
+    private readonly allowed: ReadonlySet<number>,
+    property: string,
+  ) {
+    super(width, property);
+  }
+  override decode(source: Buffer, at = 0): number {
+    const value = source.readUIntBE(at, this.width);
+    if (!this.allowed.has(value)) throw new PartnerFramingError('bad-field', `${this.property} ${value} is not a known value`);
+    return value;
+  }
+  override encode(value: number, target: Buffer, at = 0): number {
+    assert(this.allowed.has(value), `${this.property} ${value} is not a known value`);
+    return target.writeUIntBE(value, at, this.width) - at;
+  }
+}
+
+/** A boolean as one byte, 0 or 1. */
+class FlagLayout extends layout.Layout<boolean> {
+  constructor(property: string) {
+    super(1, property);
+  }
+  override decode(source: Buffer, at = 0): boolean {
+    const value = source.readUInt8(at);
+    if (value > 1) throw new PartnerFramingError('bad-field', `${this.property} ${value} is neither 0 nor 1`);
+    return value === 1;
+  }
+  override encode(value: boolean, target: Buffer, at = 0): number {
+    target.writeUInt8(value ? 1 : 0, at);
+    return 1;
+  }
+}
+
+const uuid = (property: string): Layout => new UuidLayout(property);
+const u64 = (property: string): Layout => new SafeU64Layout(property);
+const u32 = (property: string): Layout => layout.u32be(property);
+const u16 = (property: string): Layout => layout.u16be(property);
+const flag = (property: string): Layout => new FlagLayout(property);
+const choice = (width: 1 | 2, property: string, allowed: readonly number[]): Layout => new ChoiceLayout(width, new Set(allowed), property);
+const struct = (fields: Layout[]): Structure<Fields> => layout.struct<Fields>(fields);
+
+const ALL_LOCK_MODES = [LockMode.None, LockMode.Shared, LockMode.Exclusive];
+const HELD_LOCK_MODES = [LockMode.Shared, LockMode.Exclusive];
+const SENSE_KINDS = [SenseKind.Node, SenseKind.Allocation];
+const STATUSES = [
+  Status.Ok, Status.NoSpace, Status.Locked, Status.UnknownAllocation, Status.NotResident,
+  Status.StaleEpoch, Status.NotPartner, Status.Invalid, Status.IoError, Status.ShuttingDown,
+];
+const REFUSAL_REASONS = [RefusalReason.VersionMismatch, RefusalReason.ClusterMismatch, RefusalReason.NodeIdConflict, RefusalReason.StaleEpoch];
+/** What command complete may answer: every request except hello (hello reply/refusal) and heartbeat (unanswered). */
+const COMPLETABLE_TYPES = [
+  MessageType.SpaceRequest, MessageType.AllocateMemory, MessageType.ReleaseMemory, MessageType.LockRequest,
+  MessageType.ReadHeader, MessageType.WritePage, MessageType.SenseRequest, MessageType.AllocateRead,
+  MessageType.AllocateWrite, MessageType.ReleasePointer, MessageType.PageClean, MessageType.Takeover,
+  MessageType.ResyncBegin, MessageType.ResyncEnd,
+];
+
+// ---- Payload layouts ----
+
+interface FrameHeader {
+  magic: number;
+  version: number;
+  type: number;
+  requestId: number;
+  payloadLength: number;
+}
+
+const frameHeaderLayout = layout.struct<FrameHeader>([
+  layout.u32be('magic'),
+  layout.u16be('version'),
+  layout.u16be('type'),
+  layout.u32be('requestId'),
+  layout.u32be('payloadLength'),
+]);
+
+/** What follows a type's fixed struct, for the two types whose payload is not fixed. */
+interface Tail {
+  /** Asserts the message is self-consistent and returns the tail's length. */
+  bytes(message: Message): number;
+  write(message: Message, target: Buffer, at: number): void;
+  /** The message fields carried by the tail; throws PartnerFramingError when it does not fit the fixed part. */
+  read(fixed: Fields, tail: Buffer): Fields;
+}
+
+interface MessageCodec {
+  name: string;
+  fixed: Structure<Fields>;
+  tail?: Tail;
+  versionNeutral?: boolean;
+}
+
+const pageAddress = (): Layout[] => [uuid('allocation'), u64('virtualPage')];
+const identity = (): Layout[] => [uuid('clusterId'), u32('nodeId'), u64('epoch'), u16('protocolVersion')];
+const lockGrant = (): Structure<Fields> => struct([...pageAddress(), u32('nodeId'), flag('pageIn')]);
+const resyncMark = (): Structure<Fields> => struct([u64('epoch'), u32('allocationCount'), u32('pageCount')]);
+
+const writePageTail: Tail = {
+  bytes(message) {
+    const { data, offset, length, pageBytes, zeroFill } = message as WritePage;
+    assert(data.length === (zeroFill ? 0 : length), `write page data is ${data.length} bytes for a length of ${length}${zeroFill ? ' (zero fill)' : ''}`);
+    assert(pageBytes <= MAX_PAGE_BYTES && offset + length <= pageBytes, `write page range ${offset}+${length} outside a page of ${pageBytes}`);
+    return data.length;
+  },
+  write(message, target, at) {
+    (message as WritePage).data.copy(target, at);
+  },
+  read(fixed, tail) {
+    const { offset, length, pageBytes, zeroFill } = fixed as Pick<WritePage, 'offset' | 'length' | 'pageBytes' | 'zeroFill'>;
+    const expected = zeroFill ? 0 : length;
+    if (tail.length !== expected) {
+      throw new PartnerFramingError('bad-length', `length field says ${length}${zeroFill ? ' zero-filled' : ''} bytes, ${tail.length} data bytes follow`);
+    }
+    if (pageBytes > MAX_PAGE_BYTES || offset + length > pageBytes) {
+      throw new PartnerFramingError('bad-field', `range ${offset}+${length} outside a page of ${pageBytes} bytes`);
+    }
+    return { data: tail };
+  },
+};
+
+const headerEntryLayout = struct([
+  u64('virtualPage'),
+  u64('version'),
+  u32('ownerNodeId'),
+  u32('readerCount'),
+  u32('dirtyOffset'),
+  u32('dirtyLength'),
+  choice(1, 'lockMode', ALL_LOCK_MODES),
+]);
+
+const headerTail: Tail = {
+  bytes(message) {
+    const { pages } = message as Header;
+    assert(pages.length <= MAX_HEADER_ENTRIES, `header of ${pages.length} entries, at most ${MAX_HEADER_ENTRIES}`);
+    return pages.length * headerEntryLayout.span;
+  },
+  write(message, target, at) {
+    (message as Header).pages.forEach((entry, index) => headerEntryLayout.encode(entry as unknown as Fields, target, at + index * headerEntryLayout.span));
+  },
+  read(_fixed, tail) {
+    const count = tail.length / headerEntryLayout.span;
+    if (!Number.isInteger(count) || count > MAX_HEADER_ENTRIES) {
+      throw new PartnerFramingError('bad-length', `${tail.length} bytes of page entries is not a whole count of at most ${MAX_HEADER_ENTRIES}`);
+    }
+    const pages: HeaderPageEntry[] = [];
+    for (let index = 0; index < count; index++) pages.push(headerEntryLayout.decode(tail, index * headerEntryLayout.span) as unknown as HeaderPageEntry);
+    return { pages };
+  },
+};
+
+const CODECS = new Map<number, MessageCodec>([
+  [MessageType.SpaceRequest, { name: 'space request', fixed: struct([u64('bytesWanted')]) }],
+  [MessageType.AllocateMemory, { name: 'allocate memory', fixed: struct([uuid('allocation'), u64('sizeBytes'), u32('pageBytes'), u32('ownerNodeId')]) }],
+  [MessageType.ReleaseMemory, { name: 'release memory', fixed: struct([uuid('allocation')]) }],
+  [MessageType.LockRequest, { name: 'lock request', fixed: struct([...pageAddress(), u32('requestingNodeId'), choice(1, 'mode', HELD_LOCK_MODES)]) }],
+  [MessageType.ReadHeader, { name: 'read header', fixed: struct([uuid('allocation'), u64('firstVirtualPage'), u32('maxEntries')]) }],
+  [
+    MessageType.WritePage,
+    {
+      name: 'write page',
+      fixed: struct([...pageAddress(), u64('version'), u32('pageBytes'), u32('offset'), u32('length'), flag('dirty'), flag('zeroFill')]),
+      tail: writePageTail,
+    },
+  ],
+  [MessageType.SenseRequest, { name: 'sense request', fixed: struct([choice(2, 'kind', SENSE_KINDS), uuid('allocation')]) }],
+  [MessageType.AllocateRead, { name: 'allocate read', fixed: lockGrant() }],
+  [MessageType.AllocateWrite, { name: 'allocate write', fixed: lockGrant() }],
+  [MessageType.ReleasePointer, { name: 'release pointer', fixed: struct([...pageAddress(), u32('nodeId'), choice(1, 'mode', HELD_LOCK_MODES), flag('modified')]) }],
+  [MessageType.CommandComplete, { name: 'command complete', fixed: struct([choice(2, 'requestType', COMPLETABLE_TYPES), choice(2, 'status', STATUSES)]) }],
+  [MessageType.SpaceStatus, { name: 'space status', fixed: struct([u64('freeBytes'), u64('reclaimableBytes')]) }],
+  [MessageType.LockStatus, { name: 'lock status', fixed: struct([u32('ownerNodeId'), u32('readerCount'), choice(1, 'mode', ALL_LOCK_MODES)]) }],
+  [
+    MessageType.Header,
+    { name: 'header', fixed: struct([u64('sizeBytes'), u32('pageBytes'), u32('ownerNodeId'), u64('nextVirtualPage'), flag('final')]), tail: headerTail },
+  ],
+  [
+    MessageType.SenseInformation,
+    {
+      name: 'sense information',
+      fixed: struct([
+        choice(2, 'kind', SENSE_KINDS), u64('epoch'), u64('poolBytes'), u64('freeBytes'),
+        u32('residentPages'), u32('dirtyPages'), u32('pagingQueueLength'), u32('destageQueueLength'),
+      ]),
+    },
+  ],
+  [MessageType.Hello, { name: 'hello', fixed: struct(identity()), versionNeutral: true }],
+  [MessageType.HelloReply, { name: 'hello reply', fixed: struct(identity()) }],
+  [MessageType.HelloRefusal, { name: 'hello refusal', fixed: struct([choice(2, 'reason', REFUSAL_REASONS), ...identity()]), versionNeutral: true }],
+  [MessageType.Heartbeat, { name: 'heartbeat', fixed: struct([u64('epoch')]) }],
+  [MessageType.PageClean, { name: 'page clean', fixed: struct([...pageAddress(), u64('version')]) }],
+  [MessageType.Takeover, { name: 'takeover', fixed: struct([uuid('allocation'), u32('fromNodeId'), u32('toNodeId'), u64('epoch')]) }],
+  [MessageType.ResyncBegin, { name: 'resync begin', fixed: resyncMark() }],
+  [MessageType.ResyncEnd, { name: 'resync end', fixed: resyncMark() }],
+]);
+
+// The limits in constants.ts must leave room for the largest payloads these layouts make.
+const codecOf = (type: number): MessageCodec => CODECS.get(type) as MessageCodec;
+assert(codecOf(MessageType.WritePage).fixed.span + MAX_PAGE_BYTES <= MAX_PAYLOAD_BYTES, 'a whole page must fit one write page frame');
+assert(codecOf(MessageType.Header).fixed.span + MAX_HEADER_ENTRIES * headerEntryLayout.span <= MAX_PAYLOAD_BYTES, 'a full header must fit one frame');
+for (const codec of CODECS.values()) assert(codec.fixed.span <= PAYLOAD_HEADER_ALLOWANCE_BYTES, `${codec.name} fixed part exceeds the allowance`);
+
+// ---- Encoding ----
+
+/** One message as one frame. */
+export function encodeMessage(message: Message): Buffer {
+  return encodeBatch([message]);
+}
+
+/** Several frames in one buffer, for one socket write; page data is copied once, into place. */
+export function encodeBatch(messages: readonly Message[]): Buffer {
+  const payloadSizes = messages.map(payloadBytesOf);
+  const total = payloadSizes.reduce((sum, bytes) => sum + FRAME_HEADER_BYTES + bytes, 0);
+  // Unsafe is fine: writeFrame asserts every field is present, so every byte gets written.
+  const out = Buffer.allocUnsafe(total);
+  let at = 0;
+  messages.forEach((message, index) => {
+    at = writeFrame(message, payloadSizes[index] as number, out, at);
+  });
+  return out;
+}
+
+function payloadBytesOf(message: Message): number {
+  const codec = CODECS.get(message.type);
+  assert(codec, `no codec for message type ${message.type}`);
+  const bytes = codec.fixed.span + (codec.tail?.bytes(message) ?? 0);
+  assert(bytes <= MAX_PAYLOAD_BYTES, `${codec.name} payload of ${bytes} bytes exceeds ${MAX_PAYLOAD_BYTES}`);
+  return bytes;
+}
+
+function writeFrame(message: Message, payloadLength: number, target: Buffer, at: number): number {
+  const codec = codecOf(message.type);
+  const fields = message as unknown as Fields;
+  for (const field of codec.fixed.fields) assert(fields[field.property as string] !== undefined, `${codec.name} lacks ${field.property}`);
+  frameHeaderLayout.encode({ magic: PARTNER_MAGIC, version: PROTOCOL_VERSION, type: message.type, requestId: message.requestId, payloadLength }, target, at);
+  const payloadAt = at + FRAME_HEADER_BYTES;
+  codec.fixed.encode(fields, target, payloadAt);
+  codec.tail?.write(message, target, payloadAt + codec.fixed.span);
+  return payloadAt + payloadLength;
+}
+
+// ---- Decoding ----
+
+/**
+ * Incremental framer: socket chunks in, whole messages out. Keeps a partial header in a fixed
+ * 16-byte buffer and a partial payload in one buffer of exactly the (checked) declared length.
+ * Decoded `data` (write page) aliases the chunk it arrived in, or that payload buffer, which the
+ * framer never reuses; a consumer that keeps data past handling the message copies it (the memory
+ * manager copies into its frame anyway). After a PartnerFramingError every later push throws it
+ * again: the stream has no resynchronisation point, so the link must be closed, and frames decoded
+ * earlier in the failing push are dropped with it (the link's in-flight requests fail together).
+ */
+export class MessageFramer {
+  private readonly header = Buffer.alloc(FRAME_HEADER_BYTES);
+  private headerFilled = 0;
+  private frame: FrameHeader | null = null;
+  private payload: Buffer | null = null;
+  private payloadFilled = 0;
+  private failure: PartnerFramingError | null = null;
+
+  push(chunk: Buffer): Message[] {
+    if (this.failure) throw this.failure;
+    try {
+      return this.consume(chunk);
+    } catch (error) {
+      if (error instanceof PartnerFramingError) this.failure = error;
+      throw error;
+    }
+  }
+
+  /** True when the stream stands between two frames (nothing half-read). */
+  get idle(): boolean {
+    return this.frame === null && this.headerFilled === 0;
+  }
+
+  private consume(chunk: Buffer): Message[] {
+    const messages: Message[] = [];
+    let at = 0;
+    for (;;) {
+      if (this.frame === null) {
+        at = this.takeHeader(chunk, at);
+        if (this.frame === null) return messages;
+      }
+      const frame: FrameHeader = this.frame;
+      if (this.payload === null && chunk.length - at >= frame.payloadLength) {
+        messages.push(decodePayload(frame, chunk.subarray(at, at + frame.payloadLength)));
+        at += frame.payloadLength;
+        this.frame = null;
+        continue;
+      }
+      at = this.takePayload(frame, chunk, at);
+      if (this.payloadFilled < frame.payloadLength) return messages;
+      messages.push(decodePayload(frame, this.payload as Buffer));
+      this.frame = null;
+      this.payload = null;
+      this.payloadFilled = 0;
+    }
+  }
+
+  private takeHeader(chunk: Buffer, at: number): number {
+    if (this.headerFilled === 0 && chunk.length - at >= FRAME_HEADER_BYTES) {
+      this.frame = checkFrameHeader(frameHeaderLayout.decode(chunk, at));
+      return at + FRAME_HEADER_BYTES;
+    }
+    const take = Math.min(FRAME_HEADER_BYTES - this.headerFilled, chunk.length - at);
+    chunk.copy(this.header, this.headerFilled, at, at + take);
+    this.headerFilled += take;
+    if (this.headerFilled === FRAME_HEADER_BYTES) {
+      this.headerFilled = 0;
+      this.frame = checkFrameHeader(frameHeaderLayout.decode(this.header, 0));
+    }
+    return at + take;
+  }
+
+  /** Only reached for a payload split across chunks; its length was checked in checkFrameHeader. */
+  private takePayload(frame: FrameHeader, chunk: Buffer, at: number): number {
+    this.payload ??= Buffer.allocUnsafe(frame.payloadLength);
+    const take = Math.min(frame.payloadLength - this.payloadFilled, chunk.length - at);
+    chunk.copy(this.payload, this.payloadFilled, at, at + take);
+    this.payloadFilled += take;
+    return at + take;
+  }
+}
+
+function checkFrameHeader(frame: FrameHeader): FrameHeader {
+  const { magic, version, type, requestId, payloadLength } = frame;
+  if (magic !== PARTNER_MAGIC) throw new PartnerFramingError('bad-magic', `bad frame magic 0x${hex32(magic)}`);
+  const codec = CODECS.get(type);
+  if (version !== PROTOCOL_VERSION && !codec?.versionNeutral) {
+    throw new PartnerFramingError('wrong-version', `frame of protocol version ${version}, this node speaks ${PROTOCOL_VERSION}`);
+  }
+  if (!codec) throw new PartnerFramingError('unknown-type', `unknown message type 0x${type.toString(16).padStart(4, '0')}`);
+  const what = `${codec.name} (request ${requestId})`;
+  if (payloadLength > MAX_PAYLOAD_BYTES) {
+    throw new PartnerFramingError('oversized', `${what} declares ${payloadLength} payload bytes, at most ${MAX_PAYLOAD_BYTES}`);
+  }
+  const fixedBytes = codec.fixed.span;
+  if (codec.tail ? payloadLength < fixedBytes : payloadLength !== fixedBytes) {
+    throw new PartnerFramingError('bad-length', `${what} payload of ${payloadLength} bytes, its layout takes ${fixedBytes}${codec.tail ? ' or more' : ''}`);
+  }
+  return frame;
+}
+
+/** `payload` is exactly the frame's payload; fixed-layout lengths were checked with the header. */
+function decodePayload(frame: FrameHeader, payload: Buffer): Message {
+  const codec = codecOf(frame.type);
+  try {
+    const fixed = codec.fixed.decode(payload, 0);
+    const tailFields = codec.tail?.read(fixed, payload.subarray(codec.fixed.span));
+    return { type: frame.type, requestId: frame.requestId, ...fixed, ...tailFields } as unknown as Message;
+  } catch (error) {
+    if (!(error instanceof PartnerFramingError)) throw error;
+    throw new PartnerFramingError(error.reason, `${codec.name} (request ${frame.requestId}): ${error.message}`);
+  }
+}
+
+// ---- Helpers for the link and for log lines ----
+
+export function isResponseType(type: MessageType): boolean {
+  return (type & RESPONSE_TYPE_BIT) !== 0;
+}
+
+/** Every request is answered exactly once, except the one-way heartbeat. */
+export function expectsResponse(type: MessageType): boolean {
+  return !isResponseType(type) && type !== MessageType.Heartbeat;
+}
+
+export function messageTypeName(type: number): string {
+  return CODECS.get(type)?.name ?? `unknown type 0x${type.toString(16).padStart(4, '0')}`;
+}
+
+const hex32 = (value: number): string => value.toString(16).padStart(8, '0');

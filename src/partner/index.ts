@@ -1,0 +1,13 @@
+// The partner link's wire format: message types and limits, the messages, the codec and framer.
+export * from './constants.js';
+export type * from './messages.js';
+export {
+  encodeBatch,
+  encodeMessage,
+  expectsResponse,
+  isResponseType,
+  messageTypeName,
+  MessageFramer,
+  PartnerFramingError,
+  type FramingFailure,
+} from './codec.js';

@@ -1,0 +1,261 @@
+// Every partner link message as a tagged union on `type` (the wire code). Field names are the
+// patent's concepts (Fig. 10) and DESIGN §3's; byte layouts are in codec.ts and docs/protocol.md.
+//
+// Conventions: an allocation is named by its GUID as a canonical lowercase uuid string; node ids
+// are u32 (NO_NODE for none); 64-bit counters (bytes, virtual pages, versions, epochs) are safe
+// integers, and a decoded value beyond 2^53 - 1 is refused rather than rounded. Every message
+// carries a request id: a response echoes the id of the request it answers, so many requests can
+// be in flight at once and complete out of order. A heartbeat's id is its sequence number.
+import type { LockMode, MessageType, RefusalReason, SenseKind, Status } from './constants.js';
+
+interface Framed {
+  requestId: number;
+}
+
+/** Identifies a page everywhere in the cluster; frame numbers are local and never travel. */
+interface PageAddress {
+  allocation: string;
+  virtualPage: number;
+}
+
+// ---- Figure 10 requests ----
+
+/** Asks for the size of the partner's free memory pool before paging in or allocating. */
+export interface SpaceRequest extends Framed {
+  type: MessageType.SpaceRequest;
+  bytesWanted: number;
+}
+
+/** Create the data structures (page map, attributes) for a new allocation. */
+export interface AllocateMemory extends Framed {
+  type: MessageType.AllocateMemory;
+  allocation: string;
+  sizeBytes: number;
+  pageBytes: number;
+  /** The node that owns the allocation (its lock master). */
+  ownerNodeId: number;
+}
+
+/** Dismantle an allocation's data structures and free its frames. */
+export interface ReleaseMemory extends Framed {
+  type: MessageType.ReleaseMemory;
+  allocation: string;
+}
+
+/** Asks for the lock status and owner of one page. */
+export interface LockRequest extends Framed, PageAddress {
+  type: MessageType.LockRequest;
+  requestingNodeId: number;
+  /** The mode the requester wants, so a lock master can answer for it. */
+  mode: LockMode.Shared | LockMode.Exclusive;
+}
+
+/** Asks for the allocation header and its page attribute entries, from a page on. */
+export interface ReadHeader extends Framed {
+  type: MessageType.ReadHeader;
+  allocation: string;
+  firstVirtualPage: number;
+  maxEntries: number;
+}
+
+/**
+ * Copies a page, or only its modified byte range, into the partner's frame. `data` holds `length`
+ * bytes for `offset` within the page, or nothing when `zeroFill` says the range is zeros. On
+ * decode, `data` is a view into the received bytes (it aliases the framer's input).
+ */
+export interface WritePage extends Framed, PageAddress {
+  type: MessageType.WritePage;
+  /** Raised on every change of the page; page clean names the version it destaged. */
+  version: number;
+  pageBytes: number;
+  offset: number;
+  length: number;
+  /** The range still has to reach the disks (false when a clean page is copied during resync). */
+  dirty: boolean;
+  zeroFill: boolean;
+  data: Buffer;
+}
+
+export interface SenseRequest extends Framed {
+  type: MessageType.SenseRequest;
+  kind: SenseKind;
+  /** NIL_ALLOCATION for SenseKind.Node. */
+  allocation: string;
+}
+
+/**
+ * Records a read (allocate read) or write (allocate write) lock for `nodeId`, which becomes an
+ * owner of the page. With `pageIn` the page is not resident yet: the receiver takes a frame and
+ * pages it in from the shared disks before it answers.
+ */
+export interface AllocateRead extends Framed, PageAddress {
+  type: MessageType.AllocateRead;
+  nodeId: number;
+  pageIn: boolean;
+}
+
+export interface AllocateWrite extends Framed, PageAddress {
+  type: MessageType.AllocateWrite;
+  nodeId: number;
+  pageIn: boolean;
+}
+
+/** `nodeId` gives up its `mode` lock; `modified` says the page went into the destage queue. */
+export interface ReleasePointer extends Framed, PageAddress {
+  type: MessageType.ReleasePointer;
+  nodeId: number;
+  mode: LockMode.Shared | LockMode.Exclusive;
+  modified: boolean;
+}
+
+// ---- Figure 10 responses ----
+
+/** Ends any request that has no response of its own, or any request that failed. */
+export interface CommandComplete extends Framed {
+  type: MessageType.CommandComplete;
+  /** The type of the request this completes, so a mismatched id is caught. */
+  requestType: MessageType;
+  status: Status;
+}
+
+export interface SpaceStatus extends Framed {
+  type: MessageType.SpaceStatus;
+  freeBytes: number;
+  /** Clean, unlocked pages the replacement queue could free. */
+  reclaimableBytes: number;
+}
+
+export interface LockStatus extends Framed {
+  type: MessageType.LockStatus;
+  /** The strongest lock held on the page. */
+  mode: LockMode;
+  readerCount: number;
+  /** The write lock holder, else the page owner; NO_NODE for none. */
+  ownerNodeId: number;
+}
+
+export interface HeaderPageEntry {
+  virtualPage: number;
+  version: number;
+  ownerNodeId: number;
+  readerCount: number;
+  lockMode: LockMode;
+  /** The range not yet destaged; length 0 for a clean page. */
+  dirtyOffset: number;
+  dirtyLength: number;
+}
+
+/** The allocation header and the attributes of its resident pages from the requested page on. */
+export interface Header extends Framed {
+  type: MessageType.Header;
+  sizeBytes: number;
+  pageBytes: number;
+  ownerNodeId: number;
+  /** Where the next read header should start, when `final` is false. */
+  nextVirtualPage: number;
+  final: boolean;
+  pages: HeaderPageEntry[];
+}
+
+export interface SenseInformation extends Framed {
+  type: MessageType.SenseInformation;
+  kind: SenseKind;
+  epoch: number;
+  poolBytes: number;
+  freeBytes: number;
+  residentPages: number;
+  dirtyPages: number;
+  pagingQueueLength: number;
+  destageQueueLength: number;
+}
+
+// ---- Extensions ----
+
+/** First message on a link, both ways: who I am, in which cluster, epoch and protocol version. */
+export interface Hello extends Framed {
+  type: MessageType.Hello;
+  clusterId: string;
+  nodeId: number;
+  epoch: number;
+  protocolVersion: number;
+}
+
+/** Hello accepted; carries the acceptor's identity. */
+export interface HelloReply extends Framed {
+  type: MessageType.HelloReply;
+  clusterId: string;
+  nodeId: number;
+  epoch: number;
+  protocolVersion: number;
+}
+
+/** Hello refused; carries the refuser's identity so both ends log both sides. The link then closes. */
+export interface HelloRefusal extends Framed {
+  type: MessageType.HelloRefusal;
+  reason: RefusalReason;
+  clusterId: string;
+  nodeId: number;
+  epoch: number;
+  protocolVersion: number;
+}
+
+/** One-way liveness signal; never answered. */
+export interface Heartbeat extends Framed {
+  type: MessageType.Heartbeat;
+  epoch: number;
+}
+
+/** The page's `version` is on the disks (written and fsynced): its mirrors may turn clean. */
+export interface PageClean extends Framed, PageAddress {
+  type: MessageType.PageClean;
+  version: number;
+}
+
+/** Allocations owned by `fromNodeId` (one, or all with NIL_ALLOCATION) now belong to `toNodeId`. */
+export interface Takeover extends Framed {
+  type: MessageType.Takeover;
+  allocation: string;
+  fromNodeId: number;
+  toNodeId: number;
+  epoch: number;
+}
+
+/** Brackets the copy of page tables and pages to a returning node; the counts let it check it got all. */
+export interface ResyncBegin extends Framed {
+  type: MessageType.ResyncBegin;
+  epoch: number;
+  allocationCount: number;
+  pageCount: number;
+}
+
+export interface ResyncEnd extends Framed {
+  type: MessageType.ResyncEnd;
+  epoch: number;
+  allocationCount: number;
+  pageCount: number;
+}
+
+export type Message =
+  | SpaceRequest
+  | AllocateMemory
+  | ReleaseMemory
+  | LockRequest
+  | ReadHeader
+  | WritePage
+  | SenseRequest
+  | AllocateRead
+  | AllocateWrite
+  | ReleasePointer
+  | CommandComplete
+  | SpaceStatus
+  | LockStatus
+  | Header
+  | SenseInformation
+  | Hello
+  | HelloReply
+  | HelloRefusal
+  | Heartbeat
+  | PageClean
+  | Takeover
+  | ResyncBegin
+  | ResyncEnd;

@@ -1,0 +1,606 @@
+// Proves the partner codec writes and reads the exact bytes of docs/protocol.md for every message type, frames a stream identically at every split, and refuses each malformed frame with its reason (an oversized one before its payload arrives).
+import { readFileSync } from 'node:fs';
+import { expect } from 'chai';
+import {
+  encodeBatch,
+  encodeMessage,
+  expectsResponse,
+  isResponseType,
+  LockMode,
+  MAX_PAYLOAD_BYTES,
+  MessageFramer,
+  messageTypeName,
+  MessageType,
+  NIL_ALLOCATION,
+  NO_NODE,
+  PartnerFramingError,
+  RefusalReason,
+  SenseKind,
+  Status,
+  type FramingFailure,
+  type Message,
+} from '../../../src/partner/index.js';
+
+/** Hex pieces, spaces allowed, joined. */
+const hex = (...pieces: string[]): Buffer => Buffer.from(pieces.join('').replace(/\s+/g, ''), 'hex');
+
+const ALLOCATION = '0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0';
+const ALLOCATION_BYTES = '0f1e2d3c 4b5a6978 8796a5b4 c3d2e1f0';
+const CLUSTER = 'c1c2c3c4-d1d2-e1e2-f1f2-a1a2a3a4a5a6';
+const CLUSTER_BYTES = 'c1c2c3c4 d1d2e1e2 f1f2a1a2 a3a4a5a6';
+
+interface Vector {
+  name: string;
+  message: Message;
+  bytes: Buffer;
+}
+
+// Frame header on every line one: magic "FTVM" | version 1 | type | request id | payload length.
+const vectors: Vector[] = [
+  {
+    name: 'space request',
+    message: { type: MessageType.SpaceRequest, requestId: 1, bytesWanted: 1024 * 1024 },
+    bytes: hex(
+      '4654564d 0001 0001 00000001 00000008',
+      '0000000000100000', // bytesWanted = 1 MiB
+    ),
+  },
+  {
+    name: 'allocate memory',
+    message: { type: MessageType.AllocateMemory, requestId: 2, allocation: ALLOCATION, sizeBytes: 2 ** 30, pageBytes: 65536, ownerNodeId: 1 },
+    bytes: hex(
+      '4654564d 0001 0002 00000002 00000020',
+      ALLOCATION_BYTES, // allocation GUID
+      '0000000040000000', // sizeBytes = 1 GiB
+      '00010000', // pageBytes = 64 KiB
+      '00000001', // ownerNodeId = 1
+    ),
+  },
+  {
+    name: 'release memory',
+    message: { type: MessageType.ReleaseMemory, requestId: 3, allocation: ALLOCATION },
+    bytes: hex(
+      '4654564d 0001 0003 00000003 00000010',
+      ALLOCATION_BYTES, // allocation GUID
+    ),
+  },
+  {
+    name: 'lock request',
+    message: { type: MessageType.LockRequest, requestId: 4, allocation: ALLOCATION, virtualPage: 2 ** 32 + 5, requestingNodeId: 2, mode: LockMode.Exclusive },
+    bytes: hex(
+      '4654564d 0001 0004 00000004 0000001d',
+      ALLOCATION_BYTES, // allocation GUID
+      '0000000100000005', // virtualPage = 2^32 + 5
+      '00000002', // requestingNodeId = 2
+      '02', // mode = exclusive
+    ),
+  },
+  {
+    name: 'read header',
+    message: { type: MessageType.ReadHeader, requestId: 5, allocation: ALLOCATION, firstVirtualPage: 0, maxEntries: 1024 },
+    bytes: hex(
+      '4654564d 0001 0005 00000005 0000001c',
+      ALLOCATION_BYTES, // allocation GUID
+      '0000000000000000', // firstVirtualPage = 0
+      '00000400', // maxEntries = 1024
+    ),
+  },
+  {
+    name: 'write page (modified range only)',
+    message: {
+      type: MessageType.WritePage, requestId: 6, allocation: ALLOCATION, virtualPage: 7, version: 42,
+      pageBytes: 4096, offset: 512, length: 4, dirty: true, zeroFill: false, data: hex('deadbeef'),
+    },
+    bytes: hex(
+      '4654564d 0001 0006 00000006 00000032', // payload 46 + 4 data bytes
+      ALLOCATION_BYTES, // allocation GUID
+      '0000000000000007', // virtualPage = 7
+      '000000000000002a', // version = 42
+      '00001000', // pageBytes = 4096
+      '00000200', // offset = 512
+      '00000004', // length = 4
+      '01', // dirty
+      '00', // zeroFill = no
+      'deadbeef', // data: the modified bytes only
+    ),
+  },
+  {
+    name: 'write page (zero fill, no data)',
+    message: {
+      type: MessageType.WritePage, requestId: 16, allocation: ALLOCATION, virtualPage: 8, version: 43,
+      pageBytes: 4096, offset: 0, length: 4096, dirty: true, zeroFill: true, data: Buffer.alloc(0),
+    },
+    bytes: hex(
+      '4654564d 0001 0006 00000010 0000002e', // payload 46, no data
+      ALLOCATION_BYTES, // allocation GUID
+      '0000000000000008', // virtualPage = 8
+      '000000000000002b', // version = 43
+      '00001000', // pageBytes = 4096
+      '00000000', // offset = 0
+      '00001000', // length = 4096
+      '01', // dirty
+      '01', // zeroFill: the range reads as zeros
+    ),
+  },
+  {
+    name: 'sense request',
+    message: { type: MessageType.SenseRequest, requestId: 7, kind: SenseKind.Allocation, allocation: ALLOCATION },
+    bytes: hex(
+      '4654564d 0001 0007 00000007 00000012',
+      '0002', // kind = allocation
+      ALLOCATION_BYTES, // allocation GUID
+    ),
+  },
+  {
+    name: 'allocate read',
+    message: { type: MessageType.AllocateRead, requestId: 8, allocation: ALLOCATION, virtualPage: 7, nodeId: 1, pageIn: true },
+    bytes: hex(
+      '4654564d 0001 0008 00000008 0000001d',
+      ALLOCATION_BYTES, // allocation GUID
+      '0000000000000007', // virtualPage = 7
+      '00000001', // nodeId = 1
+      '01', // pageIn: not resident yet
+    ),
+  },
+  {
+    name: 'allocate write',
+    message: { type: MessageType.AllocateWrite, requestId: 9, allocation: ALLOCATION, virtualPage: 7, nodeId: 1, pageIn: false },
+    bytes: hex(
+      '4654564d 0001 0009 00000009 0000001d',
+      ALLOCATION_BYTES, // allocation GUID
+      '0000000000000007', // virtualPage = 7
+      '00000001', // nodeId = 1
+      '00', // pageIn = no
+    ),
+  },
+  {
+    name: 'release pointer',
+    message: { type: MessageType.ReleasePointer, requestId: 10, allocation: ALLOCATION, virtualPage: 7, nodeId: 1, mode: LockMode.Exclusive, modified: true },
+    bytes: hex(
+      '4654564d 0001 000a 0000000a 0000001e',
+      ALLOCATION_BYTES, // allocation GUID
+      '0000000000000007', // virtualPage = 7
+      '00000001', // nodeId = 1
+      '02', // mode = exclusive
+      '01', // modified
+    ),
+  },
+  {
+    name: 'command complete (ok)',
+    message: { type: MessageType.CommandComplete, requestId: 6, requestType: MessageType.WritePage, status: Status.Ok },
+    bytes: hex(
+      '4654564d 0001 0080 00000006 00000004',
+      '0006', // requestType = write page
+      '0000', // status = ok
+    ),
+  },
+  {
+    name: 'command complete (locked)',
+    message: { type: MessageType.CommandComplete, requestId: 4, requestType: MessageType.LockRequest, status: Status.Locked },
+    bytes: hex(
+      '4654564d 0001 0080 00000004 00000004',
+      '0004', // requestType = lock request
+      '0002', // status = locked
+    ),
+  },
+  {
+    name: 'space status',
+    message: { type: MessageType.SpaceStatus, requestId: 1, freeBytes: 256 * 2 ** 20, reclaimableBytes: 64 * 2 ** 20 },
+    bytes: hex(
+      '4654564d 0001 0081 00000001 00000010',
+      '0000000010000000', // freeBytes = 256 MiB
+      '0000000004000000', // reclaimableBytes = 64 MiB
+    ),
+  },
+  {
+    name: 'lock status',
+    message: { type: MessageType.LockStatus, requestId: 4, ownerNodeId: NO_NODE, readerCount: 3, mode: LockMode.Shared },
+    bytes: hex(
+      '4654564d 0001 0084 00000004 00000009',
+      'ffffffff', // ownerNodeId = none
+      '00000003', // readerCount = 3
+      '01', // mode = shared
+    ),
+  },
+  {
+    name: 'header (two page entries)',
+    message: {
+      type: MessageType.Header, requestId: 5, sizeBytes: 2 ** 30, pageBytes: 65536, ownerNodeId: 1, nextVirtualPage: 8, final: false,
+      pages: [
+        { virtualPage: 0, version: 1, ownerNodeId: 1, readerCount: 0, dirtyOffset: 0, dirtyLength: 0, lockMode: LockMode.None },
+        { virtualPage: 7, version: 42, ownerNodeId: 1, readerCount: 0, dirtyOffset: 512, dirtyLength: 4, lockMode: LockMode.Exclusive },
+      ],
+    },
+    bytes: hex(
+      '4654564d 0001 0085 00000005 0000005b', // payload 25 + 2 × 33
+      '0000000040000000', // sizeBytes = 1 GiB
+      '00010000', // pageBytes = 64 KiB
+      '00000001', // ownerNodeId = 1
+      '0000000000000008', // nextVirtualPage = 8
+      '00', // final = no
+      // entry 0
+      '0000000000000000', // virtualPage = 0
+      '0000000000000001', // version = 1
+      '00000001', // ownerNodeId = 1
+      '00000000', // readerCount = 0
+      '00000000', // dirtyOffset = 0
+      '00000000', // dirtyLength = 0 (clean)
+      '00', // lockMode = none
+      // entry 1
+      '0000000000000007', // virtualPage = 7
+      '000000000000002a', // version = 42
+      '00000001', // ownerNodeId = 1
+      '00000000', // readerCount = 0
+      '00000200', // dirtyOffset = 512
+      '00000004', // dirtyLength = 4
+      '02', // lockMode = exclusive
+    ),
+  },
+  {
+    name: 'sense information',
+    message: {
+      type: MessageType.SenseInformation, requestId: 7, kind: SenseKind.Allocation, epoch: 3, poolBytes: 256 * 2 ** 20, freeBytes: 128 * 2 ** 20,
+      residentPages: 100, dirtyPages: 5, pagingQueueLength: 0, destageQueueLength: 5,
+    },
+    bytes: hex(
+      '4654564d 0001 0087 00000007 0000002a',
+      '0002', // kind = allocation
+      '0000000000000003', // epoch = 3
+      '0000000010000000', // poolBytes = 256 MiB
+      '0000000008000000', // freeBytes = 128 MiB
+      '00000064', // residentPages = 100
+      '00000005', // dirtyPages = 5
+      '00000000', // pagingQueueLength = 0
+      '00000005', // destageQueueLength = 5
+    ),
+  },
+  {
+    name: 'hello',
+    message: { type: MessageType.Hello, requestId: 0, clusterId: CLUSTER, nodeId: 1, epoch: 3, protocolVersion: 1 },
+    bytes: hex(
+      '4654564d 0001 0101 00000000 0000001e',
+      CLUSTER_BYTES, // clusterId
+      '00000001', // nodeId = 1
+      '0000000000000003', // epoch = 3
+      '0001', // protocolVersion = 1
+    ),
+  },
+  {
+    name: 'hello reply',
+    message: { type: MessageType.HelloReply, requestId: 0, clusterId: CLUSTER, nodeId: 2, epoch: 3, protocolVersion: 1 },
+    bytes: hex(
+      '4654564d 0001 0181 00000000 0000001e',
+      CLUSTER_BYTES, // clusterId
+      '00000002', // nodeId = 2
+      '0000000000000003', // epoch = 3
+      '0001', // protocolVersion = 1
+    ),
+  },
+  {
+    name: 'hello refusal',
+    message: { type: MessageType.HelloRefusal, requestId: 0, reason: RefusalReason.ClusterMismatch, clusterId: CLUSTER, nodeId: 2, epoch: 3, protocolVersion: 1 },
+    bytes: hex(
+      '4654564d 0001 0182 00000000 00000020',
+      '0002', // reason = cluster mismatch
+      CLUSTER_BYTES, // clusterId (the refuser's)
+      '00000002', // nodeId = 2
+      '0000000000000003', // epoch = 3
+      '0001', // protocolVersion = 1
+    ),
+  },
+  {
+    name: 'heartbeat',
+    message: { type: MessageType.Heartbeat, requestId: 17, epoch: 3 },
+    bytes: hex(
+      '4654564d 0001 0102 00000011 00000008', // request id = sequence number 17
+      '0000000000000003', // epoch = 3
+    ),
+  },
+  {
+    name: 'page clean',
+    message: { type: MessageType.PageClean, requestId: 18, allocation: ALLOCATION, virtualPage: 7, version: 42 },
+    bytes: hex(
+      '4654564d 0001 0103 00000012 00000020',
+      ALLOCATION_BYTES, // allocation GUID
+      '0000000000000007', // virtualPage = 7
+      '000000000000002a', // version = 42 is on disk
+    ),
+  },
+  {
+    name: 'takeover',
+    message: { type: MessageType.Takeover, requestId: 19, allocation: NIL_ALLOCATION, fromNodeId: 2, toNodeId: 1, epoch: 4 },
+    bytes: hex(
+      '4654564d 0001 0104 00000013 00000020',
+      '00000000 00000000 00000000 00000000', // allocation = nil: every allocation of node 2
+      '00000002', // fromNodeId = 2
+      '00000001', // toNodeId = 1
+      '0000000000000004', // epoch = 4
+    ),
+  },
+  {
+    name: 'resync begin',
+    message: { type: MessageType.ResyncBegin, requestId: 20, epoch: 4, allocationCount: 2, pageCount: 300 },
+    bytes: hex(
+      '4654564d 0001 0105 00000014 00000010',
+      '0000000000000004', // epoch = 4
+      '00000002', // allocationCount = 2
+      '0000012c', // pageCount = 300
+    ),
+  },
+  {
+    name: 'resync end',
+    message: { type: MessageType.ResyncEnd, requestId: 21, epoch: 4, allocationCount: 2, pageCount: 300 },
+    bytes: hex(
+      '4654564d 0001 0106 00000015 00000010',
+      '0000000000000004', // epoch = 4
+      '00000002', // allocationCount = 2
+      '0000012c', // pageCount = 300
+    ),
+  },
+];
+
+function decodeAll(...chunks: Buffer[]): Message[] {
+  const framer = new MessageFramer();
+  const messages = chunks.flatMap((chunk) => framer.push(chunk));
+  expect(framer.idle, 'framer idle after the last frame').to.equal(true);
+  return messages;
+}
+
+/** A frame header and payload by hand, for the invalid cases. */
+function frame(type: number, payload: Buffer, options: { magic?: number; version?: number; declaredLength?: number } = {}): Buffer {
+  const header = Buffer.alloc(16);
+  header.writeUInt32BE(options.magic ?? 0x4654564d, 0);
+  header.writeUInt16BE(options.version ?? 1, 4);
+  header.writeUInt16BE(type, 6);
+  header.writeUInt32BE(99, 8);
+  header.writeUInt32BE(options.declaredLength ?? payload.length, 12);
+  return Buffer.concat([header, payload]);
+}
+
+function expectFailure(reason: FramingFailure, pattern: RegExp, ...chunks: Buffer[]): void {
+  const framer = new MessageFramer();
+  let caught: unknown;
+  try {
+    for (const chunk of chunks) framer.push(chunk);
+  } catch (error) {
+    caught = error;
+  }
+  expect(caught).to.be.instanceOf(PartnerFramingError);
+  expect((caught as PartnerFramingError).reason).to.equal(reason);
+  expect((caught as PartnerFramingError).message).to.match(pattern);
+  expect(() => framer.push(Buffer.alloc(1)), 'a failed framer stays failed').to.throw(PartnerFramingError);
+}
+
+const protocolDoc = readFileSync(new URL('../../../../docs/protocol.md', import.meta.url), 'utf8');
+
+/** The field tables (those headed `| offset |`) of the doc section whose heading starts with `heading`. */
+function docTables(heading: string): string[][][] {
+  const start = protocolDoc.indexOf(`\n${heading}`);
+  expect(start, `docs/protocol.md has a section ${heading}`).to.be.greaterThan(-1);
+  const end = protocolDoc.indexOf('\n#', start + 1);
+  const tables: string[][][] = [];
+  let current: string[][] = [];
+  for (const line of protocolDoc.slice(start, end === -1 ? undefined : end).split('\n')) {
+    if (line.startsWith('|')) current.push(line.split('|').slice(1, -1).map((cell) => cell.trim()));
+    else if (current.length > 0) tables.push(current.splice(0));
+  }
+  if (current.length > 0) tables.push(current);
+  return tables.filter((table) => table[0]?.[0] === 'offset').map((table) => table.slice(2));
+}
+
+/** Checks each row's offset and size against its example bytes; returns the examples joined. */
+function tableBytes(rows: string[][]): string {
+  let hexText = '';
+  for (const [offset, size, field, example = ''] of rows) {
+    const bytes = example.replace(/`/g, '');
+    expect(Number(offset), `offset of ${field}`).to.equal(hexText.length / 2);
+    if (/^\d+$/.test(size ?? '')) expect(bytes.length / 2, `size of ${field}`).to.equal(Number(size));
+    hexText += bytes;
+  }
+  return hexText;
+}
+
+describe('partner codec', () => {
+  describe('byte vectors', () => {
+    it('has a vector for every message type', () => {
+      const types = new Set(vectors.map((vector) => vector.message.type));
+      expect(types.size).to.equal(23);
+    });
+
+    for (const vector of vectors) {
+      it(`${vector.name}: encodes to the exact bytes and decodes back`, () => {
+        expect(encodeMessage(vector.message).toString('hex')).to.equal(vector.bytes.toString('hex'));
+        expect(decodeAll(vector.bytes)).to.deep.equal([vector.message]);
+      });
+    }
+  });
+
+  describe('streams', () => {
+    const messages = vectors.map((vector) => vector.message);
+    const stream = encodeBatch(messages);
+
+    it('encodeBatch concatenates the frames of encodeMessage', () => {
+      expect(stream.equals(Buffer.concat(vectors.map((vector) => vector.bytes)))).to.equal(true);
+    });
+
+    it('decodes the stream of every type identically at every split point', () => {
+      for (let cut = 0; cut <= stream.length; cut++) {
+        expect(decodeAll(stream.subarray(0, cut), stream.subarray(cut)), `cut at ${cut}`).to.deep.equal(messages);
+      }
+    });
+
+    it('decodes the stream fed one byte at a time', () => {
+      const chunks = Array.from(stream, (_byte, index) => stream.subarray(index, index + 1));
+      expect(decodeAll(...chunks)).to.deep.equal(messages);
+    });
+
+    it('decodes a whole 1 MiB page split in 64 KiB chunks', () => {
+      const data = Buffer.alloc(1024 * 1024, 0xa5);
+      const page: Message = {
+        type: MessageType.WritePage, requestId: 1, allocation: ALLOCATION, virtualPage: 0, version: 1,
+        pageBytes: data.length, offset: 0, length: data.length, dirty: true, zeroFill: false, data,
+      };
+      const bytes = encodeMessage(page);
+      const chunks: Buffer[] = [];
+      for (let at = 0; at < bytes.length; at += 65536) chunks.push(bytes.subarray(at, at + 65536));
+      expect(decodeAll(...chunks)).to.deep.equal([page]);
+    });
+
+    it('hands out page data as a view into the chunk it arrived in, not a copy', () => {
+      const chunk = encodeMessage(vectors[5]?.message as Message);
+      const [message] = decodeAll(chunk);
+      expect(message?.type).to.equal(MessageType.WritePage);
+      const { data } = message as Extract<Message, { type: MessageType.WritePage }>;
+      expect(data.buffer).to.equal(chunk.buffer);
+      expect(data.byteOffset).to.equal(chunk.byteOffset + 16 + 46);
+    });
+  });
+
+  describe('invalid frames', () => {
+    const heartbeat = hex('0000000000000003');
+
+    it('refuses bad magic', () => {
+      expectFailure('bad-magic', /bad frame magic 0x47455420/, frame(MessageType.Heartbeat, heartbeat, { magic: 0x47455420 }));
+    });
+
+    it('refuses an unknown type', () => {
+      expectFailure('unknown-type', /unknown message type 0x0042/, frame(0x0042, heartbeat));
+    });
+
+    it('refuses another protocol version, and an unknown type of another version as such', () => {
+      expectFailure('wrong-version', /protocol version 2, this node speaks 1/, frame(MessageType.Heartbeat, heartbeat, { version: 2 }));
+      expectFailure('wrong-version', /protocol version 2/, frame(0x0042, heartbeat, { version: 2 }));
+    });
+
+    it('still decodes hello and hello refusal of another version, so a refusal can explain itself', () => {
+      const hello = vectors.find((vector) => vector.message.type === MessageType.Hello) as Vector;
+      const helloV2 = Buffer.from(hello.bytes);
+      helloV2.writeUInt16BE(2, 4);
+      helloV2.writeUInt16BE(2, helloV2.length - 2);
+      expect(decodeAll(helloV2)).to.deep.equal([{ ...hello.message, protocolVersion: 2 }]);
+      const refusal = vectors.find((vector) => vector.message.type === MessageType.HelloRefusal) as Vector;
+      const refusalV2 = Buffer.from(refusal.bytes);
+      refusalV2.writeUInt16BE(2, 4);
+      expect(decodeAll(refusalV2)).to.deep.equal([refusal.message]);
+    });
+
+    it('refuses an oversized declared length from the header alone, before any payload arrives', () => {
+      const header = frame(MessageType.WritePage, Buffer.alloc(0), { declaredLength: MAX_PAYLOAD_BYTES + 1 });
+      expectFailure('oversized', /write page \(request 99\) declares 1052673 payload bytes, at most 1052672/, header);
+      expectFailure('oversized', /declares 4294967295/, frame(MessageType.WritePage, Buffer.alloc(0), { declaredLength: 0xffff_ffff }));
+    });
+
+    it('refuses a fixed-layout payload one byte short or long, before it arrives', () => {
+      expectFailure('bad-length', /heartbeat \(request 99\) payload of 7 bytes, its layout takes 8$/, frame(MessageType.Heartbeat, Buffer.alloc(0), { declaredLength: 7 }));
+      expectFailure('bad-length', /payload of 9 bytes, its layout takes 8$/, frame(MessageType.Heartbeat, Buffer.alloc(0), { declaredLength: 9 }));
+    });
+
+    it('refuses a write page shorter than its fixed part', () => {
+      expectFailure('bad-length', /write page .* payload of 45 bytes, its layout takes 46 or more/, frame(MessageType.WritePage, Buffer.alloc(45)));
+    });
+
+    it('refuses a write page whose data length disagrees with its length field', () => {
+      const valid = vectors[5]?.bytes as Buffer;
+      const short = Buffer.from(valid.subarray(0, valid.length - 1));
+      short.writeUInt32BE(short.length - 16, 12);
+      expectFailure('bad-length', /write page \(request 6\): length field says 4 bytes, 3 data bytes follow/, short);
+      const long = Buffer.concat([valid, hex('00')]);
+      long.writeUInt32BE(long.length - 16, 12);
+      expectFailure('bad-length', /length field says 4 bytes, 5 data bytes follow/, long);
+      const zeroFillWithData = Buffer.from(valid);
+      zeroFillWithData[16 + 45] = 1;
+      expectFailure('bad-length', /length field says 4 zero-filled bytes, 4 data bytes follow/, zeroFillWithData);
+    });
+
+    it('refuses a write page range beyond its page, and a page larger than 1 MiB', () => {
+      const valid = vectors[5]?.bytes as Buffer;
+      const beyond = Buffer.from(valid);
+      beyond.writeUInt32BE(4094, 16 + 36);
+      expectFailure('bad-field', /range 4094\+4 outside a page of 4096 bytes/, beyond);
+      const huge = Buffer.from(valid);
+      huge.writeUInt32BE(2 * 1024 * 1024, 16 + 32);
+      expectFailure('bad-field', /outside a page of 2097152 bytes/, huge);
+    });
+
+    it('refuses header entries that are not whole', () => {
+      const valid = vectors.find((vector) => vector.message.type === MessageType.Header)?.bytes as Buffer;
+      const cut = Buffer.from(valid.subarray(0, valid.length - 1));
+      cut.writeUInt32BE(cut.length - 16, 12);
+      expectFailure('bad-length', /header \(request 5\): 65 bytes of page entries is not a whole count/, cut);
+    });
+
+    it('refuses values outside an enumeration, a flag other than 0/1 and a counter beyond 2^53 - 1', () => {
+      const lock = Buffer.from(vectors[3]?.bytes as Buffer);
+      lock[lock.length - 1] = 0; // lock request for mode none
+      expectFailure('bad-field', /lock request \(request 4\): mode 0 is not a known value/, lock);
+      const complete = frame(MessageType.CommandComplete, hex('0006 000a'));
+      expectFailure('bad-field', /status 10 is not a known value/, complete);
+      const completesHeartbeat = frame(MessageType.CommandComplete, hex('0102 0000'));
+      expectFailure('bad-field', /requestType 258 is not a known value/, completesHeartbeat);
+      const allocateRead = Buffer.from(vectors[8]?.bytes as Buffer);
+      allocateRead[allocateRead.length - 1] = 2;
+      expectFailure('bad-field', /pageIn 2 is neither 0 nor 1/, allocateRead);
+      expectFailure('bad-field', /epoch exceeds 2\^53 - 1/, frame(MessageType.Heartbeat, hex('0020000000000000')));
+    });
+
+    it('returns the frames of earlier pushes before a later push fails', () => {
+      const framer = new MessageFramer();
+      expect(framer.push(vectors[0]?.bytes as Buffer)).to.have.length(1);
+      expect(() => framer.push(frame(0x0042, heartbeat))).to.throw(PartnerFramingError);
+    });
+  });
+
+  describe('encoder assertions (programmer errors)', () => {
+    const writePage = vectors[5]?.message as Extract<Message, { type: MessageType.WritePage }>;
+
+    it('refuses a write page whose data disagrees with its length', () => {
+      expect(() => encodeMessage({ ...writePage, length: 5 })).to.throw(/data is 4 bytes for a length of 5/);
+      expect(() => encodeMessage({ ...writePage, zeroFill: true })).to.throw(/zero fill/);
+    });
+
+    it('refuses a malformed uuid, an unsafe counter and a missing field', () => {
+      expect(() => encodeMessage({ type: MessageType.ReleaseMemory, requestId: 1, allocation: 'vol0' })).to.throw(/not a canonical uuid/);
+      expect(() => encodeMessage({ type: MessageType.Heartbeat, requestId: 1, epoch: 2 ** 53 })).to.throw(/safe unsigned integer/);
+      expect(() => encodeMessage({ type: MessageType.Heartbeat, requestId: 1 } as Message)).to.throw(/heartbeat lacks epoch/);
+    });
+  });
+
+  describe('docs/protocol.md', () => {
+    it('frame header table matches the first vector', () => {
+      const [table] = docTables('## Frame header');
+      expect(tableBytes(table ?? [])).to.equal(vectors[0]?.bytes.subarray(0, 16).toString('hex'));
+    });
+
+    it('every message table matches its byte vector, offsets and sizes included', () => {
+      const seen = new Set<MessageType>();
+      for (const { message, bytes } of vectors) {
+        if (seen.has(message.type)) continue;
+        seen.add(message.type);
+        const tables = docTables(`### 0x${message.type.toString(16).padStart(4, '0')} `);
+        const payload = bytes.subarray(16).toString('hex');
+        const fixed = tableBytes(tables[0] ?? []);
+        expect(payload.startsWith(fixed), `${messageTypeName(message.type)} table`).to.equal(true);
+        if (message.type === MessageType.Header) {
+          expect(fixed.length / 2).to.equal(25);
+          expect(tableBytes(tables[1] ?? []), 'page entry table (second entry)').to.equal(payload.slice(-66));
+        } else {
+          expect(fixed, `${messageTypeName(message.type)} table`).to.equal(payload);
+        }
+      }
+      expect(seen.size).to.equal(23);
+    });
+  });
+
+  describe('type helpers', () => {
+    it('tells responses, one-way messages and names apart', () => {
+      expect(isResponseType(MessageType.CommandComplete)).to.equal(true);
+      expect(isResponseType(MessageType.HelloRefusal)).to.equal(true);
+      expect(isResponseType(MessageType.WritePage)).to.equal(false);
+      expect(expectsResponse(MessageType.WritePage)).to.equal(true);
+      expect(expectsResponse(MessageType.Heartbeat)).to.equal(false);
+      expect(expectsResponse(MessageType.LockStatus)).to.equal(false);
+      expect(messageTypeName(MessageType.AllocateWrite)).to.equal('allocate write');
+      expect(messageTypeName(0x7777)).to.equal('unknown type 0x7777');
+    });
+  });
+});
