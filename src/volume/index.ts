@@ -1,2 +1,1 @@
 export { VolumeError, type Extent, type Volume, type VolumeErrorCode, type ZeroOptions } from './volume.js';
-export { FileVolume } from './file-volume.js';

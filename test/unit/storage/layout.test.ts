@@ -1,5 +1,6 @@
 // Proves the RAID geometry places every array byte where md's left-symmetric raid5 (and plain raid1/raid10) would, exactly once.
 import { expect } from 'chai';
+import { seededRandom } from '../../support/seeded-random.js';
 import {
   BLOCK_BYTES,
   type Geometry,
@@ -19,17 +20,6 @@ import {
 const BASE_SEED = Number(process.env.FTVM_TEST_SEED ?? 0x5eed1a70);
 const PROPERTY_CASES = 3000;
 
-/** Small seeded PRNG (mulberry32): a failing case prints the seed that reproduces it. */
-function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function geometry(level: RaidLevel, memberCount: number, stripes: number, chunkBytes = BLOCK_BYTES): Geometry {
   return { level, memberCount, chunkBytes, memberDataBytes: stripes * chunkBytes };
@@ -151,7 +141,7 @@ describe('storage/layout', () => {
   it(`agrees with an independent formula on ${PROPERTY_CASES} random geometries and ranges`, () => {
     for (let caseIndex = 0; caseIndex < PROPERTY_CASES; caseIndex++) {
       const seed = (BASE_SEED + caseIndex) >>> 0;
-      const random = mulberry32(seed);
+      const random = seededRandom(seed);
       const pick = (low: number, high: number): number => low + Math.floor(random() * (high - low + 1));
       const level = (['raid1', 'raid10', 'raid5'] as const)[pick(0, 2)]!;
       const memberCount = level === 'raid10' ? 2 * pick(2, 16) : pick(level === 'raid1' ? 2 : 3, 32);

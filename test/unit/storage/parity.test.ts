@@ -1,20 +1,10 @@
 // Proves raid5 parity math is exact: hand-computed XOR, recovery of any lost chunk, read-modify-write, any alignment.
 import { expect } from 'chai';
+import { seededRandom } from '../../support/seeded-random.js';
 import { computeParity, isZero, reconstructMissing, updateParity, xorInto } from '../../../src/storage/parity.js';
 
 const SEED = Number(process.env.FTVM_TEST_SEED ?? 0x9a517e);
 
-/** Small seeded PRNG (mulberry32) so failures print a reproducible seed. */
-function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function randomBuffer(random: () => number, lengthBytes: number): Buffer {
   const buffer = Buffer.alloc(lengthBytes);
@@ -46,7 +36,7 @@ describe('storage/parity', () => {
 
   for (const memberCount of [3, 4, 5]) {
     it(`recovers every lost chunk of a ${memberCount}-member stripe, data or parity`, () => {
-      const random = mulberry32(SEED + memberCount);
+      const random = seededRandom(SEED + memberCount);
       const data = Array.from({ length: memberCount - 1 }, () => randomBuffer(random, 4096 + 24));
       const parity = Buffer.alloc(data[0]!.length);
       computeParity(data, parity);
@@ -60,7 +50,7 @@ describe('storage/parity', () => {
   }
 
   it('updates parity by read-modify-write exactly as recomputing it would, in place or not', () => {
-    const random = mulberry32(SEED);
+    const random = seededRandom(SEED);
     const data = Array.from({ length: 4 }, () => randomBuffer(random, 8192));
     const parity = Buffer.alloc(8192);
     computeParity(data, parity);
@@ -76,7 +66,7 @@ describe('storage/parity', () => {
   });
 
   it('gives the same XOR at every alignment and length, including tails shorter than a word', () => {
-    const random = mulberry32(SEED + 100);
+    const random = seededRandom(SEED + 100);
     for (const lengthBytes of [0, 1, 7, 8, 9, 15, 16, 4096, 4099]) {
       const target = randomBuffer(random, lengthBytes);
       const source = randomBuffer(random, lengthBytes);
