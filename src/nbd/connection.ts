@@ -102,18 +102,16 @@ export class Connection {
   }
 
   private onHandshakeData(chunk: Buffer): void {
-    const options = this.options.push(chunk);
+    this.options.push(chunk);
     const clientFlags = this.options.flags;
     if (clientFlags === null) return;
-    if (this.negotiator === null) {
-      // The padding after EXPORT_NAME is dropped only when the client asked for that too.
-      this.negotiator = new Negotiator(this.catalog, (clientFlags & HandshakeFlag.NoZeroes) !== 0);
-    }
-    for (const { option, data } of options) {
+    // The padding after EXPORT_NAME is dropped only when the client asked for that too.
+    this.negotiator ??= new Negotiator(this.catalog, (clientFlags & HandshakeFlag.NoZeroes) !== 0);
+    for (let request = this.options.next(); request !== null; request = this.options.next()) {
       if (++this.optionCount > MAX_OPTIONS_PER_HANDSHAKE) return this.abort('too many options');
-      const step = this.negotiator.handle(option, data);
+      const step = this.negotiator.handle(request.option, request.data);
       for (const reply of step.replies) this.socket.write(reply);
-      if (step.verdict === 'close') return this.abort(step.reason ?? `option ${option} ended the handshake`);
+      if (step.verdict === 'close') return this.abort(step.reason ?? `option ${request.option} ended the handshake`, step.clientInitiated);
       if (step.verdict === 'transmit') return this.enterTransmission(this.negotiator.session as Session);
     }
   }
@@ -317,9 +315,10 @@ export class Connection {
     this.socket.end();
   }
 
-  private abort(reason: string): void {
+  /** Closes at once; a close the client asked for (ABORT) is routine, anything else is worth a warning. */
+  private abort(reason: string, clientInitiated = false): void {
     if (this.closed) return;
-    this.logger.warn(`closing connection: ${reason}`, { conn: this.id, peer: this.peer });
+    this.logger.log(clientInitiated ? 'debug' : 'warn', `closing connection: ${reason}`, { conn: this.id, peer: this.peer });
     this.closed = true;
     this.socket.destroySoon();
   }

@@ -49,6 +49,8 @@ export interface Step {
   verdict: Verdict;
   /** Why a 'close' happened, for the log. */
   reason?: string;
+  /** The client asked to end (NBD_OPT_ABORT): routine, not a problem. */
+  clientInitiated?: boolean;
 }
 
 /** The agreement the transmission phase runs under. */
@@ -82,7 +84,7 @@ export class Negotiator {
       case Option.ExportName:
         return this.exportName(data);
       case Option.Abort:
-        return { replies: [encodeOptionReply(option, OptionReply.Ack)], verdict: 'close', reason: 'client aborted' };
+        return { replies: [encodeOptionReply(option, OptionReply.Ack)], verdict: 'close', reason: 'client aborted', clientInitiated: true };
       case Option.List:
         return this.list(data);
       case Option.Info:

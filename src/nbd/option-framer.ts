@@ -20,34 +20,36 @@ export class OptionFramer {
     return this.clientFlags;
   }
 
-  /** Appends a chunk; returns the whole options now available. Throws FramingError on garbage. */
-  push(chunk: Buffer): OptionRequest[] {
+  /** Appends a chunk; reads the client flags once they are complete. Throws FramingError on bad flags. */
+  push(chunk: Buffer): void {
     this.buffered = this.buffered.length === 0 ? chunk : Buffer.concat([this.buffered, chunk]);
-    const options: OptionRequest[] = [];
-    if (this.clientFlags === null) {
-      if (this.buffered.length < 4) return options;
-      this.clientFlags = this.buffered.readUInt32BE(0);
-      this.buffered = this.buffered.subarray(4);
-      // The spec: a client that sets a flag we do not know must be disconnected.
-      if ((this.clientFlags & ~KNOWN_CLIENT_FLAGS) !== 0) {
-        throw new FramingError(`unknown client flags 0x${this.clientFlags.toString(16)}`);
-      }
+    if (this.clientFlags !== null || this.buffered.length < 4) return;
+    this.clientFlags = this.buffered.readUInt32BE(0);
+    this.buffered = this.buffered.subarray(4);
+    // The spec: a client that sets a flag we do not know must be disconnected.
+    if ((this.clientFlags & ~KNOWN_CLIENT_FLAGS) !== 0) {
+      throw new FramingError(`unknown client flags 0x${this.clientFlags.toString(16)}`);
     }
-    while (this.buffered.length >= OPTION_HEADER_BYTES) {
-      const magic = this.buffered.readBigUInt64BE(0);
-      if (magic !== IHAVEOPT) throw new FramingError(`bad option magic 0x${magic.toString(16)}`);
-      const option = this.buffered.readUInt32BE(8);
-      const length = this.buffered.readUInt32BE(12);
-      if (length > this.maxOptionBytes) {
-        throw new FramingError(`option ${option} declares ${length} bytes, more than the ${this.maxOptionBytes} allowed`);
-      }
-      if (this.buffered.length < OPTION_HEADER_BYTES + length) break;
-      // Copy: the data outlives this chunk in the negotiator's replies and state.
-      const data = Buffer.from(this.buffered.subarray(OPTION_HEADER_BYTES, OPTION_HEADER_BYTES + length));
-      this.buffered = this.buffered.subarray(OPTION_HEADER_BYTES + length);
-      options.push({ option, data });
+  }
+
+  /**
+   * The next whole option, or null until more bytes arrive. One at a time, because the option that
+   * ends haggling (GO) may be followed at once by transmission requests, which are not options.
+   */
+  next(): OptionRequest | null {
+    if (this.clientFlags === null || this.buffered.length < OPTION_HEADER_BYTES) return null;
+    const magic = this.buffered.readBigUInt64BE(0);
+    if (magic !== IHAVEOPT) throw new FramingError(`bad option magic 0x${magic.toString(16)}`);
+    const option = this.buffered.readUInt32BE(8);
+    const length = this.buffered.readUInt32BE(12);
+    if (length > this.maxOptionBytes) {
+      throw new FramingError(`option ${option} declares ${length} bytes, more than the ${this.maxOptionBytes} allowed`);
     }
-    return options;
+    if (this.buffered.length < OPTION_HEADER_BYTES + length) return null;
+    // Copy: the data outlives this chunk in the negotiator's replies and state.
+    const data = Buffer.from(this.buffered.subarray(OPTION_HEADER_BYTES, OPTION_HEADER_BYTES + length));
+    this.buffered = this.buffered.subarray(OPTION_HEADER_BYTES + length);
+    return { option, data };
   }
 
   /** Bytes received after the last whole option: the start of the transmission phase. */

@@ -379,7 +379,7 @@ function docTables(heading: string): string[][][] {
   expect(start, `docs/protocol.md has a section ${heading}`).to.be.greaterThan(-1);
   const end = protocolDoc.indexOf('\n#', start + 1);
   const tables: string[][][] = [];
-  let current: string[][] = [];
+  const current: string[][] = [];
   for (const line of protocolDoc.slice(start, end === -1 ? undefined : end).split('\n')) {
     if (line.startsWith('|')) current.push(line.split('|').slice(1, -1).map((cell) => cell.trim()));
     else if (current.length > 0) tables.push(current.splice(0));
