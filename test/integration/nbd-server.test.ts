@@ -183,6 +183,27 @@ describe('NBD server over loopback', () => {
     });
   }
 
+  it('serves a request sent in the same packet as GO, before the GO reply arrived', async () => {
+    const nbd = await client();
+    await nbd.greet();
+    const { infoRequest } = await import('../support/raw-client.js');
+    volume.bytes.fill(6, 0, 8);
+    const header = Buffer.alloc(16);
+    header.writeBigUInt64BE(0x49484156454f5054n, 0);
+    header.writeUInt32BE(7, 8);
+    const data = infoRequest('vol0', []);
+    header.writeUInt32BE(data.length, 12);
+    const read = Buffer.alloc(28);
+    read.writeUInt32BE(0x25609513, 0);
+    read.writeBigUInt64BE(77n, 8);
+    read.writeUInt32BE(8, 24);
+    nbd.socket.write(Buffer.concat([header, data, read]));
+    for (let reply = await nbd.readOptionReply(); reply.type !== 1; reply = await nbd.readOptionReply()) expect(reply.type).to.equal(3);
+    const answer = await nbd.readReply(8);
+    expect(answer).to.include({ handle: 77n, error: 0 });
+    expect(answer.data.equals(Buffer.alloc(8, 6))).to.equal(true);
+  });
+
   it('answers an unknown export on GO with ERR_UNKNOWN and lets the client try again', async () => {
     const nbd = await client();
     await nbd.greet();
