@@ -47,7 +47,7 @@ export async function main(argv: string[]): Promise<void> {
           logLevel: args['log-level'] as LogLevel,
         }),
     )
-    .command('raid', 'administer a RAID array offline, on its member files', raidCommands)
+    .command('raid', 'administer a RAID array: offline on its member files, or online with --control', raidCommands)
     .demandCommand(1, 'name a command; see --help')
     .strict()
     .help()

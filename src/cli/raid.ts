@@ -250,6 +250,7 @@ async function online(label: string, args: CommonArgs & { control: string }, req
     reporter.finish();
   }
   if (!result.ok) throw new RaidAdminError(result.error ?? 'the node refused the request');
+  if (request.op === 'replace') deps.logger.warn(`member ${request.member} is now ${request.new}: update storage.members in the node's config to match`);
   if (result.report) print(formatScrubReport(result.report));
   else if (result.status) print(json ? `${JSON.stringify(result.status, null, 2)}\n` : formatStatus(result.status));
   if (result.report && result.report.unrecoverableBlocks > 0) process.exitCode = SCRUB_UNRECOVERABLE_EXIT_CODE;

@@ -95,6 +95,9 @@ export class ControlServer {
     try {
       this.logger.info(`control: ${line}`);
       const result = await this.run(request, onProgress);
+      if (request.op === 'replace') {
+        this.logger.warn(`member ${request.member} is now ${request.new}: put that path in storage.members of the config, or the next start assembles the old file`);
+      }
       this.finish(socket, { ok: true, status: this.array.status(), ...result });
     } catch (error) {
       this.logger.warn(`control request failed: ${(error as Error).message}`);

@@ -28,6 +28,10 @@ export class ClusterNode {
   static async start(config: ClusterConfig, nodeName: string, logger: Logger): Promise<ClusterNode> {
     const node = findNode(config, nodeName);
     const array = await assembleArray(config.storage.members, { logger, now: () => Date.now() });
+    if (array.geometry.level !== config.storage.level) {
+      await array.stop();
+      throw new Error(`the member files hold a ${array.geometry.level} array, the config says ${config.storage.level}`);
+    }
     const stack = new StorageStack(array, { ...DEFAULT_STACK_OPTIONS, capacityBytes: config.storage.cache, readAheadBytes: config.storage.readAhead });
     const exports = new Exports();
     const server = new NbdServer(exports, logger);

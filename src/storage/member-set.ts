@@ -87,6 +87,11 @@ export class MemberSet {
     return slot.device !== null && (slot.state === 'active' || slot.state === 'rebuilding');
   }
 
+  /** Whether the array would still hold all its data if `member` were taken out too. */
+  survivesWithout(member: number): boolean {
+    return survives(this.identity.level, this.slots.map((slot) => slot.device !== null && slot.state === 'active' && slot.index !== member));
+  }
+
   /** Whether the array still holds all its data with the members that are active now. */
   get intact(): boolean {
     return survives(this.identity.level, this.slots.map((slot) => slot.device !== null && slot.state === 'active'));

@@ -221,7 +221,7 @@ export class RaidArray {
     if (bad.length > 0) {
       slot.readErrors += bad.length;
       this.deps.logger.warn(`raid member ${member}: ${bad.length} block(s) at ${memberOffset} fail their checksum; repairing from redundancy`);
-      if (slot.readErrors > MAX_CORRECTED_READ_ERRORS && this.members.intact) {
+      if (slot.readErrors > MAX_CORRECTED_READ_ERRORS && this.members.survivesWithout(member)) {
         await this.members.markFailed(member, `${slot.readErrors} blocks failed their checksum`);
         return null;
       }

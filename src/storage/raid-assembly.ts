@@ -104,6 +104,9 @@ export async function assembleArray(paths: string[], deps: RaidDependencies, ope
       throw new RaidConfigError(`${candidate.path} belongs to array ${superblock.arrayUuid}, not ${authority.arrayUuid}`);
     }
   }
+  for (const candidate of candidates) {
+    if (candidate.superblock === null) deps.logger.warn(`${candidate.path} is left out of the array: ${candidate.problem}`);
+  }
   const slots = await buildSlots(authority, candidates, deps);
   const usable = slots.map((slot) => slot.state === 'active');
   if (!survives(authority.level, usable)) {
@@ -167,7 +170,10 @@ async function slotFor(index: number, authority: Superblock, candidate: Candidat
     const why = recorded === 'rebuilding' ? 'its rebuild did not finish' : `recorded as ${recorded}`;
     return newSlot(index, candidate.path, device, 'failed', null, `${why}; rebuild it`);
   }
-  if (superblock.eventCounter < authority.eventCounter) {
+  // One event behind while the newest superblock still lists the member active means only the last
+  // superblock write missed it (a crash while superblocks went out in parallel): every change that
+  // could have left its data behind (failure, absence) is recorded as a state, and that is active.
+  if (superblock.eventCounter < authority.eventCounter - 1) {
     return newSlot(index, candidate.path, device, 'failed', null, `stale: event counter ${superblock.eventCounter} < ${authority.eventCounter}; rebuild it`);
   }
   const needed = authority.dataOffset + authority.memberDataBytes;
@@ -188,8 +194,13 @@ async function dirtyRegionsOf(set: MemberSet): Promise<number[]> {
     const area = Buffer.alloc(bitmapSlotBytes * bitmapSlotCount);
     await slot.device.read(bitmapOffset, area);
     for (let node = 0; node < bitmapSlotCount; node++) {
-      const bits = WriteIntentBitmap.decodeSlot(area.subarray(node * bitmapSlotBytes, (node + 1) * bitmapSlotBytes), bitmapRegionBytes, memberDataBytes);
-      for (const region of bits.dirtyRegions()) dirty.add(region);
+      try {
+        const bits = WriteIntentBitmap.decodeSlot(area.subarray(node * bitmapSlotBytes, (node + 1) * bitmapSlotBytes), bitmapRegionBytes, memberDataBytes);
+        for (const region of bits.dirtyRegions()) dirty.add(region);
+      } catch {
+        // A bitmap that does not decode cannot say what is clean: resync every region.
+        for (let region = 0; region < set.bitmap.regionCount; region++) dirty.add(region);
+      }
     }
   }
   for (const region of dirty) set.bitmap.set(region);

@@ -14,7 +14,10 @@ import { computeMemberLayout } from './superblock.js';
 
 export type ProgressCallback = (doneBytes: number, totalBytes: number) => void;
 
-/** Superblock progress of a rebuild is persisted this often, so a restart knows how far it got. */
+/**
+ * Rebuild progress is written to the superblock this often, for `status` after a restart. Assembly does
+ * not resume from it: a member recorded as rebuilding is failed and rebuilt from the start.
+ */
 const REBUILD_CHECKPOINT_BYTES = 64 * 1024 * 1024;
 
 /** Mirror sets of a stripe's chunks: raid1 one set of all members, raid10 the pairs, raid5 none. */

@@ -66,6 +66,8 @@ export class StorageCache {
       else runs.push([i, 1]);
     }
     const sequential = offset === this.lastReadEnd;
+    // A jump starts a new stream: its read-ahead must not be limited by how far the last one got.
+    if (!sequential) this.readAheadEnd = 0;
     this.lastReadEnd = offset + into.length;
     await Promise.all(runs.map(([start, length]) => this.load(offset + start * BLOCK_BYTES, into.subarray(start * BLOCK_BYTES, (start + length) * BLOCK_BYTES))));
     if (sequential) this.readAhead(offset + into.length);

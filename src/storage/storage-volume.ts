@@ -65,8 +65,9 @@ export class StorageVolume implements Volume {
     for (let done = 0; done < lengthBytes; done += PIECE_BYTES) {
       const piece = Math.min(PIECE_BYTES, lengthBytes - done);
       await this.update(offset + done, piece, (image, at) => ZEROES.copy(image, at, 0, piece));
+      // Each piece reaches the array before the next is built: a huge zero request stays a 1 MiB affair.
+      await this.durable(options.fua);
     }
-    await this.durable(options.fua);
   }
 
   /** Loads the range into the storage cache (NBD_CMD_CACHE), piece by piece. */

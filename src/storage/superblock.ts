@@ -22,7 +22,7 @@ const MEMBER_STATE_BYTES = 32;
 assert(MEMBER_COUNT_MAX <= MEMBER_STATE_BYTES, 'more members allowed than the superblock can describe');
 /** The bitmap area starts after both superblock copies. */
 export const BITMAP_AREA_OFFSET = 2 * SUPERBLOCK_BYTES;
-/** 1 MiB alignment keeps data blocks aligned for O_DIRECT and for any RAID chunk size up to 1 MiB. */
+/** 1 MiB alignment keeps data blocks aligned for O_DIRECT and page-cache friendly; chunks need only block alignment. */
 export const DATA_AREA_ALIGNMENT_BYTES = 1024 * 1024;
 /** 4 MiB regions: a 1 TiB member needs a 32 KiB bitmap slot, and a resync after a crash copies
  *  only the 4 MiB regions written in the last moments. */

@@ -218,6 +218,48 @@ describe('RAID array on files', function () {
     b.array = await assembleArray(b.paths, deps);
   });
 
+  it('accepts a member one event behind that is still recorded active (a torn superblock update)', async () => {
+    const f = await make('raid5', 3);
+    await randomWrites(f, 43, 30);
+    await f.array.stop();
+    // Put member 2's superblock one event back, as a crash between superblock writes would.
+    const { newestSuperblock, superblockCopyOffset, SUPERBLOCK_BYTES } = await import('../../src/storage/superblock.js');
+    const handle = await fs.open(f.paths[2] as string, 'r+');
+    const copies = Buffer.alloc(2 * SUPERBLOCK_BYTES);
+    await handle.read(copies, 0, copies.length, 0);
+    const current = newestSuperblock(copies.subarray(0, SUPERBLOCK_BYTES), copies.subarray(SUPERBLOCK_BYTES));
+    await handle.write(Buffer.alloc(SUPERBLOCK_BYTES), 0, SUPERBLOCK_BYTES, superblockCopyOffset(current.eventCounter));
+    await handle.close();
+    f.array = await assembleArray(f.paths, deps);
+    expect(f.array.status().state).to.equal('optimal');
+    await f.array.members.markFailed(0, 'test');
+    await expectModel(f, 'member 2 accepted one event behind');
+  });
+
+  it('resyncs every region when a bitmap does not decode', async () => {
+    const f = await make('raid5', 3);
+    await randomWrites(f, 47, 30);
+    const { bitmapOffset, bitmapSlotBytes } = f.array.members.identity;
+    await f.array.abandon();
+    const handle = await fs.open(f.paths[0] as string, 'r+');
+    await handle.write(Buffer.alloc(bitmapSlotBytes, 0xff), 0, bitmapSlotBytes, bitmapOffset);
+    await handle.close();
+    f.array = await assembleArray(f.paths, deps);
+    expect(f.array.status().dirtyRegions).to.equal(0);
+    await expectModel(f, 'after a whole-array resync');
+  });
+
+  it('does not fail a degraded raid5 member for checksum errors: it is the last copy', async () => {
+    const f = await make('raid5', 3);
+    await randomWrites(f, 53, 60);
+    await f.array.members.markFailed(1, 'test');
+    (f.array.members.slots[0] as { readErrors: number }).readErrors = 10_000;
+    await corruptMember(f, 0, 0, BLOCK);
+    const error = (await f.array.read(0, Buffer.alloc(f.array.sizeBytes)).catch((caught: Error) => caught)) as Error | undefined;
+    expect(error?.message ?? '', 'the rotten block has no second copy').to.match(/cannot be reconstructed|fails/);
+    expect(f.array.status().members[0]?.state).to.equal('active');
+  });
+
   it('refuses to assemble raid5 with two members missing', async () => {
     const f = await make('raid5', 3);
     await f.array.stop();
