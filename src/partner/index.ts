@@ -11,3 +11,4 @@ export {
   PartnerFramingError,
   type FramingFailure,
 } from './codec.js';
+export { checkHello, connectPartner, HELLO_TIMEOUT_MS, HelloRefusedError, LinkClosedError, PartnerLink, PartnerListener, type Identity, type RequestHandler } from './link.js';
