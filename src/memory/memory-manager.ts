@@ -1,0 +1,353 @@
+// The memory manager of one node (the patent's Figs. 4–8, made concrete for its own allocations):
+// pages of allocations live in frames of the frame pool; a read or write goes through
+// obtain pointer → copy → release pointer.
+//
+//   obtainReadPointer / obtainWritePointer   resident? lock (shared / exclusive) : take a frame
+//        (evicting clean, unlocked pages in LRU order — the replacement queue), page in, lock.
+//        A conflicting lock, or no frame at all, parks the request in the page's wait list or the
+//        paging queue; it is retried when locks or frames free up. It waits; it never fails.
+//   releasePointer(modified range)           the page's version rises; with live partners the
+//        range is replicated (write page → command complete from every partner) before the call
+//        returns, then a copy joins the destage queue; without partners the copy is destaged and
+//        synced first (write-through). Either way the caller acknowledges only after that.
+//   destage queue                            high watermark starts destaging, low stops it; a page
+//        turns clean once its version is on the disks, and partners are told (page clean).
+//
+// A partner that has not seen a page since it was last clean gets the whole page, later only the
+// modified ranges, so its mirror is always a complete page image.
+import type { FramePool } from './frame-pool.js';
+
+/** Below the memory manager: whole 4 KiB blocks at array offsets (the storage stack). */
+export interface PageStore {
+  readBlocks(offset: number, into: Buffer): Promise<void>;
+  enqueueBlocks(offset: number, data: Buffer): void;
+  flush(): Promise<void>;
+}
+
+export interface PageWrite {
+  allocation: string;
+  virtualPage: number;
+  version: number;
+  pageBytes: number;
+  offset: number;
+  data: Buffer;
+}
+
+/** Beside the memory manager: the partners. */
+export interface Replicator {
+  /** Partners that must hold a change before it is acknowledged. */
+  livePartners(): number;
+  /**
+   * Sends the write to every live partner; resolves true once all of them applied it, false if any
+   * partner could not (then the caller falls back to write-through for this write).
+   */
+  writePage(write: PageWrite): Promise<boolean>;
+  pageClean(allocation: string, virtualPage: number, version: number): void;
+}
+
+export interface AllocationSpec {
+  guid: string;
+  arrayOffset: number;
+  sizeBytes: number;
+  pageBytes: number;
+}
+
+export interface MemoryManagerOptions {
+  highWatermarkPages: number;
+  lowWatermarkPages: number;
+}
+
+export interface PagePointer {
+  readonly allocation: string;
+  readonly virtualPage: number;
+  readonly mode: 'read' | 'write';
+  /** The frame: a view of the pool, valid until the pointer is released. */
+  readonly data: Buffer;
+}
+
+interface Page {
+  frame: number;
+  data: Buffer;
+  readers: number;
+  writer: boolean;
+  /** Requests parked on this page's lock (the page's part of the paging queue). */
+  waiters: Array<() => void>;
+  loading: Promise<void> | null;
+  version: number;
+  /** The newest version known to be on the disks. */
+  cleanVersion: number;
+  /** Partners hold a complete image of this page since it was last clean. */
+  mirrored: boolean;
+  queuedForDestage: boolean;
+  /** Taken for a whole-page overwrite without page-in: its bytes mean nothing until that write lands. */
+  unfilled: boolean;
+}
+
+interface Allocation extends AllocationSpec {
+  pages: Map<number, Page>;
+}
+
+export class MemoryManager {
+  private readonly allocations = new Map<string, Allocation>();
+  /** LRU order of resident pages: the first entries are replaced first (if clean and unlocked). */
+  private readonly lru = new Map<Page, { allocation: Allocation; virtualPage: number }>();
+  private readonly destageQueue: Array<{ allocation: Allocation; virtualPage: number; page: Page }> = [];
+  /** Requests waiting for a free frame (the paging queue). */
+  private frameWaiters: Array<() => void> = [];
+  private destaging: Promise<void> | null = null;
+  private destageFailure: Error | null = null;
+
+  constructor(
+    private readonly pool: FramePool,
+    private readonly store: PageStore,
+    private readonly replicator: Replicator,
+    private readonly options: MemoryManagerOptions,
+  ) {}
+
+  createAllocation(spec: AllocationSpec): void {
+    if (this.allocations.has(spec.guid)) throw new Error(`allocation ${spec.guid} exists`);
+    if (spec.sizeBytes % spec.pageBytes !== 0) throw new Error(`allocation ${spec.guid}: size is not a whole number of pages`);
+    this.allocations.set(spec.guid, { ...spec, pages: new Map() });
+  }
+
+  get dirtyPages(): number {
+    return this.destageQueue.length;
+  }
+
+  get residentPages(): number {
+    return this.lru.size;
+  }
+
+  /** Fig. 6: a shared lock on a resident page, paging it in first if needed. */
+  async obtainReadPointer(guid: string, virtualPage: number): Promise<PagePointer> {
+    const allocation = this.allocationOf(guid, virtualPage);
+    const page = await this.acquire(allocation, virtualPage, 'read', true);
+    return { allocation: guid, virtualPage, mode: 'read', data: page.data };
+  }
+
+  /** Fig. 7: the exclusive lock. A whole-page overwrite need not page in what it replaces. */
+  async obtainWritePointer(guid: string, virtualPage: number, pageIn = true): Promise<PagePointer> {
+    const allocation = this.allocationOf(guid, virtualPage);
+    const page = await this.acquire(allocation, virtualPage, 'write', pageIn);
+    return { allocation: guid, virtualPage, mode: 'write', data: page.data };
+  }
+
+  /** Fig. 8. Resolves when a modification is held by every live partner, or is on the disks. */
+  async releasePointer(pointer: PagePointer, modified?: { offset: number; length: number }): Promise<void> {
+    const allocation = this.allocations.get(pointer.allocation) as Allocation;
+    const page = allocation.pages.get(pointer.virtualPage) as Page;
+    try {
+      if (pointer.mode === 'write' && page.unfilled) {
+        if (!modified || modified.offset !== 0 || modified.length !== allocation.pageBytes) {
+          // The overwrite that justified skipping the page-in did not happen: the frame holds nothing.
+          this.drop(allocation, pointer.virtualPage, page);
+          return;
+        }
+        page.unfilled = false;
+      }
+      if (pointer.mode === 'write' && modified && modified.length > 0) await this.modified(allocation, pointer.virtualPage, page, modified);
+    } finally {
+      if (pointer.mode === 'read') page.readers--;
+      else page.writer = false;
+      this.wake(page);
+    }
+  }
+
+  /** Everything modified so far is on the disks (NBD FLUSH); rejects if the disks refuse it. */
+  async flush(): Promise<void> {
+    while (this.destageQueue.length > 0 || this.destaging) await this.destage(0);
+    if (this.destageFailure) throw this.destageFailure;
+  }
+
+  private async modified(allocation: Allocation, virtualPage: number, page: Page, range: { offset: number; length: number }): Promise<void> {
+    page.version++;
+    const version = page.version;
+    if (this.replicator.livePartners() > 0) {
+      const whole = !page.mirrored;
+      const held = await this.replicator.writePage({
+        allocation: allocation.guid,
+        virtualPage,
+        version,
+        pageBytes: allocation.pageBytes,
+        offset: whole ? 0 : range.offset,
+        data: whole ? page.data : page.data.subarray(range.offset, range.offset + range.length),
+      });
+      if (held) {
+        page.mirrored = true;
+        this.queueDestage(allocation, virtualPage, page);
+        if (this.destageQueue.length >= this.options.highWatermarkPages) this.destageInBackground(this.options.lowWatermarkPages);
+        return;
+      }
+      // Some live partner does not hold it: the next change sends the whole page again, and this
+      // one is made durable before it is acknowledged.
+      page.mirrored = false;
+    }
+    // No partner holds a copy: write-through, acknowledged once on the disks.
+    this.store.enqueueBlocks(allocation.arrayOffset + virtualPage * allocation.pageBytes, Buffer.from(page.data));
+    await this.store.flush();
+    if (page.version === version) page.cleanVersion = version;
+  }
+
+  private queueDestage(allocation: Allocation, virtualPage: number, page: Page): void {
+    if (page.queuedForDestage) return;
+    page.queuedForDestage = true;
+    this.destageQueue.push({ allocation, virtualPage, page });
+  }
+
+  /** Background destaging reports failures to the next flush instead of crashing the process. */
+  private destageInBackground(goal: number): void {
+    this.destage(goal).catch((error: Error) => {
+      this.destageFailure = error;
+    });
+  }
+
+  /** Destages queued pages until at most `goal` remain; one pass at a time. */
+  private destage(goal: number): Promise<void> {
+    if (this.destaging) return this.destaging;
+    this.destaging = (async () => {
+      while (this.destageQueue.length > goal) {
+        const batch = this.destageQueue.splice(0, this.destageQueue.length - goal);
+        const versions = batch.map(({ allocation, virtualPage, page }) => {
+          page.queuedForDestage = false;
+          // A copy: the frame may be written again while this version travels to the disks.
+          this.store.enqueueBlocks(allocation.arrayOffset + virtualPage * allocation.pageBytes, Buffer.from(page.data));
+          return page.version;
+        });
+        try {
+          await this.store.flush();
+        } catch (error) {
+          // Still dirty: back in the queue (in front), for the next pass or flush to try again.
+          for (const entry of batch) entry.page.queuedForDestage = true;
+          this.destageQueue.unshift(...batch);
+          throw error;
+        }
+        this.destageFailure = null;
+        batch.forEach(({ allocation, virtualPage, page }, i) => {
+          const version = versions[i] as number;
+          page.cleanVersion = Math.max(page.cleanVersion, version);
+          if (page.version === version) page.mirrored = false;
+          this.replicator.pageClean(allocation.guid, virtualPage, version);
+        });
+        this.wakeFrameWaiters();
+      }
+    })().finally(() => {
+      this.destaging = null;
+    });
+    return this.destaging;
+  }
+
+  private allocationOf(guid: string, virtualPage: number): Allocation {
+    const allocation = this.allocations.get(guid);
+    if (!allocation) throw new Error(`unknown allocation ${guid}`);
+    if (!Number.isInteger(virtualPage) || virtualPage < 0 || virtualPage >= allocation.sizeBytes / allocation.pageBytes) {
+      throw new RangeError(`page ${virtualPage} is outside allocation ${guid}`);
+    }
+    return allocation;
+  }
+
+  /**
+   * Returns the page resident and locked. The lock is taken in the same synchronous step that finds
+   * the page unlocked, so the replacement queue can never take a page between "found" and "locked".
+   * A conflicting lock parks the caller on the page; a full pool parks it in the paging queue.
+   */
+  private async acquire(allocation: Allocation, virtualPage: number, mode: 'read' | 'write', pageIn: boolean): Promise<Page> {
+    for (;;) {
+      const existing = allocation.pages.get(virtualPage);
+      if (existing) {
+        if (existing.loading) {
+          await existing.loading.catch(() => undefined);
+          continue;
+        }
+        const free = mode === 'read' ? !existing.writer : !existing.writer && existing.readers === 0;
+        if (free) {
+          if (mode === 'read') existing.readers++;
+          else existing.writer = true;
+          this.touch(allocation, virtualPage, existing);
+          return existing;
+        }
+        await new Promise<void>((resolve) => existing.waiters.push(resolve));
+        continue;
+      }
+      const frame = this.pool.allocate(allocation.pageBytes) ?? this.replaceOne(allocation.pageBytes);
+      if (frame === null) {
+        // Paging queue: destage makes dirty pages replaceable; every released frame retries.
+        if (this.destageQueue.length > 0) this.destageInBackground(0);
+        await new Promise<void>((resolve) => this.frameWaiters.push(resolve));
+        continue;
+      }
+      // The creator holds its lock from the start: a page being paged in for someone can never be
+      // replaced before that someone has used it (which would make two callers evict each other's
+      // pages forever, all in microtasks when the cache answers at once).
+      const page: Page = {
+        frame,
+        data: this.pool.view(frame),
+        readers: mode === 'read' ? 1 : 0,
+        writer: mode === 'write',
+        waiters: [],
+        loading: null,
+        version: 0,
+        cleanVersion: 0,
+        mirrored: false,
+        queuedForDestage: false,
+        // Written whole by the caller: its bytes mean nothing until that write lands.
+        unfilled: mode === 'write' && !pageIn,
+      };
+      allocation.pages.set(virtualPage, page);
+      this.lru.set(page, { allocation, virtualPage });
+      if (page.unfilled) return page;
+      page.loading = this.store.readBlocks(allocation.arrayOffset + virtualPage * allocation.pageBytes, page.data).finally(() => {
+        page.loading = null;
+      });
+      try {
+        await page.loading;
+      } catch (error) {
+        this.drop(allocation, virtualPage, page);
+        throw error;
+      }
+      return page;
+    }
+  }
+
+  /** Takes a page out of memory (its bytes are not worth keeping) and lets waiters retry. */
+  private drop(allocation: Allocation, virtualPage: number, page: Page): void {
+    allocation.pages.delete(virtualPage);
+    this.lru.delete(page);
+    this.pool.free(page.frame);
+    const waiters = page.waiters;
+    page.waiters = [];
+    for (const resume of waiters) resume();
+    this.wakeFrameWaiters();
+  }
+
+  /** Frees the least recently used clean, unlocked page big enough to hold `bytes`; null if none. */
+  private replaceOne(bytes: number): number | null {
+    for (const [page, where] of this.lru) {
+      const clean = page.cleanVersion === page.version && !page.queuedForDestage;
+      if (!clean || page.readers > 0 || page.writer || page.loading || page.waiters.length > 0) continue;
+      this.lru.delete(page);
+      where.allocation.pages.delete(where.virtualPage);
+      this.pool.free(page.frame);
+      const frame = this.pool.allocate(bytes);
+      if (frame !== null) return frame;
+    }
+    return null;
+  }
+
+  private touch(allocation: Allocation, virtualPage: number, page: Page): void {
+    this.lru.delete(page);
+    this.lru.set(page, { allocation, virtualPage });
+  }
+
+  private wake(page: Page): void {
+    const waiters = page.waiters;
+    page.waiters = [];
+    for (const resume of waiters) resume();
+    this.wakeFrameWaiters();
+  }
+
+  private wakeFrameWaiters(): void {
+    const waiters = this.frameWaiters;
+    this.frameWaiters = [];
+    for (const resume of waiters) resume();
+  }
+}

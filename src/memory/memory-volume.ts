@@ -1,0 +1,106 @@
+// A volume (NBD export) over one allocation of the memory manager: byte ranges become pages, and
+// each page is obtain pointer → copy → release pointer. A request holds one page lock at a time per
+// page it touches, so concurrent requests can never wait on each other in a cycle.
+import { VolumeError, type Extent, type Volume, type ZeroOptions } from '../volume/index.js';
+import type { MemoryManager } from './memory-manager.js';
+
+const ZEROES = Buffer.alloc(1024 * 1024);
+
+export class MemoryVolume implements Volume {
+  readonly flushCoversAllConnections = true;
+
+  constructor(
+    private readonly manager: MemoryManager,
+    readonly name: string,
+    private readonly allocation: string,
+    private readonly pageBytes: number,
+    readonly sizeBytes: number,
+  ) {}
+
+  async read(offset: number, into: Buffer): Promise<void> {
+    await this.forEachPage(offset, into.length, async (page, inPage, at, length) => {
+      const pointer = await this.manager.obtainReadPointer(this.allocation, page);
+      try {
+        pointer.data.copy(into, at, inPage, inPage + length);
+      } finally {
+        await this.manager.releasePointer(pointer);
+      }
+    });
+  }
+
+  async write(offset: number, data: readonly Buffer[], fua: boolean): Promise<void> {
+    let length = 0;
+    for (const piece of data) length += piece.length;
+    await this.update(offset, length, (target, from) => copyPieces(data, from, target));
+    if (fua) await this.manager.flush();
+  }
+
+  async flush(): Promise<void> {
+    await this.manager.flush();
+  }
+
+  /** Advisory, and the array keeps no allocation map: nothing to free. */
+  async trim(_offset: number, _lengthBytes: number, fua: boolean): Promise<void> {
+    if (fua) await this.manager.flush();
+  }
+
+  async zero(offset: number, lengthBytes: number, options: ZeroOptions): Promise<void> {
+    if (options.fastZero) throw new VolumeError('ENOTSUP', 'zeroing is no faster than writing zeroes on this volume');
+    await this.update(offset, lengthBytes, (target) => {
+      for (let done = 0; done < target.length; done += ZEROES.length) ZEROES.copy(target, done, 0, Math.min(ZEROES.length, target.length - done));
+    });
+    if (options.fua) await this.manager.flush();
+  }
+
+  async cache(offset: number, lengthBytes: number): Promise<void> {
+    await this.forEachPage(offset, lengthBytes, async (page) => this.manager.releasePointer(await this.manager.obtainReadPointer(this.allocation, page)));
+  }
+
+  async blockStatus(_offset: number, lengthBytes: number): Promise<Extent[]> {
+    return [{ lengthBytes, flags: 0 }];
+  }
+
+  async close(): Promise<void> {}
+
+  /** Writes a byte range page by page; `fill(target, from)` fills `target` with source bytes from `from` on. */
+  private async update(offset: number, lengthBytes: number, fill: (target: Buffer, from: number) => void): Promise<void> {
+    await this.forEachPage(offset, lengthBytes, async (page, inPage, at, length) => {
+      const whole = inPage === 0 && length === this.pageBytes;
+      const pointer = await this.manager.obtainWritePointer(this.allocation, page, !whole);
+      let done = false;
+      try {
+        fill(pointer.data.subarray(inPage, inPage + length), at);
+        done = true;
+      } finally {
+        await this.manager.releasePointer(pointer, done ? { offset: inPage, length } : undefined);
+      }
+    });
+  }
+
+  private async forEachPage(offset: number, lengthBytes: number, work: (page: number, inPage: number, at: number, length: number) => Promise<void>): Promise<void> {
+    const jobs: Array<Promise<void>> = [];
+    for (let at = 0; at < lengthBytes; ) {
+      const page = Math.floor((offset + at) / this.pageBytes);
+      const inPage = (offset + at) % this.pageBytes;
+      const length = Math.min(this.pageBytes - inPage, lengthBytes - at);
+      jobs.push(work(page, inPage, at, length));
+      at += length;
+    }
+    await Promise.all(jobs);
+  }
+}
+
+/** Copies `target.length` bytes of the concatenated pieces, starting at `from`, into `target`. */
+function copyPieces(pieces: readonly Buffer[], from: number, target: Buffer): void {
+  let skip = from;
+  let written = 0;
+  for (const piece of pieces) {
+    if (written === target.length) return;
+    if (skip >= piece.length) {
+      skip -= piece.length;
+      continue;
+    }
+    written += piece.copy(target, written, skip, skip + Math.min(piece.length - skip, target.length - written));
+    skip = 0;
+  }
+}
