@@ -1,0 +1,165 @@
+// Proves the memory manager's rules with a fake store and fake partners: reads share a page and a
+// write has it alone; a release with a change waits for the partners (or, without any, for the
+// disks); the whole page goes to a partner first, then only ranges; a full pool parks requests
+// until a page can be replaced; page clean follows a destage.
+import { expect } from 'chai';
+import { FramePool, MemoryManager, type PageStore, type PageWrite, type Replicator } from '../../../src/memory/index.js';
+
+const PAGE = 64 * 1024;
+const GUID = '11111111-2222-4333-8444-555555555555';
+const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+class FakeStore implements PageStore {
+  readonly disk = Buffer.alloc(16 * PAGE);
+  pending: Array<[number, Buffer]> = [];
+  flushes = 0;
+  async readBlocks(offset: number, into: Buffer): Promise<void> {
+    this.disk.copy(into, 0, offset, offset + into.length);
+  }
+  enqueueBlocks(offset: number, data: Buffer): void {
+    this.pending.push([offset, data]);
+  }
+  async flush(): Promise<void> {
+    this.flushes++;
+    for (const [offset, data] of this.pending.splice(0)) data.copy(this.disk, offset);
+  }
+}
+
+class FakePartners implements Replicator {
+  live = 1;
+  writes: PageWrite[] = [];
+  cleans: Array<[number, number]> = [];
+  hold: Promise<void> | null = null;
+  accept = true;
+  livePartners(): number {
+    return this.live;
+  }
+  async writePage(write: PageWrite): Promise<boolean> {
+    this.writes.push({ ...write, data: Buffer.from(write.data) });
+    if (this.hold) await this.hold;
+    return this.accept;
+  }
+  pageClean(_allocation: string, virtualPage: number, version: number): void {
+    this.cleans.push([virtualPage, version]);
+  }
+}
+
+function setup(poolBytes = 4 * 1024 * 1024, high = 100): { manager: MemoryManager; store: FakeStore; partners: FakePartners } {
+  const store = new FakeStore();
+  const partners = new FakePartners();
+  const manager = new MemoryManager(new FramePool(poolBytes), store, partners, { highWatermarkPages: high, lowWatermarkPages: 0 });
+  manager.createAllocation({ guid: GUID, arrayOffset: 0, sizeBytes: 16 * PAGE, pageBytes: PAGE });
+  return { manager, store, partners };
+}
+
+describe('MemoryManager', () => {
+  it('lets readers share a page and makes a writer wait for them', async () => {
+    const { manager } = setup();
+    const first = await manager.obtainReadPointer(GUID, 0);
+    const second = await manager.obtainReadPointer(GUID, 0);
+    let written = false;
+    const writer = manager.obtainWritePointer(GUID, 0).then((pointer) => {
+      written = true;
+      return pointer;
+    });
+    await tick();
+    expect(written).to.equal(false);
+    await manager.releasePointer(first);
+    await tick();
+    expect(written, 'one reader still holds it').to.equal(false);
+    await manager.releasePointer(second);
+    await manager.releasePointer(await writer);
+    expect(written).to.equal(true);
+  });
+
+  it('pages in from the store, and a whole-page overwrite does not', async () => {
+    const { manager, store } = setup();
+    store.disk.fill(9, 0, PAGE);
+    const read = await manager.obtainReadPointer(GUID, 0);
+    expect(read.data[100]).to.equal(9);
+    await manager.releasePointer(read);
+    store.disk.fill(5, PAGE, 2 * PAGE);
+    const write = await manager.obtainWritePointer(GUID, 1, false);
+    write.data.fill(1);
+    await manager.releasePointer(write, { offset: 0, length: PAGE });
+    const again = await manager.obtainReadPointer(GUID, 1);
+    expect(again.data[0]).to.equal(1);
+    await manager.releasePointer(again);
+  });
+
+  it('returns from a modifying release only after the partner holds it; whole page first, then the range', async () => {
+    const { manager, partners } = setup();
+    let open!: () => void;
+    partners.hold = new Promise((resolve) => (open = resolve));
+    const pointer = await manager.obtainWritePointer(GUID, 2);
+    pointer.data.fill(7, 10, 20);
+    let released = false;
+    const release = manager.releasePointer(pointer, { offset: 10, length: 10 }).then(() => (released = true));
+    await tick();
+    expect(released, 'waiting for the partner').to.equal(false);
+    open();
+    await release;
+    partners.hold = null;
+    const next = await manager.obtainWritePointer(GUID, 2);
+    next.data.fill(8, 30, 34);
+    await manager.releasePointer(next, { offset: 30, length: 4 });
+    expect(partners.writes.map((write) => [write.offset, write.data.length, write.version])).to.deep.equal([
+      [0, PAGE, 1],
+      [30, 4, 2],
+    ]);
+    expect(partners.writes[1]?.data.every((byte) => byte === 8)).to.equal(true);
+  });
+
+  it('goes write-through with no partner, or when a partner cannot take the page', async () => {
+    const { manager, store, partners } = setup();
+    partners.live = 0;
+    const pointer = await manager.obtainWritePointer(GUID, 3);
+    pointer.data.fill(4, 0, 8);
+    await manager.releasePointer(pointer, { offset: 0, length: 8 });
+    expect(store.disk[3 * PAGE]).to.equal(4);
+    partners.live = 1;
+    partners.accept = false;
+    const refused = await manager.obtainWritePointer(GUID, 4);
+    refused.data.fill(6, 0, 8);
+    await manager.releasePointer(refused, { offset: 0, length: 8 });
+    expect(store.disk[4 * PAGE], 'on the disks although the partner refused').to.equal(6);
+  });
+
+  it('destages behind the partner and sends page clean with the destaged version', async () => {
+    const { manager, store, partners } = setup();
+    for (const page of [5, 6]) {
+      const pointer = await manager.obtainWritePointer(GUID, page);
+      pointer.data.fill(page, 0, 16);
+      await manager.releasePointer(pointer, { offset: 0, length: 16 });
+    }
+    expect(store.disk[5 * PAGE], 'write-back: not on the disks yet').to.equal(0);
+    expect(manager.dirtyPages).to.equal(2);
+    await manager.flush();
+    expect(store.disk[5 * PAGE]).to.equal(5);
+    expect(partners.cleans).to.deep.equal([
+      [5, 1],
+      [6, 1],
+    ]);
+  });
+
+  it('parks a request while the pool is full and serves it once a page can be replaced', async () => {
+    const { manager } = setup(1024 * 1024);
+    // A 1 MiB pool holds 16 pages of 64 KiB: all locked, so a 17th page must wait for a frame.
+    const pointers = [];
+    for (let page = 0; page < 16; page++) pointers.push(await manager.obtainReadPointer(GUID, page));
+    const other = '99999999-2222-4333-8444-555555555555';
+    manager.createAllocation({ guid: other, arrayOffset: 0, sizeBytes: PAGE, pageBytes: PAGE });
+    let served = false;
+    const waiting = manager.obtainReadPointer(other, 0).then((pointer) => {
+      served = true;
+      return pointer;
+    });
+    await tick();
+    expect(served).to.equal(false);
+    await manager.releasePointer(pointers[0] as (typeof pointers)[number]);
+    await manager.releasePointer(await waiting);
+    expect(served).to.equal(true);
+    expect(manager.residentPages).to.equal(16);
+    for (const pointer of pointers.slice(1)) await manager.releasePointer(pointer);
+  });
+});
