@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 import { Exports, NbdServer } from '../src/nbd/index.js';
 import { silentLogger } from '../src/observe/index.js';
 import { freePort } from '../test/support/ftvm-process.js';
-import { MemoryVolume } from '../test/support/memory-volume.js';
+import { RamVolume } from '../test/support/ram-volume.js';
 
 const run = promisify(execFile);
 const SIZE = 1 << 30;
@@ -18,7 +18,7 @@ const JOBS = [
 ] as const;
 
 async function serveChild(): Promise<void> {
-  const volume = new MemoryVolume(SIZE);
+  const volume = new RamVolume(SIZE);
   volume.bytes.fill(1);
   // The test double records calls; a benchmark must not grow that list forever.
   volume.calls.push = () => 0;

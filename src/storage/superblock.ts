@@ -69,31 +69,17 @@ export interface Superblock {
   rebuildPositionBytes: number;
 }
 
-interface SuperblockFields {
+/** The wire form: the same fields, with the uuid, level, flags and member states as stored. */
+type SuperblockFields = Omit<Superblock, 'arrayUuid' | 'level' | 'clean' | 'memberStates'> & {
   magic: Buffer;
   formatVersion: number;
   arrayUuid: Buffer;
   levelCode: number;
-  memberCount: number;
-  memberIndex: number;
-  chunkBytes: number;
-  blockBytes: number;
-  memberDataBytes: number;
-  dataOffset: number;
-  bitmapOffset: number;
-  bitmapRegionBytes: number;
-  bitmapSlotBytes: number;
-  bitmapSlotCount: number;
   reserved84: number;
-  checksumOffset: number;
-  checksumBytes: number;
-  eventCounter: number;
-  createdAtMs: number;
   flags: number;
   reserved124: number;
   memberStates: Buffer;
-  rebuildPositionBytes: number;
-}
+};
 
 /** Bytes 0..167; the rest up to the CRC at 4092 is zero. nu64be is exact below 2^53. */
 export const superblockLayout = layout.struct<SuperblockFields>([

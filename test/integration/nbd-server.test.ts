@@ -5,7 +5,7 @@ import { Exports, NbdServer } from '../../src/nbd/index.js';
 import { silentLogger } from '../../src/observe/index.js';
 import { VolumeError } from '../../src/volume/index.js';
 import { freePort } from '../support/ftvm-process.js';
-import { MemoryVolume } from '../support/memory-volume.js';
+import { RamVolume } from '../support/ram-volume.js';
 import { RawClient } from '../support/raw-client.js';
 
 const READ = 0, WRITE = 1, DISC = 2, FLUSH = 3, TRIM = 4, CACHE = 5, ZERO = 6, STATUS = 7;
@@ -14,7 +14,7 @@ const SIZE = 1 << 20;
 
 describe('NBD server over loopback', () => {
   let server: NbdServer;
-  let volume: MemoryVolume;
+  let volume: RamVolume;
   let port: number;
   const clients: RawClient[] = [];
 
@@ -25,10 +25,10 @@ describe('NBD server over loopback', () => {
   }
 
   beforeEach(async () => {
-    volume = new MemoryVolume(SIZE);
+    volume = new RamVolume(SIZE);
     const exports = new Exports();
     exports.add({ name: 'vol0', description: '', volume, readOnly: false });
-    exports.add({ name: 'ro', description: '', volume: new MemoryVolume(8192), readOnly: true });
+    exports.add({ name: 'ro', description: '', volume: new RamVolume(8192), readOnly: true });
     server = new NbdServer(exports, silentLogger());
     port = await freePort();
     await server.listen({ host: '127.0.0.1', port });

@@ -3,7 +3,7 @@
 import { expect } from 'chai';
 import { Negotiator, parseInfoRequest, parseMetaContextRequest } from '../../../src/nbd/negotiation.js';
 import { Exports } from '../../../src/nbd/server.js';
-import { MemoryVolume } from '../../support/memory-volume.js';
+import { RamVolume } from '../../support/ram-volume.js';
 import { infoRequest, metaContextRequest } from '../../support/raw-client.js';
 
 const REPLY_MAGIC = '0003e889045565a9';
@@ -11,8 +11,8 @@ const u32 = (value: number): string => value.toString(16).padStart(8, '0');
 
 function catalog(): Exports {
   const exports = new Exports();
-  exports.add({ name: 'vol0', description: 'first', volume: new MemoryVolume(1 << 20), readOnly: false });
-  exports.add({ name: 'ro', description: '', volume: new MemoryVolume(8192), readOnly: true });
+  exports.add({ name: 'vol0', description: 'first', volume: new RamVolume(1 << 20), readOnly: false });
+  exports.add({ name: 'ro', description: '', volume: new RamVolume(8192), readOnly: true });
   return exports;
 }
 

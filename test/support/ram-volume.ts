@@ -4,7 +4,7 @@ import { VolumeError, type Extent, type Volume, type ZeroOptions } from '../../s
 
 export type Operation = 'read' | 'write' | 'flush' | 'trim' | 'zero' | 'cache' | 'blockStatus';
 
-export class MemoryVolume implements Volume {
+export class RamVolume implements Volume {
   readonly flushCoversAllConnections = true;
   readonly bytes: Buffer;
   readonly calls: Array<{ operation: Operation; offset: number; length: number; fua?: boolean }> = [];
