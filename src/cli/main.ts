@@ -7,6 +7,7 @@ import { ArrayFailedError, MemberError, RaidAdminError, RaidConfigError } from '
 import { VolumeError } from '../volume/index.js';
 import { raidCommands } from './raid.js';
 import { serve } from './serve.js';
+import { status } from './status.js';
 import { up } from './up.js';
 
 function sizeOption(text: string): number {
@@ -37,7 +38,7 @@ export async function main(argv: string[]): Promise<void> {
           .option('data', { type: 'string', default: './ftvm-data', describe: 'data directory, created on first run' })
           .option('base-port', { type: 'number', default: 10809, describe: 'NBD port of node a; node b uses the next' })
           .option('host', { type: 'string', default: '127.0.0.1', describe: 'address the NBD listeners bind to' })
-          .option('size', { type: 'string', default: '1GiB', describe: 'size of vol0 when it is first created' }),
+          .option('size', { type: 'string', default: '1GiB', describe: 'size of vol0 and vol1 when they are first created' }),
       (args) =>
         up({
           data: args.data,
@@ -46,6 +47,15 @@ export async function main(argv: string[]): Promise<void> {
           size: sizeOption(args.size),
           logLevel: args['log-level'] as LogLevel,
         }),
+    )
+    .command(
+      'status',
+      'show a running node\'s view of the cluster: array holder, write mode, partners, volume owners',
+      (command) =>
+        command
+          .option('control', { type: 'string', demandOption: true, describe: 'the node\'s control socket (<node>.control beside the config)' })
+          .option('json', { type: 'boolean', default: false, describe: 'print JSON' }),
+      (args) => status({ control: args.control, json: args.json }),
     )
     .command('raid', 'administer a RAID array: offline on its member files, or online with --control', raidCommands)
     .demandCommand(1, 'name a command; see --help')

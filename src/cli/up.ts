@@ -30,7 +30,8 @@ export async function up(options: UpOptions): Promise<void> {
   let stopping = false;
   const stopAll = async (code: number): Promise<never> => {
     stopping = true;
-    await Promise.all([...children.values()].map((child) => stopChild(child)));
+    // Last started first: the first node holds the shared array, the others destage through it.
+    for (const child of [...children.values()].reverse()) await stopChild(child);
     process.exit(code);
   };
   process.once('SIGINT', () => void stopAll(0));
@@ -57,17 +58,25 @@ async function prepareDataDirectory(dataDirectory: string, options: UpOptions, l
     logger.info(`using existing data directory ${dataDirectory}`);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-    logger.info(`creating data directory ${dataDirectory}: raid5 over 3 files for a ${formatSize(options.size)} volume`);
-    const members = await provisionArray(dataDirectory, { level: 'raid5', memberCount: 3, volumeBytes: [options.size] }, { logger, now: () => Date.now() });
+    logger.info(`creating data directory ${dataDirectory}: raid5 over 3 files for two ${formatSize(options.size)} volumes`);
+    const members = await provisionArray(dataDirectory, { level: 'raid5', memberCount: 3, volumeBytes: [options.size, options.size] }, { logger, now: () => Date.now() });
     config = {
       version: CONFIG_VERSION,
       cluster: `ftvm-${Date.now().toString(36)}`,
       nodes: [],
       storage: { level: 'raid5', members: members.map((member) => path.basename(member)) },
-      volumes: [{ name: 'vol0', size: options.size, description: 'ftvm default volume' }],
+      volumes: [
+        { name: 'vol0', size: options.size, owner: 'a', description: 'ftvm volume owned by node a' },
+        { name: 'vol1', size: options.size, owner: 'b', description: 'ftvm volume owned by node b' },
+      ],
     };
   }
-  config.nodes = [{ name: 'a', listen: [{ host: options.host, port: options.basePort }, { path: 'a.sock' }] }];
+  // Node a on the base port, b on the next; partner links 100 ports up. Every node exports every volume.
+  config.nodes = ['a', 'b'].map((name, index) => ({
+    name,
+    listen: [{ host: options.host, port: options.basePort + index }, { path: `${name}.sock` }],
+    partner: { host: options.host, port: options.basePort + 100 + index },
+  }));
   await fs.writeFile(`${configFile}.tmp`, `${JSON.stringify(config, null, 2)}\n`);
   await fs.rename(`${configFile}.tmp`, configFile);
   return configFile;
@@ -121,10 +130,9 @@ function printAttachInstructions(config: ClusterConfig): void {
     lines.push(`  nbd-client ${first.host} ${first.port} /dev/nbd0 -N ${volume} -b 4096`);
     lines.push(`  fio --name=t --ioengine=nbd --uri=${uri} --rw=randwrite --bs=4k --iodepth=32 --size=256M`);
   }
-  for (const node of config.nodes) {
-    lines.push('', `RAID (raid5 over ${config.storage.members.length} files) of node ${node.name}:`);
-    lines.push(`  ftvm raid status --control ${node.control}`);
-  }
+  lines.push('', `Cluster state (owner, mode, partners) and the RAID (raid5 over ${config.storage.members.length} files, held open by the first node up):`);
+  for (const node of config.nodes) lines.push(`  ftvm status --control ${node.control}`);
+  lines.push(`  ftvm raid status --control ${config.nodes[0]?.control}`);
   lines.push('', 'Stop with Ctrl-C.', '');
   process.stdout.write(lines.join('\n'));
 }

@@ -25,25 +25,51 @@ const PROGRESS_INTERVAL_MS = 200;
 
 export type ControlRequest =
   | { op: 'status' }
+  | { op: 'cluster' }
+  | { op: 'mirror-dump'; path: string }
   | { op: 'fail'; member: number }
   | { op: 'rebuild'; member: number }
   | { op: 'replace'; member: number; new: string }
   | { op: 'scrub' };
+
+/** What `ftvm status` shows about one node. */
+export interface ClusterStatus {
+  cluster: string;
+  node: string;
+  arrayHolder: string;
+  mode: 'mirrored' | 'write-through';
+  partners: Array<{ name: string; live: boolean }>;
+  volumes: Array<{ name: string; owner: string; pageBytes: number }>;
+  residentPages: number;
+  dirtyPages: number;
+  mirroredPages: number;
+}
 
 export interface ControlResult {
   ok: boolean;
   error?: string;
   status?: ArrayStatus;
   report?: ScrubReport;
+  cluster?: ClusterStatus;
+  /** mirror-dump: pages written to the file. */
+  pages?: number;
 }
+
+/** One mirrored page in a mirror dump file: header, then `pageBytes` of data. */
+export const MIRROR_DUMP_HEADER_BYTES = 64;
 
 export class ControlServer {
   private server: net.Server | null = null;
   /** Rebuild, replace and scrub walk the whole array: one at a time. */
   private busy: string | null = null;
 
+  /** Set by the node: its cluster status, and the partners' pages it mirrors. */
+  cluster: () => ClusterStatus | null = () => null;
+  mirrorPages: () => Array<{ volume: string; virtualPage: number; version: number; data: Buffer }> = () => [];
+
+  /** `array` is null on a node that does not hold the shared array open: RAID operations go to the one that does. */
   constructor(
-    private readonly array: RaidArray,
+    private readonly array: RaidArray | null,
     private readonly logger: Logger,
   ) {}
 
@@ -98,7 +124,7 @@ export class ControlServer {
       if (request.op === 'replace') {
         this.logger.warn(`member ${request.member} is now ${request.new}: put that path in storage.members of the config, or the next start assembles the old file`);
       }
-      this.finish(socket, { ok: true, status: this.array.status(), ...result });
+      this.finish(socket, { ok: true, ...(this.array ? { status: this.array.status() } : {}), ...(this.cluster() ? { cluster: this.cluster() as ClusterStatus } : {}), ...result });
     } catch (error) {
       this.logger.warn(`control request failed: ${(error as Error).message}`);
       this.finish(socket, { ok: false, error: (error as Error).message });
@@ -108,21 +134,47 @@ export class ControlServer {
   }
 
   private async run(request: ControlRequest, onProgress: (doneBytes: number, totalBytes: number) => void): Promise<Partial<ControlResult>> {
+    if (request.op === 'cluster') return {};
+    if (request.op === 'mirror-dump') return { pages: await this.dumpMirror(request.path) };
+    const array = this.array;
+    if (!array) {
+      if (request.op === 'status') return {};
+      throw new Error(`this node does not hold the shared array open (node ${this.cluster()?.arrayHolder ?? '?'} does): run RAID operations against that node's control socket`);
+    }
     switch (request.op) {
       case 'status':
         return {};
       case 'fail':
-        await failArrayMember(this.array, request.member);
+        await failArrayMember(array, request.member);
         return {};
       case 'rebuild':
-        await rebuildArrayMember(this.array, request.member, onProgress);
+        await rebuildArrayMember(array, request.member, onProgress);
         return {};
       case 'replace':
-        await replaceArrayMember(this.array, request.member, request.new, onProgress);
+        await replaceArrayMember(array, request.member, request.new, onProgress);
         return {};
       case 'scrub':
-        return { report: await scrubArray(this.array, onProgress) };
+        return { report: await scrubArray(array, onProgress) };
     }
+  }
+
+  /**
+   * Writes the mirrored pages to `path`: per page a 64-byte header (volume name, NUL-padded to 40
+   * bytes; virtual page u64; version u64; page bytes u32; zero padding) and the page's bytes.
+   */
+  private async dumpMirror(path: string): Promise<number> {
+    const pages = this.mirrorPages();
+    const parts: Buffer[] = [];
+    for (const page of pages) {
+      const header = Buffer.alloc(MIRROR_DUMP_HEADER_BYTES);
+      header.write(page.volume.slice(0, 40), 0, 'utf8');
+      header.writeBigUInt64BE(BigInt(page.virtualPage), 40);
+      header.writeBigUInt64BE(BigInt(page.version), 48);
+      header.writeUInt32BE(page.data.length, 56);
+      parts.push(header, Buffer.from(page.data));
+    }
+    await fs.writeFile(path, Buffer.concat(parts));
+    return pages.length;
   }
 
   private finish(socket: net.Socket, result: ControlResult): void {
@@ -146,7 +198,11 @@ export function parseRequest(line: string): ControlRequest {
   switch (request?.op) {
     case 'status':
     case 'scrub':
+    case 'cluster':
       return { op: request.op };
+    case 'mirror-dump':
+      if (typeof request.path !== 'string' || request.path === '') throw new Error('mirror-dump needs "path": the file to write');
+      return { op: 'mirror-dump', path: request.path };
     case 'fail':
     case 'rebuild':
       return { op: request.op, member: member() };

@@ -1,2 +1,2 @@
-export { ClusterNode } from './node.js';
-export { ControlServer, requestControl, parseRequest, type ControlRequest, type ControlResult } from './control.js';
+export { ClusterNode, DEFAULT_TIMINGS, type NodeTimings } from './node.js';
+export { ControlServer, requestControl, parseRequest, MIRROR_DUMP_HEADER_BYTES, type ClusterStatus, type ControlRequest, type ControlResult } from './control.js';

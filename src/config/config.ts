@@ -1,13 +1,21 @@
 // The cluster configuration file: schema, loading and validation. Every error names the file and
 // the path inside it, so a typo is found without reading code.
+import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
-import { parseSize } from './size.js';
+import { formatSize, parseSize } from './size.js';
 
 /** Volumes are block devices: sizes in whole 4 KiB blocks keep every client's block size valid. */
 export const VOLUME_SIZE_ALIGNMENT_BYTES = 4096;
 export const CONFIG_VERSION = 1;
+/** Each node's frame pool (`memory`) is counted in whole MiB. */
+export const MEMORY_ALIGNMENT_BYTES = 1024 * 1024;
+export const DEFAULT_MEMORY_BYTES = 256 * 1024 * 1024;
+/** A volume's memory-manager page size (`pageSize`): a power of two in this range. */
+export const MIN_PAGE_SIZE_BYTES = 4 * 1024;
+export const MAX_PAGE_SIZE_BYTES = 1024 * 1024;
+export const DEFAULT_PAGE_SIZE_BYTES = 64 * 1024;
 
 const sizeField = z.union([z.string(), z.number()]).transform((value, context) => {
   const bytes = parseSize(value);
@@ -20,26 +28,64 @@ const sizeField = z.union([z.string(), z.number()]).transform((value, context) =
 
 const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'names use letters, digits, . _ - (at most 64)');
 
-const listenSchema = z.union([
-  z.strictObject({ host: z.string().min(1), port: z.number().int().min(1).max(65535) }),
-  z.strictObject({ path: z.string().min(1) }),
-]);
+const tcpAddressSchema = z.strictObject({ host: z.string().min(1), port: z.number().int().min(1).max(65535) });
+
+const listenSchema = z.union([tcpAddressSchema, z.strictObject({ path: z.string().min(1) })]);
 
 const nodeSchema = z.strictObject({
   name,
   listen: z.array(listenSchema).min(1, 'a node needs at least one NBD listen address'),
   /** Unix socket for `ftvm raid --control`; defaults to `<name>.control` beside the config. */
   control: z.string().min(1).optional(),
+  /** Where this node's partner link (paging synchronization between nodes) listens; required with more than one node. */
+  partner: tcpAddressSchema.optional(),
 });
 
-const volumeSchema = z.strictObject({
-  name,
-  size: sizeField.refine((bytes) => bytes > 0 && bytes % VOLUME_SIZE_ALIGNMENT_BYTES === 0, {
-    message: `size must be a positive multiple of ${VOLUME_SIZE_ALIGNMENT_BYTES} bytes`,
-  }),
-  description: z.string().max(1024).default(''),
-  readOnly: z.boolean().default(false),
+const isPowerOfTwo = (bytes: number): boolean => bytes > 0 && 2 ** Math.round(Math.log2(bytes)) === bytes;
+const pageSizeInRange = (bytes: number): boolean => bytes >= MIN_PAGE_SIZE_BYTES && bytes <= MAX_PAGE_SIZE_BYTES;
+
+const pageSizeField = sizeField.superRefine((bytes, context) => {
+  if (!isPowerOfTwo(bytes)) context.addIssue({ code: 'custom', message: `pageSize must be a power of two (${bytes} is not)` });
+  if (!pageSizeInRange(bytes)) {
+    context.addIssue({ code: 'custom', message: `pageSize must be from ${formatSize(MIN_PAGE_SIZE_BYTES)} to ${formatSize(MAX_PAGE_SIZE_BYTES)} (${formatSize(bytes)} is not)` });
+  }
 });
+
+/**
+ * 64 KiB, or the largest power of two dividing a smaller-grained size (never below 4 KiB, as sizes
+ * are whole 4 KiB blocks), so configs written before `pageSize` existed stay valid.
+ */
+export function defaultPageSize(volumeBytes: number): number {
+  let pageSize = DEFAULT_PAGE_SIZE_BYTES;
+  while (pageSize > MIN_PAGE_SIZE_BYTES && volumeBytes % pageSize !== 0) pageSize /= 2;
+  return pageSize;
+}
+
+const volumeSchema = z
+  .strictObject({
+    name,
+    size: sizeField.refine((bytes) => bytes > 0 && bytes % VOLUME_SIZE_ALIGNMENT_BYTES === 0, {
+      message: `size must be a positive multiple of ${VOLUME_SIZE_ALIGNMENT_BYTES} bytes`,
+    }),
+    description: z.string().max(1024).default(''),
+    readOnly: z.boolean().default(false),
+    /** The node that owns the volume (its lock master); parsing fills in the first node. */
+    owner: z.string().min(1).optional(),
+    /** The memory manager's page size for this volume; parsing fills in defaultPageSize(size). */
+    pageSize: pageSizeField.optional(),
+  })
+  .superRefine((volume, context) => {
+    const { size, pageSize } = volume;
+    if (pageSize === undefined || !isPowerOfTwo(pageSize) || !pageSizeInRange(pageSize)) return;
+    if (size % pageSize !== 0) {
+      context.addIssue({
+        code: 'custom',
+        path: ['pageSize'],
+        message: `pageSize must divide the volume size (${formatSize(size)} is not a multiple of ${formatSize(pageSize)})`,
+      });
+    }
+  })
+  .transform((volume) => ({ ...volume, pageSize: volume.pageSize ?? defaultPageSize(volume.size) }));
 
 /** The shared disks: one RAID array over member files every node can open. */
 const storageSchema = z.strictObject({
@@ -49,12 +95,25 @@ const storageSchema = z.strictObject({
   readAhead: sizeField.default(256 * 1024),
 });
 
+const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '[::]']);
+
+/** How an address is compared across nodes, and how it reads in an error. */
+function addressKey(address: { host: string; port: number } | { path: string }): { key: string; text: string } {
+  if ('path' in address) return { key: `unix:${path.normalize(address.path)}`, text: address.path };
+  const host = address.host.includes(':') ? `[${address.host}]` : address.host;
+  return { key: `tcp:${host.toLowerCase()}:${address.port}`, text: `${host}:${address.port}` };
+}
+
 const configSchema = z
   .strictObject({
     version: z.literal(CONFIG_VERSION),
     cluster: name,
     nodes: z.array(nodeSchema).min(1),
     storage: storageSchema,
+    /** Each node's frame pool for the memory manager. */
+    memory: sizeField
+      .refine((bytes) => bytes > 0 && bytes % MEMORY_ALIGNMENT_BYTES === 0, { message: 'memory must be a positive multiple of 1 MiB' })
+      .default(DEFAULT_MEMORY_BYTES),
     volumes: z.array(volumeSchema).min(1),
   })
   .superRefine((config, context) => {
@@ -68,12 +127,45 @@ const configSchema = z
         seen.add(entry);
       }
     }
-  });
+
+    // Every listener (NBD and partner) binds its own address: no two may share one. A wildcard host
+    // is the exception: nodes on separate machines may all bind 0.0.0.0 or :: on the same port.
+    const used = new Map<string, string>();
+    const claim = (address: { host: string; port: number } | { path: string }, role: string, nodeName: string, at: Array<string | number>): void => {
+      if ('host' in address && WILDCARD_HOSTS.has(address.host)) return;
+      const { key, text } = addressKey(address);
+      const holder = `the ${role} of node '${nodeName}'`;
+      const first = used.get(key);
+      if (first === undefined) used.set(key, holder);
+      else context.addIssue({ code: 'custom', path: at, message: `address ${text} is ${first} and ${holder}` });
+    };
+    const clustered = config.nodes.length > 1;
+    config.nodes.forEach((node, index) => {
+      node.listen.forEach((address, listenIndex) => claim(address, 'NBD listen address', node.name, ['nodes', index, 'listen', listenIndex]));
+      if (node.partner) claim(node.partner, 'partner address', node.name, ['nodes', index, 'partner']);
+      else if (clustered) {
+        context.addIssue({ code: 'custom', path: ['nodes', index, 'partner'], message: 'a cluster of more than one node needs a partner address on every node' });
+      }
+    });
+
+    const nodeNames = config.nodes.map((node) => node.name);
+    config.volumes.forEach((volume, index) => {
+      if (volume.owner !== undefined && !nodeNames.includes(volume.owner)) {
+        context.addIssue({ code: 'custom', path: ['volumes', index, 'owner'], message: `'${volume.owner}' is not a node (nodes: ${nodeNames.join(', ')})` });
+      }
+    });
+  })
+  // The first node owns every volume that names no owner, so `owner` is always set after parsing.
+  .transform((config) => ({
+    ...config,
+    volumes: config.volumes.map((volume) => ({ ...volume, owner: volume.owner ?? config.nodes[0].name })),
+  }));
 
 export type ClusterConfig = z.output<typeof configSchema>;
 export type NodeConfig = ClusterConfig['nodes'][number];
 export type VolumeConfig = ClusterConfig['volumes'][number];
 export type ListenConfig = NodeConfig['listen'][number];
+export type PartnerConfig = NonNullable<NodeConfig['partner']>;
 export type StorageConfig = ClusterConfig['storage'];
 
 export class ConfigError extends Error {
@@ -119,4 +211,17 @@ export function findNode(config: ClusterConfig, nodeName: string): NodeConfig {
     throw new ConfigError(`node '${nodeName}' is not in the config (nodes: ${known})`);
   }
   return node;
+}
+
+/**
+ * The cluster's id in the partner link hello: an RFC 4122 version-5-shaped uuid derived from the
+ * cluster name (first 16 bytes of sha256('ftvm-cluster:' + name)), so every node of one config
+ * agrees on it without talking.
+ */
+export function clusterUuid(clusterName: string): string {
+  const bytes = createHash('sha256').update(`ftvm-cluster:${clusterName}`, 'utf8').digest().subarray(0, 16);
+  bytes[6] = (bytes[6] & 0x0f) | 0x50;
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const hex = bytes.toString('hex');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
 }

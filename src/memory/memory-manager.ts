@@ -118,6 +118,14 @@ export class MemoryManager {
     return this.lru.size;
   }
 
+  /**
+   * A frame of `bytes` for someone else (a partner's mirrored page), taken from the clean, unlocked
+   * pages in LRU order; null if there is none. The caller frees it to the pool.
+   */
+  reclaim(bytes: number): number | null {
+    return this.replaceOne(bytes);
+  }
+
   /** Fig. 6: a shared lock on a resident page, paging it in first if needed. */
   async obtainReadPointer(guid: string, virtualPage: number): Promise<PagePointer> {
     const allocation = this.allocationOf(guid, virtualPage);

@@ -13,7 +13,14 @@ interface MirrorPage {
 export class MirrorStore {
   private readonly pages = new Map<string, Map<number, MirrorPage>>();
 
-  constructor(private readonly pool: FramePool) {}
+  /**
+   * `reclaim` frees a frame of this node's own clean pages when the pool is full, so a partner's
+   * write is not refused while memory holds pages that the disks could give back.
+   */
+  constructor(
+    private readonly pool: FramePool,
+    private readonly reclaim: (bytes: number) => number | null = () => null,
+  ) {}
 
   /** Applies write page and page clean; answers write page with command complete. */
   handle(message: Message): Message | null {
@@ -36,6 +43,23 @@ export class MirrorStore {
     return count;
   }
 
+  /** Removes an allocation's mirrored pages and returns copies of them, for destaging after its owner is gone. */
+  takeAllocation(allocation: string): Array<{ virtualPage: number; version: number; data: Buffer }> {
+    const pages = this.pages.get(allocation);
+    if (!pages) return [];
+    this.pages.delete(allocation);
+    return [...pages].map(([virtualPage, mirror]) => {
+      const data = Buffer.from(mirror.data);
+      this.pool.free(mirror.frame);
+      return { virtualPage, version: mirror.version, data };
+    });
+  }
+
+  /** Allocations that have mirrored pages here. */
+  allocations(): string[] {
+    return [...this.pages.keys()];
+  }
+
   private writePage(allocation: string, virtualPage: number, version: number, pageBytes: number, offset: number, data: Buffer | null, length: number): Status {
     let pages = this.pages.get(allocation);
     if (!pages) {
@@ -47,7 +71,7 @@ export class MirrorStore {
     if (!mirror) {
       // A range of a page we do not hold cannot make a complete image: the owner resends it whole.
       if (!whole) return Status.NotResident;
-      const frame = this.pool.allocate(pageBytes);
+      const frame = this.pool.allocate(pageBytes) ?? this.reclaim(pageBytes);
       if (frame === null) return Status.NoSpace;
       mirror = { frame, data: this.pool.view(frame), version: 0 };
       pages.set(virtualPage, mirror);

@@ -2,13 +2,13 @@
 //
 //   frame   = header (16 bytes) + payload                      all integers big-endian
 //   header  = magic u32 | version u16 | type u16 | request id u32 | payload length u32
-//   payload = the type's fixed struct [+ tail: page data (write page) or page entries (header)]
+//   payload = the type's fixed struct [+ tail: data (write page, forwarded io, io data) or page entries (header)]
 //
 // The framer judges a header completely before it keeps one byte of the payload: magic, version,
 // type, the declared length against MAX_PAYLOAD_BYTES and against the type's layout. So a peer
 // that declares 4 GiB costs nothing, and a fixed-layout type with a wrong length is refused before
-// its payload arrives. A payload that arrives whole in one chunk is decoded in place: page data is
-// a view into that chunk, not a copy.
+// its payload arrives. A payload that arrives whole in one chunk is decoded in place: page and I/O
+// data are a view into that chunk, not a copy.
 //
 // Hello and hello refusal are version-neutral: their layouts are frozen, and the framer decodes
 // them under any protocol version, so a node can tell a peer of another version why it refuses it
@@ -17,8 +17,10 @@ import assert from 'node:assert';
 import layout, { type Layout, type Structure } from 'buffer-layout';
 import {
   FRAME_HEADER_BYTES,
+  IoOp,
   LockMode,
   MAX_HEADER_ENTRIES,
+  MAX_IO_BYTES,
   MAX_PAGE_BYTES,
   MAX_PAYLOAD_BYTES,
   MessageType,
@@ -30,7 +32,7 @@ import {
   SenseKind,
   Status,
 } from './constants.js';
-import type { Header, HeaderPageEntry, Message, WritePage } from './messages.js';
+import type { ForwardedIo, Header, HeaderPageEntry, IoData, Message, WritePage } from './messages.js';
 
 export type FramingFailure = 'bad-magic' | 'wrong-version' | 'unknown-type' | 'oversized' | 'bad-length' | 'bad-field';
 
@@ -132,6 +134,7 @@ const struct = (fields: Layout[]): Structure<Fields> => layout.struct<Fields>(fi
 const ALL_LOCK_MODES = [LockMode.None, LockMode.Shared, LockMode.Exclusive];
 const HELD_LOCK_MODES = [LockMode.Shared, LockMode.Exclusive];
 const SENSE_KINDS = [SenseKind.Node, SenseKind.Allocation];
+const IO_OPS = [IoOp.Probe, IoOp.Read, IoOp.Write, IoOp.Flush, IoOp.Zero, IoOp.Trim];
 const STATUSES = [
   Status.Ok, Status.NoSpace, Status.Locked, Status.UnknownAllocation, Status.NotResident,
   Status.StaleEpoch, Status.NotPartner, Status.Invalid, Status.IoError, Status.ShuttingDown,
@@ -142,7 +145,7 @@ const COMPLETABLE_TYPES = [
   MessageType.SpaceRequest, MessageType.AllocateMemory, MessageType.ReleaseMemory, MessageType.LockRequest,
   MessageType.ReadHeader, MessageType.WritePage, MessageType.SenseRequest, MessageType.AllocateRead,
   MessageType.AllocateWrite, MessageType.ReleasePointer, MessageType.PageClean, MessageType.Takeover,
-  MessageType.ResyncBegin, MessageType.ResyncEnd,
+  MessageType.ResyncBegin, MessageType.ResyncEnd, MessageType.ForwardedIo,
 ];
 
 // ---- Payload layouts ----
@@ -163,7 +166,7 @@ const frameHeaderLayout = layout.struct<FrameHeader>([
   layout.u32be('payloadLength'),
 ]);
 
-/** What follows a type's fixed struct, for the two types whose payload is not fixed. */
+/** What follows a type's fixed struct, for the types whose payload is not fixed. */
 interface Tail {
   /** Asserts the message is self-consistent and returns the tail's length. */
   bytes(message: Message): number;
@@ -203,6 +206,47 @@ const writePageTail: Tail = {
     if (pageBytes > MAX_PAGE_BYTES || offset + length > pageBytes) {
       throw new PartnerFramingError('bad-field', `range ${offset}+${length} outside a page of ${pageBytes} bytes`);
     }
+    return { data: tail };
+  },
+};
+
+/** Read and write move data, so their length is bounded; flush, zero and trim may cover any range. */
+const carriesData = (op: IoOp): boolean => op === IoOp.Read || op === IoOp.Write;
+
+const forwardedIoTail: Tail = {
+  bytes(message) {
+    const { op, length, data } = message as ForwardedIo;
+    assert(!carriesData(op) || length <= MAX_IO_BYTES, `forwarded io of ${length} bytes, at most ${MAX_IO_BYTES}`);
+    assert(data.length === (op === IoOp.Write ? length : 0), `forwarded io data is ${data.length} bytes for op ${op} of length ${length}`);
+    return data.length;
+  },
+  write(message, target, at) {
+    (message as ForwardedIo).data.copy(target, at);
+  },
+  read(fixed, tail) {
+    const { op, length } = fixed as Pick<ForwardedIo, 'op' | 'length'>;
+    if (carriesData(op) && length > MAX_IO_BYTES) {
+      throw new PartnerFramingError('bad-field', `length ${length} exceeds ${MAX_IO_BYTES} bytes`);
+    }
+    const expected = op === IoOp.Write ? length : 0;
+    if (tail.length !== expected) {
+      throw new PartnerFramingError('bad-length', `op ${op} of length ${length} carries ${expected} data bytes, ${tail.length} follow`);
+    }
+    return { data: tail };
+  },
+};
+
+const ioDataTail: Tail = {
+  bytes(message) {
+    const { data } = message as IoData;
+    assert(data.length <= MAX_IO_BYTES, `io data of ${data.length} bytes, at most ${MAX_IO_BYTES}`);
+    return data.length;
+  },
+  write(message, target, at) {
+    (message as IoData).data.copy(target, at);
+  },
+  read(_fixed, tail) {
+    if (tail.length > MAX_IO_BYTES) throw new PartnerFramingError('bad-length', `${tail.length} data bytes, at most ${MAX_IO_BYTES}`);
     return { data: tail };
   },
 };
@@ -280,11 +324,22 @@ const CODECS = new Map<number, MessageCodec>([
   [MessageType.Takeover, { name: 'takeover', fixed: struct([uuid('allocation'), u32('fromNodeId'), u32('toNodeId'), u64('epoch')]) }],
   [MessageType.ResyncBegin, { name: 'resync begin', fixed: resyncMark() }],
   [MessageType.ResyncEnd, { name: 'resync end', fixed: resyncMark() }],
+  [
+    MessageType.ForwardedIo,
+    {
+      name: 'forwarded io',
+      fixed: struct([choice(1, 'op', IO_OPS), flag('fua'), uuid('allocation'), u64('offset'), u64('length')]),
+      tail: forwardedIoTail,
+    },
+  ],
+  [MessageType.IoData, { name: 'io data', fixed: struct([]), tail: ioDataTail }],
 ]);
 
 // The limits in constants.ts must leave room for the largest payloads these layouts make.
 const codecOf = (type: number): MessageCodec => CODECS.get(type) as MessageCodec;
 assert(codecOf(MessageType.WritePage).fixed.span + MAX_PAGE_BYTES <= MAX_PAYLOAD_BYTES, 'a whole page must fit one write page frame');
+assert(codecOf(MessageType.ForwardedIo).fixed.span + MAX_IO_BYTES <= MAX_PAYLOAD_BYTES, 'a whole forwarded write must fit one frame');
+assert(codecOf(MessageType.IoData).fixed.span + MAX_IO_BYTES <= MAX_PAYLOAD_BYTES, 'a whole forwarded read must fit one frame');
 assert(codecOf(MessageType.Header).fixed.span + MAX_HEADER_ENTRIES * headerEntryLayout.span <= MAX_PAYLOAD_BYTES, 'a full header must fit one frame');
 for (const codec of CODECS.values()) assert(codec.fixed.span <= PAYLOAD_HEADER_ALLOWANCE_BYTES, `${codec.name} fixed part exceeds the allowance`);
 
@@ -332,9 +387,9 @@ function writeFrame(message: Message, payloadLength: number, target: Buffer, at:
 /**
  * Incremental framer: socket chunks in, whole messages out. Keeps a partial header in a fixed
  * 16-byte buffer and a partial payload in one buffer of exactly the (checked) declared length.
- * Decoded `data` (write page) aliases the chunk it arrived in, or that payload buffer, which the
- * framer never reuses; a consumer that keeps data past handling the message copies it (the memory
- * manager copies into its frame anyway). After a PartnerFramingError every later push throws it
+ * Decoded `data` (write page, forwarded io, io data) aliases the chunk it arrived in, or that
+ * payload buffer, which the framer never reuses; a consumer that keeps data past handling the
+ * message copies it (the memory manager copies into its frame anyway). After a PartnerFramingError every later push throws it
  * again: the stream has no resynchronisation point, so the link must be closed, and frames decoded
  * earlier in the failing push are dropped with it (the link's in-flight requests fail together).
  */

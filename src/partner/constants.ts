@@ -37,8 +37,10 @@ export const enum MessageType {
   Takeover = 0x0104,
   ResyncBegin = 0x0105,
   ResyncEnd = 0x0106,
+  ForwardedIo = 0x0107,
   HelloReply = 0x0181,
   HelloRefusal = 0x0182,
+  IoData = 0x0187,
 }
 
 export const RESPONSE_TYPE_BIT = 0x0080;
@@ -88,10 +90,21 @@ export const enum SenseKind {
   Allocation = 2,
 }
 
+/** What a forwarded I/O asks for: the NBD commands, plus a probe for the node that holds the shared array open. */
+export const enum IoOp {
+  /** "Do you hold the array open?" (NIL_ALLOCATION, offset 0, length 0): command complete Ok or NotResident. */
+  Probe = 0,
+  Read = 1,
+  Write = 2,
+  Flush = 3,
+  Zero = 4,
+  Trim = 5,
+}
+
 /** A node id that names no node: "no owner", "no lock holder". */
 export const NO_NODE = 0xffff_ffff;
 
-/** The nil uuid: "every allocation" in a takeover, "no allocation" in a node-wide sense request. */
+/** The nil uuid: "every allocation" in a takeover, "no allocation" in a node-wide sense request, "the shared array itself" in a forwarded I/O. */
 export const NIL_ALLOCATION = '00000000-0000-0000-0000-000000000000';
 
 // ---- Limits ----
@@ -101,6 +114,9 @@ export const FRAME_HEADER_BYTES = 16;
 /** Page sizes the policy assignment module may pick (DESIGN §3). */
 export const MIN_PAGE_BYTES = 4 * 1024;
 export const MAX_PAGE_BYTES = 1024 * 1024;
+
+/** The most data one forwarded read or write carries; the sender splits bigger NBD requests. */
+export const MAX_IO_BYTES = MAX_PAGE_BYTES;
 
 /** Room for the fixed fields in front of a whole page in one write page frame. */
 export const PAYLOAD_HEADER_ALLOWANCE_BYTES = 4 * 1024;

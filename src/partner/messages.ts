@@ -6,7 +6,7 @@
 // integers, and a decoded value beyond 2^53 - 1 is refused rather than rounded. Every message
 // carries a request id: a response echoes the id of the request it answers, so many requests can
 // be in flight at once and complete out of order. A heartbeat's id is its sequence number.
-import type { LockMode, MessageType, RefusalReason, SenseKind, Status } from './constants.js';
+import type { IoOp, LockMode, MessageType, RefusalReason, SenseKind, Status } from './constants.js';
 
 interface Framed {
   requestId: number;
@@ -235,6 +235,30 @@ export interface ResyncEnd extends Framed {
   pageCount: number;
 }
 
+/**
+ * Forwarded I/O. With an allocation's GUID: byte offsets within that volume, executed by the node that
+ * owns the allocation (its lock master) through its memory manager, on behalf of a node that serves
+ * the same volume on its own NBD address. With NIL_ALLOCATION: byte offsets on the shared array itself,
+ * executed by the node that holds the array open (page-in and destage for nodes that do not).
+ * Probe (NIL_ALLOCATION, offset 0, length 0) asks "do you hold the array open?": command complete Ok if yes, NotResident if not.
+ */
+export interface ForwardedIo extends Framed {
+  type: MessageType.ForwardedIo;
+  op: IoOp;
+  allocation: string;
+  offset: number; // u64
+  length: number; // u64; for Read and Write at most MAX_IO_BYTES
+  fua: boolean; // flag
+  /** Write: exactly `length` bytes (on decode a view into the received bytes, like write page). Other ops: empty buffer, and a non-empty one is a malformed frame. */
+  data: Buffer;
+}
+
+/** The bytes a forwarded read asked for. Errors are answered with command complete instead. */
+export interface IoData extends Framed {
+  type: MessageType.IoData;
+  data: Buffer; // on decode a view into the received bytes
+}
+
 export type Message =
   | SpaceRequest
   | AllocateMemory
@@ -258,4 +282,6 @@ export type Message =
   | PageClean
   | Takeover
   | ResyncBegin
-  | ResyncEnd;
+  | ResyncEnd
+  | ForwardedIo
+  | IoData;

@@ -3,12 +3,18 @@
 // sequence, so a write torn by a crash leaves the previous record readable.
 import { FormatError } from './crc.js';
 import { CLUSTER_RECORD_COPY_BYTES, clusterRecordOffset, encodeClusterRecord, newestClusterRecord, type ClusterRecord } from './node-state.js';
-import type { StorageStack } from './storage-stack.js';
+
+/** Where the region is read and written: the storage stack, or the array through the node that holds it. */
+export interface BlockDevice {
+  readBlocks(offset: number, into: Buffer): Promise<void>;
+  enqueueBlocks(offset: number, data: Buffer): void;
+  flush(): Promise<void>;
+}
 
 export class NodeStateStore {
   private sequence = -1;
 
-  constructor(private readonly stack: StorageStack) {}
+  constructor(private readonly stack: BlockDevice) {}
 
   /** The newest valid cluster record, or null on a fresh array (both copies never written). */
   async readClusterRecord(): Promise<ClusterRecord | null> {

@@ -144,3 +144,96 @@ export async function launch(
     },
   };
 }
+
+export interface ClusterOptions {
+  /** Node names; the first one up holds the shared array. Default: a, b. */
+  nodes?: string[];
+  /** Frame pool per node (config `memory`). */
+  memoryBytes?: number;
+  pageBytes?: number;
+  cacheBytes?: number;
+  logLevel?: string;
+}
+
+export interface FtvmCluster {
+  readonly directory: string;
+  readonly configFile: string;
+  readonly nodes: Map<string, FtvmNode>;
+  node(name: string): FtvmNode;
+  /** Starts (again) one node of the config. */
+  start(name: string): Promise<FtvmNode>;
+  /** The partner link port of a node. */
+  partnerPort(name: string): number;
+  stop(): Promise<void>;
+}
+
+/**
+ * A cluster of node processes over one raid5 array of three files: volume i is owned by node
+ * i mod N (`owner` in VolumeSpec overrides); every node exports every volume. Nodes start in order.
+ */
+export async function startCluster(volumes: Array<VolumeSpec & { owner?: string }>, options: ClusterOptions = {}): Promise<FtvmCluster> {
+  const names = options.nodes ?? ['a', 'b'];
+  const host = '127.0.0.1';
+  const directory = await makeTempDirectory('ftvm-cluster-');
+  const members = await provisionArray(
+    directory,
+    { level: 'raid5', memberCount: 3, volumeBytes: volumes.map((volume) => volume.sizeBytes) },
+    { logger: silentLogger(), now: () => Date.now() },
+  );
+  const ports = new Map<string, { nbd: number; partner: number }>();
+  for (const name of names) ports.set(name, { nbd: await freePort(host), partner: await freePort(host) });
+  const config = {
+    version: 1,
+    cluster: 'test-cluster',
+    ...(options.memoryBytes !== undefined ? { memory: options.memoryBytes } : { memory: 64 * 1024 * 1024 }),
+    nodes: names.map((name) => ({
+      name,
+      listen: [{ host, port: ports.get(name)?.nbd }, { path: `${name}.sock` }],
+      partner: { host, port: ports.get(name)?.partner },
+    })),
+    storage: {
+      level: 'raid5',
+      members: members.map((member) => path.basename(member)),
+      ...(options.cacheBytes !== undefined ? { cache: options.cacheBytes } : {}),
+    },
+    volumes: volumes.map((volume, index) => ({
+      name: volume.name,
+      size: volume.sizeBytes,
+      owner: volume.owner ?? names[index % names.length],
+      description: volume.description ?? '',
+      readOnly: volume.readOnly ?? false,
+      ...(options.pageBytes !== undefined ? { pageSize: options.pageBytes } : {}),
+    })),
+  };
+  const configFile = path.join(directory, 'cluster.json');
+  await fs.writeFile(configFile, JSON.stringify(config, null, 2));
+  const nodes = new Map<string, FtvmNode>();
+  const start = async (name: string): Promise<FtvmNode> => {
+    const node = await launch(configFile, name, { host, port: ports.get(name)?.nbd as number, directory, logLevel: options.logLevel ?? 'info' });
+    nodes.set(name, node);
+    return node;
+  };
+  const cluster: FtvmCluster = {
+    directory,
+    configFile,
+    nodes,
+    node(name) {
+      const node = nodes.get(name);
+      if (!node) throw new Error(`node ${name} was never started`);
+      return node;
+    },
+    start,
+    partnerPort: (name) => ports.get(name)?.partner as number,
+    async stop() {
+      // Last started first: the others destage through the first.
+      for (const node of [...nodes.values()].reverse()) await node.stop();
+    },
+  };
+  try {
+    for (const name of names) await start(name);
+  } catch (error) {
+    await cluster.stop();
+    throw error;
+  }
+  return cluster;
+}

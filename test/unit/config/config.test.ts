@@ -1,6 +1,6 @@
 // Proves config validation names the bad field, resolves paths, and size parsing is exact.
 import { expect } from 'chai';
-import { ConfigError, findNode, formatSize, parseConfig, parseSize } from '../../../src/config/index.js';
+import { clusterUuid, ConfigError, findNode, formatSize, parseConfig, parseSize } from '../../../src/config/index.js';
 
 const good = (): Record<string, unknown> => ({
   version: 1,
@@ -10,10 +10,29 @@ const good = (): Record<string, unknown> => ({
   volumes: [{ name: 'vol0', size: '1GiB' }],
 });
 
+type Entry = Record<string, unknown>;
+
+/** Two nodes on one host, each volume owned by one of them. */
+const twoNodes = (): Record<string, unknown> => ({
+  version: 1,
+  cluster: 'c2',
+  nodes: [
+    { name: 'a', listen: [{ host: '127.0.0.1', port: 10809 }], partner: { host: '127.0.0.1', port: 10909 } },
+    { name: 'b', listen: [{ host: '127.0.0.1', port: 10810 }], partner: { host: '127.0.0.1', port: 10910 } },
+  ],
+  storage: { level: 'raid5', members: ['d0.img', 'd1.img', 'd2.img'] },
+  volumes: [
+    { name: 'vol0', size: '1GiB', owner: 'a' },
+    { name: 'vol1', size: '1GiB', owner: 'b' },
+  ],
+});
+
 describe('config', () => {
   it('accepts a valid config, parses sizes and resolves relative paths', () => {
     const config = parseConfig(good(), 'x.json', '/data');
-    expect(config.volumes[0]).to.deep.equal({ name: 'vol0', size: 1 << 30, description: '', readOnly: false });
+    expect(config.volumes[0]).to.deep.equal({ name: 'vol0', size: 1 << 30, description: '', readOnly: false, owner: 'a', pageSize: 64 << 10 });
+    expect(config.memory).to.equal(256 << 20);
+    expect(config.nodes[0]?.partner).to.equal(undefined);
     expect(config.storage).to.deep.equal({
       level: 'raid5',
       members: ['/data/d0.img', '/data/d1.img', '/abs/d2.img'],
@@ -44,6 +63,134 @@ describe('config', () => {
       expect(() => parseConfig(config, 'x.json', '/data')).to.throw(ConfigError, message);
     });
   }
+
+  it('accepts a two-node cluster with partner addresses, owners, memory and page sizes', () => {
+    const raw = twoNodes();
+    raw.memory = '1GiB';
+    (raw.volumes as Entry[])[1]!.pageSize = '1MiB';
+    const config = parseConfig(raw, 'x.json', '/data');
+    expect(config.nodes.map((node) => node.partner)).to.deep.equal([
+      { host: '127.0.0.1', port: 10909 },
+      { host: '127.0.0.1', port: 10910 },
+    ]);
+    expect(config.memory).to.equal(1 << 30);
+    expect(config.volumes.map((volume) => [volume.owner, volume.pageSize])).to.deep.equal([
+      ['a', 64 << 10],
+      ['b', 1 << 20],
+    ]);
+  });
+
+  it('makes the first node the owner of a volume that names none', () => {
+    const raw = twoNodes();
+    delete (raw.volumes as Entry[])[1]!.owner;
+    const owner: string = parseConfig(raw, 'x.json', '/data').volumes[1]!.owner;
+    expect(owner).to.equal('a');
+  });
+
+  it('defaults the page size to 64 KiB, or the largest power of two dividing a finer-grained volume size', () => {
+    const raw = good();
+    (raw.volumes as Entry[]).push({ name: 'v1028k', size: '1028KiB' }, { name: 'v4k', size: 4096 }, { name: 'v24k', size: '24KiB' });
+    expect(parseConfig(raw, 'x.json', '/data').volumes.map((volume) => volume.pageSize)).to.deep.equal([64 << 10, 4 << 10, 4 << 10, 8 << 10]);
+  });
+
+  it('accepts the smallest page size and the smallest memory', () => {
+    const raw = good();
+    raw.memory = 1 << 20;
+    (raw.volumes as Entry[]).push({ name: 'small', size: 4096, pageSize: 4096 });
+    const config = parseConfig(raw, 'x.json', '/data');
+    expect(config.memory).to.equal(1 << 20);
+    expect(config.volumes[1]?.pageSize).to.equal(4096);
+  });
+
+  const brokenCluster: Array<[string, (config: Record<string, unknown>) => void, RegExp[]]> = [
+    [
+      'a node without a partner address in a two-node cluster',
+      (config) => delete (config.nodes as Entry[])[1]!.partner,
+      [/nodes\.1\.partner: a cluster of more than one node needs a partner address on every node/],
+    ],
+    [
+      'two nodes with one partner address',
+      (config) => ((config.nodes as Entry[])[1]!.partner = { host: '127.0.0.1', port: 10909 }),
+      [/nodes\.1\.partner: address 127\.0\.0\.1:10909 is the partner address of node 'a' and the partner address of node 'b'/],
+    ],
+    [
+      'two nodes with one NBD TCP address',
+      (config) => ((config.nodes as Entry[])[1]!.listen = [{ host: '127.0.0.1', port: 10809 }]),
+      [/nodes\.1\.listen\.0: address 127\.0\.0\.1:10809 is the NBD listen address of node 'a' and the NBD listen address of node 'b'/],
+    ],
+    [
+      'two nodes with one NBD socket path',
+      (config) => {
+        (config.nodes as Entry[])[0]!.listen = [{ path: 'nbd.sock' }];
+        (config.nodes as Entry[])[1]!.listen = [{ path: './nbd.sock' }];
+      },
+      [/nodes\.1\.listen\.0: address \.\/nbd\.sock is the NBD listen address of node 'a' and the NBD listen address of node 'b'/],
+    ],
+    [
+      'a partner address that is another node\'s NBD address',
+      (config) => ((config.nodes as Entry[])[1]!.partner = { host: '127.0.0.1', port: 10809 }),
+      [/nodes\.1\.partner: address 127\.0\.0\.1:10809 is the NBD listen address of node 'a' and the partner address of node 'b'/],
+    ],
+    [
+      'an owner that is not a node',
+      (config) => ((config.volumes as Entry[])[1]!.owner = 'x'),
+      [/volumes\.1\.owner: 'x' is not a node \(nodes: a, b\)/],
+    ],
+    ['memory of zero', (config) => (config.memory = 0), [/memory: memory must be a positive multiple of 1 MiB/]],
+    ['memory not in whole MiB', (config) => (config.memory = '1536KiB'), [/memory: memory must be a positive multiple of 1 MiB/]],
+    ['memory that is not a size', (config) => (config.memory = 'plenty'), [/memory: 'plenty' is not a size/]],
+    [
+      'a page size that is not a power of two',
+      (config) => ((config.volumes as Entry[])[0]!.pageSize = 12288),
+      [/volumes\.0\.pageSize: pageSize must be a power of two \(12288 is not\)/],
+    ],
+    [
+      'a page size below 4 KiB',
+      (config) => ((config.volumes as Entry[])[0]!.pageSize = 2048),
+      [/volumes\.0\.pageSize: pageSize must be from 4 KiB to 1 MiB \(2 KiB is not\)/],
+    ],
+    [
+      'a page size above 1 MiB',
+      (config) => ((config.volumes as Entry[])[0]!.pageSize = '2MiB'),
+      [/volumes\.0\.pageSize: pageSize must be from 4 KiB to 1 MiB \(2 MiB is not\)/],
+    ],
+    [
+      'a page size that does not divide the volume size',
+      (config) => Object.assign((config.volumes as Entry[])[1]!, { size: '1028KiB', pageSize: '64KiB' }),
+      [/volumes\.1\.pageSize: pageSize must divide the volume size \(1028 KiB is not a multiple of 64 KiB\)/],
+    ],
+  ];
+  for (const [what, mutate, messages] of brokenCluster) {
+    it(`refuses ${what} with a message naming the field and the rule`, () => {
+      const config = twoNodes();
+      mutate(config);
+      let thrown: unknown;
+      try {
+        parseConfig(config, 'x.json', '/data');
+      } catch (error) {
+        thrown = error;
+      }
+      expect(thrown).to.be.instanceOf(ConfigError);
+      for (const message of messages) expect((thrown as Error).message).to.match(message);
+    });
+  }
+
+  it('does not need a partner address on the only node', () => {
+    expect(parseConfig(good(), 'x.json', '/data').nodes[0]?.partner).to.equal(undefined);
+  });
+
+  it('derives a version-5-shaped cluster uuid from the cluster name', () => {
+    // sha256('ftvm-cluster:ftvm-demo') = 0e8f7d1c 62d4 11a3 fc66 858f5175eb03 ...; byte 6 0x11 -> 0x51, byte 8 0xfc -> 0xbc.
+    expect(clusterUuid('ftvm-demo')).to.equal('0e8f7d1c-62d4-51a3-bc66-858f5175eb03');
+    // sha256('ftvm-cluster:c1') = f28d3f82 27f5 f54b 0e6a 2e2bd39ba0ec ...; byte 6 0xf5 -> 0x55, byte 8 0x0e -> 0x8e.
+    expect(clusterUuid('c1')).to.equal('f28d3f82-27f5-554b-8e6a-2e2bd39ba0ec');
+    for (const cluster of ['a', 'c1', 'ftvm-demo', 'x'.repeat(64)]) {
+      const uuid = clusterUuid(cluster);
+      expect(uuid).to.match(/^[0-9a-f]{8}-[0-9a-f]{4}-5[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/);
+      expect(clusterUuid(cluster)).to.equal(uuid);
+    }
+    expect(clusterUuid('c1')).to.not.equal(clusterUuid('c2'));
+  });
 
   it('parses and formats sizes', () => {
     expect(parseSize('4096')).to.equal(4096);

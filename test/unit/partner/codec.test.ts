@@ -5,8 +5,10 @@ import {
   encodeBatch,
   encodeMessage,
   expectsResponse,
+  IoOp,
   isResponseType,
   LockMode,
+  MAX_IO_BYTES,
   MAX_PAYLOAD_BYTES,
   MessageFramer,
   messageTypeName,
@@ -337,7 +339,70 @@ const vectors: Vector[] = [
       '0000012c', // pageCount = 300
     ),
   },
+  {
+    name: 'forwarded io (write to a volume)',
+    message: { type: MessageType.ForwardedIo, requestId: 22, op: IoOp.Write, allocation: ALLOCATION, offset: 65536 + 512, length: 4, fua: true, data: hex('deadbeef') },
+    bytes: hex(
+      '4654564d 0001 0107 00000016 00000026', // payload 34 + 4 data bytes
+      '02', // op = write
+      '01', // fua
+      ALLOCATION_BYTES, // allocation GUID
+      '0000000000010200', // offset = 64 KiB + 512
+      '0000000000000004', // length = 4
+      'deadbeef', // data: the bytes to write
+    ),
+  },
+  {
+    name: 'forwarded io (read from the shared array, no data)',
+    message: { type: MessageType.ForwardedIo, requestId: 23, op: IoOp.Read, allocation: NIL_ALLOCATION, offset: 2 ** 32, length: 4, fua: false, data: Buffer.alloc(0) },
+    bytes: hex(
+      '4654564d 0001 0107 00000017 00000022', // payload 34, no data
+      '01', // op = read
+      '00', // fua = no
+      '00000000 00000000 00000000 00000000', // allocation = nil: the shared array itself
+      '0000000100000000', // offset = 4 GiB
+      '0000000000000004', // length = 4
+    ),
+  },
+  {
+    name: 'forwarded io (probe)',
+    message: { type: MessageType.ForwardedIo, requestId: 24, op: IoOp.Probe, allocation: NIL_ALLOCATION, offset: 0, length: 0, fua: false, data: Buffer.alloc(0) },
+    bytes: hex(
+      '4654564d 0001 0107 00000018 00000022',
+      '00', // op = probe: do you hold the array open?
+      '00', // fua = no
+      '00000000 00000000 00000000 00000000', // allocation = nil
+      '0000000000000000', // offset = 0
+      '0000000000000000', // length = 0
+    ),
+  },
+  {
+    name: 'io data',
+    message: { type: MessageType.IoData, requestId: 23, data: hex('cafebabe') },
+    bytes: hex(
+      '4654564d 0001 0187 00000017 00000004', // answers request 23; payload = data
+      'cafebabe', // the 4 bytes read
+    ),
+  },
+  {
+    name: 'io data (empty)',
+    message: { type: MessageType.IoData, requestId: 25, data: Buffer.alloc(0) },
+    bytes: hex('4654564d 0001 0187 00000019 00000000'), // a read of length 0: no payload at all
+  },
+  {
+    name: 'command complete (probe: array not open here)',
+    message: { type: MessageType.CommandComplete, requestId: 24, requestType: MessageType.ForwardedIo, status: Status.NotResident },
+    bytes: hex(
+      '4654564d 0001 0080 00000018 00000004',
+      '0107', // requestType = forwarded io
+      '0004', // status = not resident
+    ),
+  },
 ];
+
+const vectorOf = (name: string): Vector => vectors.find((vector) => vector.name === name) as Vector;
+const FORWARDED_WRITE = 'forwarded io (write to a volume)';
+const FORWARDED_READ = 'forwarded io (read from the shared array, no data)';
 
 function decodeAll(...chunks: Buffer[]): Message[] {
   const framer = new MessageFramer();
@@ -404,7 +469,7 @@ describe('partner codec', () => {
   describe('byte vectors', () => {
     it('has a vector for every message type', () => {
       const types = new Set(vectors.map((vector) => vector.message.type));
-      expect(types.size).to.equal(23);
+      expect(types.size).to.equal(25);
     });
 
     for (const vector of vectors) {
@@ -444,6 +509,26 @@ describe('partner codec', () => {
       const chunks: Buffer[] = [];
       for (let at = 0; at < bytes.length; at += 65536) chunks.push(bytes.subarray(at, at + 65536));
       expect(decodeAll(...chunks)).to.deep.equal([page]);
+    });
+
+    it('decodes a 1 MiB forwarded write and a 1 MiB io data split in 64 KiB chunks', () => {
+      const data = Buffer.alloc(MAX_IO_BYTES, 0x5a);
+      const write: Message = { type: MessageType.ForwardedIo, requestId: 1, op: IoOp.Write, allocation: ALLOCATION, offset: 0, length: data.length, fua: false, data };
+      const read: Message = { type: MessageType.IoData, requestId: 2, data };
+      const bytes = encodeBatch([write, read]);
+      expect(bytes.length).to.equal(2 * 16 + 34 + 2 * MAX_IO_BYTES);
+      const chunks: Buffer[] = [];
+      for (let at = 0; at < bytes.length; at += 65536) chunks.push(bytes.subarray(at, at + 65536));
+      expect(decodeAll(...chunks)).to.deep.equal([write, read]);
+    });
+
+    it('hands out forwarded write and io data bytes as views into the chunk, not copies', () => {
+      const chunk = encodeBatch([vectorOf(FORWARDED_WRITE).message, vectorOf('io data').message]);
+      const [write, read] = decodeAll(chunk) as [Extract<Message, { type: MessageType.ForwardedIo }>, Extract<Message, { type: MessageType.IoData }>];
+      expect(write.data.buffer).to.equal(chunk.buffer);
+      expect(write.data.byteOffset).to.equal(chunk.byteOffset + 16 + 34);
+      expect(read.data.buffer).to.equal(chunk.buffer);
+      expect(read.data.byteOffset).to.equal(chunk.byteOffset + 16 + 38 + 16);
     });
 
     it('hands out page data as a view into the chunk it arrived in, not a copy', () => {
@@ -543,6 +628,57 @@ describe('partner codec', () => {
       expectFailure('bad-field', /epoch exceeds 2\^53 - 1/, frame(MessageType.Heartbeat, hex('0020000000000000')));
     });
 
+    it('refuses a forwarded io shorter than its fixed part, an unknown op and an offset beyond 2^53 - 1', () => {
+      expectFailure('bad-length', /forwarded io .* payload of 33 bytes, its layout takes 34 or more/, frame(MessageType.ForwardedIo, Buffer.alloc(33)));
+      const unknownOp = Buffer.from(vectorOf(FORWARDED_WRITE).bytes);
+      unknownOp[16] = 6;
+      expectFailure('bad-field', /forwarded io \(request 22\): op 6 is not a known value/, unknownOp);
+      const fua = Buffer.from(vectorOf(FORWARDED_WRITE).bytes);
+      fua[16 + 1] = 2;
+      expectFailure('bad-field', /fua 2 is neither 0 nor 1/, fua);
+      const offset = Buffer.from(vectorOf(FORWARDED_WRITE).bytes);
+      offset.writeUInt32BE(0x0020_0000, 16 + 18);
+      expectFailure('bad-field', /offset exceeds 2\^53 - 1/, offset);
+    });
+
+    it('refuses a forwarded read or write longer than 1 MiB, but not a longer zero or trim', () => {
+      const read = Buffer.from(vectorOf(FORWARDED_READ).bytes);
+      read.writeUInt32BE(MAX_IO_BYTES + 1, 16 + 30);
+      expectFailure('bad-field', /forwarded io \(request 23\): length 1048577 exceeds 1048576 bytes/, read);
+      const write = Buffer.concat([vectorOf(FORWARDED_WRITE).bytes.subarray(0, 16 + 34), Buffer.alloc(MAX_IO_BYTES + 1)]);
+      write.writeUInt32BE(34 + MAX_IO_BYTES + 1, 12);
+      write.writeUInt32BE(MAX_IO_BYTES + 1, 16 + 30);
+      expectFailure('bad-field', /length 1048577 exceeds 1048576 bytes/, write);
+      for (const op of [IoOp.Zero, IoOp.Trim]) {
+        const zero = Buffer.from(read);
+        zero[16] = op;
+        expect(decodeAll(zero)).to.deep.equal([{ ...vectorOf(FORWARDED_READ).message, op, length: MAX_IO_BYTES + 1 }]);
+      }
+    });
+
+    it('refuses a forwarded write whose data length disagrees with its length field', () => {
+      const valid = vectorOf(FORWARDED_WRITE).bytes;
+      const short = Buffer.from(valid.subarray(0, valid.length - 1));
+      short.writeUInt32BE(short.length - 16, 12);
+      expectFailure('bad-length', /forwarded io \(request 22\): op 2 of length 4 carries 4 data bytes, 3 follow/, short);
+      const long = Buffer.concat([valid, hex('00')]);
+      long.writeUInt32BE(long.length - 16, 12);
+      expectFailure('bad-length', /op 2 of length 4 carries 4 data bytes, 5 follow/, long);
+    });
+
+    it('refuses any other forwarded op that carries data', () => {
+      for (const op of [IoOp.Probe, IoOp.Read, IoOp.Flush, IoOp.Zero, IoOp.Trim]) {
+        const withData = Buffer.concat([vectorOf(FORWARDED_READ).bytes, hex('00')]);
+        withData.writeUInt32BE(35, 12);
+        withData[16] = op;
+        expectFailure('bad-length', new RegExp(`forwarded io \\(request 23\\): op ${op} of length 4 carries 0 data bytes, 1 follow`), withData);
+      }
+    });
+
+    it('refuses io data of more than 1 MiB', () => {
+      expectFailure('bad-length', /io data \(request 99\): 1048577 data bytes, at most 1048576/, frame(MessageType.IoData, Buffer.alloc(MAX_IO_BYTES + 1)));
+    });
+
     it('returns the frames of earlier pushes before a later push fails', () => {
       const framer = new MessageFramer();
       expect(framer.push(vectors[0]?.bytes as Buffer)).to.have.length(1);
@@ -556,6 +692,15 @@ describe('partner codec', () => {
     it('refuses a write page whose data disagrees with its length', () => {
       expect(() => encodeMessage({ ...writePage, length: 5 })).to.throw(/data is 4 bytes for a length of 5/);
       expect(() => encodeMessage({ ...writePage, zeroFill: true })).to.throw(/zero fill/);
+    });
+
+    it('refuses forwarded io data that disagrees with its op and length, and more than 1 MiB of io data', () => {
+      const write = vectorOf(FORWARDED_WRITE).message as Extract<Message, { type: MessageType.ForwardedIo }>;
+      expect(() => encodeMessage({ ...write, length: 5 })).to.throw(/data is 4 bytes for op 2 of length 5/);
+      expect(() => encodeMessage({ ...write, op: IoOp.Flush })).to.throw(/data is 4 bytes for op 3 of length 4/);
+      const big = Buffer.alloc(MAX_IO_BYTES + 1);
+      expect(() => encodeMessage({ ...write, length: big.length, data: big })).to.throw(/forwarded io of 1048577 bytes, at most 1048576/);
+      expect(() => encodeMessage({ type: MessageType.IoData, requestId: 1, data: big })).to.throw(/io data of 1048577 bytes, at most 1048576/);
     });
 
     it('refuses a malformed uuid, an unsafe counter and a missing field', () => {
@@ -587,7 +732,7 @@ describe('partner codec', () => {
           expect(fixed, `${messageTypeName(message.type)} table`).to.equal(payload);
         }
       }
-      expect(seen.size).to.equal(23);
+      expect(seen.size).to.equal(25);
     });
   });
 
@@ -599,7 +744,12 @@ describe('partner codec', () => {
       expect(expectsResponse(MessageType.WritePage)).to.equal(true);
       expect(expectsResponse(MessageType.Heartbeat)).to.equal(false);
       expect(expectsResponse(MessageType.LockStatus)).to.equal(false);
+      expect(expectsResponse(MessageType.ForwardedIo)).to.equal(true);
+      expect(isResponseType(MessageType.IoData)).to.equal(true);
+      expect(MessageType.IoData).to.equal(MessageType.ForwardedIo | 0x0080);
       expect(messageTypeName(MessageType.AllocateWrite)).to.equal('allocate write');
+      expect(messageTypeName(MessageType.ForwardedIo)).to.equal('forwarded io');
+      expect(messageTypeName(MessageType.IoData)).to.equal('io data');
       expect(messageTypeName(0x7777)).to.equal('unknown type 0x7777');
     });
   });

@@ -1,0 +1,82 @@
+// A volume this node exports but does not own: every request is executed by the owner (the
+// allocation's lock master) through its memory manager, so page locks, mirroring and the
+// acknowledgement rule are the owner's, one place for each page. Reads and writes larger than one
+// forwarded I/O travel as several, in parallel.
+import { IoOp, MAX_IO_BYTES, MessageType, type Message, type PartnerLink } from '../partner/index.js';
+import { VolumeError, type Extent, type Volume, type ZeroOptions } from '../volume/index.js';
+import { describe, isOk } from './remote-array.js';
+
+export class ForwardedVolume implements Volume {
+  readonly flushCoversAllConnections = true;
+
+  constructor(
+    readonly name: string,
+    private readonly allocation: string,
+    readonly sizeBytes: number,
+    private readonly ownerName: string,
+    private readonly owner: () => PartnerLink | null,
+  ) {}
+
+  async read(offset: number, into: Buffer): Promise<void> {
+    await this.pieces(into.length, async (at, length) => {
+      const reply = await this.forward(IoOp.Read, offset + at, length, false);
+      if (reply.type !== MessageType.IoData || reply.data.length !== length) throw this.failed('read', reply);
+      reply.data.copy(into, at);
+    });
+  }
+
+  async write(offset: number, data: readonly Buffer[], fua: boolean): Promise<void> {
+    const whole = data.length === 1 ? (data[0] as Buffer) : Buffer.concat(data);
+    await this.pieces(whole.length, async (at, length) => {
+      const reply = await this.forward(IoOp.Write, offset + at, length, fua, whole.subarray(at, at + length));
+      if (!isOk(reply)) throw this.failed('write', reply);
+    });
+  }
+
+  async flush(): Promise<void> {
+    const reply = await this.forward(IoOp.Flush, 0, 0, false);
+    if (!isOk(reply)) throw this.failed('flush', reply);
+  }
+
+  async trim(offset: number, lengthBytes: number, fua: boolean): Promise<void> {
+    const reply = await this.forward(IoOp.Trim, offset, lengthBytes, fua);
+    if (!isOk(reply)) throw this.failed('trim', reply);
+  }
+
+  async zero(offset: number, lengthBytes: number, options: ZeroOptions): Promise<void> {
+    if (options.fastZero) throw new VolumeError('ENOTSUP', 'zeroing is no faster than writing zeroes on this volume');
+    const reply = await this.forward(IoOp.Zero, offset, lengthBytes, options.fua);
+    if (!isOk(reply)) throw this.failed('zero', reply);
+  }
+
+  async cache(_offset: number, _lengthBytes: number): Promise<void> {}
+
+  async blockStatus(_offset: number, lengthBytes: number): Promise<Extent[]> {
+    return [{ lengthBytes, flags: 0 }];
+  }
+
+  async close(): Promise<void> {}
+
+  private async forward(op: IoOp, offset: number, length: number, fua: boolean, data: Buffer = EMPTY): Promise<Message> {
+    const link = this.owner();
+    if (!link) throw new VolumeError('EIO', `volume ${this.name}: its owner, node ${this.ownerName}, is not connected`);
+    try {
+      return await link.request({ type: MessageType.ForwardedIo, op, allocation: this.allocation, offset, length, fua, data });
+    } catch (error) {
+      throw new VolumeError('EIO', `volume ${this.name}: node ${this.ownerName}: ${(error as Error).message}`, { cause: error });
+    }
+  }
+
+  private failed(what: string, reply: Message): VolumeError {
+    return new VolumeError('EIO', `volume ${this.name}: ${what} on node ${this.ownerName} failed: ${describe(reply)}`);
+  }
+
+  private async pieces(lengthBytes: number, work: (at: number, length: number) => Promise<void>): Promise<void> {
+    if (lengthBytes <= MAX_IO_BYTES) return work(0, lengthBytes);
+    const jobs: Array<Promise<void>> = [];
+    for (let at = 0; at < lengthBytes; at += MAX_IO_BYTES) jobs.push(work(at, Math.min(MAX_IO_BYTES, lengthBytes - at)));
+    await Promise.all(jobs);
+  }
+}
+
+const EMPTY = Buffer.alloc(0);

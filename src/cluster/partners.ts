@@ -1,0 +1,103 @@
+// The partner links of one node: a listener for the nodes after it in the config and a connector,
+// with a reconnect loop, to each node before it. One link per pair: the node later in the config
+// always dials, so two nodes never race each other into two links.
+import type { Logger } from '../observe/index.js';
+import { connectPartner, HelloRefusedError, PartnerListener, type Identity, type PartnerLink, type RequestHandler } from '../partner/index.js';
+
+/** How long a connector waits before dialling a partner that was down or refused. */
+export const RECONNECT_INTERVAL_MS = 500;
+
+export interface PartnerAddress {
+  nodeId: number;
+  name: string;
+  host: string;
+  port: number;
+}
+
+export class Partners {
+  private readonly links = new Map<number, PartnerLink>();
+  private listener: PartnerListener | null = null;
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private stopped = false;
+  /** Told about every link that comes up and every one that goes down. */
+  onUp: (link: PartnerLink) => void = () => undefined;
+  onDown: (nodeId: number, reason: string) => void = () => undefined;
+
+  constructor(
+    private readonly local: Identity,
+    private readonly handler: RequestHandler,
+    private readonly logger: Logger,
+    readonly names: ReadonlyMap<number, string>,
+  ) {}
+
+  async listen(address: { host: string; port: number }): Promise<void> {
+    const listener = new PartnerListener(this.local, this.handler, this.logger);
+    listener.onLink = (link) => this.adopt(link);
+    await listener.listen(address);
+    this.listener = listener;
+  }
+
+  /** Dials `partner` now and whenever its link is down, until stop(). */
+  dial(partner: PartnerAddress): void {
+    const attempt = async (): Promise<void> => {
+      if (this.stopped || this.links.get(partner.nodeId)?.isOpen) return;
+      try {
+        const link = await connectPartner({ host: partner.host, port: partner.port }, this.local, this.handler, this.logger);
+        if (this.stopped) {
+          link.close('stopping');
+          return;
+        }
+        this.adopt(link, () => this.later(attempt));
+      } catch (error) {
+        // A refusal is a configuration problem worth a line each time; a partner that is down is not.
+        if (error instanceof HelloRefusedError) this.logger.error(error.message);
+        else this.logger.debug(`partner ${partner.name} (${partner.host}:${partner.port}) not reachable: ${(error as Error).message}`);
+        this.later(attempt);
+      }
+    };
+    void attempt();
+  }
+
+  link(nodeId: number): PartnerLink | null {
+    const link = this.links.get(nodeId);
+    return link?.isOpen ? link : null;
+  }
+
+  /** Open links, in node id order. */
+  live(): PartnerLink[] {
+    return [...this.links.entries()].sort(([a], [b]) => a - b).map(([, link]) => link).filter((link) => link.isOpen);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const timer of this.timers) clearTimeout(timer);
+    this.timers.clear();
+    for (const link of this.links.values()) link.close('node stopping');
+    await this.listener?.close();
+  }
+
+  private adopt(link: PartnerLink, afterClose?: () => void): void {
+    const nodeId = link.peer.nodeId;
+    this.links.set(nodeId, link);
+    const previous = link.onClose;
+    link.onClose = (reason) => {
+      previous(reason);
+      if (this.links.get(nodeId) === link) this.links.delete(nodeId);
+      if (!this.stopped) {
+        this.logger.warn(`partner ${this.names.get(nodeId) ?? nodeId} lost: ${reason}`);
+        this.onDown(nodeId, reason);
+        afterClose?.();
+      }
+    };
+    this.onUp(link);
+  }
+
+  private later(work: () => Promise<void>): void {
+    if (this.stopped) return;
+    const timer = setTimeout(() => {
+      this.timers.delete(timer);
+      void work();
+    }, RECONNECT_INTERVAL_MS);
+    this.timers.add(timer);
+  }
+}

@@ -1,0 +1,74 @@
+// The shared array as seen by a node that does not hold it open: page-in and destage travel as
+// forwarded I/O (NIL allocation = array offsets) to the node that does. At most one process has
+// the member files open, so superblocks, the write-intent bitmap and the checksum pages keep a
+// single writer (docs/architecture.md, "one array holder").
+import { IoOp, MessageType, NIL_ALLOCATION, Status, type Message, type PartnerLink } from '../partner/index.js';
+import type { PageStore } from '../memory/index.js';
+
+export class RemoteArrayError extends Error {
+  override name = 'RemoteArrayError';
+}
+
+export class RemoteArray implements PageStore {
+  /** Destage writes sent and not yet answered; flush waits for them and reports the first failure. */
+  private readonly pending = new Set<Promise<void>>();
+  private failure: Error | null = null;
+
+  constructor(private readonly holder: () => PartnerLink | null) {}
+
+  async readBlocks(offset: number, into: Buffer): Promise<void> {
+    const reply = await this.request(IoOp.Read, offset, into.length, Buffer.alloc(0));
+    if (reply.type !== MessageType.IoData || reply.data.length !== into.length) throw new RemoteArrayError(`array read at ${offset}: the holder answered ${describe(reply)}`);
+    reply.data.copy(into);
+  }
+
+  enqueueBlocks(offset: number, data: Buffer): void {
+    const write = this.request(IoOp.Write, offset, data.length, data)
+      .then((reply) => {
+        if (!isOk(reply)) throw new RemoteArrayError(`array write at ${offset}: the holder answered ${describe(reply)}`);
+      })
+      .catch((error: Error) => {
+        this.failure ??= error;
+      })
+      .finally(() => this.pending.delete(write));
+    this.pending.add(write);
+  }
+
+  /** Everything enqueued before the call is on the array and synced, by the holder's flush. */
+  async flush(): Promise<void> {
+    await Promise.all([...this.pending]);
+    const failure = this.failure;
+    this.failure = null;
+    if (failure) throw failure;
+    const reply = await this.request(IoOp.Flush, 0, 0, Buffer.alloc(0));
+    if (!isOk(reply)) throw new RemoteArrayError(`array flush: the holder answered ${describe(reply)}`);
+  }
+
+  private async request(op: IoOp, offset: number, length: number, data: Buffer): Promise<Message> {
+    const link = this.holder();
+    if (!link) throw new RemoteArrayError('no link to the node that holds the shared array');
+    return link.request({ type: MessageType.ForwardedIo, op, allocation: NIL_ALLOCATION, offset, length, fua: false, data });
+  }
+}
+
+export function isOk(reply: Message): boolean {
+  return reply.type === MessageType.CommandComplete && reply.status === Status.Ok;
+}
+
+const STATUS_NAMES: Record<number, string> = {
+  [Status.Ok]: 'ok',
+  [Status.NoSpace]: 'no space',
+  [Status.Locked]: 'locked',
+  [Status.UnknownAllocation]: 'unknown allocation',
+  [Status.NotResident]: 'not the holder',
+  [Status.StaleEpoch]: 'stale epoch',
+  [Status.NotPartner]: 'not a partner yet',
+  [Status.Invalid]: 'invalid request',
+  [Status.IoError]: 'I/O error',
+  [Status.ShuttingDown]: 'shutting down',
+};
+
+export function describe(reply: Message): string {
+  if (reply.type === MessageType.CommandComplete) return STATUS_NAMES[reply.status] ?? `status ${reply.status}`;
+  return `message type ${reply.type}`;
+}

@@ -1,0 +1,112 @@
+// The message response of one node (the patent's Fig. 10): applies what partners send to this
+// node's structures. Write page and page clean go to the mirror store; forwarded I/O goes to the
+// volume this node owns, or (NIL allocation) to the shared array if this node holds it open.
+// A request that fails is answered with command complete and a status; the link stays up, because
+// a failed disk read says nothing about the stream.
+import type { MirrorStore } from '../memory/index.js';
+import type { Logger } from '../observe/index.js';
+import { IoOp, MAX_IO_BYTES, MessageType, NIL_ALLOCATION, Status, type ForwardedIo, type Message } from '../partner/index.js';
+import { BLOCK_BYTES, type StorageStack } from '../storage/index.js';
+import type { Volume } from '../volume/index.js';
+
+export interface ResponderTargets {
+  mirror: MirrorStore;
+  /** The shared array, if this node holds it open. */
+  stack: StorageStack | null;
+  /** Volumes this node owns, by allocation GUID. */
+  owned: Map<string, Volume>;
+  ready: boolean;
+}
+
+export class Responder {
+  constructor(
+    private readonly targets: ResponderTargets,
+    private readonly logger: Logger,
+  ) {}
+
+  handle = (message: Message): Promise<Message | null> | Message | null => {
+    switch (message.type) {
+      case MessageType.WritePage:
+      case MessageType.PageClean:
+        return this.targets.mirror.handle(message);
+      case MessageType.ForwardedIo:
+        return this.forwarded(message);
+      case MessageType.Heartbeat:
+        return null;
+      default:
+        return complete(message, Status.Invalid);
+    }
+  };
+
+  private async forwarded(io: ForwardedIo): Promise<Message> {
+    if (io.op === IoOp.Probe) return complete(io, this.targets.stack ? Status.Ok : Status.NotResident);
+    if (!this.targets.ready) return complete(io, Status.NotPartner);
+    try {
+      if (io.allocation === NIL_ALLOCATION) return await this.onArray(io);
+      const volume = this.targets.owned.get(io.allocation);
+      if (!volume) return complete(io, Status.UnknownAllocation);
+      return await onVolume(io, volume);
+    } catch (error) {
+      this.logger.warn(`forwarded ${opName(io.op)} at ${io.offset} (+${io.length}) failed: ${(error as Error).message}`);
+      return complete(io, Status.IoError);
+    }
+  }
+
+  private async onArray(io: ForwardedIo): Promise<Message> {
+    const stack = this.targets.stack;
+    if (!stack) return complete(io, Status.NotResident);
+    if (io.op === IoOp.Flush) {
+      await stack.flush();
+      return complete(io, Status.Ok);
+    }
+    const aligned = io.offset % BLOCK_BYTES === 0 && io.length % BLOCK_BYTES === 0 && io.offset + io.length <= stack.sizeBytes;
+    if (!aligned) return complete(io, Status.Invalid);
+    if (io.op === IoOp.Read) {
+      const data = Buffer.allocUnsafe(io.length);
+      await stack.readBlocks(io.offset, data);
+      return { type: MessageType.IoData, requestId: io.requestId, data };
+    }
+    if (io.op === IoOp.Write) {
+      // A copy: the payload is a view of the link's receive buffer, and the destager keeps what it gets.
+      stack.enqueueBlocks(io.offset, Buffer.from(io.data));
+      return complete(io, Status.Ok);
+    }
+    return complete(io, Status.Invalid);
+  }
+}
+
+async function onVolume(io: ForwardedIo, volume: Volume): Promise<Message> {
+  const inRange = io.offset + io.length <= volume.sizeBytes;
+  if (!inRange) return complete(io, Status.Invalid);
+  switch (io.op) {
+    case IoOp.Read: {
+      if (io.length > MAX_IO_BYTES) return complete(io, Status.Invalid);
+      const data = Buffer.allocUnsafe(io.length);
+      await volume.read(io.offset, data);
+      return { type: MessageType.IoData, requestId: io.requestId, data };
+    }
+    case IoOp.Write:
+      await volume.write(io.offset, [io.data], io.fua);
+      break;
+    case IoOp.Flush:
+      await volume.flush();
+      break;
+    case IoOp.Trim:
+      await volume.trim(io.offset, io.length, io.fua);
+      break;
+    case IoOp.Zero:
+      await volume.zero(io.offset, io.length, { fua: io.fua, noHole: true, fastZero: false });
+      break;
+    default:
+      return complete(io, Status.Invalid);
+  }
+  return complete(io, Status.Ok);
+}
+
+function complete(request: Message, status: Status): Message {
+  return { type: MessageType.CommandComplete, requestId: request.requestId, requestType: request.type, status };
+}
+
+function opName(op: IoOp): string {
+  return ['probe', 'read', 'write', 'flush', 'zero', 'trim'][op] ?? `op ${op}`;
+}
