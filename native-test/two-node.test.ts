@@ -48,6 +48,26 @@ describe('native: two-node cluster on both paths', function () {
     }
   });
 
+  it('nbdinfo and qemu-io see the same export on both nodes: a pattern written through one reads back through the other', async function () {
+    requireTools(this, 'nbdinfo', 'qemu-io', 'qemu-img');
+    cluster = await startCluster([{ name: 'vol0', sizeBytes: 16 * MiB }, { name: 'vol1', sizeBytes: 16 * MiB }], { logLevel: 'warn' });
+    const a = cluster.node('a');
+    const b = cluster.node('b');
+    for (const volume of ['vol0', 'vol1']) {
+      const sizes = await Promise.all([a, b].map((node) => run('nbdinfo', ['--size', node.uri(volume)])));
+      expect(sizes.map((size) => size.stdout.trim())).to.deep.equal([String(16 * MiB), String(16 * MiB)]);
+      for (const [writer, reader, pattern] of [[a, b, '0x5a'], [b, a, '0xc3']] as const) {
+        const write = await run('qemu-io', ['-f', 'raw', '-c', `write -P ${pattern} 1M 3M`, '-c', `write -P ${pattern} 12345 777`, writer.uri(volume)]);
+        expect(write.code, write.stderr).to.equal(0);
+        const read = await run('qemu-io', ['-f', 'raw', '-c', `read -P ${pattern} 1M 3M`, '-c', `read -P ${pattern} 12345 777`, reader.uri(volume)]);
+        expect(read.code, read.stderr).to.equal(0);
+        expect(read.stdout, `${volume}: pattern ${pattern} back through the other node`).to.not.match(/Pattern verification failed/);
+      }
+      const compare = await run('qemu-img', ['compare', '-f', 'raw', '-F', 'raw', a.uri(volume), b.uri(volume)]);
+      expect(compare.code, `${volume}: qemu-img compare a vs b\n${compare.stdout}${compare.stderr}`).to.equal(0);
+    }
+  });
+
   it('fio writes through both nodes at once, then each node verifies what the other wrote (crc32c)', async function () {
     requireTools(this, 'fio');
     cluster = await startCluster([{ name: 'vol0', sizeBytes: 64 * MiB }, { name: 'vol1', sizeBytes: 64 * MiB }], { logLevel: 'warn' });

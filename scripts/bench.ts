@@ -1,9 +1,13 @@
 // Benchmark: the same fio jobs against ftvm and against nbdkit's file plugin over a file of the
-// same size, in one run, interleaved job by job so both see the same machine state. ftvm serves the
-// volume from raid5 over three files, write-through (every write on the array and synced before it
-// is acknowledged); nbdkit's file plugin acknowledges from the page cache. Then one RAID member is
-// failed through the control socket and the jobs run again degraded. Prints IOPS, MB/s and the
-// ftvm/nbdkit ratio. Usage: scripts/bench [--seconds 5] [--size 1GiB] [--markdown] [--no-degraded]
+// same size, in one run, interleaved job by job so both see the same machine state. nbdkit's file
+// plugin is unmirrored and acknowledges from the page cache. ftvm runs as:
+//   mirrored    the two-node cluster (processes a and b, raid5 over three files): fio through the
+//               owner a, each write acknowledged once node b holds it
+//   forwarded   the same cluster, fio through node b, which forwards every request to the owner
+//   single      one node, no partner: write-through (on the array and synced before the ack)
+//   degraded    single, with one RAID member failed through the control socket
+// Prints IOPS, MB/s and the ftvm/nbdkit ratio.
+// Usage: scripts/bench [--seconds 5] [--size 1GiB] [--markdown] [--modes mirrored,forwarded,single,degraded]
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -12,7 +16,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { parseSize } from '../src/config/index.js';
 import { requestControl } from '../src/cluster/index.js';
-import { freePort, launch, makeTempDirectory, writeSingleNodeConfig } from '../test/support/ftvm-process.js';
+import { freePort, launch, makeTempDirectory, startCluster, writeSingleNodeConfig } from '../test/support/ftvm-process.js';
 
 const run = promisify(execFile);
 
@@ -93,31 +97,55 @@ async function main(): Promise<void> {
     .option('seconds', { type: 'number', default: 5, describe: 'fio runtime per job and server' })
     .option('size', { type: 'string', default: '1GiB', describe: 'file size for each server' })
     .option('markdown', { type: 'boolean', default: false, describe: 'print a markdown table' })
-    .option('degraded', { type: 'boolean', default: true, describe: 'also run with one RAID member failed' })
+    .option('modes', { type: 'string', default: 'mirrored,forwarded,single,degraded', describe: 'which ftvm set-ups to run (comma-separated)' })
+    .option('memory', { type: 'string', default: '256MiB', describe: 'frame pool per node in the cluster modes' })
+    .option('page-size', { type: 'string', describe: 'memory manager page size in the cluster modes (default: the config default)' })
     .strict()
     .parseAsync();
   const sizeBytes = parseSize(args.size);
   if (typeof sizeBytes === 'string') throw new Error(`--size: ${sizeBytes}`);
+  const memoryBytes = parseSize(args.memory);
+  if (typeof memoryBytes === 'string') throw new Error(`--memory: ${memoryBytes}`);
+  const modes = new Set(args.modes.split(',').map((mode) => mode.trim()));
   const directory = await makeTempDirectory('ftvm-bench-');
   const nbdkitFile = path.join(directory, 'nbdkit.img');
-  const port = await freePort();
-  const configFile = await writeSingleNodeConfig(directory, [{ name: 'vol0', sizeBytes }], { host: '127.0.0.1', port });
   await fs.writeFile(nbdkitFile, '');
   await prefill(nbdkitFile, sizeBytes);
-  const ftvm = await launch(configFile, 'a', { host: '127.0.0.1', port, directory, logLevel: 'warn' });
   const nbdkit = await startNbdkit(nbdkitFile);
   const rows: Array<[string, Result, Result]> = [];
+  // Fill through NBD, so reads hit written data on the array, as they do for nbdkit.
+  const fill = (uri: string): Promise<unknown> => fio(uri, { name: 'fill', rw: 'write', bs: '1M', iodepth: 8 }, 0, sizeBytes).catch(() => undefined);
   try {
-    // Fill the ftvm volume through NBD, so reads hit written data on the array, as they do for nbdkit.
-    await fio(ftvm.uri('vol0'), { name: 'fill', rw: 'write', bs: '1M', iodepth: 8 }, 0, sizeBytes).catch(() => undefined);
-    await runJobs(rows, '', nbdkit.uri, ftvm.uri('vol0'), args.seconds, sizeBytes);
-    if (args.degraded) {
-      const result = await requestControl(path.join(directory, 'a.control'), { op: 'fail', member: 1 });
-      if (!result.ok) throw new Error(`could not fail a member: ${result.error}`);
-      await runJobs(rows, ' (raid5 degraded)', nbdkit.uri, ftvm.uri('vol0'), args.seconds, sizeBytes);
+    if (modes.has('mirrored') || modes.has('forwarded')) {
+      const pageBytes = args['page-size'] === undefined ? undefined : parseSize(args['page-size']);
+      if (typeof pageBytes === 'string') throw new Error(`--page-size: ${pageBytes}`);
+      const cluster = await startCluster([{ name: 'vol0', sizeBytes }], { memoryBytes, pageBytes, logLevel: 'warn' });
+      try {
+        await fill(cluster.node('a').uri('vol0'));
+        if (modes.has('mirrored')) await runJobs(rows, ' (2 nodes, via owner)', nbdkit.uri, cluster.node('a').uri('vol0'), args.seconds, sizeBytes);
+        if (modes.has('forwarded')) await runJobs(rows, ' (2 nodes, via partner)', nbdkit.uri, cluster.node('b').uri('vol0'), args.seconds, sizeBytes);
+      } finally {
+        await cluster.stop();
+        await fs.rm(cluster.directory, { recursive: true, force: true });
+      }
+    }
+    if (modes.has('single') || modes.has('degraded')) {
+      const port = await freePort();
+      const configFile = await writeSingleNodeConfig(directory, [{ name: 'vol0', sizeBytes }], { host: '127.0.0.1', port });
+      const ftvm = await launch(configFile, 'a', { host: '127.0.0.1', port, directory, logLevel: 'warn' });
+      try {
+        await fill(ftvm.uri('vol0'));
+        if (modes.has('single')) await runJobs(rows, ' (1 node, write-through)', nbdkit.uri, ftvm.uri('vol0'), args.seconds, sizeBytes);
+        if (modes.has('degraded')) {
+          const result = await requestControl(path.join(directory, 'a.control'), { op: 'fail', member: 1 });
+          if (!result.ok) throw new Error(`could not fail a member: ${result.error}`);
+          await runJobs(rows, ' (1 node, raid5 degraded)', nbdkit.uri, ftvm.uri('vol0'), args.seconds, sizeBytes);
+        }
+      } finally {
+        await ftvm.stop();
+      }
     }
   } finally {
-    await ftvm.stop();
     nbdkit.child.kill('SIGTERM');
     await fs.rm(directory, { recursive: true, force: true });
   }

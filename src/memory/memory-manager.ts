@@ -52,6 +52,13 @@ export interface AllocationSpec {
   pageBytes: number;
 }
 
+/** Bytes of pages handed to the storage stack per destage batch (one sync each). */
+const DESTAGE_BATCH_BYTES = 8 * 1024 * 1024;
+
+function batchPageBytes(queue: ReadonlyArray<{ allocation: { pageBytes: number } }>): number {
+  return queue[0]?.allocation.pageBytes ?? 4096;
+}
+
 export interface MemoryManagerOptions {
   highWatermarkPages: number;
   lowWatermarkPages: number;
@@ -89,8 +96,13 @@ interface Allocation extends AllocationSpec {
 
 export class MemoryManager {
   private readonly allocations = new Map<string, Allocation>();
-  /** LRU order of resident pages: the first entries are replaced first (if clean and unlocked). */
+  /**
+   * The replacement queue: resident pages not waiting for destage, least recently used first.
+   * Dirty pages leave it while they wait and come back once clean, so finding a victim never walks
+   * past thousands of dirty pages (which made a full pool quadratic).
+   */
   private readonly lru = new Map<Page, { allocation: Allocation; virtualPage: number }>();
+  private resident = 0;
   private readonly destageQueue: Array<{ allocation: Allocation; virtualPage: number; page: Page }> = [];
   /** Requests waiting for a free frame (the paging queue). */
   private frameWaiters: Array<() => void> = [];
@@ -115,7 +127,7 @@ export class MemoryManager {
   }
 
   get residentPages(): number {
-    return this.lru.size;
+    return this.resident;
   }
 
   /**
@@ -199,6 +211,7 @@ export class MemoryManager {
   private queueDestage(allocation: Allocation, virtualPage: number, page: Page): void {
     if (page.queuedForDestage) return;
     page.queuedForDestage = true;
+    this.lru.delete(page);
     this.destageQueue.push({ allocation, virtualPage, page });
   }
 
@@ -214,7 +227,9 @@ export class MemoryManager {
     if (this.destaging) return this.destaging;
     this.destaging = (async () => {
       while (this.destageQueue.length > goal) {
-        const batch = this.destageQueue.splice(0, this.destageQueue.length - goal);
+        // Bounded batches: the copy into the storage stack is synchronous, and one pass over a
+        // deep queue would hold the event loop (and every acknowledgement) for tens of milliseconds.
+        const batch = this.destageQueue.splice(0, Math.min(this.destageQueue.length - goal, Math.max(1, Math.floor(DESTAGE_BATCH_BYTES / batchPageBytes(this.destageQueue)))));
         const versions = batch.map(({ allocation, virtualPage, page }) => {
           page.queuedForDestage = false;
           // A copy: the frame may be written again while this version travels to the disks.
@@ -234,6 +249,7 @@ export class MemoryManager {
           const version = versions[i] as number;
           page.cleanVersion = Math.max(page.cleanVersion, version);
           if (page.version === version) page.mirrored = false;
+          if (!page.queuedForDestage && allocation.pages.get(virtualPage) === page) this.lru.set(page, { allocation, virtualPage });
           this.replicator.pageClean(allocation.guid, virtualPage, version);
         });
         this.wakeFrameWaiters();
@@ -302,6 +318,7 @@ export class MemoryManager {
       };
       allocation.pages.set(virtualPage, page);
       this.lru.set(page, { allocation, virtualPage });
+      this.resident++;
       if (page.unfilled) return page;
       page.loading = this.store.readBlocks(allocation.arrayOffset + virtualPage * allocation.pageBytes, page.data).finally(() => {
         page.loading = null;
@@ -320,6 +337,7 @@ export class MemoryManager {
   private drop(allocation: Allocation, virtualPage: number, page: Page): void {
     allocation.pages.delete(virtualPage);
     this.lru.delete(page);
+    this.resident--;
     this.pool.free(page.frame);
     const waiters = page.waiters;
     page.waiters = [];
@@ -333,6 +351,7 @@ export class MemoryManager {
       const clean = page.cleanVersion === page.version && !page.queuedForDestage;
       if (!clean || page.readers > 0 || page.writer || page.loading || page.waiters.length > 0) continue;
       this.lru.delete(page);
+      this.resident--;
       where.allocation.pages.delete(where.virtualPage);
       this.pool.free(page.frame);
       const frame = this.pool.allocate(bytes);
@@ -342,6 +361,7 @@ export class MemoryManager {
   }
 
   private touch(allocation: Allocation, virtualPage: number, page: Page): void {
+    if (page.queuedForDestage) return;
     this.lru.delete(page);
     this.lru.set(page, { allocation, virtualPage });
   }

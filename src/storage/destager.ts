@@ -11,6 +11,9 @@
 // a stream of small writes pays for a sync per batch, not per write (group commit).
 import { BLOCK_BYTES } from './layout.js';
 
+
+/** RAID writes one destage batch keeps in flight. */
+const WRITES_IN_FLIGHT = 16;
 export interface DestageTarget {
   write(offset: number, data: Buffer): Promise<void>;
   sync(): Promise<void>;
@@ -148,7 +151,17 @@ export class Destager {
       data: run.entries.length === 1 ? (run.entries[0] as Dirty).data : Buffer.concat(run.entries.map((entry) => entry.data)),
       run,
     }));
-    await Promise.all(writes.map((write) => this.target.write(write.offset, write.data)));
+    // A bounded number of runs in flight: a batch of scattered blocks is thousands of RAID
+    // read-modify-writes, and starting them all at once floods the threadpool and the event loop
+    // with their completions, stalling every acknowledgement behind them.
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < writes.length) {
+        const write = writes[next++] as (typeof writes)[number];
+        await this.target.write(write.offset, write.data);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(WRITES_IN_FLIGHT, writes.length) }, worker));
     await this.target.sync();
     for (const write of writes) {
       write.run.entries.forEach((entry, i) => {
