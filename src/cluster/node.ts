@@ -116,6 +116,8 @@ export class ClusterNode {
       control.cluster = () => started.status();
       control.mirrorPages = () => started.mirrorPages();
       partners.onUp = (link) => {
+        manager?.partnerJoined();
+        started.partnerJoined(link.peer.nodeId);
         replicator.add(link);
         started.modeChanged();
       };
@@ -229,9 +231,29 @@ export class ClusterNode {
   private modeChanged(): void {
     const mode = this.partners.live().length > 0 ? 'mirrored' : 'write-through';
     if (mode === this.mode) return;
+    const wasMirrored = this.mode === 'mirrored';
     this.mode = mode;
-    if (mode === 'mirrored') this.logger.info('a partner is live: writes are acknowledged once mirrored (write-back)');
-    else this.logger.warn('no live partner: writes are acknowledged once on the disks (write-through)');
+    if (mode === 'mirrored') {
+      this.logger.info('a partner is live: writes are acknowledged once mirrored (write-back)');
+      return;
+    }
+    this.logger.warn('no live partner: writes are acknowledged once on the disks (write-through)');
+    if (wasMirrored) this.manager.partnerLost();
+  }
+
+  /**
+   * A partner's link is up (again): mirrors this node still holds of that partner's pages are stale
+   * (it flushed them when it lost us and resends whole pages), so they go: to the disks if this node
+   * holds the array (harmless, and safe if that partner's flush did not finish), else dropped.
+   */
+  private partnerJoined(peer: number): void {
+    const name = this.config.nodes[peer]?.name;
+    for (const allocation of this.record.allocations) {
+      if (this.config.volumes.find((volume) => volume.name === allocation.name)?.owner !== name) continue;
+      for (const page of this.mirror.takeAllocation(allocation.guid)) {
+        this.stack?.enqueueBlocks(allocation.arrayOffset + page.virtualPage * page.data.length, page.data);
+      }
+    }
   }
 
   /** A partner is gone: its mirrored pages must reach the disks (only the holder can put them there). */

@@ -173,6 +173,26 @@ export class MemoryManager {
     }
   }
 
+  /**
+   * A partner joined (or came back): it holds none of our pages, or stale ones, so the next change
+   * of every page sends the whole page again before it counts as mirrored.
+   */
+  partnerJoined(): void {
+    for (const allocation of this.allocations.values()) for (const page of allocation.pages.values()) page.mirrored = false;
+  }
+
+  /**
+   * A partner's link closed. With none left, pages acknowledged while mirrored live in this node's
+   * memory only: they go to the disks now, not at the next watermark (found by the simulator, seed
+   * 108 --strict). flush(), not destage(0): a pass already running keeps its higher goal.
+   */
+  partnerLost(): void {
+    if (this.replicator.livePartners() > 0) return;
+    this.flush().catch((error: Error) => {
+      this.destageFailure = error;
+    });
+  }
+
   /** Everything modified so far is on the disks (NBD FLUSH); rejects if the disks refuse it. */
   async flush(): Promise<void> {
     while (this.destageQueue.length > 0 || this.destaging) await this.destage(0);
@@ -206,6 +226,9 @@ export class MemoryManager {
     this.store.enqueueBlocks(allocation.arrayOffset + virtualPage * allocation.pageBytes, Buffer.from(page.data));
     await this.store.flush();
     if (page.version === version) page.cleanVersion = version;
+    // Partners that did take this version (some may have, before another failed) may drop it now;
+    // without this a partner kept such a page for good (found by the simulator, seed 2 --strict).
+    this.replicator.pageClean(allocation.guid, virtualPage, version);
   }
 
   private queueDestage(allocation: Allocation, virtualPage: number, page: Page): void {

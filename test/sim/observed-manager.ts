@@ -1,0 +1,96 @@
+// The real memory manager, watched through its pointer API: every pointer it hands out is entered in
+// a lock table, so a page write-locked twice, or read while write-locked, is caught the moment the
+// second pointer is granted; every released modification is matched to the client write it belongs
+// to, which gives the model the order in which writes were applied to each page.
+//
+// A pointer counts as held until its release resolves, since the manager keeps the lock while the
+// change travels to the partners (the frame must not change under a frame not yet sent).
+import { MemoryManager, type PagePointer } from '../../src/memory/index.js';
+import type { VolumeModel } from './model.js';
+
+interface Holders {
+  readers: number;
+  writers: number;
+}
+
+/** The manager's own page table, read without touching the LRU order: there is no public peek. */
+interface ManagerInternals {
+  allocations: Map<string, { pages: Map<number, InternalPage> }>;
+}
+
+interface InternalPage {
+  data: Buffer;
+  loading: unknown;
+  unfilled: boolean;
+  version: number;
+  cleanVersion: number;
+  queuedForDestage: boolean;
+}
+
+export class ObservedMemoryManager extends MemoryManager {
+  private readonly holders = new Map<number, Holders>();
+  model: VolumeModel | null = null;
+  onViolation: (message: string) => void = () => undefined;
+
+  override async obtainReadPointer(guid: string, virtualPage: number): Promise<PagePointer> {
+    const pointer = await super.obtainReadPointer(guid, virtualPage);
+    const holders = this.holdersOf(virtualPage);
+    if (holders.writers > 0) this.onViolation(`page ${virtualPage}: read pointer granted while it is write-locked`);
+    holders.readers++;
+    return pointer;
+  }
+
+  override async obtainWritePointer(guid: string, virtualPage: number, pageIn = true): Promise<PagePointer> {
+    const pointer = await super.obtainWritePointer(guid, virtualPage, pageIn);
+    const holders = this.holdersOf(virtualPage);
+    if (holders.writers > 0) this.onViolation(`page ${virtualPage}: write pointer granted while another write pointer holds it`);
+    if (holders.readers > 0) this.onViolation(`page ${virtualPage}: write pointer granted while ${holders.readers} read pointer(s) hold it`);
+    holders.writers++;
+    return pointer;
+  }
+
+  override async releasePointer(pointer: PagePointer, modified?: { offset: number; length: number }): Promise<void> {
+    // Synchronously, before the manager can pass the lock on: the frame holds exactly this write now.
+    if (pointer.mode === 'write' && modified && modified.length > 0 && this.model) {
+      const bytes = pointer.data.subarray(modified.offset, modified.offset + modified.length);
+      if (!this.model.applied(pointer.virtualPage, modified.offset, bytes)) {
+        this.onViolation(`page ${pointer.virtualPage}: released a change of ${modified.length} bytes at ${modified.offset} that no client wrote`);
+      }
+    }
+    try {
+      await super.releasePointer(pointer, modified);
+    } finally {
+      const holders = this.holdersOf(pointer.virtualPage);
+      if (pointer.mode === 'write') holders.writers--;
+      else holders.readers--;
+    }
+  }
+
+  /** The resident bytes of a page, or null when it is not resident (or not yet filled). */
+  residentBytes(guid: string, virtualPage: number): Buffer | null {
+    const page = this.internalPage(guid, virtualPage);
+    if (!page || page.loading || page.unfilled) return null;
+    return page.data;
+  }
+
+  /** Resident with a version not yet on the disks. */
+  isDirty(guid: string, virtualPage: number): boolean {
+    const page = this.internalPage(guid, virtualPage);
+    return page !== undefined && (page.version !== page.cleanVersion || page.queuedForDestage);
+  }
+
+  private internalPage(guid: string, virtualPage: number): InternalPage | undefined {
+    const allocations = (this as unknown as ManagerInternals).allocations;
+    if (!(allocations instanceof Map)) throw new Error('MemoryManager no longer keeps `allocations`: update ObservedMemoryManager');
+    return allocations.get(guid)?.pages.get(virtualPage);
+  }
+
+  private holdersOf(virtualPage: number): Holders {
+    let holders = this.holders.get(virtualPage);
+    if (!holders) {
+      holders = { readers: 0, writers: 0 };
+      this.holders.set(virtualPage, holders);
+    }
+    return holders;
+  }
+}
