@@ -68,11 +68,11 @@ export class ClusterNode {
     const names = new Map(config.nodes.map((entry, index) => [index, entry.name]));
     const pool = new FramePool(config.memory);
     let manager: MemoryManager | null = null;
-    const mirror = new MirrorStore(pool, (bytes) => manager?.reclaim(bytes) ?? null);
+    const mirror = new MirrorStore(pool, (bytes) => manager?.reclaim(bytes) ?? null, () => manager?.reclaimableBytes ?? 0);
     const targets: ResponderTargets = { mirror, stack: null, owned: new Map<string, Volume>(), ready: false };
     const responder = new Responder(targets, logger);
     const partners = new Partners({ clusterId: clusterUuid(config.cluster), nodeId, epoch: 0 }, responder.handle, logger, names);
-    const replicator = new LinkReplicator();
+    const replicator = new LinkReplicator(nodeId, logger);
     partners.onUp = (link) => replicator.add(link);
     const exports = new Exports();
     const server = new NbdServer(exports, logger);
@@ -287,7 +287,12 @@ export class ClusterNode {
   async stop(): Promise<void> {
     await this.control.close();
     await this.server.close();
-    await this.manager.flush().catch((error: Error) => this.logger.error(`destage at stop failed: ${error.message}`));
+    // Fig. 9 for each owned allocation: on the disks, frames freed, partners' structures dismantled.
+    for (const volume of this.config.volumes) {
+      if (volume.owner !== this.config.nodes[this.nodeId]?.name) continue;
+      const guid = this.record.allocations.find((allocation) => allocation.name === volume.name)?.guid as string;
+      await this.manager.releaseAllocation(guid).catch((error: Error) => this.logger.error(`releasing ${volume.name} at stop failed: ${error.message}`));
+    }
     await this.partners.stop();
     if (this.stack) {
       // Partners' acknowledged writes this node mirrors go to the disks before the array closes.

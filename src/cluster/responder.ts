@@ -1,6 +1,7 @@
 // The message response of one node (the patent's Fig. 10): applies what partners send to this
-// node's structures. Write page and page clean go to the mirror store; forwarded I/O goes to the
-// volume this node owns, or (NIL allocation) to the shared array if this node holds it open.
+// node's structures. Space request, allocate / release memory, write page and page clean go to
+// the mirror store; forwarded I/O goes to the volume this node owns, or (NIL allocation) to the
+// shared array if this node holds it open.
 // A request that fails is answered with command complete and a status; the link stays up, because
 // a failed disk read says nothing about the stream.
 import type { MirrorStore } from '../memory/index.js';
@@ -26,6 +27,9 @@ export class Responder {
 
   handle = (message: Message): Promise<Message | null> | Message | null => {
     switch (message.type) {
+      case MessageType.SpaceRequest:
+      case MessageType.AllocateMemory:
+      case MessageType.ReleaseMemory:
       case MessageType.WritePage:
       case MessageType.PageClean:
         return this.targets.mirror.handle(message);

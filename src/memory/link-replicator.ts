@@ -2,13 +2,57 @@
 // command complete. A partner that fails to apply (no space, link lost) makes the write fall back to
 // write-through, so nothing is acknowledged that lives in one node's memory only.
 import { LinkClosedError, MessageType, Status, type PartnerLink } from '../partner/index.js';
-import type { PageWrite, Replicator } from './memory-manager.js';
+import type { Logger } from '../observe/index.js';
+import type { AllocationSpec, PageWrite, Replicator } from './memory-manager.js';
 
 export class LinkReplicator implements Replicator {
   private readonly links = new Set<PartnerLink>();
+  private readonly allocations = new Map<string, AllocationSpec>();
 
+  /** `ownerNodeId` is this node's id: the lock master of the allocations it announces. */
+  constructor(
+    private readonly ownerNodeId = 0,
+    private readonly logger: Logger | null = null,
+  ) {}
+
+  /** A partner joins: it learns every allocation first; the link keeps order, so that precedes any page. */
   add(link: PartnerLink): void {
     this.links.add(link);
+    for (const spec of this.allocations.values()) this.announce(link, spec);
+  }
+
+  allocateMemory(spec: AllocationSpec): void {
+    this.allocations.set(spec.guid, spec);
+    for (const link of this.links) if (link.isOpen) this.announce(link, spec);
+  }
+
+  releaseMemory(guid: string): void {
+    this.allocations.delete(guid);
+    for (const link of this.links) {
+      if (!link.isOpen) continue;
+      link.request({ type: MessageType.ReleaseMemory, allocation: guid }).catch(() => undefined);
+    }
+  }
+
+  /**
+   * Fig. 5 on one partner: space request, then allocate memory. Room is not reserved (pages are
+   * mirrored on demand); a partner short of room is reported, and its write pages are later
+   * refused with no space, which makes those writes go write-through.
+   */
+  private announce(link: PartnerLink, spec: AllocationSpec): void {
+    const space = link.request({ type: MessageType.SpaceRequest, bytesWanted: spec.pageBytes });
+    const created = link.request({ type: MessageType.AllocateMemory, allocation: spec.guid, sizeBytes: spec.sizeBytes, pageBytes: spec.pageBytes, ownerNodeId: this.ownerNodeId });
+    Promise.all([space, created]).then(
+      ([status, reply]) => {
+        if (status.type === MessageType.SpaceStatus && status.freeBytes + status.reclaimableBytes < spec.pageBytes) {
+          this.logger?.warn(`partner ${link.peer.nodeId} has no room for a page of allocation ${spec.guid}: its writes go write-through until it has`);
+        }
+        if (reply.type !== MessageType.CommandComplete || reply.status !== Status.Ok) {
+          this.logger?.error(`partner ${link.peer.nodeId} refused allocation ${spec.guid} (status ${reply.type === MessageType.CommandComplete ? reply.status : reply.type}): its writes go write-through`);
+        }
+      },
+      () => undefined,
+    );
   }
 
   livePartners(): number {

@@ -43,6 +43,10 @@ export interface Replicator {
    */
   writePage(write: PageWrite): Promise<boolean>;
   pageClean(allocation: string, virtualPage: number, version: number): void;
+  /** Fig. 5: the allocation's structures on every partner, before any of its pages travel. */
+  allocateMemory?(spec: AllocationSpec): void;
+  /** Fig. 9: dismantle them. */
+  releaseMemory?(guid: string): void;
 }
 
 export interface AllocationSpec {
@@ -103,6 +107,7 @@ export class MemoryManager {
    */
   private readonly lru = new Map<Page, { allocation: Allocation; virtualPage: number }>();
   private resident = 0;
+  private versionClock = 0;
   private readonly destageQueue: Array<{ allocation: Allocation; virtualPage: number; page: Page }> = [];
   /** Requests waiting for a free frame (the paging queue). */
   private frameWaiters: Array<() => void> = [];
@@ -120,6 +125,30 @@ export class MemoryManager {
     if (this.allocations.has(spec.guid)) throw new Error(`allocation ${spec.guid} exists`);
     if (spec.sizeBytes % spec.pageBytes !== 0) throw new Error(`allocation ${spec.guid}: size is not a whole number of pages`);
     this.allocations.set(spec.guid, { ...spec, pages: new Map() });
+    this.replicator.allocateMemory?.(spec);
+  }
+
+  /**
+   * Fig. 9: everything of the allocation to the disks, its frames back to the pool, and its
+   * structures dismantled on every partner. Callers stop using it first.
+   */
+  async releaseAllocation(guid: string): Promise<void> {
+    const allocation = this.allocations.get(guid);
+    if (!allocation) throw new Error(`unknown allocation ${guid}`);
+    await this.flush();
+    for (const [virtualPage, page] of allocation.pages) {
+      if (page.readers > 0 || page.writer || page.loading) throw new Error(`allocation ${guid}: page ${virtualPage} is still in use`);
+    }
+    for (const [virtualPage, page] of [...allocation.pages]) this.drop(allocation, virtualPage, page);
+    this.allocations.delete(guid);
+    this.replicator.releaseMemory?.(guid);
+  }
+
+  /** Bytes the replacement queue could free now (a partner's space request asks). */
+  get reclaimableBytes(): number {
+    let bytes = 0;
+    for (const [page, where] of this.lru) if (page.readers === 0 && !page.writer && page.cleanVersion === page.version) bytes += where.allocation.pageBytes;
+    return bytes;
   }
 
   get dirtyPages(): number {
@@ -200,7 +229,10 @@ export class MemoryManager {
   }
 
   private async modified(allocation: Allocation, virtualPage: number, page: Page, range: { offset: number; length: number }): Promise<void> {
-    page.version++;
+    // From one clock for all pages, not counted per page: a page that is replaced and paged in
+    // again must not reuse the versions of its earlier life, or a late page clean for the old one
+    // would free a partner's mirror of a newer write (simulator, seed 9801).
+    page.version = ++this.versionClock;
     const version = page.version;
     if (this.replicator.livePartners() > 0) {
       const whole = !page.mirrored;

@@ -12,6 +12,8 @@ interface MirrorPage {
 
 export class MirrorStore {
   private readonly pages = new Map<string, Map<number, MirrorPage>>();
+  /** Allocations partners created here (allocate memory); write page for any other is refused. */
+  private readonly shapes = new Map<string, { sizeBytes: number; pageBytes: number; ownerNodeId: number }>();
 
   /**
    * `reclaim` frees a frame of this node's own clean pages when the pool is full, so a partner's
@@ -20,16 +22,49 @@ export class MirrorStore {
   constructor(
     private readonly pool: FramePool,
     private readonly reclaim: (bytes: number) => number | null = () => null,
+    private readonly reclaimable: () => number = () => 0,
   ) {}
 
-  /** Applies write page and page clean; answers write page with command complete. */
+  /**
+   * Applies the messages a partner's memory manager sends about its allocations: space request
+   * (Fig. 5: how much room is here), allocate memory / release memory (Figs. 5, 9: create or
+   * dismantle the allocation's structures), write page (Fig. 8), page clean (after destage).
+   */
   handle(message: Message): Message | null {
-    if (message.type === MessageType.WritePage) {
-      const status = this.writePage(message.allocation, message.virtualPage, message.version, message.pageBytes, message.offset, message.zeroFill ? null : message.data, message.length);
-      return { type: MessageType.CommandComplete, requestId: message.requestId, requestType: MessageType.WritePage, status };
+    switch (message.type) {
+      case MessageType.SpaceRequest:
+        return { type: MessageType.SpaceStatus, requestId: message.requestId, freeBytes: this.pool.freeBytes, reclaimableBytes: this.reclaimable() };
+      case MessageType.AllocateMemory:
+        return this.complete(message, this.allocate(message.allocation, message.sizeBytes, message.pageBytes, message.ownerNodeId));
+      case MessageType.ReleaseMemory:
+        this.release(message.allocation);
+        return this.complete(message, Status.Ok);
+      case MessageType.WritePage:
+        return this.complete(message, this.writePage(message.allocation, message.virtualPage, message.version, message.pageBytes, message.offset, message.zeroFill ? null : message.data, message.length));
+      case MessageType.PageClean:
+        this.pageClean(message.allocation, message.virtualPage, message.version);
+        return null;
+      default:
+        return null;
     }
-    if (message.type === MessageType.PageClean) this.pageClean(message.allocation, message.virtualPage, message.version);
-    return null;
+  }
+
+  private complete(request: Message, status: Status): Message {
+    return { type: MessageType.CommandComplete, requestId: request.requestId, requestType: request.type, status };
+  }
+
+  /** Same allocation again (a partner reconnecting) is fine; the same id with another shape is not. */
+  private allocate(allocation: string, sizeBytes: number, pageBytes: number, ownerNodeId: number): Status {
+    const known = this.shapes.get(allocation);
+    if (known) return known.sizeBytes === sizeBytes && known.pageBytes === pageBytes ? Status.Ok : Status.Invalid;
+    if (sizeBytes % pageBytes !== 0) return Status.Invalid;
+    this.shapes.set(allocation, { sizeBytes, pageBytes, ownerNodeId });
+    return Status.Ok;
+  }
+
+  private release(allocation: string): void {
+    this.takeAllocation(allocation);
+    this.shapes.delete(allocation);
   }
 
   /** The mirrored pages of an allocation: page → {version, data}; data are views of the pool. */
@@ -61,6 +96,9 @@ export class MirrorStore {
   }
 
   private writePage(allocation: string, virtualPage: number, version: number, pageBytes: number, offset: number, data: Buffer | null, length: number): Status {
+    const shape = this.shapes.get(allocation);
+    if (!shape) return Status.UnknownAllocation;
+    if (pageBytes !== shape.pageBytes || virtualPage >= shape.sizeBytes / shape.pageBytes) return Status.Invalid;
     let pages = this.pages.get(allocation);
     if (!pages) {
       pages = new Map();

@@ -132,6 +132,45 @@ describe('two-node cluster (real processes)', function () {
     expect(firstDifference(disks, model), 'the disks alone lack something (else this test proves nothing)').to.not.equal(-1);
   });
 
+  it('three nodes: every node serves every volume, and a write acknowledged by the owner is in both partners\' memory', async () => {
+    cluster = await startCluster(
+      [{ name: 'vol0', sizeBytes: SIZE }, { name: 'vol1', sizeBytes: SIZE }, { name: 'vol2', sizeBytes: SIZE }],
+      { nodes: ['a', 'b', 'c'], pageBytes: PAGE, logLevel: 'warn' },
+    );
+    const random = seededRandom(SEED + 2);
+    const names = ['a', 'b', 'c'];
+    for (const [index, volume] of ['vol0', 'vol1', 'vol2'].entries()) {
+      const writer = names[(index + 2) % 3] as string;
+      const reader = names[(index + 1) % 3] as string;
+      const writes = Array.from({ length: 16 }, (_, lane) => {
+        const length = 1 + randomInt(random, 100_000);
+        return { offset: lane * (SIZE / 16) + randomInt(random, SIZE / 16 - length), data: randomBytes(random, length) };
+      });
+      const into = await attach(cluster.node(writer), volume);
+      await writeAll(into, writes);
+      into.socket.destroy();
+      const from = await attach(cluster.node(reader), volume);
+      for (const write of writes) expect(firstDifference(await readRange(from, write.offset, write.data.length), write.data), `${volume} via ${writer} → ${reader}`).to.equal(-1);
+      from.socket.destroy();
+    }
+    // The owner of vol0 writes pages fresh; both partners must hold them at the acknowledgement.
+    const client = await attach(cluster.node('a'), 'vol0');
+    const page = randomBytes(random, PAGE);
+    await writeAll(client, [{ offset: 5 * PAGE, data: page }]);
+    for (const partner of ['b', 'c']) {
+      const dump = path.join(cluster.directory, `mirror-${partner}.dump`);
+      const result = await requestControl(path.join(cluster.directory, `${partner}.control`), { op: 'mirror-dump', path: dump });
+      expect(result.ok, result.error).to.equal(true);
+      const held = (await readMirrorDump(dump)).get('vol0')?.get(5);
+      // Either still mirrored, or already destaged (then the disks have it): never neither.
+      if (held) expect(held.data.equals(page), `node ${partner}'s mirror of page 5`).to.equal(true);
+      else expect((await (await ArrayReader.fromConfig(cluster.configFile)).readVolume('vol0', 5 * PAGE, PAGE)).equals(page)).to.equal(true);
+    }
+    const status = await requestControl(path.join(cluster.directory, 'c.control'), { op: 'cluster' });
+    expect(status.cluster?.partners).to.deep.equal([{ name: 'a', live: true }, { name: 'b', live: true }]);
+    client.socket.destroy();
+  });
+
   it('the partner port refuses garbage, truncated frames, another cluster and another version, and the node keeps serving', async () => {
     cluster = await startCluster([{ name: 'vol0', sizeBytes: SIZE }], { pageBytes: PAGE, logLevel: 'info' });
     const port = cluster.partnerPort('a');

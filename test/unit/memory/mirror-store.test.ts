@@ -1,0 +1,65 @@
+// Proves the partner side of Figs. 5, 8, 9 and 10: a page travels only into an allocation created by
+// allocate memory, a range only into a page held whole, page clean frees only versions up to the
+// destaged one, release memory gives every frame back, and space status reports the pool.
+import { expect } from 'chai';
+import { FramePool, MirrorStore } from '../../../src/memory/index.js';
+import { MessageType, Status, type Message } from '../../../src/partner/index.js';
+
+const GUID = '0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9';
+const PAGE = 16 * 1024;
+const POOL = 1024 * 1024;
+
+function writePage(virtualPage: number, version: number, offset: number, data: Buffer): Message {
+  return { type: MessageType.WritePage, requestId: 7, allocation: GUID, virtualPage, version, pageBytes: PAGE, offset, length: data.length, dirty: true, zeroFill: false, data };
+}
+
+function status(reply: Message | null): Status | undefined {
+  return reply?.type === MessageType.CommandComplete ? reply.status : undefined;
+}
+
+describe('MirrorStore', () => {
+  it('refuses pages of an allocation that allocate memory never created', () => {
+    const mirror = new MirrorStore(new FramePool(POOL));
+    expect(status(mirror.handle(writePage(0, 1, 0, Buffer.alloc(PAGE, 1))))).to.equal(Status.UnknownAllocation);
+    expect(mirror.mirroredPages).to.equal(0);
+  });
+
+  it('creates an allocation once, accepts it again unchanged, refuses another shape under the same id', () => {
+    const mirror = new MirrorStore(new FramePool(POOL));
+    const allocate = (pageBytes: number): Message => ({ type: MessageType.AllocateMemory, requestId: 1, allocation: GUID, sizeBytes: 64 * PAGE, pageBytes, ownerNodeId: 0 });
+    expect(status(mirror.handle(allocate(PAGE)))).to.equal(Status.Ok);
+    expect(status(mirror.handle(allocate(PAGE)))).to.equal(Status.Ok);
+    expect(status(mirror.handle(allocate(2 * PAGE)))).to.equal(Status.Invalid);
+  });
+
+  it('takes a whole page, then ranges into it; refuses a range of a page it does not hold and a page past the end', () => {
+    const pool = new FramePool(POOL);
+    const mirror = new MirrorStore(pool);
+    mirror.handle({ type: MessageType.AllocateMemory, requestId: 1, allocation: GUID, sizeBytes: 64 * PAGE, pageBytes: PAGE, ownerNodeId: 0 });
+    expect(status(mirror.handle(writePage(3, 1, 100, Buffer.alloc(10, 9))))).to.equal(Status.NotResident);
+    expect(status(mirror.handle(writePage(64, 1, 0, Buffer.alloc(PAGE, 9))))).to.equal(Status.Invalid);
+    expect(status(mirror.handle(writePage(3, 1, 0, Buffer.alloc(PAGE, 1))))).to.equal(Status.Ok);
+    expect(status(mirror.handle(writePage(3, 2, 100, Buffer.alloc(10, 9))))).to.equal(Status.Ok);
+    const held = mirror.pagesOf(GUID).get(3);
+    expect(held?.version).to.equal(2);
+    expect([held?.data[99], held?.data[100], held?.data[109], held?.data[110]]).to.deep.equal([1, 9, 9, 1]);
+    // A page clean for an older version leaves the newer bytes; the destaged version frees the frame.
+    mirror.handle({ type: MessageType.PageClean, requestId: 0, allocation: GUID, virtualPage: 3, version: 1 });
+    expect(mirror.mirroredPages).to.equal(1);
+    mirror.handle({ type: MessageType.PageClean, requestId: 0, allocation: GUID, virtualPage: 3, version: 2 });
+    expect(mirror.mirroredPages).to.equal(0);
+    expect(pool.freeBytes).to.equal(POOL);
+  });
+
+  it('release memory frees every frame and forgets the allocation; space status reports the pool', () => {
+    const pool = new FramePool(POOL);
+    const mirror = new MirrorStore(pool, () => null, () => 12345);
+    mirror.handle({ type: MessageType.AllocateMemory, requestId: 1, allocation: GUID, sizeBytes: 64 * PAGE, pageBytes: PAGE, ownerNodeId: 0 });
+    for (let page = 0; page < 4; page++) mirror.handle(writePage(page, 1, 0, Buffer.alloc(PAGE, page)));
+    const space = mirror.handle({ type: MessageType.SpaceRequest, requestId: 2, bytesWanted: PAGE });
+    expect(space).to.deep.include({ type: MessageType.SpaceStatus, requestId: 2, freeBytes: POOL - 4 * PAGE, reclaimableBytes: 12345 });
+    expect(status(mirror.handle({ type: MessageType.ReleaseMemory, requestId: 3, allocation: GUID }))).to.equal(Status.Ok);
+    expect(pool.freeBytes).to.equal(POOL);
+    expect(status(mirror.handle(writePage(0, 2, 0, Buffer.alloc(PAGE, 1))))).to.equal(Status.UnknownAllocation);
+  });
+});
