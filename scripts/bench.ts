@@ -98,13 +98,13 @@ async function main(): Promise<void> {
     .option('size', { type: 'string', default: '1GiB', describe: 'file size for each server' })
     .option('markdown', { type: 'boolean', default: false, describe: 'print a markdown table' })
     .option('modes', { type: 'string', default: 'mirrored,forwarded,single,degraded', describe: 'which ftvm set-ups to run (comma-separated)' })
-    .option('memory', { type: 'string', default: '256MiB', describe: 'frame pool per node in the cluster modes' })
+    .option('memory', { type: 'string', describe: 'frame pool per node in the cluster modes (default 1.5 × size: the working set fits, as the file fits nbdkit\'s page cache)' })
     .option('page-size', { type: 'string', describe: 'memory manager page size in the cluster modes (default: the config default)' })
     .strict()
     .parseAsync();
   const sizeBytes = parseSize(args.size);
   if (typeof sizeBytes === 'string') throw new Error(`--size: ${sizeBytes}`);
-  const memoryBytes = parseSize(args.memory);
+  const memoryBytes = args.memory === undefined ? Math.ceil((sizeBytes * 1.5) / 2 ** 20) * 2 ** 20 : parseSize(args.memory);
   if (typeof memoryBytes === 'string') throw new Error(`--memory: ${memoryBytes}`);
   const modes = new Set(args.modes.split(',').map((mode) => mode.trim()));
   const directory = await makeTempDirectory('ftvm-bench-');
