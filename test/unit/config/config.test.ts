@@ -30,7 +30,7 @@ const twoNodes = (): Record<string, unknown> => ({
 describe('config', () => {
   it('accepts a valid config, parses sizes and resolves relative paths', () => {
     const config = parseConfig(good(), 'x.json', '/data');
-    expect(config.volumes[0]).to.deep.equal({ name: 'vol0', size: 1 << 30, description: '', readOnly: false, owner: 'a', pageSize: 64 << 10 });
+    expect(config.volumes[0]).to.deep.equal({ name: 'vol0', size: 1 << 30, description: '', readOnly: false, owner: 'a', pageSize: 4 << 10 });
     expect(config.memory).to.equal(256 << 20);
     expect(config.nodes[0]?.partner).to.equal(undefined);
     expect(config.storage).to.deep.equal({
@@ -75,7 +75,7 @@ describe('config', () => {
     ]);
     expect(config.memory).to.equal(1 << 30);
     expect(config.volumes.map((volume) => [volume.owner, volume.pageSize])).to.deep.equal([
-      ['a', 64 << 10],
+      ['a', 4 << 10],
       ['b', 1 << 20],
     ]);
   });
@@ -87,10 +87,10 @@ describe('config', () => {
     expect(owner).to.equal('a');
   });
 
-  it('defaults the page size to 64 KiB, or the largest power of two dividing a finer-grained volume size', () => {
+  it('defaults the page size to 4 KiB', () => {
     const raw = good();
     (raw.volumes as Entry[]).push({ name: 'v1028k', size: '1028KiB' }, { name: 'v4k', size: 4096 }, { name: 'v24k', size: '24KiB' });
-    expect(parseConfig(raw, 'x.json', '/data').volumes.map((volume) => volume.pageSize)).to.deep.equal([64 << 10, 4 << 10, 4 << 10, 8 << 10]);
+    expect(parseConfig(raw, 'x.json', '/data').volumes.map((volume) => volume.pageSize)).to.deep.equal([4 << 10, 4 << 10, 4 << 10, 4 << 10]);
   });
 
   it('accepts the smallest page size and the smallest memory', () => {
