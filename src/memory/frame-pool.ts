@@ -31,8 +31,10 @@ export class FramePool {
     if (!Number.isSafeInteger(poolBytes) || poolBytes <= 0 || poolBytes % MAX_PAGE_BYTES !== 0) {
       throw new FramePoolError(`memory pool of ${poolBytes} bytes must be a positive multiple of ${MAX_PAGE_BYTES}`);
     }
-    // Filled, not just allocated: the kernel maps every page now, not on the first write of a frame.
-    this.memory = Buffer.alloc(poolBytes, 0);
+    // Written, not just allocated: the kernel maps every page now, not on the first write of a
+    // frame. Buffer.alloc(n, 0) would not do it (a zero fill is skipped for zero-initialised
+    // memory), and the first-touch faults then cost more than the copies on the write path.
+    this.memory = Buffer.allocUnsafe(poolBytes).fill(0);
     for (let offset = 0; offset < poolBytes; offset += MAX_PAGE_BYTES) (this.freeLists[MAX_ORDER] as Set<number>).add(offset);
     this.freeBytesNow = poolBytes;
   }

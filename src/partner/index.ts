@@ -3,6 +3,8 @@ export * from './constants.js';
 export type * from './messages.js';
 export {
   encodeBatch,
+  encodeBatchParts,
+  BY_REFERENCE_BYTES,
   encodeMessage,
   expectsResponse,
   isResponseType,

@@ -11,7 +11,7 @@
 // framing error the stream cannot be trusted, and the peer reconnects.
 import net from 'node:net';
 import type { Logger } from '../observe/index.js';
-import { encodeBatch, expectsResponse, isResponseType, MessageFramer, messageTypeName, PartnerFramingError } from './codec.js';
+import { encodeBatch, encodeBatchParts, expectsResponse, isResponseType, MessageFramer, messageTypeName, PartnerFramingError } from './codec.js';
 import { MAX_REQUESTS_IN_FLIGHT, MessageType, PROTOCOL_VERSION, RefusalReason } from './constants.js';
 import type { Hello, HelloRefusal, Message } from './messages.js';
 
@@ -112,7 +112,16 @@ export class PartnerLink {
     if (this.outgoing.length === 0 || this.socket.destroyed) return;
     const batch = this.outgoing;
     this.outgoing = [];
-    this.socket.write(encodeBatch(batch));
+    // Page data goes by reference (writev): a batch of whole pages is not copied into one buffer.
+    // The memory manager holds a page's lock until every partner answered, so the bytes cannot
+    // change while they wait in the socket.
+    const parts = encodeBatchParts(batch);
+    if (parts.length === 1) this.socket.write(parts[0] as Buffer);
+    else {
+      this.socket.cork();
+      for (const part of parts) this.socket.write(part);
+      this.socket.uncork();
+    }
     this.statistics.framesSent += batch.length;
     this.statistics.socketWrites++;
   }

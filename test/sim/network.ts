@@ -49,6 +49,11 @@ export class SimSocket extends EventEmitter {
     return true;
   }
 
+  /** Writes already keep their order here; corking only matters to a kernel socket's writev. */
+  cork(): void {}
+
+  uncork(): void {}
+
   /** Half close: the peer gets what was written, then the close. */
   end(): void {
     if (this.destroyed || this.dead) return;

@@ -2,7 +2,9 @@
 import { readFileSync } from 'node:fs';
 import { expect } from 'chai';
 import {
+  BY_REFERENCE_BYTES,
   encodeBatch,
+  encodeBatchParts,
   encodeMessage,
   expectsResponse,
   IoOp,
@@ -751,6 +753,25 @@ describe('partner codec', () => {
       expect(messageTypeName(MessageType.ForwardedIo)).to.equal('forwarded io');
       expect(messageTypeName(MessageType.IoData)).to.equal('io data');
       expect(messageTypeName(0x7777)).to.equal('unknown type 0x7777');
+    });
+  });
+
+  describe('encodeBatchParts', () => {
+    it('gives the bytes of encodeBatch, with long data as the caller\'s own buffers and short data copied', () => {
+      const page = Buffer.alloc(64 * 1024, 0xab);
+      const short = Buffer.alloc(BY_REFERENCE_BYTES - 1, 0xcd);
+      const batch: Message[] = [
+        { type: MessageType.PageClean, requestId: 0, allocation: ALLOCATION, virtualPage: 3, version: 9 },
+        { type: MessageType.WritePage, requestId: 1, allocation: ALLOCATION, virtualPage: 1, version: 2, pageBytes: page.length, offset: 0, length: page.length, dirty: true, zeroFill: false, data: page },
+        { type: MessageType.WritePage, requestId: 2, allocation: ALLOCATION, virtualPage: 2, version: 3, pageBytes: page.length, offset: 5, length: short.length, dirty: true, zeroFill: false, data: short },
+        { type: MessageType.IoData, requestId: 3, data: page },
+        { type: MessageType.CommandComplete, requestId: 4, requestType: MessageType.WritePage, status: Status.Ok },
+      ];
+      const parts = encodeBatchParts(batch);
+      expect(Buffer.concat(parts).equals(encodeBatch(batch))).to.equal(true);
+      expect(parts.filter((part) => part === page), 'the page travels by reference, twice').to.have.length(2);
+      expect(parts.some((part) => part === short), 'short data is copied').to.equal(false);
+      expect(decodeAll(...parts).map((message) => message.requestId)).to.deep.equal([0, 1, 2, 3, 4]);
     });
   });
 });
