@@ -168,6 +168,45 @@ export interface FtvmCluster {
 }
 
 /**
+ * Writes a cluster config (raid5 over three new files in `directory`): each node with one TCP NBD
+ * address, a unix socket `<name>.sock` and a partner address. Returns the config file.
+ */
+export async function writeClusterConfig(
+  directory: string,
+  volumes: Array<VolumeSpec & { owner: string; pageBytes?: number }>,
+  nodes: Array<{ name: string; listen: { host: string; port: number }; partner: { host: string; port: number } }>,
+  options: { memoryBytes?: number; cacheBytes?: number } = {},
+): Promise<string> {
+  const members = await provisionArray(
+    directory,
+    { level: 'raid5', memberCount: 3, volumeBytes: volumes.map((volume) => volume.sizeBytes) },
+    { logger: silentLogger(), now: () => Date.now() },
+  );
+  const config = {
+    version: 1,
+    cluster: 'test-cluster',
+    ...(options.memoryBytes !== undefined ? { memory: options.memoryBytes } : {}),
+    nodes: nodes.map((node) => ({ name: node.name, listen: [node.listen, { path: `${node.name}.sock` }], partner: node.partner })),
+    storage: {
+      level: 'raid5',
+      members: members.map((member) => path.basename(member)),
+      ...(options.cacheBytes !== undefined ? { cache: options.cacheBytes } : {}),
+    },
+    volumes: volumes.map((volume) => ({
+      name: volume.name,
+      size: volume.sizeBytes,
+      owner: volume.owner,
+      description: volume.description ?? '',
+      readOnly: volume.readOnly ?? false,
+      ...(volume.pageBytes !== undefined ? { pageSize: volume.pageBytes } : {}),
+    })),
+  };
+  const configFile = path.join(directory, 'cluster.json');
+  await fs.writeFile(configFile, JSON.stringify(config, null, 2));
+  return configFile;
+}
+
+/**
  * A cluster of node processes over one raid5 array of three files: volume i is owned by node
  * i mod N (`owner` in VolumeSpec overrides); every node exports every volume. Nodes start in order.
  */
@@ -175,38 +214,14 @@ export async function startCluster(volumes: Array<VolumeSpec & { owner?: string 
   const names = options.nodes ?? ['a', 'b'];
   const host = '127.0.0.1';
   const directory = await makeTempDirectory('ftvm-cluster-');
-  const members = await provisionArray(
-    directory,
-    { level: 'raid5', memberCount: 3, volumeBytes: volumes.map((volume) => volume.sizeBytes) },
-    { logger: silentLogger(), now: () => Date.now() },
-  );
   const ports = new Map<string, { nbd: number; partner: number }>();
   for (const name of names) ports.set(name, { nbd: await freePort(host), partner: await freePort(host) });
-  const config = {
-    version: 1,
-    cluster: 'test-cluster',
-    ...(options.memoryBytes !== undefined ? { memory: options.memoryBytes } : { memory: 64 * 1024 * 1024 }),
-    nodes: names.map((name) => ({
-      name,
-      listen: [{ host, port: ports.get(name)?.nbd }, { path: `${name}.sock` }],
-      partner: { host, port: ports.get(name)?.partner },
-    })),
-    storage: {
-      level: 'raid5',
-      members: members.map((member) => path.basename(member)),
-      ...(options.cacheBytes !== undefined ? { cache: options.cacheBytes } : {}),
-    },
-    volumes: volumes.map((volume, index) => ({
-      name: volume.name,
-      size: volume.sizeBytes,
-      owner: volume.owner ?? names[index % names.length],
-      description: volume.description ?? '',
-      readOnly: volume.readOnly ?? false,
-      ...(options.pageBytes !== undefined ? { pageSize: options.pageBytes } : {}),
-    })),
-  };
-  const configFile = path.join(directory, 'cluster.json');
-  await fs.writeFile(configFile, JSON.stringify(config, null, 2));
+  const configFile = await writeClusterConfig(
+    directory,
+    volumes.map((volume, index) => ({ ...volume, owner: volume.owner ?? (names[index % names.length] as string), pageBytes: options.pageBytes })),
+    names.map((name) => ({ name, listen: { host, port: ports.get(name)?.nbd as number }, partner: { host, port: ports.get(name)?.partner as number } })),
+    { memoryBytes: options.memoryBytes ?? 64 * 1024 * 1024, cacheBytes: options.cacheBytes },
+  );
   const nodes = new Map<string, FtvmNode>();
   const start = async (name: string): Promise<FtvmNode> => {
     const node = await launch(configFile, name, { host, port: ports.get(name)?.nbd as number, directory, logLevel: options.logLevel ?? 'info' });
