@@ -71,7 +71,7 @@ export class ClusterNode {
     const mirror = new MirrorStore(pool, (bytes) => manager?.reclaim(bytes) ?? null, () => manager?.reclaimableBytes ?? 0);
     const targets: ResponderTargets = { mirror, stack: null, owned: new Map<string, Volume>(), ready: false };
     const responder = new Responder(targets, logger);
-    const partners = new Partners({ clusterId: clusterUuid(config.cluster), nodeId, epoch: 0 }, responder.handle, logger, names);
+    const partners = new Partners({ clusterId: clusterUuid(config.cluster), nodeId, epoch: 0 }, responder.handle, logger, names, config.partnerTimeoutMs);
     const replicator = new LinkReplicator(nodeId, logger);
     partners.onUp = (link) => replicator.add(link);
     const exports = new Exports();

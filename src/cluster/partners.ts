@@ -4,6 +4,14 @@
 import type { Logger } from '../observe/index.js';
 import { connectPartner, HelloRefusedError, PartnerListener, type Identity, type PartnerLink, type RequestHandler } from '../partner/index.js';
 
+/**
+ * A partner heard from for this long counts as gone. Generous on purpose until leases exist (the
+ * failover issue): event-loop stalls of a few hundred ms under heavy I/O have been measured, and a
+ * node declared dead while alive costs write-through at best and, for a node paging through the
+ * array holder, failed I/O until it reconnects.
+ */
+export const DEFAULT_PARTNER_TIMEOUT_MS = 3000;
+
 /** How long a connector waits before dialling a partner that was down or refused. */
 export const RECONNECT_INTERVAL_MS = 500;
 
@@ -28,6 +36,8 @@ export class Partners {
     private readonly handler: RequestHandler,
     private readonly logger: Logger,
     readonly names: ReadonlyMap<number, string>,
+    /** A link silent this long is closed; heartbeats go out four times as often. */
+    private readonly deadAfterMs: number = DEFAULT_PARTNER_TIMEOUT_MS,
   ) {}
 
   async listen(address: { host: string; port: number }): Promise<void> {
@@ -79,6 +89,7 @@ export class Partners {
   private adopt(link: PartnerLink, afterClose?: () => void): void {
     const nodeId = link.peer.nodeId;
     this.links.set(nodeId, link);
+    link.watch({ intervalMs: Math.max(10, Math.floor(this.deadAfterMs / 4)), deadAfterMs: this.deadAfterMs, epoch: this.local.epoch });
     const previous = link.onClose;
     link.onClose = (reason) => {
       previous(reason);

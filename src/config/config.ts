@@ -116,6 +116,8 @@ const configSchema = z
     memory: sizeField
       .refine((bytes) => bytes > 0 && bytes % MEMORY_ALIGNMENT_BYTES === 0, { message: 'memory must be a positive multiple of 1 MiB' })
       .default(DEFAULT_MEMORY_BYTES),
+    /** A partner link silent this long (no frame, not even a heartbeat) is closed. */
+    partnerTimeoutMs: z.number().int().min(100, 'partnerTimeoutMs must be at least 100').max(600_000, 'partnerTimeoutMs must be at most 600000').default(3000),
     volumes: z.array(volumeSchema).min(1),
   })
   .superRefine((config, context) => {

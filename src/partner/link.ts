@@ -56,6 +56,9 @@ export class PartnerLink {
   private flushScheduled = false;
   private nextRequestId = 1;
   private closedReason: string | null = null;
+  private lastHeardMs = Date.now();
+  private heartbeatTimer: NodeJS.Timeout | null = null;
+  private heartbeatSequence = 0;
   readonly statistics: LinkStatistics = { framesSent: 0, socketWrites: 0, framesReceived: 0 };
   onClose: (reason: string) => void = () => undefined;
 
@@ -66,13 +69,39 @@ export class PartnerLink {
     private readonly handler: RequestHandler,
     private readonly logger: Logger,
   ) {
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('data', (chunk: Buffer) => {
+      this.lastHeardMs = Date.now();
+      this.onData(chunk);
+    });
     socket.on('close', () => this.closed('connection closed'));
     socket.on('error', (error) => this.closed(error.message));
   }
 
   get isOpen(): boolean {
     return this.closedReason === null;
+  }
+
+  /**
+   * Liveness: a heartbeat every `intervalMs`, and the link is closed when nothing at all arrived
+   * for `deadAfterMs`. A partner that hangs without closing its socket (stopped, swapping, cut off
+   * without a reset) then stops holding up every write that waits for its command complete: the
+   * link fails, and the memory manager goes write-through.
+   */
+  watch(liveness: { intervalMs: number; deadAfterMs: number; epoch: number }): void {
+    if (this.heartbeatTimer || !this.isOpen) return;
+    this.lastHeardMs = Date.now();
+    this.heartbeatTimer = setInterval(() => {
+      const silentMs = Date.now() - this.lastHeardMs;
+      if (silentMs > liveness.deadAfterMs) {
+        this.logger.error(`partner link to node ${this.peer.nodeId}: nothing heard for ${silentMs} ms (limit ${liveness.deadAfterMs}); closing it`);
+        this.socket.destroy();
+        this.closed(`no heartbeat for ${silentMs} ms`);
+        return;
+      }
+      this.heartbeatSequence = (this.heartbeatSequence % 0xffff_ffff) + 1;
+      this.queue({ type: MessageType.Heartbeat, requestId: this.heartbeatSequence, epoch: liveness.epoch });
+    }, liveness.intervalMs);
+    this.heartbeatTimer.unref();
   }
 
   /** Sends a request and resolves with its response; waits for room past the in-flight limit. */
@@ -181,6 +210,8 @@ export class PartnerLink {
   private closed(reason: string): void {
     if (this.closedReason !== null) return;
     this.closedReason = reason;
+    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    this.heartbeatTimer = null;
     const error = new LinkClosedError(`link to node ${this.peer.nodeId} closed: ${reason}`);
     for (const waiter of this.pending.values()) waiter.reject(error);
     this.pending.clear();

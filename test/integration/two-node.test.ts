@@ -31,6 +31,14 @@ async function writeAll(client: RawClient, writes: Array<{ offset: number; data:
   }
 }
 
+/** One random write in each of `lanes` equal slices of the volume: concurrent, never overlapping. */
+function laneWrites(random: () => number, lanes: number, maxBytes: number): Array<{ offset: number; data: Buffer }> {
+  return Array.from({ length: lanes }, (_, lane) => {
+    const length = 1 + randomInt(random, maxBytes);
+    return { offset: lane * (SIZE / lanes) + randomInt(random, SIZE / lanes - length), data: randomBytes(random, length) };
+  });
+}
+
 async function readRange(client: RawClient, offset: number, length: number): Promise<Buffer> {
   client.request(NBD_CMD_READ, { handle: 99n, offset, length });
   const reply = await client.readReply(length);
@@ -83,10 +91,7 @@ describe('two-node cluster (real processes)', function () {
     const random = seededRandom(SEED);
     for (const volume of ['vol0', 'vol1']) {
       for (const [writer, reader] of [['a', 'b'], ['b', 'a']] as const) {
-        const writes = Array.from({ length: 32 }, (_, lane) => {
-          const length = 1 + randomInt(random, 200_000);
-          return { offset: lane * (SIZE / 32) + randomInt(random, SIZE / 32 - length), data: randomBytes(random, length) };
-        });
+        const writes = laneWrites(random, 32, 200_000);
         const into = await attach(cluster.node(writer), volume);
         await writeAll(into, writes);
         into.socket.destroy();
@@ -109,10 +114,7 @@ describe('two-node cluster (real processes)', function () {
     const model = Buffer.alloc(SIZE);
     const client = await attach(cluster.node('a'), 'vol0');
     for (let batch = 0; batch < 8; batch++) {
-      const writes = Array.from({ length: 32 }, (_, lane) => {
-        const length = 1 + randomInt(random, 64 * 1024);
-        return { offset: lane * (SIZE / 32) + randomInt(random, SIZE / 32 - length), data: randomBytes(random, length) };
-      });
+      const writes = laneWrites(random, 32, 64 * 1024);
       await writeAll(client, writes);
       for (const write of writes) write.data.copy(model, write.offset);
     }
@@ -142,10 +144,7 @@ describe('two-node cluster (real processes)', function () {
     for (const [index, volume] of ['vol0', 'vol1', 'vol2'].entries()) {
       const writer = names[(index + 2) % 3] as string;
       const reader = names[(index + 1) % 3] as string;
-      const writes = Array.from({ length: 16 }, (_, lane) => {
-        const length = 1 + randomInt(random, 100_000);
-        return { offset: lane * (SIZE / 16) + randomInt(random, SIZE / 16 - length), data: randomBytes(random, length) };
-      });
+      const writes = laneWrites(random, 16, 100_000);
       const into = await attach(cluster.node(writer), volume);
       await writeAll(into, writes);
       into.socket.destroy();
@@ -207,6 +206,36 @@ describe('two-node cluster (real processes)', function () {
     expect((await readRange(client, 4096, 8192)).equals(data)).to.equal(true);
     const status = await requestControl(path.join(cluster.directory, 'a.control'), { op: 'cluster' });
     expect(status.cluster?.partners).to.deep.equal([{ name: 'b', live: true }]);
+  });
+
+  it('a partner that hangs (SIGSTOP) stops holding up writes once it is silent for the partner timeout; it rejoins when it runs again', async () => {
+    cluster = await startCluster([{ name: 'vol0', sizeBytes: SIZE }], { pageBytes: PAGE, logLevel: 'info', partnerTimeoutMs: 600 });
+    const a = cluster.node('a');
+    const b = cluster.node('b');
+    const client = await attach(a, 'vol0');
+    await writeAll(client, [{ offset: 0, data: Buffer.alloc(PAGE, 1) }]);
+    b.child.kill('SIGSTOP');
+    try {
+      // Written while b hangs: acknowledged only after b is declared gone, then written through.
+      const data = Buffer.alloc(PAGE, 0x44);
+      const started = Date.now();
+      await writeAll(client, [{ offset: PAGE, data }]);
+      const waitedMs = Date.now() - started;
+      expect(a.log()).to.match(/nothing heard for \d+ ms \(limit 600\)/);
+      expect(waitedMs, 'the write waited no longer than a few partner timeouts').to.be.below(5000);
+      const reader = await ArrayReader.fromConfig(cluster.configFile);
+      expect((await reader.readVolume('vol0', PAGE, PAGE)).equals(data), 'acknowledged with b hung: on the disks').to.equal(true);
+    } finally {
+      b.child.kill('SIGCONT');
+    }
+    // b runs again: it finds its link gone, dials again, and a is mirrored again.
+    for (const deadline = Date.now() + 10_000; Date.now() < deadline; ) {
+      const status = await requestControl(path.join(cluster.directory, 'a.control'), { op: 'cluster' });
+      if (status.cluster?.mode === 'mirrored') break;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect((await requestControl(path.join(cluster.directory, 'a.control'), { op: 'cluster' })).cluster?.mode).to.equal('mirrored');
+    client.socket.destroy();
   });
 
   it('with its partner gone the owner goes write-through and says so; with it back, mirrored again', async () => {

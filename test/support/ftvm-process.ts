@@ -152,6 +152,7 @@ export interface ClusterOptions {
   memoryBytes?: number;
   pageBytes?: number;
   cacheBytes?: number;
+  partnerTimeoutMs?: number;
   logLevel?: string;
 }
 
@@ -175,7 +176,7 @@ export async function writeClusterConfig(
   directory: string,
   volumes: Array<VolumeSpec & { owner: string; pageBytes?: number }>,
   nodes: Array<{ name: string; listen: { host: string; port: number }; partner: { host: string; port: number } }>,
-  options: { memoryBytes?: number; cacheBytes?: number } = {},
+  options: { memoryBytes?: number; cacheBytes?: number; partnerTimeoutMs?: number } = {},
 ): Promise<string> {
   const members = await provisionArray(
     directory,
@@ -186,6 +187,7 @@ export async function writeClusterConfig(
     version: 1,
     cluster: 'test-cluster',
     ...(options.memoryBytes !== undefined ? { memory: options.memoryBytes } : {}),
+    ...(options.partnerTimeoutMs !== undefined ? { partnerTimeoutMs: options.partnerTimeoutMs } : {}),
     nodes: nodes.map((node) => ({ name: node.name, listen: [node.listen, { path: `${node.name}.sock` }], partner: node.partner })),
     storage: {
       level: 'raid5',
@@ -220,7 +222,7 @@ export async function startCluster(volumes: Array<VolumeSpec & { owner?: string 
     directory,
     volumes.map((volume, index) => ({ ...volume, owner: volume.owner ?? (names[index % names.length] as string), pageBytes: options.pageBytes })),
     names.map((name) => ({ name, listen: { host, port: ports.get(name)?.nbd as number }, partner: { host, port: ports.get(name)?.partner as number } })),
-    { memoryBytes: options.memoryBytes ?? 64 * 1024 * 1024, cacheBytes: options.cacheBytes },
+    { memoryBytes: options.memoryBytes ?? 64 * 1024 * 1024, cacheBytes: options.cacheBytes, partnerTimeoutMs: options.partnerTimeoutMs },
   );
   const nodes = new Map<string, FtvmNode>();
   const start = async (name: string): Promise<FtvmNode> => {

@@ -102,7 +102,19 @@ describe('config', () => {
     expect(config.volumes[1]?.pageSize).to.equal(4096);
   });
 
+  it('defaults the partner timeout to 3 s and takes another', () => {
+    expect(parseConfig(good(), 'x.json', '/data').partnerTimeoutMs).to.equal(3000);
+    const raw = good();
+    raw.partnerTimeoutMs = 800;
+    expect(parseConfig(raw, 'x.json', '/data').partnerTimeoutMs).to.equal(800);
+  });
+
   const brokenCluster: Array<[string, (config: Record<string, unknown>) => void, RegExp[]]> = [
+    [
+      'a partner timeout below 100 ms',
+      (config) => (config.partnerTimeoutMs = 50),
+      [/partnerTimeoutMs: partnerTimeoutMs must be at least 100/],
+    ],
     [
       'a node without a partner address in a two-node cluster',
       (config) => delete (config.nodes as Entry[])[1]!.partner,
