@@ -43,6 +43,8 @@ export interface NodeTimings {
 export const DEFAULT_TIMINGS: NodeTimings = { discoveryMs: 1500, holderWaitMs: 30_000 };
 
 const PROBE_INTERVAL_MS = 100;
+/** How long a joining node waits for a holder that is still assembling the array (a resync may run). */
+const HOLDER_READY_WAIT_MS = 120_000;
 
 export class ClusterNode {
   private mode: 'mirrored' | 'write-through' | null = null;
@@ -58,6 +60,7 @@ export class ClusterNode {
     private readonly stack: StorageStack | null,
     private readonly holderId: number,
     private readonly record: ClusterRecord,
+    private readonly responder: Responder,
     private readonly logger: Logger,
   ) {}
 
@@ -69,7 +72,7 @@ export class ClusterNode {
     const pool = new FramePool(config.memory);
     let manager: MemoryManager | null = null;
     const mirror = new MirrorStore(pool, (bytes) => manager?.reclaim(bytes) ?? null, () => manager?.reclaimableBytes ?? 0);
-    const targets: ResponderTargets = { mirror, stack: null, owned: new Map<string, Volume>(), ready: false };
+    const targets: ResponderTargets = { mirror, stack: null, owned: new Map<string, Volume>(), holding: false, ready: false };
     const responder = new Responder(targets, logger);
     const partners = new Partners({ clusterId: clusterUuid(config.cluster), nodeId, epoch: 0 }, responder.handle, logger, names, config.partnerTimeoutMs);
     const replicator = new LinkReplicator(nodeId, logger);
@@ -86,6 +89,7 @@ export class ClusterNode {
       const holderId = await ClusterNode.findHolder(config, nodeId, partners, timings, logger);
       let device: BlockDevice;
       if (holderId === nodeId) {
+        targets.holding = true;
         stack = await ClusterNode.openArray(config, logger);
         targets.stack = stack;
         device = stack;
@@ -112,7 +116,7 @@ export class ClusterNode {
         exports.add({ name: volume.name, description: volume.description, volume: served, readOnly: volume.readOnly });
       }
       targets.ready = true;
-      const started = new ClusterNode(config, nodeId, server, (control = new ControlServer(stack?.array ?? null, logger)), partners, manager, mirror, stack, holderId, record, logger);
+      const started = new ClusterNode(config, nodeId, server, (control = new ControlServer(stack?.array ?? null, logger)), partners, manager, mirror, stack, holderId, record, responder, logger);
       control.cluster = () => started.status();
       control.mirrorPages = () => started.mirrorPages();
       partners.onUp = (link) => {
@@ -185,7 +189,17 @@ export class ClusterNode {
   /** The cluster record; the holder places allocations for configured volumes the array lacks. */
   private static async clusterRecord(config: ClusterConfig, device: BlockDevice, stack: StorageStack | null, logger: Logger): Promise<ClusterRecord> {
     const store = new NodeStateStore(device);
-    const found = await store.readClusterRecord();
+    // A holder found while it is still assembling the array answers array reads only once ready.
+    let found: ClusterRecord | null;
+    for (const deadline = Date.now() + HOLDER_READY_WAIT_MS; ; ) {
+      try {
+        found = await store.readClusterRecord();
+        break;
+      } catch (error) {
+        if (stack || Date.now() > deadline) throw error;
+        await new Promise((resolve) => setTimeout(resolve, PROBE_INTERVAL_MS));
+      }
+    }
     if (found && found.cluster !== config.cluster) {
       throw new Error(`the array belongs to cluster '${found.cluster}', the config names '${config.cluster}'`);
     }
@@ -287,12 +301,16 @@ export class ClusterNode {
   async stop(): Promise<void> {
     await this.control.close();
     await this.server.close();
+    // Forwarded writes running now are acknowledged to another node's client: let them finish, and
+    // take no new ones, before the final destage.
+    await this.responder.stopVolumeRequests();
     // Fig. 9 for each owned allocation: on the disks, frames freed, partners' structures dismantled.
     for (const volume of this.config.volumes) {
       if (volume.owner !== this.config.nodes[this.nodeId]?.name) continue;
       const guid = this.record.allocations.find((allocation) => allocation.name === volume.name)?.guid as string;
       await this.manager.releaseAllocation(guid).catch((error: Error) => this.logger.error(`releasing ${volume.name} at stop failed: ${error.message}`));
     }
+    await this.manager.flush().catch((error: Error) => this.logger.error(`destage at stop failed: ${error.message}`));
     await this.partners.stop();
     if (this.stack) {
       // Partners' acknowledged writes this node mirrors go to the disks before the array closes.

@@ -52,12 +52,7 @@ export class Partners {
     const attempt = async (): Promise<void> => {
       if (this.stopped || this.links.get(partner.nodeId)?.isOpen) return;
       try {
-        const link = await connectPartner({ host: partner.host, port: partner.port }, this.local, this.handler, this.logger);
-        if (this.stopped) {
-          link.close('stopping');
-          return;
-        }
-        this.adopt(link, () => this.later(attempt));
+        await connectPartner({ host: partner.host, port: partner.port }, this.local, this.handler, this.logger, (link) => this.adopt(link, () => this.later(attempt)));
       } catch (error) {
         // A refusal is a configuration problem worth a line each time; a partner that is down is not.
         if (error instanceof HelloRefusedError) this.logger.error(error.message);
@@ -88,6 +83,16 @@ export class Partners {
 
   private adopt(link: PartnerLink, afterClose?: () => void): void {
     const nodeId = link.peer.nodeId;
+    if (this.stopped) {
+      link.close('node stopping');
+      return;
+    }
+    if (!this.names.has(nodeId)) {
+      // The hello was well-formed and of our cluster, but no node of the config has that id.
+      this.logger.error(`partner link from node id ${nodeId}, which is not in the config; closing it`);
+      link.close('unknown node id');
+      return;
+    }
     this.links.set(nodeId, link);
     link.watch({ intervalMs: Math.max(10, Math.floor(this.deadAfterMs / 4)), deadAfterMs: this.deadAfterMs, epoch: this.local.epoch });
     const previous = link.onClose;

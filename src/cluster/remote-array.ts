@@ -10,9 +10,12 @@ export class RemoteArrayError extends Error {
 }
 
 export class RemoteArray implements PageStore {
-  /** Destage writes sent and not yet answered; flush waits for them and reports the first failure. */
-  private readonly pending = new Set<Promise<void>>();
-  private failure: Error | null = null;
+  /**
+   * Destage writes not yet covered by a flush, each resolving to its failure or null. A flush
+   * takes the ones sent before it and reports any of them that failed; a write stays here until a
+   * flush has seen it, so a failure is never consumed by one flush and missed by another.
+   */
+  private readonly unflushed = new Set<Promise<Error | null>>();
 
   constructor(private readonly holder: () => PartnerLink | null) {}
 
@@ -23,22 +26,20 @@ export class RemoteArray implements PageStore {
   }
 
   enqueueBlocks(offset: number, data: Buffer): void {
-    const write = this.request(IoOp.Write, offset, data.length, data)
-      .then((reply) => {
-        if (!isOk(reply)) throw new RemoteArrayError(`array write at ${offset}: the holder answered ${describe(reply)}`);
-      })
-      .catch((error: Error) => {
-        this.failure ??= error;
-      })
-      .finally(() => this.pending.delete(write));
-    this.pending.add(write);
+    this.unflushed.add(
+      this.request(IoOp.Write, offset, data.length, data).then(
+        (reply) => (isOk(reply) ? null : new RemoteArrayError(`array write at ${offset}: the holder answered ${describe(reply)}`)),
+        (error: Error) => error,
+      ),
+    );
   }
 
   /** Everything enqueued before the call is on the array and synced, by the holder's flush. */
   async flush(): Promise<void> {
-    await Promise.all([...this.pending]);
-    const failure = this.failure;
-    this.failure = null;
+    const covered = [...this.unflushed];
+    const failures = await Promise.all(covered);
+    for (const write of covered) this.unflushed.delete(write);
+    const failure = failures.find((result) => result !== null);
     if (failure) throw failure;
     const reply = await this.request(IoOp.Flush, 0, 0, Buffer.alloc(0));
     if (!isOk(reply)) throw new RemoteArrayError(`array flush: the holder answered ${describe(reply)}`);

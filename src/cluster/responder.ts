@@ -16,10 +16,17 @@ export interface ResponderTargets {
   stack: StorageStack | null;
   /** Volumes this node owns, by allocation GUID. */
   owned: Map<string, Volume>;
+  /** Set before the array is opened, so a probe during the (possibly long) assembly already says so. */
+  holding: boolean;
+  /** Structures built: array and volume requests are served. */
   ready: boolean;
 }
 
 export class Responder {
+  private stopping = false;
+  private volumeRequests = 0;
+  private drained: Array<() => void> = [];
+
   constructor(
     private readonly targets: ResponderTargets,
     private readonly logger: Logger,
@@ -42,14 +49,35 @@ export class Responder {
     }
   };
 
+  /**
+   * Stops serving forwarded volume I/O (answered shutting down from now on) and resolves once the
+   * requests already running are done, so a stopping owner destages their writes too. Array
+   * requests go on: partners still destage through this node until its links close.
+   */
+  async stopVolumeRequests(): Promise<void> {
+    this.stopping = true;
+    while (this.volumeRequests > 0) await new Promise<void>((resolve) => this.drained.push(resolve));
+  }
+
   private async forwarded(io: ForwardedIo): Promise<Message> {
-    if (io.op === IoOp.Probe) return complete(io, this.targets.stack ? Status.Ok : Status.NotResident);
+    if (io.op === IoOp.Probe) return complete(io, this.targets.holding ? Status.Ok : Status.NotResident);
     if (!this.targets.ready) return complete(io, Status.NotPartner);
+    if (io.allocation === NIL_ALLOCATION) return this.guard(io, () => this.onArray(io));
+    if (this.stopping) return complete(io, Status.ShuttingDown);
+    const volume = this.targets.owned.get(io.allocation);
+    if (!volume) return complete(io, Status.UnknownAllocation);
+    this.volumeRequests++;
     try {
-      if (io.allocation === NIL_ALLOCATION) return await this.onArray(io);
-      const volume = this.targets.owned.get(io.allocation);
-      if (!volume) return complete(io, Status.UnknownAllocation);
-      return await onVolume(io, volume);
+      return await this.guard(io, () => onVolume(io, volume));
+    } finally {
+      this.volumeRequests--;
+      if (this.volumeRequests === 0) for (const resume of this.drained.splice(0)) resume();
+    }
+  }
+
+  private async guard(io: ForwardedIo, work: () => Promise<Message>): Promise<Message> {
+    try {
+      return await work();
     } catch (error) {
       this.logger.warn(`forwarded ${opName(io.op)} at ${io.offset} (+${io.length}) failed: ${(error as Error).message}`);
       return complete(io, Status.IoError);

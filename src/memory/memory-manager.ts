@@ -135,9 +135,16 @@ export class MemoryManager {
   async releaseAllocation(guid: string): Promise<void> {
     const allocation = this.allocations.get(guid);
     if (!allocation) throw new Error(`unknown allocation ${guid}`);
-    await this.flush();
-    for (const [virtualPage, page] of allocation.pages) {
-      if (page.readers > 0 || page.writer || page.loading) throw new Error(`allocation ${guid}: page ${virtualPage} is still in use`);
+    // A write that finished during a flush may have dirtied a page again: flush until none is dirty.
+    // A dirty page is never dropped (that would lose an acknowledged write).
+    for (let attempt = 0; ; attempt++) {
+      await this.flush();
+      for (const [virtualPage, page] of allocation.pages) {
+        if (page.readers > 0 || page.writer || page.loading) throw new Error(`allocation ${guid}: page ${virtualPage} is still in use`);
+      }
+      const dirty = [...allocation.pages.values()].some((page) => page.version !== page.cleanVersion || page.queuedForDestage);
+      if (!dirty) break;
+      if (attempt >= 10) throw new Error(`allocation ${guid}: pages still dirty after ${attempt + 1} flushes`);
     }
     for (const [virtualPage, page] of [...allocation.pages]) this.drop(allocation, virtualPage, page);
     this.allocations.delete(guid);
@@ -208,6 +215,12 @@ export class MemoryManager {
    */
   partnerJoined(): void {
     for (const allocation of this.allocations.values()) for (const page of allocation.pages.values()) page.mirrored = false;
+    // A destage that failed while the disks were out of reach (a lost array holder) is retried now.
+    if (this.destageFailure) {
+      this.flush().catch((error: Error) => {
+        this.destageFailure = error;
+      });
+    }
   }
 
   /**
@@ -256,7 +269,14 @@ export class MemoryManager {
     }
     // No partner holds a copy: write-through, acknowledged once on the disks.
     this.store.enqueueBlocks(allocation.arrayOffset + virtualPage * allocation.pageBytes, Buffer.from(page.data));
-    await this.store.flush();
+    try {
+      await this.store.flush();
+    } catch (error) {
+      // Not acknowledged, but the frame holds it: it stays queued for destage (retried by the next
+      // pass or flush) instead of pinning an unevictable dirty frame forever.
+      this.queueDestage(allocation, virtualPage, page);
+      throw error;
+    }
     if (page.version === version) page.cleanVersion = version;
     // Partners that did take this version (some may have, before another failed) may drop it now;
     // without this a partner kept such a page for good (found by the simulator, seed 2 --strict).

@@ -15,6 +15,9 @@ import { encodeBatch, encodeBatchParts, expectsResponse, isResponseType, Message
 import { MAX_REQUESTS_IN_FLIGHT, MessageType, PROTOCOL_VERSION, RefusalReason } from './constants.js';
 import type { Hello, HelloRefusal, Message } from './messages.js';
 
+/** Forwarded I/O in flight per link and direction: half the room, the rest is kept for replication. */
+export const MAX_FORWARDED_IN_FLIGHT = MAX_REQUESTS_IN_FLIGHT / 2;
+
 /** A peer that has not sent its hello within this time is dropped. */
 export const HELLO_TIMEOUT_MS = 5_000;
 
@@ -52,6 +55,7 @@ export interface LinkStatistics {
 export class PartnerLink {
   private readonly pending = new Map<number, { resolve: (message: Message) => void; reject: (error: Error) => void }>();
   private readonly waitingForRoom: Array<() => void> = [];
+  private readonly waitingForwarded: Array<() => void> = [];
   private outgoing: Message[] = [];
   private flushScheduled = false;
   private nextRequestId = 1;
@@ -59,6 +63,7 @@ export class PartnerLink {
   private lastHeardMs = Date.now();
   private heartbeatTimer: NodeJS.Timeout | null = null;
   private heartbeatSequence = 0;
+  private forwardedPending = 0;
   readonly statistics: LinkStatistics = { framesSent: 0, socketWrites: 0, framesReceived: 0 };
   onClose: (reason: string) => void = () => undefined;
 
@@ -104,9 +109,34 @@ export class PartnerLink {
     this.heartbeatTimer.unref();
   }
 
-  /** Sends a request and resolves with its response; waits for room past the in-flight limit. */
+  /**
+   * Sends a request and resolves with its response; waits for room past the in-flight limit.
+   * Forwarded I/O may use only part of the room: the owner's handler of a forwarded write sends a
+   * write page back over the same pair of links, and if forwarded requests could fill both
+   * directions, each side's handlers would wait for room the other side never frees.
+   */
   async request(message: Outgoing): Promise<Message> {
-    while (this.pending.size >= MAX_REQUESTS_IN_FLIGHT && this.isOpen) await new Promise<void>((resolve) => this.waitingForRoom.push(resolve));
+    const forwarded = message.type === MessageType.ForwardedIo;
+    while (this.isOpen && (this.pending.size >= MAX_REQUESTS_IN_FLIGHT || (forwarded && this.forwardedPending >= MAX_FORWARDED_IN_FLIGHT))) {
+      await new Promise<void>((resolve) => (forwarded ? this.waitingForwarded : this.waitingForRoom).push(resolve));
+    }
+    if (!forwarded) return this.send1(message);
+    this.forwardedPending++;
+    try {
+      return await this.send1(message);
+    } finally {
+      this.forwardedPending--;
+      this.wakeWaiting();
+    }
+  }
+
+  /** One of each kind re-checks; forwarded requests wait apart, so they never hold up the others. */
+  private wakeWaiting(): void {
+    this.waitingForRoom.shift()?.();
+    this.waitingForwarded.shift()?.();
+  }
+
+  private send1(message: Outgoing): Promise<Message> {
     if (!this.isOpen) throw new LinkClosedError(`link to node ${this.peer.nodeId} is closed: ${this.closedReason}`);
     const requestId = this.nextRequestId;
     this.nextRequestId = (this.nextRequestId % 0xffff_ffff) + 1;
@@ -189,7 +219,7 @@ export class PartnerLink {
       return;
     }
     this.pending.delete(message.requestId);
-    this.waitingForRoom.shift()?.();
+    this.wakeWaiting();
     waiter.resolve(message);
   }
 
@@ -216,6 +246,7 @@ export class PartnerLink {
     for (const waiter of this.pending.values()) waiter.reject(error);
     this.pending.clear();
     for (const wake of this.waitingForRoom.splice(0)) wake();
+    for (const wake of this.waitingForwarded.splice(0)) wake();
     this.onClose(reason);
   }
 }
@@ -267,6 +298,11 @@ export async function connectPartner(
   local: Identity,
   handler: RequestHandler,
   logger: Logger,
+  /**
+   * Called with the link before anything that arrived with the hello reply is handled, so the
+   * caller's bookkeeping for a new partner happens before the partner's first message does.
+   */
+  onReady: (link: PartnerLink) => void = () => undefined,
 ): Promise<PartnerLink> {
   const socket = net.connect(address.port, address.host);
   socket.setNoDelay(true);
@@ -285,6 +321,7 @@ export async function connectPartner(
     if (peer.clusterId !== local.clusterId) throw new HelloRefusedError(RefusalReason.ClusterMismatch, `node ${peer.nodeId} answered from cluster ${peer.clusterId}`);
     logger.info(`partner link to node ${peer.nodeId} up (${address.host}:${address.port})`);
     const link = new PartnerLink(socket, framer, peer, handler, logger);
+    onReady(link);
     link.deliver(rest);
     return link;
   } catch (error) {

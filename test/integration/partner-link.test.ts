@@ -8,8 +8,10 @@ import { silentLogger } from '../../src/observe/index.js';
 import {
   connectPartner,
   HelloRefusedError,
+  IoOp,
   LinkClosedError,
   MessageType,
+  NIL_ALLOCATION,
   PartnerListener,
   RefusalReason,
   type Message,
@@ -56,6 +58,18 @@ describe('partner link', function () {
     links.push(link);
     return link;
   }
+
+  it('keeps room for other requests when forwarded I/O fills its share (no cross-link deadlock)', async () => {
+    const link = await connect();
+    // The peer never answers forwarded I/O here: without a separate budget these would take every slot.
+    const stuck = Array.from({ length: 1100 }, (_, index) =>
+      link.request({ type: MessageType.ForwardedIo, op: IoOp.Read, allocation: NIL_ALLOCATION, offset: index * 4096, length: 4096, fua: false, data: Buffer.alloc(0) }).catch(() => null),
+    );
+    const reply = await link.request({ type: MessageType.SpaceRequest, bytesWanted: 14 });
+    expect(reply.type).to.equal(MessageType.SpaceStatus);
+    link.close('test over');
+    await Promise.all(stuck);
+  });
 
   it('accepts a partner of the same cluster and learns its identity', async () => {
     const link = await connect();
