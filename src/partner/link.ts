@@ -191,6 +191,9 @@ export class PartnerLink {
   }
 
   private onData(chunk: Buffer): void {
+    // Closed by this side (half-closed socket): what still arrives answers requests already failed
+    // with LinkClosedError, or asks for work nobody will answer. Neither is an error.
+    if (!this.isOpen) return;
     let messages: Message[];
     try {
       messages = this.framer.push(chunk);
