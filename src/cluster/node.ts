@@ -23,6 +23,7 @@ import {
   StorageStack,
   stripeDataBytes,
   DEFAULT_STACK_OPTIONS,
+  type Allocation,
   type BlockDevice,
   type ClusterRecord,
 } from '../storage/index.js';
@@ -232,6 +233,26 @@ export class ClusterNode {
     };
   }
 
+  /** The array's allocations of the configured volumes that `owner` owns. */
+  private allocationsOwnedBy(owner: string | undefined): Allocation[] {
+    return this.record.allocations.filter((allocation) => this.config.volumes.find((volume) => volume.name === allocation.name)?.owner === owner);
+  }
+
+  /**
+   * Takes the mirrored pages of these allocations out of the mirror store and, on the array holder,
+   * hands them to the storage stack (the caller flushes); elsewhere they are dropped. Returns the count.
+   */
+  private destageMirrors(allocations: readonly Allocation[]): number {
+    let pages = 0;
+    for (const allocation of allocations) {
+      for (const page of this.mirror.takeAllocation(allocation.guid)) {
+        this.stack?.enqueueBlocks(allocation.arrayOffset + page.virtualPage * page.data.length, page.data);
+        pages++;
+      }
+    }
+    return pages;
+  }
+
   /** Partners' pages this node mirrors and the disks may not have yet (diagnostics; the crash test reads it). */
   mirrorPages(): Array<{ volume: string; virtualPage: number; version: number; data: Buffer }> {
     const out: Array<{ volume: string; virtualPage: number; version: number; data: Buffer }> = [];
@@ -261,13 +282,7 @@ export class ClusterNode {
    * holds the array (harmless, and safe if that partner's flush did not finish), else dropped.
    */
   private partnerJoined(peer: number): void {
-    const name = this.config.nodes[peer]?.name;
-    for (const allocation of this.record.allocations) {
-      if (this.config.volumes.find((volume) => volume.name === allocation.name)?.owner !== name) continue;
-      for (const page of this.mirror.takeAllocation(allocation.guid)) {
-        this.stack?.enqueueBlocks(allocation.arrayOffset + page.virtualPage * page.data.length, page.data);
-      }
-    }
+    this.destageMirrors(this.allocationsOwnedBy(this.config.nodes[peer]?.name));
   }
 
   /** A partner is gone: its mirrored pages must reach the disks (only the holder can put them there). */
@@ -278,17 +293,10 @@ export class ClusterNode {
       this.logger.error(`node ${name}, which holds the shared array, is gone: volumes owned here fail I/O until it returns`);
       return;
     }
-    if (!this.stack) return;
     const stack = this.stack;
-    let pages = 0;
-    for (const allocation of this.record.allocations) {
-      if (this.config.volumes.find((volume) => volume.name === allocation.name)?.owner !== name) continue;
-      // Synchronously, before any new link from that node can send newer versions through us.
-      for (const page of this.mirror.takeAllocation(allocation.guid)) {
-        stack.enqueueBlocks(allocation.arrayOffset + page.virtualPage * page.data.length, page.data);
-        pages++;
-      }
-    }
+    if (!stack) return;
+    // Synchronously, before any new link from that node can send newer versions through us.
+    const pages = this.destageMirrors(this.allocationsOwnedBy(name));
     if (pages === 0) return;
     this.logger.warn(`destaging ${pages} page(s) node ${name} had mirrored here`);
     stack.flush().then(
@@ -305,21 +313,14 @@ export class ClusterNode {
     // take no new ones, before the final destage.
     await this.responder.stopVolumeRequests();
     // Fig. 9 for each owned allocation: on the disks, frames freed, partners' structures dismantled.
-    for (const volume of this.config.volumes) {
-      if (volume.owner !== this.config.nodes[this.nodeId]?.name) continue;
-      const guid = this.record.allocations.find((allocation) => allocation.name === volume.name)?.guid as string;
-      await this.manager.releaseAllocation(guid).catch((error: Error) => this.logger.error(`releasing ${volume.name} at stop failed: ${error.message}`));
+    for (const allocation of this.allocationsOwnedBy(this.config.nodes[this.nodeId]?.name)) {
+      await this.manager.releaseAllocation(allocation.guid).catch((error: Error) => this.logger.error(`releasing ${allocation.name} at stop failed: ${error.message}`));
     }
     await this.manager.flush().catch((error: Error) => this.logger.error(`destage at stop failed: ${error.message}`));
     await this.partners.stop();
     if (this.stack) {
       // Partners' acknowledged writes this node mirrors go to the disks before the array closes.
-      for (const guid of this.mirror.allocations()) {
-        const allocation = this.record.allocations.find((candidate) => candidate.guid === guid);
-        const pages = this.mirror.takeAllocation(guid);
-        if (!allocation) continue;
-        for (const page of pages) this.stack.enqueueBlocks(allocation.arrayOffset + page.virtualPage * page.data.length, page.data);
-      }
+      this.destageMirrors(this.record.allocations);
       await this.stack.stop().catch((error: Error) => this.logger.error(`storage stop failed: ${error.message}`));
     }
   }

@@ -6,7 +6,7 @@
 // a failed disk read says nothing about the stream.
 import type { MirrorStore } from '../memory/index.js';
 import type { Logger } from '../observe/index.js';
-import { IoOp, MAX_IO_BYTES, MessageType, NIL_ALLOCATION, Status, type ForwardedIo, type Message } from '../partner/index.js';
+import { commandComplete, IoOp, MAX_IO_BYTES, MessageType, NIL_ALLOCATION, Status, type ForwardedIo, type Message } from '../partner/index.js';
 import { BLOCK_BYTES, type StorageStack } from '../storage/index.js';
 import type { Volume } from '../volume/index.js';
 
@@ -45,7 +45,7 @@ export class Responder {
       case MessageType.Heartbeat:
         return null;
       default:
-        return complete(message, Status.Invalid);
+        return commandComplete(message, Status.Invalid);
     }
   };
 
@@ -60,12 +60,12 @@ export class Responder {
   }
 
   private async forwarded(io: ForwardedIo): Promise<Message> {
-    if (io.op === IoOp.Probe) return complete(io, this.targets.holding ? Status.Ok : Status.NotResident);
-    if (!this.targets.ready) return complete(io, Status.NotPartner);
+    if (io.op === IoOp.Probe) return commandComplete(io, this.targets.holding ? Status.Ok : Status.NotResident);
+    if (!this.targets.ready) return commandComplete(io, Status.NotPartner);
     if (io.allocation === NIL_ALLOCATION) return this.guard(io, () => this.onArray(io));
-    if (this.stopping) return complete(io, Status.ShuttingDown);
+    if (this.stopping) return commandComplete(io, Status.ShuttingDown);
     const volume = this.targets.owned.get(io.allocation);
-    if (!volume) return complete(io, Status.UnknownAllocation);
+    if (!volume) return commandComplete(io, Status.UnknownAllocation);
     this.volumeRequests++;
     try {
       return await this.guard(io, () => onVolume(io, volume));
@@ -80,19 +80,19 @@ export class Responder {
       return await work();
     } catch (error) {
       this.logger.warn(`forwarded ${opName(io.op)} at ${io.offset} (+${io.length}) failed: ${(error as Error).message}`);
-      return complete(io, Status.IoError);
+      return commandComplete(io, Status.IoError);
     }
   }
 
   private async onArray(io: ForwardedIo): Promise<Message> {
     const stack = this.targets.stack;
-    if (!stack) return complete(io, Status.NotResident);
+    if (!stack) return commandComplete(io, Status.NotResident);
     if (io.op === IoOp.Flush) {
       await stack.flush();
-      return complete(io, Status.Ok);
+      return commandComplete(io, Status.Ok);
     }
     const aligned = io.offset % BLOCK_BYTES === 0 && io.length % BLOCK_BYTES === 0 && io.offset + io.length <= stack.sizeBytes;
-    if (!aligned) return complete(io, Status.Invalid);
+    if (!aligned) return commandComplete(io, Status.Invalid);
     if (io.op === IoOp.Read) {
       const data = Buffer.allocUnsafe(io.length);
       await stack.readBlocks(io.offset, data);
@@ -101,18 +101,18 @@ export class Responder {
     if (io.op === IoOp.Write) {
       // A copy: the payload is a view of the link's receive buffer, and the destager keeps what it gets.
       stack.enqueueBlocks(io.offset, Buffer.from(io.data));
-      return complete(io, Status.Ok);
+      return commandComplete(io, Status.Ok);
     }
-    return complete(io, Status.Invalid);
+    return commandComplete(io, Status.Invalid);
   }
 }
 
 async function onVolume(io: ForwardedIo, volume: Volume): Promise<Message> {
   const inRange = io.offset + io.length <= volume.sizeBytes;
-  if (!inRange) return complete(io, Status.Invalid);
+  if (!inRange) return commandComplete(io, Status.Invalid);
   switch (io.op) {
     case IoOp.Read: {
-      if (io.length > MAX_IO_BYTES) return complete(io, Status.Invalid);
+      if (io.length > MAX_IO_BYTES) return commandComplete(io, Status.Invalid);
       const data = Buffer.allocUnsafe(io.length);
       await volume.read(io.offset, data);
       return { type: MessageType.IoData, requestId: io.requestId, data };
@@ -130,14 +130,11 @@ async function onVolume(io: ForwardedIo, volume: Volume): Promise<Message> {
       await volume.zero(io.offset, io.length, { fua: io.fua, noHole: true, fastZero: false });
       break;
     default:
-      return complete(io, Status.Invalid);
+      return commandComplete(io, Status.Invalid);
   }
-  return complete(io, Status.Ok);
+  return commandComplete(io, Status.Ok);
 }
 
-function complete(request: Message, status: Status): Message {
-  return { type: MessageType.CommandComplete, requestId: request.requestId, requestType: request.type, status };
-}
 
 function opName(op: IoOp): string {
   return ['probe', 'read', 'write', 'flush', 'zero', 'trim'][op] ?? `op ${op}`;

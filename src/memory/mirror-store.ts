@@ -1,7 +1,7 @@
 // The partner side of mirroring (Fig. 10's responder for write page and page clean): complete
 // images of a peer's pages that are not on the disks yet, in frames of this node's pool. What a
 // takeover needs: every acknowledged write is either on the disks or in here.
-import { MessageType, Status, type Message } from '../partner/index.js';
+import { commandComplete, MessageType, Status, type Message } from '../partner/index.js';
 import type { FramePool } from './frame-pool.js';
 
 interface MirrorPage {
@@ -35,22 +35,18 @@ export class MirrorStore {
       case MessageType.SpaceRequest:
         return { type: MessageType.SpaceStatus, requestId: message.requestId, freeBytes: this.pool.freeBytes, reclaimableBytes: this.reclaimable() };
       case MessageType.AllocateMemory:
-        return this.complete(message, this.allocate(message.allocation, message.sizeBytes, message.pageBytes, message.ownerNodeId));
+        return commandComplete(message, this.allocate(message.allocation, message.sizeBytes, message.pageBytes, message.ownerNodeId));
       case MessageType.ReleaseMemory:
         this.release(message.allocation);
-        return this.complete(message, Status.Ok);
+        return commandComplete(message, Status.Ok);
       case MessageType.WritePage:
-        return this.complete(message, this.writePage(message.allocation, message.virtualPage, message.version, message.pageBytes, message.offset, message.zeroFill ? null : message.data, message.length));
+        return commandComplete(message, this.writePage(message.allocation, message.virtualPage, message.version, message.pageBytes, message.offset, message.zeroFill ? null : message.data, message.length));
       case MessageType.PageClean:
         this.pageClean(message.allocation, message.virtualPage, message.version);
         return null;
       default:
         return null;
     }
-  }
-
-  private complete(request: Message, status: Status): Message {
-    return { type: MessageType.CommandComplete, requestId: request.requestId, requestType: request.type, status };
   }
 
   /** Same allocation again (a partner reconnecting) is fine; the same id with another shape is not. */

@@ -368,6 +368,11 @@ export function encodeBatch(messages: readonly Message[]): Buffer {
   return out;
 }
 
+/** The command complete that answers `request` with `status` (same request id, its type echoed). */
+export function commandComplete(request: Message, status: Status): Message {
+  return { type: MessageType.CommandComplete, requestId: request.requestId, requestType: request.type, status };
+}
+
 /** Data at least this long travels by reference in encodeBatchParts; shorter data is cheaper to copy than to add an iovec. */
 export const BY_REFERENCE_BYTES = 8 * 1024;
 

@@ -5,6 +5,7 @@ export {
   encodeBatch,
   encodeBatchParts,
   BY_REFERENCE_BYTES,
+  commandComplete,
   encodeMessage,
   expectsResponse,
   isResponseType,
