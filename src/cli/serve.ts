@@ -3,10 +3,19 @@ import { ClusterNode } from '../cluster/index.js';
 import { loadConfig } from '../config/index.js';
 import { createLogger, type LogLevel } from '../observe/index.js';
 
+/** EX_TEMPFAIL: this node was fenced; starting it again makes it rejoin. */
+export const FENCED_EXIT_CODE = 75;
+
 export async function serve(options: { config: string; node: string; logLevel: LogLevel }): Promise<void> {
   const logger = createLogger({ level: options.logLevel, node: options.node });
   const config = await loadConfig(options.config);
   const node = await ClusterNode.start(config, options.node, logger);
+  // A fenced node must not serve on: it exits with EX_TEMPFAIL so a supervisor (ftvm up, systemd's
+  // Restart=on-failure) starts it again, and it rejoins as a fresh partner.
+  node.onFenced = () => {
+    process.exitCode = FENCED_EXIT_CODE;
+    setTimeout(() => process.exit(FENCED_EXIT_CODE), 200);
+  };
   logger.info(`node ${options.node} of cluster ${config.cluster} serving ${config.volumes.length} volume(s)`);
   // The parent (`ftvm up`) waits for this before printing attach instructions.
   process.send?.({ ready: true });

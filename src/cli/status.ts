@@ -1,5 +1,6 @@
 // `ftvm status --control SOCKET`: what one running node says about the cluster: the array holder,
-// the write mode (mirrored write-back or write-through), partners, volumes and their owners.
+// the write mode (mirrored write-back or write-through), epoch, partners, volumes, their owners now
+// and their home nodes.
 import { requestControl, type ClusterStatus } from '../cluster/index.js';
 
 export async function status(options: { control: string; json: boolean }): Promise<void> {
@@ -17,10 +18,13 @@ export function formatStatus(cluster: ClusterStatus): string {
     `cluster ${cluster.cluster}, node ${cluster.node}`,
     `  mode:          ${cluster.mode === 'mirrored' ? 'mirrored (writes acknowledged once every live partner holds them)' : 'write-through (no live partner: writes acknowledged once on the disks)'}`,
     `  array holder:  ${cluster.arrayHolder}`,
+    `  epoch:         ${cluster.epoch} (lease good for ${cluster.leaseRemainingMs} ms without renewal)`,
     `  partners:      ${cluster.partners.map((partner) => `${partner.name} ${partner.live ? 'live' : 'down'}`).join(', ') || 'none'}`,
     `  pages:         ${cluster.residentPages} resident, ${cluster.dirtyPages} dirty, ${cluster.mirroredPages} mirrored for partners`,
     '  volumes:',
-    ...cluster.volumes.map((volume) => `    ${volume.name}  owner ${volume.owner}${volume.owner === cluster.node ? ' (this node)' : ' (forwarded)'}  page ${volume.pageBytes / 1024} KiB`),
+    ...cluster.volumes.map(
+      (volume) => `    ${volume.name}  owner ${volume.owner}${volume.owner === cluster.node ? ' (this node)' : ''}  home ${volume.home}  ${volume.state}  page ${volume.pageBytes / 1024} KiB`,
+    ),
   ];
   return `${lines.join('\n')}\n`;
 }

@@ -1,6 +1,7 @@
 // `ftvm up`: the embedded default cluster on local files, the project's main job. First run creates
 // the data directory (config + backing files); every run starts the node processes, prints how to
-// attach, and stops them all on SIGINT/SIGTERM.
+// attach, and stops them all on SIGINT/SIGTERM. It supervises them: a node that dies (kill -9 it to
+// see a failover) is started again after RESTART_DELAY_MS, rejoins, and gets its volumes back.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -12,6 +13,10 @@ import { provisionArray } from '../storage/index.js';
 const BIN = fileURLToPath(new URL('../../../bin/ftvm', import.meta.url));
 const CHILD_READY_TIMEOUT_MS = 30_000;
 const CHILD_STOP_TIMEOUT_MS = 30_000;
+/** Long enough to watch the survivor take over; short enough that the failback follows soon. */
+const RESTART_DELAY_MS = 3000;
+/** A node that cannot start this many times in a row stops the cluster. */
+const RESTARTS_MAX = 5;
 
 export interface UpOptions {
   data: string;
@@ -36,15 +41,31 @@ export async function up(options: UpOptions): Promise<void> {
   };
   process.once('SIGINT', () => void stopAll(0));
   process.once('SIGTERM', () => void stopAll(0));
-  for (const node of config.nodes) {
-    const child = await startChild(configFile, node.name, options.logLevel);
-    children.set(node.name, child);
+  const restart = (name: string, failures: number): void => {
+    setTimeout(() => {
+      if (stopping) return;
+      startChild(configFile, name, options.logLevel).then(
+        (again) => {
+          logger.info(`node ${name} is back`);
+          supervise(name, again);
+        },
+        (error: Error) => {
+          logger.error(`node ${name} did not start: ${error.message}`);
+          if (failures + 1 >= RESTARTS_MAX) void stopAll(1);
+          else restart(name, failures + 1);
+        },
+      );
+    }, RESTART_DELAY_MS);
+  };
+  const supervise = (name: string, child: ChildProcess): void => {
+    children.set(name, child);
     child.once('exit', (code, signal) => {
       if (stopping) return;
-      logger.error(`node ${node.name} exited (${signal ?? `code ${code}`}); stopping the cluster`);
-      void stopAll(1);
+      logger.error(`node ${name} exited (${signal ?? `code ${code}`}); its partner serves its volumes; starting it again in ${RESTART_DELAY_MS} ms`);
+      restart(name, 0);
     });
-  }
+  };
+  for (const node of config.nodes) supervise(node.name, await startChild(configFile, node.name, options.logLevel));
   printAttachInstructions(config);
 }
 
@@ -71,6 +92,8 @@ async function prepareDataDirectory(dataDirectory: string, options: UpOptions, l
       ],
     };
   }
+  // A survivor also serves a dead node's NBD address, so a client of either port rides over a failover.
+  config.takeoverAddresses = true;
   // Node a on the base port, b on the next; partner links 100 ports up. Every node exports every volume.
   config.nodes = ['a', 'b'].map((name, index) => ({
     name,

@@ -38,8 +38,13 @@ export interface ClusterStatus {
   node: string;
   arrayHolder: string;
   mode: 'mirrored' | 'write-through';
+  /** Raised at every takeover; a node that sees a newer one than its own stops serving. */
+  epoch: number;
+  /** How long this node's lease still protects it without another renewal. */
+  leaseRemainingMs: number;
   partners: Array<{ name: string; live: boolean }>;
-  volumes: Array<{ name: string; owner: string; pageBytes: number }>;
+  /** owner: who serves it now; home: the config's owner, where it goes back to; state: served here, forwarded, taking over, moving to X. */
+  volumes: Array<{ name: string; owner: string; home: string; pageBytes: number; state: string }>;
   residentPages: number;
   dirtyPages: number;
   mirroredPages: number;
@@ -69,7 +74,8 @@ export class ControlServer {
 
   /** `array` is null on a node that does not hold the shared array open: RAID operations go to the one that does. */
   constructor(
-    private readonly array: RaidArray | null,
+    /** Set when this node takes the array over. */
+    public array: RaidArray | null,
     private readonly logger: Logger,
   ) {}
 

@@ -4,7 +4,8 @@
 // forwarded I/O travel as several, in parallel.
 import { IoOp, MAX_IO_BYTES, MessageType, type Message, type PartnerLink } from '../partner/index.js';
 import { VolumeError, type Extent, type Volume, type ZeroOptions } from '../volume/index.js';
-import { describe, isOk } from './remote-array.js';
+import { describe, isOk, isUnavailable } from './remote-array.js';
+import { OwnerUnavailableError } from './volume-switch.js';
 
 export class ForwardedVolume implements Volume {
   readonly flushCoversAllConnections = true;
@@ -59,12 +60,15 @@ export class ForwardedVolume implements Volume {
 
   private async forward(op: IoOp, offset: number, length: number, fua: boolean, data: Buffer = EMPTY): Promise<Message> {
     const link = this.owner();
-    if (!link) throw new VolumeError('EIO', `volume ${this.name}: its owner, node ${this.ownerName}, is not connected`);
+    if (!link) throw new OwnerUnavailableError(`volume ${this.name}: its owner, node ${this.ownerName}, is not connected`);
+    let reply: Message;
     try {
-      return await link.request({ type: MessageType.ForwardedIo, op, allocation: this.allocation, offset, length, fua, data });
+      reply = await link.request({ type: MessageType.ForwardedIo, op, allocation: this.allocation, offset, length, fua, data });
     } catch (error) {
-      throw new VolumeError('EIO', `volume ${this.name}: node ${this.ownerName}: ${(error as Error).message}`, { cause: error });
+      throw new OwnerUnavailableError(`volume ${this.name}: node ${this.ownerName}: ${(error as Error).message}`, { cause: error });
     }
+    if (isUnavailable(reply)) throw new OwnerUnavailableError(`volume ${this.name}: node ${this.ownerName} answered ${describe(reply)}`);
+    return reply;
   }
 
   private failed(what: string, reply: Message): VolumeError {

@@ -1,23 +1,27 @@
 // One node process of a cluster:
 //
+//   lease           this node's slot in the lease files beside the members (lease.ts): renewed while
+//                   it runs; nothing is acknowledged or written to the disks once it has run out
 //   partner links   listener + reconnecting dialler (partners.ts); the responder (Fig. 10) answers them
 //   array holder    exactly one running node has the shared member files open; the others page in and
-//                   destage through it (remote-array.ts). The first node up holds it; a node that finds
-//                   a holder among its partners joins instead.
+//                   destage through it (remote-array.ts, behind array-access.ts). The holder is also
+//                   the authority on who owns which volume (authority.ts)
 //   memory manager  over this node's frame pool, for the volumes this node owns; each write is mirrored
 //                   to every live partner before it is acknowledged, or written through when none is live
-//   exports         every configured volume on this node's NBD addresses: owned ones through the memory
-//                   manager, the others forwarded to their owner (forwarded-volume.ts)
+//   exports         every configured volume on this node's NBD addresses, each behind a VolumeSwitch:
+//                   owned ones through the memory manager, the others forwarded to their owner
 //
 // The partners' mirrored pages live in the same frame pool (mirror-store.ts). When a partner's link
 // drops, the holder destages that partner's mirrored pages, so what it acknowledged reaches the disks.
-import { clusterUuid, findNode, type ClusterConfig } from '../config/index.js';
+import { clusterUuid, findNode, type ClusterConfig, type NodeConfig } from '../config/index.js';
 import { FramePool, LinkReplicator, MemoryManager, MemoryVolume, MirrorStore } from '../memory/index.js';
 import { Exports, NbdServer } from '../nbd/index.js';
 import type { Logger } from '../observe/index.js';
-import { IoOp, MessageType, NIL_ALLOCATION, Status } from '../partner/index.js';
+import { IoOp, MessageType, NIL_ALLOCATION, Status, type Identity } from '../partner/index.js';
 import {
   assembleArray,
+  FileMember,
+  MemberError,
   NodeStateStore,
   placeAllocations,
   StorageStack,
@@ -26,13 +30,18 @@ import {
   type Allocation,
   type BlockDevice,
   type ClusterRecord,
+  type MemberDevice,
 } from '../storage/index.js';
-import type { Volume } from '../volume/index.js';
+import { ArrayAccess } from './array-access.js';
+import { Authority } from './authority.js';
 import { ControlServer, type ClusterStatus } from './control.js';
 import { ForwardedVolume } from './forwarded-volume.js';
+import { LeaseFiles, processGone, systemLeaseClock, thisProcess } from './lease-files.js';
+import { LeaseKeeper } from './lease.js';
 import { Partners } from './partners.js';
 import { RemoteArray } from './remote-array.js';
 import { Responder, type ResponderTargets } from './responder.js';
+import { localView, VolumeSwitch, DEFAULT_RETRY_MS } from './volume-switch.js';
 
 export interface NodeTimings {
   /** How long a starting node looks for a partner that holds the array before it decides. */
@@ -46,24 +55,55 @@ export const DEFAULT_TIMINGS: NodeTimings = { discoveryMs: 1500, holderWaitMs: 3
 const PROBE_INTERVAL_MS = 100;
 /** How long a joining node waits for a holder that is still assembling the array (a resync may run). */
 const HOLDER_READY_WAIT_MS = 120_000;
+/** How long a starting node waits for the holder to hand it its own volumes before it reports ready anyway. */
+const HOME_VOLUMES_WAIT_MS = 10_000;
+/** How often a listen on an address still held by someone else (a partner serving it for us) is retried. */
+const LISTEN_RETRY_MS = 250;
+
+/** One export of this node and what serves it now. */
+export interface Served {
+  allocation: Allocation;
+  pageBytes: number;
+  switch: VolumeSwitch;
+  /** Set while this node owns the volume. */
+  memory: MemoryVolume | null;
+  /** The node that owns it now, as this node knows it. */
+  ownerId: number;
+  /** The node the config names as its owner: where it goes back to. */
+  homeId: number;
+  /** What is happening to it, for status ('', 'taking over', 'moving to b'). */
+  moving: string;
+}
 
 export class ClusterNode {
   private mode: 'mirrored' | 'write-through' | null = null;
+  private fenced = false;
+  private stopping = false;
+  readonly authority: Authority;
+  /** Told when this node was fenced and must stop serving (the process exits and may rejoin). */
+  onFenced: (reason: string) => void = () => undefined;
 
   private constructor(
-    private readonly config: ClusterConfig,
-    private readonly nodeId: number,
-    private readonly server: NbdServer,
-    private readonly control: ControlServer,
-    private readonly partners: Partners,
-    private readonly manager: MemoryManager,
-    private readonly mirror: MirrorStore,
-    private readonly stack: StorageStack | null,
-    private readonly holderId: number,
-    private readonly record: ClusterRecord,
-    private readonly responder: Responder,
-    private readonly logger: Logger,
-  ) {}
+    readonly config: ClusterConfig,
+    readonly nodeId: number,
+    readonly server: NbdServer,
+    readonly control: ControlServer,
+    readonly partners: Partners,
+    readonly manager: MemoryManager,
+    readonly mirror: MirrorStore,
+    public stack: StorageStack | null,
+    public holderId: number,
+    public record: ClusterRecord,
+    readonly responder: Responder,
+    readonly targets: ResponderTargets,
+    readonly leases: LeaseKeeper,
+    readonly identity: Identity,
+    readonly access: ArrayAccess,
+    readonly served: Map<string, Served>,
+    readonly logger: Logger,
+  ) {
+    this.authority = new Authority(this);
+  }
 
   /** Joins or forms the cluster, then listens; on any failure, what was opened is closed again. */
   static async start(config: ClusterConfig, nodeName: string, logger: Logger, timings: NodeTimings = DEFAULT_TIMINGS): Promise<ClusterNode> {
@@ -73,9 +113,12 @@ export class ClusterNode {
     const pool = new FramePool(config.memory);
     let manager: MemoryManager | null = null;
     const mirror = new MirrorStore(pool, (bytes) => manager?.reclaim(bytes) ?? null, () => manager?.reclaimableBytes ?? 0);
-    const targets: ResponderTargets = { mirror, stack: null, owned: new Map<string, Volume>(), holding: false, ready: false };
+    const targets: ResponderTargets = { mirror, stack: null, owned: new Map(), holding: false, ready: false, takeover: null };
     const responder = new Responder(targets, logger);
-    const partners = new Partners({ clusterId: clusterUuid(config.cluster), nodeId, epoch: 0 }, responder.handle, logger, names, config.partnerTimeoutMs);
+    const leaseFiles = await LeaseFiles.open(config.storage.members);
+    const leases = new LeaseKeeper(nodeId, node.name, thisProcess(), leaseFiles, systemLeaseClock, { leaseMs: config.leaseMs, processGone });
+    const identity: Identity = { clusterId: clusterUuid(config.cluster), nodeId, epoch: 0 };
+    const partners = new Partners(identity, responder.handle, logger, names, config.partnerTimeoutMs);
     const replicator = new LinkReplicator(nodeId, logger);
     partners.onUp = (link) => replicator.add(link);
     const exports = new Exports();
@@ -83,41 +126,47 @@ export class ClusterNode {
     let control: ControlServer | null = null;
     let stack: StorageStack | null = null;
     try {
+      await leases.acquire();
+      identity.epoch = leases.epoch;
       if (node.partner) await partners.listen(node.partner);
       config.nodes.forEach((other, index) => {
         if (index < nodeId && other.partner) partners.dial({ nodeId: index, name: other.name, ...other.partner });
       });
-      const holderId = await ClusterNode.findHolder(config, nodeId, partners, timings, logger);
-      let device: BlockDevice;
+      const holderId = await ClusterNode.findHolder(config, nodeId, partners, leases, timings, logger);
+      let access: ArrayAccess;
       if (holderId === nodeId) {
         targets.holding = true;
-        stack = await ClusterNode.openArray(config, logger);
+        if (config.nodes.length > 1) identity.epoch = await leases.claimEpoch(claimPauseMs(config, leases, partners, nodeId));
+        stack = await ClusterNode.openArray(config, logger, leases);
         targets.stack = stack;
-        device = stack;
+        access = new ArrayAccess(stack, false, DEFAULT_RETRY_MS);
       } else {
         logger.info(`node ${names.get(holderId)} holds the shared array: paging in and destaging through it`);
-        device = new RemoteArray(() => partners.link(holderId));
+        access = new ArrayAccess(new RemoteArray(() => partners.link(holderId)), true, DEFAULT_RETRY_MS);
       }
-      const record = await ClusterNode.clusterRecord(config, device, stack, logger);
+      const record = await ClusterNode.clusterRecord(config, access, stack, logger);
       const maxPage = Math.max(...config.volumes.map((volume) => volume.pageSize));
       const high = Math.max(4, Math.floor(config.memory / maxPage / 4));
-      manager = new MemoryManager(pool, device, replicator, { highWatermarkPages: high, lowWatermarkPages: Math.floor(high / 4) });
+      manager = new MemoryManager(pool, access, replicator, { highWatermarkPages: high, lowWatermarkPages: Math.floor(high / 4) });
+      const served = new Map<string, Served>();
       for (const volume of config.volumes) {
         const allocation = record.allocations.find((candidate) => candidate.name === volume.name);
         if (!allocation) throw new Error(`volume ${volume.name} is not in the array's cluster record; start the array holder with this config first`);
-        const ownerId = config.nodes.findIndex((candidate) => candidate.name === volume.owner);
-        let served: Volume;
-        if (ownerId === nodeId) {
-          manager.createAllocation({ guid: allocation.guid, arrayOffset: allocation.arrayOffset, sizeBytes: allocation.sizeBytes, pageBytes: volume.pageSize });
-          served = new MemoryVolume(manager, volume.name, allocation.guid, volume.pageSize, allocation.sizeBytes);
-          targets.owned.set(allocation.guid, served);
-        } else {
-          served = new ForwardedVolume(volume.name, allocation.guid, allocation.sizeBytes, volume.owner, () => partners.link(ownerId));
-        }
-        exports.add({ name: volume.name, description: volume.description, volume: served, readOnly: volume.readOnly });
+        const homeId = config.nodes.findIndex((candidate) => candidate.name === volume.owner);
+        const recorded = config.nodes.findIndex((candidate) => candidate.name === allocation.owner);
+        // Only the holder decides ownership. A node that joins serves nothing of its own until the
+        // holder hands it over (takeover message): the record may be older than the holder's view.
+        const ownerId = holderId === nodeId ? (recorded >= 0 ? recorded : homeId) : recorded >= 0 && recorded !== nodeId ? recorded : holderId;
+        const entry: Served = { allocation, pageBytes: volume.pageSize, switch: null as unknown as VolumeSwitch, memory: null, ownerId, homeId, moving: '' };
+        entry.switch = new VolumeSwitch(volume.name, allocation.sizeBytes, forwardTo(config, entry, ownerId, partners), () => leases.holds());
+        served.set(allocation.guid, entry);
+        exports.add({ name: volume.name, description: volume.description, volume: entry.switch, readOnly: volume.readOnly });
       }
+      control = new ControlServer(stack?.array ?? null, logger);
+      const started = new ClusterNode(config, nodeId, server, control, partners, manager, mirror, stack, holderId, record, responder, targets, leases, identity, access, served, logger);
+      for (const entry of served.values()) if (entry.ownerId === nodeId) started.own(entry);
+      targets.takeover = (message) => started.authority.onTakeover(message);
       targets.ready = true;
-      const started = new ClusterNode(config, nodeId, server, (control = new ControlServer(stack?.array ?? null, logger)), partners, manager, mirror, stack, holderId, record, responder, logger);
       control.cluster = () => started.status();
       control.mirrorPages = () => started.mirrorPages();
       partners.onUp = (link) => {
@@ -125,26 +174,35 @@ export class ClusterNode {
         started.partnerJoined(link.peer.nodeId);
         replicator.add(link);
         started.modeChanged();
+        started.authority.partnerUp(link.peer.nodeId, link.peer.epoch);
       };
       partners.onDown = (peer) => started.partnerLost(peer);
+      leases.isLivePartner = (slot) => partners.link(slot) !== null;
+      leases.onFenced = (reason) => started.fence(reason);
+      partners.onStaleEpoch = (message) => started.fence(message);
       started.modeChanged();
-      for (const address of node.listen) await server.listen(address);
+      for (const address of node.listen) await started.listenPersistently(address, 'own');
       await control.listen(node.control as string);
+      started.authority.start();
+      await started.homeVolumesAssigned(HOME_VOLUMES_WAIT_MS);
       return started;
     } catch (error) {
       await server.close();
       await control?.close();
       await partners.stop();
       await stack?.stop();
+      leases.abandon();
+      await leaseFiles.close();
       throw error;
     }
   }
 
   /**
    * The node that holds the shared array: a partner that says so, else this node if it is the first
-   * of the live nodes in config order, else (after waiting for it) the one that is.
+   * of the live nodes in config order and no node out of reach still renews its lease (it may hold
+   * the array), else (after waiting for it) the one that is.
    */
-  private static async findHolder(config: ClusterConfig, nodeId: number, partners: Partners, timings: NodeTimings, logger: Logger): Promise<number> {
+  private static async findHolder(config: ClusterConfig, nodeId: number, partners: Partners, leases: LeaseKeeper, timings: NodeTimings, logger: Logger): Promise<number> {
     if (config.nodes.length === 1) return nodeId;
     const started = Date.now();
     let waitingLogged = false;
@@ -165,12 +223,14 @@ export class ClusterNode {
       const elapsed = Date.now() - started;
       const everyoneHere = live.length === config.nodes.length - 1;
       const first = live.every((link) => link.peer.nodeId > nodeId);
-      if ((everyoneHere || elapsed >= timings.discoveryMs) && first) {
+      const unreachable = config.nodes.map((_, index) => index).filter((index) => index !== nodeId && !partners.link(index) && !leases.expired(index));
+      if ((everyoneHere || elapsed >= timings.discoveryMs) && first && unreachable.length === 0) {
         logger.info(live.length === 0 ? 'no partner is up: this node holds the shared array' : 'no partner holds the shared array: this node, first of those up, opens it');
         return nodeId;
       }
       if (elapsed >= timings.discoveryMs && !waitingLogged) {
-        logger.info(`waiting for node ${config.nodes[Math.min(...live.map((link) => link.peer.nodeId))]?.name} to open the shared array`);
+        const waitingFor = unreachable.length > 0 ? unreachable.map((index) => config.nodes[index]?.name).join(', ') : config.nodes[Math.min(...live.map((link) => link.peer.nodeId))]?.name;
+        logger.info(`waiting for node ${waitingFor} (${unreachable.length > 0 ? 'its lease is still renewed but it cannot be reached' : 'to open the shared array'})`);
         waitingLogged = true;
       }
       if (elapsed >= timings.discoveryMs + timings.holderWaitMs) throw new Error(`no node opened the shared array within ${timings.holderWaitMs} ms`);
@@ -178,8 +238,10 @@ export class ClusterNode {
     }
   }
 
-  private static async openArray(config: ClusterConfig, logger: Logger): Promise<StorageStack> {
-    const array = await assembleArray(config.storage.members, { logger, now: () => Date.now() });
+  /** Assembles the array; member writes and syncs are refused once this node's lease has run out. */
+  static async openArray(config: ClusterConfig, logger: Logger, leases: LeaseKeeper): Promise<StorageStack> {
+    const open = async (path: string): Promise<MemberDevice> => fencedMember(await FileMember.open(path), leases);
+    const array = await assembleArray(config.storage.members, { logger, now: () => Date.now() }, open);
     if (array.geometry.level !== config.storage.level) {
       await array.stop();
       throw new Error(`the member files hold a ${array.geometry.level} array, the config says ${config.storage.level}`);
@@ -188,7 +250,7 @@ export class ClusterNode {
   }
 
   /** The cluster record; the holder places allocations for configured volumes the array lacks. */
-  private static async clusterRecord(config: ClusterConfig, device: BlockDevice, stack: StorageStack | null, logger: Logger): Promise<ClusterRecord> {
+  static async clusterRecord(config: ClusterConfig, device: BlockDevice, stack: StorageStack | null, logger: Logger): Promise<ClusterRecord> {
     const store = new NodeStateStore(device);
     // A holder found while it is still assembling the array answers array reads only once ready.
     let found: ClusterRecord | null;
@@ -218,31 +280,70 @@ export class ClusterNode {
     return record;
   }
 
+  /** Resolves once this node serves every volume whose home it is (or after `timeoutMs`: the holder decides). */
+  private async homeVolumesAssigned(timeoutMs: number): Promise<void> {
+    const deadline = performance.now() + timeoutMs;
+    const pending = (): Served[] => [...this.served.values()].filter((entry) => entry.homeId === this.nodeId && entry.ownerId !== this.nodeId);
+    while (pending().length > 0 && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, PROBE_INTERVAL_MS));
+    const left = pending();
+    if (left.length > 0) this.logger.warn(`the array holder has not handed over ${left.map((entry) => entry.allocation.name).join(', ')} yet: forwarding until it does`);
+  }
+
+  name(nodeId: number): string {
+    return this.config.nodes[nodeId]?.name ?? String(nodeId);
+  }
+
+  /** This node serves `entry` from its memory manager from now on. */
+  own(entry: Served): void {
+    const { allocation, pageBytes } = entry;
+    if (!entry.memory) {
+      this.manager.createAllocation({ guid: allocation.guid, arrayOffset: allocation.arrayOffset, sizeBytes: allocation.sizeBytes, pageBytes });
+      entry.memory = new MemoryVolume(this.manager, allocation.name, allocation.guid, pageBytes, allocation.sizeBytes);
+    }
+    entry.ownerId = this.nodeId;
+    this.targets.owned.set(allocation.guid, localView(entry.switch, entry.memory));
+    entry.switch.setTarget(entry.memory);
+  }
+
+  /** `entry` is served by `ownerId` from now on; requests here are forwarded there. */
+  forward(entry: Served, ownerId: number): void {
+    entry.ownerId = ownerId;
+    entry.switch.setTarget(forwardTo(this.config, entry, ownerId, this.partners));
+  }
+
   status(): ClusterStatus {
     const live = new Set(this.partners.live().map((link) => link.peer.nodeId));
     return {
       cluster: this.config.cluster,
-      node: this.config.nodes[this.nodeId]?.name ?? '',
-      arrayHolder: this.config.nodes[this.holderId]?.name ?? '',
+      node: this.name(this.nodeId),
+      arrayHolder: this.name(this.holderId),
       mode: live.size > 0 ? 'mirrored' : 'write-through',
+      epoch: this.leases.epoch,
+      leaseRemainingMs: Math.max(0, Math.round(this.leases.remainingMs())),
       partners: this.config.nodes.filter((_, index) => index !== this.nodeId).map((node) => ({ name: node.name, live: live.has(this.config.nodes.indexOf(node)) })),
-      volumes: this.config.volumes.map((volume) => ({ name: volume.name, owner: volume.owner, pageBytes: volume.pageSize })),
+      volumes: [...this.served.values()].map((entry) => ({
+        name: entry.allocation.name,
+        owner: this.name(entry.ownerId),
+        home: this.name(entry.homeId),
+        pageBytes: entry.pageBytes,
+        state: entry.moving || (entry.ownerId === this.nodeId ? 'served here' : 'forwarded'),
+      })),
       residentPages: this.manager.residentPages,
       dirtyPages: this.manager.dirtyPages,
       mirroredPages: this.mirror.mirroredPages,
     };
   }
 
-  /** The array's allocations of the configured volumes that `owner` owns. */
-  private allocationsOwnedBy(owner: string | undefined): Allocation[] {
-    return this.record.allocations.filter((allocation) => this.config.volumes.find((volume) => volume.name === allocation.name)?.owner === owner);
+  /** The array's allocations that `ownerId` owns now. */
+  allocationsOwnedBy(ownerId: number): Allocation[] {
+    return [...this.served.values()].filter((entry) => entry.ownerId === ownerId).map((entry) => entry.allocation);
   }
 
   /**
    * Takes the mirrored pages of these allocations out of the mirror store and, on the array holder,
    * hands them to the storage stack (the caller flushes); elsewhere they are dropped. Returns the count.
    */
-  private destageMirrors(allocations: readonly Allocation[]): number {
+  destageMirrors(allocations: readonly Allocation[]): number {
     let pages = 0;
     for (const allocation of allocations) {
       for (const page of this.mirror.takeAllocation(allocation.guid)) {
@@ -257,13 +358,37 @@ export class ClusterNode {
   mirrorPages(): Array<{ volume: string; virtualPage: number; version: number; data: Buffer }> {
     const out: Array<{ volume: string; virtualPage: number; version: number; data: Buffer }> = [];
     for (const guid of this.mirror.allocations()) {
-      const name = this.record.allocations.find((allocation) => allocation.guid === guid)?.name ?? guid;
+      const name = this.served.get(guid)?.allocation.name ?? guid;
       for (const [virtualPage, page] of this.mirror.pagesOf(guid)) out.push({ volume: name, virtualPage, version: page.version, data: page.data });
     }
     return out;
   }
 
-  private modeChanged(): void {
+  /** Becomes the array holder: the array assembled here, page-in and destage switched to it. */
+  async holdArray(): Promise<void> {
+    const stack = await ClusterNode.openArray(this.config, this.logger, this.leases);
+    this.stack = stack;
+    this.targets.stack = stack;
+    this.targets.holding = true;
+    this.holderId = this.nodeId;
+    this.control.array = stack.array;
+    this.access.switchTo(stack, false);
+  }
+
+  /** Writes the owners this node (the holder) decided into the cluster record on the array. */
+  async writeOwners(): Promise<void> {
+    if (!this.stack) throw new Error('only the array holder writes the cluster record');
+    const store = new NodeStateStore(this.stack);
+    const current = (await store.readClusterRecord()) ?? this.record;
+    const allocations = current.allocations.map((allocation) => {
+      const entry = this.served.get(allocation.guid);
+      return entry ? { ...allocation, owner: this.name(entry.ownerId) } : allocation;
+    });
+    this.record = { ...current, allocations };
+    await store.writeClusterRecord(this.record);
+  }
+
+  modeChanged(): void {
     const mode = this.partners.live().length > 0 ? 'mirrored' : 'write-through';
     if (mode === this.mode) return;
     const wasMirrored = this.mode === 'mirrored';
@@ -282,21 +407,22 @@ export class ClusterNode {
    * holds the array (harmless, and safe if that partner's flush did not finish), else dropped.
    */
   private partnerJoined(peer: number): void {
-    this.destageMirrors(this.allocationsOwnedBy(this.config.nodes[peer]?.name));
+    this.destageMirrors(this.allocationsOwnedBy(peer));
   }
 
   /** A partner is gone: its mirrored pages must reach the disks (only the holder can put them there). */
   private partnerLost(peer: number): void {
     this.modeChanged();
-    const name = this.config.nodes[peer]?.name ?? String(peer);
+    this.authority.partnerDown(peer);
+    const name = this.name(peer);
     if (peer === this.holderId) {
-      this.logger.error(`node ${name}, which holds the shared array, is gone: volumes owned here fail I/O until it returns`);
+      this.logger.error(`node ${name}, which holds the shared array, is gone: page-in and destage wait until a node holds it again`);
       return;
     }
     const stack = this.stack;
     if (!stack) return;
     // Synchronously, before any new link from that node can send newer versions through us.
-    const pages = this.destageMirrors(this.allocationsOwnedBy(name));
+    const pages = this.destageMirrors(this.allocationsOwnedBy(peer));
     if (pages === 0) return;
     this.logger.warn(`destaging ${pages} page(s) node ${name} had mirrored here`);
     stack.flush().then(
@@ -305,15 +431,56 @@ export class ClusterNode {
     );
   }
 
+  /**
+   * Listens on `address`; one still held by another process (a partner serving this node's address
+   * while it was away) is retried in the background until it is free, the node stops, or, for a
+   * partner's address, until `wanted` says no more.
+   */
+  async listenPersistently(address: NodeConfig['listen'][number], group: string, wanted: () => boolean = () => true): Promise<void> {
+    try {
+      await this.server.listen(address, group);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw error;
+      this.logger.warn(`${'path' in address ? address.path : `${address.host}:${address.port}`} is in use (a partner may still serve it): retrying`);
+      const retry = (): void => {
+        if (this.stopping || this.fenced || !wanted()) return;
+        this.server.listen(address, group).catch((again: NodeJS.ErrnoException) => {
+          if (again.code === 'EADDRINUSE') setTimeout(retry, LISTEN_RETRY_MS).unref();
+          else this.logger.error(`listen failed: ${again.message}`);
+        });
+      };
+      setTimeout(retry, LISTEN_RETRY_MS).unref();
+    }
+  }
+
+  /**
+   * This node lost its lease, or another node took over at a newer epoch: it must not acknowledge
+   * or write anything more. Clients are cut off at once (multipath and reconnecting clients go to
+   * the authority); nothing is destaged (the disks belong to the new epoch, and every acknowledged
+   * write is held by a partner or the disks already).
+   */
+  fence(reason: string): void {
+    if (this.fenced || this.stopping) return;
+    this.fenced = true;
+    this.logger.error(`fenced: ${reason}; this node stops serving and must rejoin`);
+    this.authority.stop();
+    this.leases.abandon();
+    this.server.abort();
+    void this.partners.stop();
+    this.onFenced(reason);
+  }
+
   /** Drains clients, destages everything, stops the array cleanly. */
   async stop(): Promise<void> {
+    this.stopping = true;
+    this.authority.stop();
     await this.control.close();
     await this.server.close();
     // Forwarded writes running now are acknowledged to another node's client: let them finish, and
     // take no new ones, before the final destage.
     await this.responder.stopVolumeRequests();
     // Fig. 9 for each owned allocation: on the disks, frames freed, partners' structures dismantled.
-    for (const allocation of this.allocationsOwnedBy(this.config.nodes[this.nodeId]?.name)) {
+    for (const allocation of this.allocationsOwnedBy(this.nodeId)) {
       await this.manager.releaseAllocation(allocation.guid).catch((error: Error) => this.logger.error(`releasing ${allocation.name} at stop failed: ${error.message}`));
     }
     await this.manager.flush().catch((error: Error) => this.logger.error(`destage at stop failed: ${error.message}`));
@@ -323,6 +490,34 @@ export class ClusterNode {
       this.destageMirrors(this.record.allocations);
       await this.stack.stop().catch((error: Error) => this.logger.error(`storage stop failed: ${error.message}`));
     }
+    // Released last: a partner takes over at once, and by now everything is on the disks.
+    await this.leases.release();
   }
 }
 
+function forwardTo(config: ClusterConfig, entry: Served, ownerId: number, partners: Partners): ForwardedVolume {
+  const { allocation } = entry;
+  return new ForwardedVolume(allocation.name, allocation.guid, allocation.sizeBytes, config.nodes[ownerId]?.name ?? String(ownerId), () => partners.link(ownerId));
+}
+
+/**
+ * A claim needs a pause for competitors' claims to land only if some other node could be competing:
+ * one neither connected here (connected ones defer to the lowest id) nor known to be out.
+ */
+export function claimPauseMs(config: ClusterConfig, leases: LeaseKeeper, partners: Partners, nodeId: number): number {
+  const unknown = config.nodes.some((_, index) => index !== nodeId && !partners.link(index) && !leases.expired(index));
+  return unknown ? Math.floor(config.leaseMs / 4) : 0;
+}
+
+/** A member whose writes and syncs are refused once this node's lease has run out (it may be taken over). */
+function fencedMember(member: MemberDevice, leases: LeaseKeeper): MemberDevice {
+  const refuse = (): Promise<never> => Promise.reject(new MemberError(member.path, "not written: this node's lease has run out"));
+  return {
+    path: member.path,
+    read: (offset, into) => member.read(offset, into),
+    write: (offset, data) => (leases.holds() ? member.write(offset, data) : refuse()),
+    sync: () => (leases.holds() ? member.sync() : refuse()),
+    sizeBytes: () => member.sizeBytes(),
+    close: () => member.close(),
+  };
+}

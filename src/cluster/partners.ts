@@ -2,15 +2,14 @@
 // with a reconnect loop, to each node before it. One link per pair: the node later in the config
 // always dials, so two nodes never race each other into two links.
 import type { Logger } from '../observe/index.js';
-import { connectPartner, HelloRefusedError, PartnerListener, type Identity, type PartnerLink, type RequestHandler } from '../partner/index.js';
+import { connectPartner, HelloRefusedError, RefusalReason, PartnerListener, type Identity, type PartnerLink, type RequestHandler } from '../partner/index.js';
 
 /**
- * A partner heard from for this long counts as gone. Generous on purpose until leases exist (the
- * failover issue): event-loop stalls of a few hundred ms under heavy I/O have been measured, and a
- * node declared dead while alive costs write-through at best and, for a node paging through the
- * array holder, failed I/O until it reconnects.
+ * A partner not heard from for this long counts as gone. The disk lease, not the link, decides a
+ * takeover, so a link declared dead while its node lives costs a reconnect and write-through for a
+ * moment, never a second authority (event-loop stalls of a few hundred ms have been measured).
  */
-export const DEFAULT_PARTNER_TIMEOUT_MS = 3000;
+export const DEFAULT_PARTNER_TIMEOUT_MS = 1000;
 
 /** How long a connector waits before dialling a partner that was down or refused. */
 export const RECONNECT_INTERVAL_MS = 500;
@@ -30,6 +29,8 @@ export class Partners {
   /** Told about every link that comes up and every one that goes down. */
   onUp: (link: PartnerLink) => void = () => undefined;
   onDown: (nodeId: number, reason: string) => void = () => undefined;
+  /** A partner refused this node's hello for a stale epoch: there was a takeover this node missed. */
+  onStaleEpoch: (message: string) => void = () => undefined;
 
   constructor(
     private readonly local: Identity,
@@ -55,8 +56,10 @@ export class Partners {
         await connectPartner({ host: partner.host, port: partner.port }, this.local, this.handler, this.logger, (link) => this.adopt(link, () => this.later(attempt)));
       } catch (error) {
         // A refusal is a configuration problem worth a line each time; a partner that is down is not.
-        if (error instanceof HelloRefusedError) this.logger.error(error.message);
-        else this.logger.debug(`partner ${partner.name} (${partner.host}:${partner.port}) not reachable: ${(error as Error).message}`);
+        if (error instanceof HelloRefusedError) {
+          this.logger.error(error.message);
+          if (error.reason === RefusalReason.StaleEpoch) return this.onStaleEpoch(error.message);
+        } else this.logger.debug(`partner ${partner.name} (${partner.host}:${partner.port}) not reachable: ${(error as Error).message}`);
         this.later(attempt);
       }
     };

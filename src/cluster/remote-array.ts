@@ -9,6 +9,16 @@ export class RemoteArrayError extends Error {
   override name = 'RemoteArrayError';
 }
 
+/** No holder answers now (link gone, holder stopping or not the holder any more): retry after a takeover. */
+export class HolderUnavailableError extends RemoteArrayError {
+  override name = 'HolderUnavailableError';
+}
+
+/** Answers that say "not here, not now" rather than "failed": the request may succeed elsewhere or later. */
+export function isUnavailable(reply: Message): boolean {
+  return reply.type === MessageType.CommandComplete && (reply.status === Status.ShuttingDown || reply.status === Status.NotPartner || reply.status === Status.NotResident || reply.status === Status.UnknownAllocation);
+}
+
 export class RemoteArray implements PageStore {
   /**
    * Destage writes not yet covered by a flush, each resolving to its failure or null. A flush
@@ -20,7 +30,7 @@ export class RemoteArray implements PageStore {
   constructor(private readonly holder: () => PartnerLink | null) {}
 
   async readBlocks(offset: number, into: Buffer): Promise<void> {
-    const reply = await this.request(IoOp.Read, offset, into.length, Buffer.alloc(0));
+    const reply = await this.request(IoOp.Read, offset, into.length, EMPTY);
     if (reply.type !== MessageType.IoData || reply.data.length !== into.length) throw new RemoteArrayError(`array read at ${offset}: the holder answered ${describe(reply)}`);
     reply.data.copy(into);
   }
@@ -41,16 +51,25 @@ export class RemoteArray implements PageStore {
     for (const write of covered) this.unflushed.delete(write);
     const failure = failures.find((result) => result !== null);
     if (failure) throw failure;
-    const reply = await this.request(IoOp.Flush, 0, 0, Buffer.alloc(0));
+    const reply = await this.request(IoOp.Flush, 0, 0, EMPTY);
     if (!isOk(reply)) throw new RemoteArrayError(`array flush: the holder answered ${describe(reply)}`);
   }
 
   private async request(op: IoOp, offset: number, length: number, data: Buffer): Promise<Message> {
     const link = this.holder();
-    if (!link) throw new RemoteArrayError('no link to the node that holds the shared array');
-    return link.request({ type: MessageType.ForwardedIo, op, allocation: NIL_ALLOCATION, offset, length, fua: false, data });
+    if (!link) throw new HolderUnavailableError('no link to the node that holds the shared array');
+    let reply: Message;
+    try {
+      reply = await link.request({ type: MessageType.ForwardedIo, op, allocation: NIL_ALLOCATION, offset, length, fua: false, data });
+    } catch (error) {
+      throw new HolderUnavailableError(`the array holder's link: ${(error as Error).message}`, { cause: error });
+    }
+    if (isUnavailable(reply)) throw new HolderUnavailableError(`the array holder answered ${describe(reply)}`);
+    return reply;
   }
 }
+
+const EMPTY = Buffer.alloc(0);
 
 export function isOk(reply: Message): boolean {
   return reply.type === MessageType.CommandComplete && reply.status === Status.Ok;

@@ -6,16 +6,19 @@
 // a failed disk read says nothing about the stream.
 import type { MirrorStore } from '../memory/index.js';
 import type { Logger } from '../observe/index.js';
-import { commandComplete, IoOp, MAX_IO_BYTES, MessageType, NIL_ALLOCATION, Status, type ForwardedIo, type Message } from '../partner/index.js';
+import { commandComplete, IoOp, MAX_IO_BYTES, MessageType, NIL_ALLOCATION, Status, type ForwardedIo, type Message, type Takeover } from '../partner/index.js';
 import { BLOCK_BYTES, type StorageStack } from '../storage/index.js';
 import type { Volume } from '../volume/index.js';
+import { OwnerUnavailableError } from './volume-switch.js';
 
 export interface ResponderTargets {
   mirror: MirrorStore;
   /** The shared array, if this node holds it open. */
   stack: StorageStack | null;
-  /** Volumes this node owns, by allocation GUID. */
+  /** Volumes this node owns, by allocation GUID (views that refuse once the volume moved on). */
   owned: Map<string, Volume>;
+  /** Ownership moved (takeover, failback); null until the node is built. */
+  takeover: ((message: Takeover) => Promise<Message>) | null;
   /** Set before the array is opened, so a probe during the (possibly long) assembly already says so. */
   holding: boolean;
   /** Structures built: array and volume requests are served. */
@@ -44,6 +47,8 @@ export class Responder {
         return this.forwarded(message);
       case MessageType.Heartbeat:
         return null;
+      case MessageType.Takeover:
+        return this.targets.takeover ? this.targets.takeover(message) : commandComplete(message, Status.NotPartner);
       default:
         return commandComplete(message, Status.Invalid);
     }
@@ -79,6 +84,8 @@ export class Responder {
     try {
       return await work();
     } catch (error) {
+      // The volume moved on while the request waited: the sender retries with its new owner.
+      if (error instanceof OwnerUnavailableError) return commandComplete(io, Status.UnknownAllocation);
       this.logger.warn(`forwarded ${opName(io.op)} at ${io.offset} (+${io.length}) failed: ${(error as Error).message}`);
       return commandComplete(io, Status.IoError);
     }

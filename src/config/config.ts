@@ -117,7 +117,14 @@ const configSchema = z
       .refine((bytes) => bytes > 0 && bytes % MEMORY_ALIGNMENT_BYTES === 0, { message: 'memory must be a positive multiple of 1 MiB' })
       .default(DEFAULT_MEMORY_BYTES),
     /** A partner link silent this long (no frame, not even a heartbeat) is closed. */
-    partnerTimeoutMs: z.number().int().min(100, 'partnerTimeoutMs must be at least 100').max(600_000, 'partnerTimeoutMs must be at most 600000').default(3000),
+    partnerTimeoutMs: z.number().int().min(100, 'partnerTimeoutMs must be at least 100').max(600_000, 'partnerTimeoutMs must be at most 600000').default(1000),
+    /**
+     * A node's disk lease: renewed every quarter of this; another node's lease counts as expired
+     * once unrenewed this long (or at once when its process is proven dead on this host).
+     */
+    leaseMs: z.number().int().min(200, 'leaseMs must be at least 200').max(600_000, 'leaseMs must be at most 600000').default(2000),
+    /** A node that takes over a dead node's volumes also listens on its TCP NBD addresses until it returns. */
+    takeoverAddresses: z.boolean().default(false),
     volumes: z.array(volumeSchema).min(1),
   })
   .superRefine((config, context) => {

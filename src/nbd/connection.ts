@@ -84,6 +84,13 @@ export class Connection {
     this.socket.write(encodeServerGreeting());
   }
 
+  /** Closes now, sending nothing more: replies still being worked on are never sent (a fenced node). */
+  kill(reason: string): void {
+    if (!this.closed) this.logger.warn(`closing connection: ${reason}`, { conn: this.id, peer: this.peer });
+    this.closed = true;
+    this.socket.destroy();
+  }
+
   /** Stops taking requests, lets in-flight ones finish, then closes (server shutdown). */
   shutdown(): void {
     if (this.session === null) return this.abort('server shutting down');

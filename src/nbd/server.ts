@@ -30,7 +30,7 @@ export class Exports implements ExportCatalog {
 }
 
 export class NbdServer {
-  private readonly listeners: net.Server[] = [];
+  private readonly listeners: Array<{ server: net.Server; group: string; connections: Set<Connection> }> = [];
   private readonly connections = new Set<Connection>();
   private nextConnectionId = 1;
 
@@ -43,9 +43,15 @@ export class NbdServer {
     return this.connections.size;
   }
 
-  async listen(address: ListenAddress): Promise<void> {
+  /**
+   * Listens on `address`. A group names listeners that go away together: a node's own addresses, or
+   * a dead partner's that this node serves while that partner is gone (closeGroup).
+   */
+  async listen(address: ListenAddress, group = 'own'): Promise<void> {
     if ('path' in address) await removeStaleSocket(address.path);
-    const server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
+    const entry = { server: null as unknown as net.Server, group, connections: new Set<Connection>() };
+    const server = net.createServer({ noDelay: true }, (socket) => this.accept(socket, entry.connections));
+    entry.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       const onListening = (): void => {
@@ -56,25 +62,50 @@ export class NbdServer {
       else server.listen(address.port, address.host, onListening);
     });
     server.on('error', (error) => this.logger.error(`listener ${describeAddress(address)} failed: ${error.message}`));
-    this.listeners.push(server);
-    this.logger.info(`nbd listening on ${describeAddress(address)}`);
+    this.listeners.push(entry);
+    this.logger.info(`nbd listening on ${describeAddress(address)}${group === 'own' ? '' : ` (for ${group})`}`);
   }
 
   /** Stops listening; connections finish their in-flight requests and are closed. */
   async close(): Promise<void> {
-    const closing = this.listeners.map((server) => new Promise<void>((resolve) => server.close(() => resolve())));
+    const closing = this.listeners.splice(0).map((entry) => new Promise<void>((resolve) => entry.server.close(() => resolve())));
     for (const connection of this.connections) connection.shutdown();
     await Promise.all(closing);
   }
 
-  private accept(socket: net.Socket): void {
+  /** Stops the listeners of one group; their connections finish in-flight requests and close. */
+  async closeGroup(group: string): Promise<void> {
+    const leaving = this.listeners.filter((entry) => entry.group === group);
+    for (const entry of leaving) this.listeners.splice(this.listeners.indexOf(entry), 1);
+    await Promise.all(
+      leaving.map((entry) => {
+        const closed = new Promise<void>((resolve) => entry.server.close(() => resolve()));
+        for (const connection of entry.connections) connection.shutdown();
+        return closed;
+      }),
+    );
+  }
+
+  /** Drops every listener and connection at once, without waiting for requests (a fenced node). */
+  abort(): void {
+    for (const entry of this.listeners.splice(0)) entry.server.close();
+    for (const connection of this.connections) connection.kill('this node was fenced');
+  }
+
+  hasGroup(group: string): boolean {
+    return this.listeners.some((entry) => entry.group === group);
+  }
+
+  private accept(socket: net.Socket, group: Set<Connection>): void {
     const connection = new Connection(socket, this.exports, this.logger, this.nextConnectionId++, {
       onClose: (closed) => {
+        group.delete(closed);
         this.connections.delete(closed);
         this.logger.debug('connection closed', { conn: closed.id });
       },
     });
     this.connections.add(connection);
+    group.add(connection);
     connection.start();
   }
 }

@@ -8,6 +8,8 @@ export { StorageStack, DEFAULT_STACK_OPTIONS, type StorageStackOptions } from '.
 export { StorageVolume } from './storage-volume.js';
 export { NodeStateStore, type BlockDevice } from './node-state-store.js';
 export { placeAllocations, AllocationError, type VolumeRequest } from './allocations.js';
-export { NODE_STATE_REGION_BYTES, type Allocation, type ClusterRecord } from './node-state.js';
+export { NODE_STATE_REGION_BYTES, LEASE_COPY_BYTES, LEASE_SLOT_COUNT, encodeLease, newestLease, type Allocation, type ClusterRecord, type Lease } from './node-state.js';
+export { FormatError } from './crc.js';
+export { FileMember, type MemberDevice } from './member.js';
 export { memberDataBytesFor, provisionArray, type ProvisionOptions } from './provision.js';
 export { failArrayMember, rebuildArrayMember, replaceArrayMember, refuseExisting, checkMemberIndex, RaidAdminError } from './raid-admin.js';

@@ -24,6 +24,8 @@ export const LEASE_SLOT_COUNT = 16;
 export const LEASE_COPY_BYTES = 4096;
 /** Node names are at most 64 characters of [A-Za-z0-9._-] in the configuration, so 64 bytes. */
 export const LEASE_HOLDER_BYTES_MAX = 64;
+/** Host names are at most 64 bytes (HOST_NAME_MAX on Linux). */
+export const LEASE_HOST_BYTES_MAX = 64;
 export const NODE_STATE_FORMAT_VERSION = 1;
 assert(LEASE_AREA_OFFSET + LEASE_SLOT_COUNT * 2 * LEASE_COPY_BYTES <= NODE_STATE_REGION_BYTES, 'leases overflow the region');
 
@@ -156,6 +158,15 @@ export interface Lease {
   expiresAtMs: number;
   /** Node name; '' for a released slot. */
   holder: string;
+  /**
+   * The writing process, so a node on the same host can prove it dead (no such pid, or a pid reused
+   * by a process that started at another time) instead of waiting for the lease to run out.
+   */
+  pid: number;
+  /** The process's start time in clock ticks since boot (/proc/PID/stat field 22); 0 if unknown. */
+  processStart: number;
+  /** The host name the process runs on ('' if unknown). */
+  host: string;
 }
 
 interface LeaseFields {
@@ -167,9 +178,13 @@ interface LeaseFields {
   expiresAtMs: number;
   holderBytes: number;
   holder: Buffer;
+  pid: number;
+  processStart: number;
+  hostBytes: number;
+  host: Buffer;
 }
 
-/** Bytes 0..105; the name field is fixed-size, zero past holderBytes; CRC of 0..4091 at 4092. */
+/** Bytes 0..183; the name fields are fixed-size, zero past their length; CRC of 0..4091 at 4092. */
 export const leaseLayout = layout.struct<LeaseFields>([
   layout.blob(8, 'magic'),
   layout.u32be('formatVersion'),
@@ -179,6 +194,10 @@ export const leaseLayout = layout.struct<LeaseFields>([
   layout.nu64be('expiresAtMs'),
   layout.u16be('holderBytes'),
   layout.blob(LEASE_HOLDER_BYTES_MAX, 'holder'),
+  layout.u32be('pid'),
+  layout.nu64be('processStart'),
+  layout.u16be('hostBytes'),
+  layout.blob(LEASE_HOST_BYTES_MAX, 'host'),
 ]);
 
 export function leaseCopyOffset(slot: number, sequence: number): number {
@@ -188,18 +207,26 @@ export function leaseCopyOffset(slot: number, sequence: number): number {
 
 export function encodeLease(lease: Lease): Buffer {
   assert(Number.isInteger(lease.slot) && lease.slot >= 0 && lease.slot < LEASE_SLOT_COUNT, `no lease slot ${lease.slot}`);
-  for (const counter of [lease.sequence, lease.epoch, lease.expiresAtMs]) {
+  for (const counter of [lease.sequence, lease.epoch, lease.expiresAtMs, lease.processStart]) {
     assert(Number.isSafeInteger(counter) && counter >= 0, 'lease counters must be safe integers');
   }
-  const holder = Buffer.alloc(LEASE_HOLDER_BYTES_MAX);
-  const holderBytes = Buffer.byteLength(lease.holder, 'utf8');
-  if (holderBytes > LEASE_HOLDER_BYTES_MAX) {
-    throw new NodeStateError('too-large', `lease holder name is ${holderBytes} bytes, at most ${LEASE_HOLDER_BYTES_MAX}`);
-  }
-  holder.write(lease.holder, 'utf8');
+  assert(Number.isInteger(lease.pid) && lease.pid >= 0 && lease.pid <= 0xffffffff, 'lease pid must be a u32');
+  const holder = fixedText(lease.holder, LEASE_HOLDER_BYTES_MAX, 'lease holder name');
+  const host = fixedText(lease.host, LEASE_HOST_BYTES_MAX, 'lease host name');
   const out = Buffer.alloc(LEASE_COPY_BYTES);
-  leaseLayout.encode({ ...lease, magic: LEASE_MAGIC, formatVersion: NODE_STATE_FORMAT_VERSION, holderBytes, holder }, out);
+  leaseLayout.encode(
+    { ...lease, magic: LEASE_MAGIC, formatVersion: NODE_STATE_FORMAT_VERSION, holderBytes: holder.bytes, holder: holder.field, hostBytes: host.bytes, host: host.field },
+    out,
+  );
   return sealTrailingCrc(out);
+}
+
+function fixedText(text: string, bytesMax: number, what: string): { field: Buffer; bytes: number } {
+  const bytes = Buffer.byteLength(text, 'utf8');
+  if (bytes > bytesMax) throw new NodeStateError('too-large', `${what} is ${bytes} bytes, at most ${bytesMax}`);
+  const field = Buffer.alloc(bytesMax);
+  field.write(text, 'utf8');
+  return { field, bytes };
 }
 
 export function decodeLease(buffer: Buffer): Lease {
@@ -216,9 +243,19 @@ export function decodeLease(buffer: Buffer): Lease {
   if (fields.holderBytes > LEASE_HOLDER_BYTES_MAX) {
     throw new NodeStateError('bad-value', `lease holder name of ${fields.holderBytes} bytes is too long`);
   }
+  if (fields.hostBytes > LEASE_HOST_BYTES_MAX) throw new NodeStateError('bad-value', `lease host name of ${fields.hostBytes} bytes is too long`);
   checkSequence(fields.sequence, 'lease');
-  const { slot, sequence, epoch, expiresAtMs } = fields;
-  return { slot, sequence, epoch, expiresAtMs, holder: fields.holder.subarray(0, fields.holderBytes).toString('utf8') };
+  const { slot, sequence, epoch, expiresAtMs, pid, processStart } = fields;
+  return {
+    slot,
+    sequence,
+    epoch,
+    expiresAtMs,
+    holder: fields.holder.subarray(0, fields.holderBytes).toString('utf8'),
+    pid,
+    processStart,
+    host: fields.host.subarray(0, fields.hostBytes).toString('utf8'),
+  };
 }
 
 /** The valid copy with the higher sequence; both copies blank (code 'blank') means a free slot. */

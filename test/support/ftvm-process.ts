@@ -153,6 +153,8 @@ export interface ClusterOptions {
   pageBytes?: number;
   cacheBytes?: number;
   partnerTimeoutMs?: number;
+  leaseMs?: number;
+  takeoverAddresses?: boolean;
   logLevel?: string;
 }
 
@@ -176,7 +178,7 @@ export async function writeClusterConfig(
   directory: string,
   volumes: Array<VolumeSpec & { owner: string; pageBytes?: number }>,
   nodes: Array<{ name: string; listen: { host: string; port: number }; partner: { host: string; port: number } }>,
-  options: { memoryBytes?: number; cacheBytes?: number; partnerTimeoutMs?: number } = {},
+  options: { memoryBytes?: number; cacheBytes?: number; partnerTimeoutMs?: number; leaseMs?: number; takeoverAddresses?: boolean } = {},
 ): Promise<string> {
   const members = await provisionArray(
     directory,
@@ -188,6 +190,8 @@ export async function writeClusterConfig(
     cluster: 'test-cluster',
     ...(options.memoryBytes !== undefined ? { memory: options.memoryBytes } : {}),
     ...(options.partnerTimeoutMs !== undefined ? { partnerTimeoutMs: options.partnerTimeoutMs } : {}),
+    ...(options.leaseMs !== undefined ? { leaseMs: options.leaseMs } : {}),
+    ...(options.takeoverAddresses !== undefined ? { takeoverAddresses: options.takeoverAddresses } : {}),
     nodes: nodes.map((node) => ({ name: node.name, listen: [node.listen, { path: `${node.name}.sock` }], partner: node.partner })),
     storage: {
       level: 'raid5',
@@ -222,7 +226,13 @@ export async function startCluster(volumes: Array<VolumeSpec & { owner?: string 
     directory,
     volumes.map((volume, index) => ({ ...volume, owner: volume.owner ?? (names[index % names.length] as string), pageBytes: options.pageBytes })),
     names.map((name) => ({ name, listen: { host, port: ports.get(name)?.nbd as number }, partner: { host, port: ports.get(name)?.partner as number } })),
-    { memoryBytes: options.memoryBytes ?? 64 * 1024 * 1024, cacheBytes: options.cacheBytes, partnerTimeoutMs: options.partnerTimeoutMs },
+    {
+      memoryBytes: options.memoryBytes ?? 64 * 1024 * 1024,
+      cacheBytes: options.cacheBytes,
+      partnerTimeoutMs: options.partnerTimeoutMs,
+      leaseMs: options.leaseMs,
+      takeoverAddresses: options.takeoverAddresses,
+    },
   );
   const nodes = new Map<string, FtvmNode>();
   const start = async (name: string): Promise<FtvmNode> => {

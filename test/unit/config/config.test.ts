@@ -102,8 +102,20 @@ describe('config', () => {
     expect(config.volumes[1]?.pageSize).to.equal(4096);
   });
 
-  it('defaults the partner timeout to 3 s and takes another', () => {
-    expect(parseConfig(good(), 'x.json', '/data').partnerTimeoutMs).to.equal(3000);
+  it('defaults the lease to 2 s and takeover of addresses to off, and takes others', () => {
+    const parsed = parseConfig(good(), 'x.json', '/data');
+    expect([parsed.leaseMs, parsed.takeoverAddresses]).to.deep.equal([2000, false]);
+    const raw = good() as Record<string, unknown>;
+    raw.leaseMs = 5000;
+    raw.takeoverAddresses = true;
+    const other = parseConfig(raw, 'x.json', '/data');
+    expect([other.leaseMs, other.takeoverAddresses]).to.deep.equal([5000, true]);
+    raw.leaseMs = 100;
+    expect(() => parseConfig(raw, 'x.json', '/data')).to.throw(/leaseMs: leaseMs must be at least 200/);
+  });
+
+  it('defaults the partner timeout to 1 s and takes another', () => {
+    expect(parseConfig(good(), 'x.json', '/data').partnerTimeoutMs).to.equal(1000);
     const raw = good();
     raw.partnerTimeoutMs = 800;
     expect(parseConfig(raw, 'x.json', '/data').partnerTimeoutMs).to.equal(800);

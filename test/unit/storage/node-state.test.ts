@@ -118,7 +118,7 @@ function withBody(json: string): Buffer {
 }
 
 describe('lease copies', () => {
-  const lease: Lease = { slot: 3, sequence: 9, epoch: 2, expiresAtMs: 1_700_000_012_345, holder: 'node-b' };
+  const lease: Lease = { slot: 3, sequence: 9, epoch: 2, expiresAtMs: 1_700_000_012_345, holder: 'node-b', pid: 4242, processStart: 123456, host: 'h1' };
   const reseal = (buffer: Buffer): Buffer => {
     buffer.writeUInt32BE(crc32c(buffer.subarray(0, 4092)), 4092);
     return buffer;
@@ -135,15 +135,19 @@ describe('lease copies', () => {
         '0000018bcfe59839', // expires at 1700000012345 ms
         '0006', // holder name length
         '6e6f64652d62' + '00'.repeat(58), // "node-b" in a 64-byte field
+        '00001092', // pid 4242
+        '000000000001e240', // process start 123456 ticks
+        '0002', // host name length
+        '6831' + '00'.repeat(62), // "h1" in a 64-byte field
       ].join(''),
     );
-    expect(header.length).to.equal(106);
+    expect(header.length).to.equal(184);
     const bytes = encodeLease(lease);
     expect(bytes.length).to.equal(4096);
-    expect(bytes.subarray(0, 106).toString('hex')).to.equal(header.toString('hex'));
-    expect(bytes.subarray(106, 4092).every((byte) => byte === 0)).to.equal(true);
+    expect(bytes.subarray(0, 184).toString('hex')).to.equal(header.toString('hex'));
+    expect(bytes.subarray(184, 4092).every((byte) => byte === 0)).to.equal(true);
     expect(bytes.readUInt32BE(4092)).to.equal(crc32c(bytes.subarray(0, 4092)));
-    expect(decodeLease(reseal(Buffer.concat([header, Buffer.alloc(4096 - 106)])))).to.deep.equal(lease);
+    expect(decodeLease(reseal(Buffer.concat([header, Buffer.alloc(4096 - 184)])))).to.deep.equal(lease);
   });
 
   it('round-trips a released slot and a 64-byte holder name, and refuses 65 bytes', () => {

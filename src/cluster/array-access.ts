@@ -1,0 +1,84 @@
+// The shared array as the memory manager sees it, whichever way this node reaches it now: through
+// the array holder over the partner link (RemoteArray), or, after this node took the array over,
+// its own storage stack. Page-ins and destages ride over that switch instead of failing:
+//
+//   a read the holder cannot answer (link gone, holder stopping) waits for switchTo() and retries
+//   blocks enqueued while remote are kept until a flush on the same target covers them; a switch
+//   re-enqueues them on the new target, so a destage the dead holder never synced is written again
+//   (the same bytes at the same offsets: writing them twice is harmless)
+import type { PageStore } from '../memory/index.js';
+import { HolderUnavailableError } from './remote-array.js';
+
+const RETRY_PAUSE_MS = 100;
+
+export class ArrayAccess implements PageStore {
+  private pending: Array<{ sequence: number; offset: number; data: Buffer }> = [];
+  private sequence = 0;
+  private changed: Array<() => void> = [];
+
+  constructor(
+    private current: PageStore,
+    /** Whether the current target may go away (a remote holder): only then are blocks kept. */
+    private remote: boolean,
+    private readonly retryMs: number,
+  ) {}
+
+  get isRemote(): boolean {
+    return this.remote;
+  }
+
+  switchTo(target: PageStore, remote: boolean): void {
+    this.current = target;
+    this.remote = remote;
+    for (const block of this.pending) target.enqueueBlocks(block.offset, block.data);
+    if (!remote) this.pending = [];
+    for (const wake of this.changed.splice(0)) wake();
+  }
+
+  async readBlocks(offset: number, into: Buffer): Promise<void> {
+    await this.retrying(() => this.current.readBlocks(offset, into));
+  }
+
+  enqueueBlocks(offset: number, data: Buffer): void {
+    if (this.remote) this.pending.push({ sequence: ++this.sequence, offset, data });
+    this.current.enqueueBlocks(offset, data);
+  }
+
+  async flush(): Promise<void> {
+    const covered = this.sequence;
+    let attempt = 0;
+    await this.retrying(async () => {
+      // A failed flush may have consumed the failures of writes that never landed (the link dropped
+      // under them): send every kept block again, to whichever target is current now.
+      if (attempt++ > 0) for (const block of this.pending) this.current.enqueueBlocks(block.offset, block.data);
+      const target = this.current;
+      await target.flush();
+      // A switch during the flush re-enqueued everything on the new target: flush that one too.
+      if (target !== this.current) throw new HolderUnavailableError('the array changed hands during the flush');
+    });
+    let done = 0;
+    while (done < this.pending.length && (this.pending[done]?.sequence ?? Infinity) <= covered) done++;
+    this.pending.splice(0, done);
+  }
+
+  private async retrying(work: () => Promise<void>): Promise<void> {
+    const deadline = performance.now() + this.retryMs;
+    for (;;) {
+      try {
+        return await work();
+      } catch (error) {
+        if (!(error instanceof HolderUnavailableError) || performance.now() >= deadline) throw error;
+      }
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          clearTimeout(timer);
+          const at = this.changed.indexOf(done);
+          if (at >= 0) this.changed.splice(at, 1);
+          resolve();
+        };
+        const timer = setTimeout(done, RETRY_PAUSE_MS);
+        this.changed.push(done);
+      });
+    }
+  }
+}

@@ -1,0 +1,144 @@
+// The lease area on the shared disks: one small file beside each RAID member (`<member>.lease`),
+// holding the 16 lease slots of docs/storage.md §4.2, slot i copy c at (2i + c) × 4096.
+//
+// Why beside the members and not inside the array: every node must renew its lease whether or not it
+// can reach the array holder (the one process that writes the RAID), so a lease write cannot go
+// through the RAID. Each slot has exactly one writer, its node; a write counts once a majority of the
+// files hold it, and a reader takes the newest copy over all files, so any reader's majority meets
+// any writer's.
+import fs from 'node:fs';
+import os from 'node:os';
+import { promisify } from 'node:util';
+import { FormatError, LEASE_COPY_BYTES, LEASE_SLOT_COUNT, encodeLease, newestLease, type Lease } from '../storage/index.js';
+import type { LeaseClock, LeaseDisk, ProcessIdentity } from './lease.js';
+
+const open = promisify(fs.open);
+const close = promisify(fs.close);
+const read = promisify(fs.read);
+const write = promisify(fs.write);
+const fdatasync = promisify(fs.fdatasync);
+const ftruncate = promisify(fs.ftruncate);
+const fstat = promisify(fs.fstat);
+
+export const LEASE_FILE_BYTES = LEASE_SLOT_COUNT * 2 * LEASE_COPY_BYTES;
+
+export function leaseFilePath(memberPath: string): string {
+  return `${memberPath}.lease`;
+}
+
+export class LeaseFiles implements LeaseDisk {
+  private constructor(private readonly files: Array<{ path: string; fd: number }>) {}
+
+  /** Opens (creating where missing) the lease file of every member; needs a majority. */
+  static async open(memberPaths: readonly string[]): Promise<LeaseFiles> {
+    const files: Array<{ path: string; fd: number }> = [];
+    const failures: string[] = [];
+    for (const member of memberPaths) {
+      const path = leaseFilePath(member);
+      try {
+        const fd = await open(path, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644);
+        if ((await fstat(fd)).size < LEASE_FILE_BYTES) await ftruncate(fd, LEASE_FILE_BYTES);
+        files.push({ path, fd });
+      } catch (error) {
+        failures.push(`${path}: ${(error as Error).message}`);
+      }
+    }
+    if (files.length < majority(memberPaths.length)) {
+      for (const file of files) await close(file.fd).catch(() => undefined);
+      throw new Error(`cannot open a majority of the lease files: ${failures.join('; ')}`);
+    }
+    return new LeaseFiles(files);
+  }
+
+  async readAll(): Promise<Array<Lease | null>> {
+    const perFile = await Promise.all(this.files.map((file) => readFile(file.fd).catch(() => null)));
+    const slots: Array<Lease | null> = [];
+    for (let slot = 0; slot < LEASE_SLOT_COUNT; slot++) {
+      let newest: Lease | null = null;
+      for (const area of perFile) {
+        if (!area) continue;
+        const lease = decodeSlot(area, slot);
+        if (lease && (!newest || lease.sequence > newest.sequence)) newest = lease;
+      }
+      slots.push(newest);
+    }
+    return slots;
+  }
+
+  async write(lease: Lease): Promise<void> {
+    const bytes = encodeLease(lease);
+    const at = (lease.slot * 2 + (lease.sequence % 2)) * LEASE_COPY_BYTES;
+    const results = await Promise.allSettled(
+      this.files.map(async (file) => {
+        await write(file.fd, bytes, 0, bytes.length, at);
+        await fdatasync(file.fd);
+      }),
+    );
+    const written = results.filter((result) => result.status === 'fulfilled').length;
+    if (written < majority(this.files.length)) {
+      const reasons = results.flatMap((result, index) => (result.status === 'rejected' ? [`${this.files[index]?.path}: ${(result.reason as Error).message}`] : []));
+      throw new Error(`lease written to ${written} of ${this.files.length} lease files: ${reasons.join('; ')}`);
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const file of this.files.splice(0)) await close(file.fd).catch(() => undefined);
+  }
+}
+
+function majority(count: number): number {
+  return Math.floor(count / 2) + 1;
+}
+
+async function readFile(fd: number): Promise<Buffer> {
+  const area = Buffer.alloc(LEASE_FILE_BYTES);
+  const { bytesRead } = await read(fd, area, 0, LEASE_FILE_BYTES, 0);
+  if (bytesRead < LEASE_FILE_BYTES) area.fill(0, bytesRead);
+  return area;
+}
+
+function decodeSlot(area: Buffer, slot: number): Lease | null {
+  const at = slot * 2 * LEASE_COPY_BYTES;
+  try {
+    return newestLease(area.subarray(at, at + LEASE_COPY_BYTES), area.subarray(at + LEASE_COPY_BYTES, at + 2 * LEASE_COPY_BYTES));
+  } catch (error) {
+    if (error instanceof FormatError) return null;
+    throw error;
+  }
+}
+
+/** This process, as written into its lease. */
+export function thisProcess(): ProcessIdentity {
+  return { pid: process.pid, processStart: processStartTicks(process.pid) ?? 0, host: os.hostname().slice(0, 64) };
+}
+
+/**
+ * Proof of death for a lease written on this host: its pid is gone, or now belongs to a process
+ * that started at another time. Another host's lease can only run out (null: cannot tell).
+ */
+export function processGone(lease: Lease): boolean | null {
+  if (lease.host === '' || lease.host !== os.hostname().slice(0, 64) || lease.pid === 0 || lease.processStart === 0) return null;
+  const started = processStartTicks(lease.pid);
+  return started === null || started !== lease.processStart;
+}
+
+function processStartTicks(pid: number): number | null {
+  try {
+    // Field 22 of /proc/PID/stat; the command name (field 2) may hold spaces, so count from its ')'.
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = Number(fields[19]);
+    return Number.isSafeInteger(ticks) ? ticks : null;
+  } catch {
+    return null;
+  }
+}
+
+export const systemLeaseClock: LeaseClock = {
+  now: () => performance.now(),
+  wallNow: () => Date.now(),
+  setTimer(ms, work) {
+    const timer = setTimeout(work, ms);
+    return () => clearTimeout(timer);
+  },
+};

@@ -1,0 +1,268 @@
+// Disk leases and the epoch: the fence behind "only one node is the authority for a volume".
+//
+//   every node     renews its own lease slot every leaseMs/4 (sequence + 1, written to a majority
+//                  of the lease files and synced); it counts as holding its lease until
+//                  renewalStart + leaseMs − margin, and acknowledges nothing once that has passed
+//   every node     reads all slots at each renewal; another node's lease has expired once its
+//                  sequence has not changed for leaseMs on *this* node's clock (no clock sync needed:
+//                  only durations on one clock are compared, as in sanlock's delta leases)
+//   a takeover     claims epoch = highest seen + 1 in its own slot, waits, reads again: a competitor
+//                  claiming the same or a higher epoch wins if its node id is lower (lower ids win)
+//
+// Why the margin is safe: an observer starts counting leaseMs at the earliest when it reads a new
+// sequence, which is after that renewal started; the writer stops at renewalStart + leaseMs − margin.
+// The state machine takes its clock, timers and disk as arguments so test/sim can drive it.
+import type { Lease } from '../storage/index.js';
+
+/** Where lease slots live: read all slots (newest copy each), write one slot. */
+export interface LeaseDisk {
+  /** Slot index → newest valid lease, or null for a slot never written (or unreadable on every file). */
+  readAll(): Promise<Array<Lease | null>>;
+  /** Writes and syncs the slot on a majority of the lease files; rejects otherwise. */
+  write(lease: Lease): Promise<void>;
+}
+
+export interface LeaseClock {
+  /** Monotonic milliseconds. */
+  now(): number;
+  /** Wall-clock milliseconds, only for humans reading a slot. */
+  wallNow(): number;
+  setTimer(ms: number, work: () => void): () => void;
+}
+
+export interface ProcessIdentity {
+  pid: number;
+  processStart: number;
+  host: string;
+}
+
+export interface LeaseOptions {
+  leaseMs: number;
+  /** Whether the process behind a lease is known to be gone: true (proven dead), false (alive), null (cannot tell). */
+  processGone(lease: Lease): boolean | null;
+}
+
+interface Observed {
+  lease: Lease | null;
+  /** When this node last saw the slot's sequence change (or first read it). */
+  changedAt: number;
+}
+
+export class ClaimLostError extends Error {
+  override name = 'ClaimLostError';
+}
+
+export class LeaseKeeper {
+  private sequence = 0;
+  private validUntil = Number.NEGATIVE_INFINITY;
+  private observed = new Map<number, Observed>();
+  private cancelTimer: (() => void) | null = null;
+  private renewing = false;
+  private stopped = false;
+  private inFlight: Promise<void> | null = null;
+  private lastFailure = '';
+  epoch = 0;
+  /** Told once when this node must stop serving; the reason is for the log. */
+  onFenced: (reason: string) => void = () => undefined;
+  /** Told after every renewal round (observations updated). */
+  onRenewed: () => void = () => undefined;
+  /** Whether a newer epoch from this node's slot is explained by a live link (a takeover message will follow). */
+  isLivePartner: (slot: number) => boolean = () => false;
+  private fenced = false;
+
+  constructor(
+    readonly slot: number,
+    private readonly name: string,
+    private readonly identity: ProcessIdentity,
+    private readonly disk: LeaseDisk,
+    private readonly clock: LeaseClock,
+    private readonly options: LeaseOptions,
+  ) {}
+
+  get leaseMs(): number {
+    return this.options.leaseMs;
+  }
+
+  /** Reads every slot, takes the highest epoch seen as this node's, writes its own slot, starts renewing. */
+  async acquire(): Promise<void> {
+    const slots = await this.disk.readAll();
+    this.observe(slots, this.clock.now());
+    this.sequence = slots[this.slot]?.sequence ?? 0;
+    this.epoch = Math.max(0, ...slots.map((lease) => lease?.epoch ?? 0));
+    await this.renewOnce();
+    if (!this.holds()) throw new Error(`could not write this node's lease: ${this.lastFailure}`);
+    this.renewing = true;
+    this.schedule();
+  }
+
+  /** This node may acknowledge writes and write the shared disks. */
+  holds(): boolean {
+    return !this.fenced && this.clock.now() < this.validUntil;
+  }
+
+  /** Milliseconds of lease left (negative once run out). */
+  remainingMs(): number {
+    return this.validUntil - this.clock.now();
+  }
+
+  /** The newest lease seen in a slot. */
+  leaseOf(slot: number): Lease | null {
+    return this.observed.get(slot)?.lease ?? null;
+  }
+
+  /**
+   * Another node's lease no longer protects it: released at a clean stop, proven dead (same host,
+   * process gone), never written, or not renewed for leaseMs as seen from here.
+   */
+  expired(slot: number): boolean {
+    const seen = this.observed.get(slot);
+    if (!seen) return false;
+    if (!seen.lease || seen.lease.holder === '') return true;
+    if (this.options.processGone(seen.lease) === true) return true;
+    return this.clock.now() - seen.changedAt >= this.options.leaseMs;
+  }
+
+  /** Whether another node's lease is being renewed: it changed within the last leaseMs. */
+  renewedWithin(slot: number, ms: number): boolean {
+    const seen = this.observed.get(slot);
+    return !!seen?.lease && seen.lease.holder !== '' && this.clock.now() - seen.changedAt < ms;
+  }
+
+  /**
+   * A takeover: epoch = highest seen + 1 written to this node's slot; after a pause long enough for
+   * a competitor's claim to land, a competitor with the same or a higher epoch and a lower node id
+   * (or any higher epoch) wins and this claim fails. Resolves with the new epoch.
+   */
+  async claimEpoch(pauseMs: number): Promise<number> {
+    await this.inFlight;
+    const slots = await this.disk.readAll();
+    this.observe(slots, this.clock.now());
+    const claimed = Math.max(this.epoch, ...slots.map((lease) => lease?.epoch ?? 0)) + 1;
+    this.epoch = claimed;
+    await this.renewOnce();
+    if (!this.holds()) throw new ClaimLostError(`could not write the claim of epoch ${claimed}: ${this.lastFailure}`);
+    await new Promise<void>((resolve) => this.clock.setTimer(pauseMs, resolve));
+    const after = await this.disk.readAll();
+    this.observe(after, this.clock.now());
+    after.forEach((lease, slot) => {
+      if (!lease || slot === this.slot || lease.holder === '' || this.expired(slot)) return;
+      if (lease.epoch > claimed || (lease.epoch === claimed && slot < this.slot)) {
+        throw new ClaimLostError(`node ${lease.holder} claimed epoch ${lease.epoch} at the same time`);
+      }
+    });
+    return claimed;
+  }
+
+  /** A partner's takeover message told this node of a newer epoch: carry it from the next renewal on. */
+  adoptEpoch(epoch: number): void {
+    if (epoch > this.epoch) this.epoch = epoch;
+  }
+
+  /** Stops renewing: the lease runs out by itself (a node cut off from the authority gives way). */
+  yieldLease(reason: string): void {
+    if (!this.renewing) return;
+    this.renewing = false;
+    this.cancelTimer?.();
+    this.cancelTimer = null;
+    const left = Math.max(0, this.remainingMs());
+    this.clock.setTimer(left, () => this.fence(reason));
+  }
+
+  /** Stops renewing and, if this node still holds its lease, writes the slot as released. */
+  async release(): Promise<void> {
+    this.stopped = true;
+    this.renewing = false;
+    this.cancelTimer?.();
+    await this.inFlight;
+    if (!this.holds()) return;
+    this.sequence++;
+    await this.disk.write({ ...this.record(), holder: '' }).catch(() => undefined);
+  }
+
+  /** Stops renewing without releasing (a fenced node must not write the disks at all). */
+  abandon(): void {
+    this.stopped = true;
+    this.renewing = false;
+    this.cancelTimer?.();
+  }
+
+  private fence(reason: string): void {
+    if (this.fenced || this.stopped) return;
+    this.fenced = true;
+    this.renewing = false;
+    this.cancelTimer?.();
+    this.onFenced(reason);
+  }
+
+  private schedule(): void {
+    if (!this.renewing || this.stopped) return;
+    this.cancelTimer = this.clock.setTimer(Math.max(1, Math.floor(this.options.leaseMs / 4)), () => {
+      this.cancelTimer = null;
+      void this.tick();
+    });
+  }
+
+  private async tick(): Promise<void> {
+    if (!this.renewing || this.stopped) return;
+    await this.renewOnce();
+    if (!this.renewing || this.stopped) return;
+    try {
+      this.observe(await this.disk.readAll(), this.clock.now());
+    } catch {
+      // An unreadable lease area counts as no news: the other leases age, ours is judged by its writes.
+    }
+    if (!this.holds()) {
+      this.fence(`this node's lease ran out (last renewal failed: ${this.lastFailure || 'too late'})`);
+      return;
+    }
+    for (const [slot, seen] of this.observed) {
+      if (slot === this.slot || !seen.lease || seen.lease.holder === '' || this.expired(slot)) continue;
+      if (seen.lease.epoch > this.epoch && !this.isLivePartner(slot)) {
+        this.fence(`node ${seen.lease.holder} holds epoch ${seen.lease.epoch}, newer than this node's ${this.epoch}: it took over`);
+        return;
+      }
+    }
+    this.onRenewed();
+    this.schedule();
+  }
+
+  private renewOnce(): Promise<void> {
+    const work = (async () => {
+      const started = this.clock.now();
+      this.sequence++;
+      try {
+        await this.disk.write(this.record());
+        // A renewal that took longer than the lease protects nothing.
+        const until = started + this.options.leaseMs - this.marginMs();
+        if (until > this.validUntil) this.validUntil = until;
+        this.lastFailure = '';
+      } catch (error) {
+        this.lastFailure = (error as Error).message;
+      }
+    })();
+    this.inFlight = work;
+    return work;
+  }
+
+  private marginMs(): number {
+    return Math.floor(this.options.leaseMs / 4);
+  }
+
+  private record(): Lease {
+    return {
+      slot: this.slot,
+      sequence: this.sequence,
+      epoch: this.epoch,
+      expiresAtMs: Math.floor(this.clock.wallNow() + this.options.leaseMs),
+      holder: this.name,
+      ...this.identity,
+    };
+  }
+
+  private observe(slots: Array<Lease | null>, now: number): void {
+    slots.forEach((lease, slot) => {
+      const seen = this.observed.get(slot);
+      if (!seen || (seen.lease?.sequence ?? -1) !== (lease?.sequence ?? -1)) this.observed.set(slot, { lease, changedAt: now });
+    });
+  }
+}
