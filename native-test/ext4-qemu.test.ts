@@ -1,6 +1,5 @@
 // Proves a real ext4 filesystem lives on ftvm: QEMU's NBD client exported via FUSE, a loop device, 200 files, clean e2fsck, checksums after a remount.
 // Runs on one node, and on a two-node cluster where the files are written through node a (the owner) and read back through node b.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomInt, createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -9,77 +8,14 @@ import { ArrayReader } from '../test/support/array-reader.js';
 import { makeTempDirectory, startCluster, startNode, type FtvmNode } from '../test/support/ftvm-process.js';
 import { requireRoot, requireTools } from '../test/support/tools.js';
 import { shutDown } from './lib/node.js';
+import { startClientStack as startQemuClient, stopClientStack, isMountPoint, type ClientStack } from './lib/qemu-client.js';
 import { run, runOk, sha256File } from './lib/run.js';
+
+const startClientStack = (node: FtvmNode, diskFile: string): Promise<ClientStack> => startQemuClient({ host: node.host, port: node.port, volume: VOLUME.name, sizeBytes: VOLUME.sizeBytes }, diskFile);
 
 const VOLUME = { name: 'vol0', sizeBytes: 256 << 20 };
 const FILE_COUNT = 200;
 const FILE_SIZE_MAX_BYTES = 1 << 20;
-
-/** qemu-storage-daemon (NBD client → FUSE file) plus the loop device on that file. */
-interface ClientStack {
-  daemon: ChildProcess;
-  daemonLog: () => string;
-  loopDevice: string | null;
-}
-
-async function isMountPoint(target: string): Promise<boolean> {
-  const mountInfo = await fs.readFile('/proc/self/mountinfo', 'utf8');
-  return mountInfo.split('\n').some((line) => line.split(' ')[4] === target);
-}
-
-async function waitFor(condition: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
-  for (const deadline = Date.now() + timeoutMs; Date.now() < deadline; ) {
-    if (await condition()) return true;
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-  return condition();
-}
-
-function exited(child: ChildProcess): boolean {
-  return child.exitCode !== null || child.signalCode !== null;
-}
-
-/** Starts qemu-storage-daemon exporting the volume as `diskFile` through FUSE, then attaches a loop device. */
-async function startClientStack(node: FtvmNode, diskFile: string): Promise<ClientStack> {
-  await fs.writeFile(diskFile, '');
-  const daemon = spawn(
-    'qemu-storage-daemon',
-    [
-      '--blockdev',
-      `driver=nbd,node-name=n0,server.type=inet,server.host=${node.host},server.port=${node.port},export=${VOLUME.name}`,
-      '--export',
-      `type=fuse,id=e0,node-name=n0,mountpoint=${diskFile},writable=on`,
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  let log = '';
-  daemon.stdout?.on('data', (chunk: Buffer) => (log += chunk.toString()));
-  daemon.stderr?.on('data', (chunk: Buffer) => (log += chunk.toString()));
-  const stack: ClientStack = { daemon, daemonLog: () => log, loopDevice: null };
-  const mounted = await waitFor(async () => exited(daemon) || (await isMountPoint(diskFile)), 15_000);
-  if (!mounted || exited(daemon)) {
-    await stopClientStack(stack, diskFile);
-    throw new Error(`qemu-storage-daemon did not export ${diskFile}:\n${log}`);
-  }
-  expect((await fs.stat(diskFile)).size, 'the FUSE file has the volume size').to.equal(VOLUME.sizeBytes);
-  stack.loopDevice = (await runOk('losetup', ['-f', '--show', diskFile])).stdout.trim();
-  return stack;
-}
-
-/** Detaches the loop device and stops the daemon; best effort, for after() hooks too. */
-async function stopClientStack(stack: ClientStack | null, diskFile: string): Promise<void> {
-  if (!stack) return;
-  if (stack.loopDevice) await run('losetup', ['-d', stack.loopDevice]);
-  stack.loopDevice = null;
-  if (!exited(stack.daemon)) {
-    const gone = new Promise<void>((resolve) => stack.daemon.once('exit', () => resolve()));
-    stack.daemon.kill('SIGTERM');
-    const timer = setTimeout(() => stack.daemon.kill('SIGKILL'), 10_000);
-    await gone;
-    clearTimeout(timer);
-  }
-  if (await isMountPoint(diskFile)) await run('umount', ['-l', diskFile]);
-}
 
 /** Where the filesystem is written, where it is read back, and how to tear it all down. */
 interface Servers {
