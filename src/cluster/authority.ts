@@ -43,6 +43,8 @@ export class Authority {
   constructor(private readonly node: ClusterNode) {}
 
   start(): void {
+    // Links that came up while the node was still being built count as up since now.
+    for (const link of this.node.partners.live()) if (!this.upSince.has(link.peer.nodeId)) this.upSince.set(link.peer.nodeId, performance.now());
     this.timer = setInterval(() => this.kick(), RECONCILE_INTERVAL_MS);
     this.timer.unref();
     this.kick();

@@ -1,0 +1,94 @@
+// Failover pause: a steady fio random-write job (4 KiB, QD16, crc32c verify) through node b on the
+// volume node a owns and serves (so every write is forwarded to a and mirrored back to b); node a
+// is killed (SIGKILL) or frozen (SIGSTOP, a silent hang) mid-job. Reports the longest gap between two
+// completions (the pause the client saw) and fio's verify errors after the job (an acknowledged
+// write that was lost shows up there). Prints each run and the median.
+// Usage: scripts/failover-pause [--runs 10] [--mode kill|hang] [--markdown]
+import { execFile, spawn } from 'node:child_process';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { makeTempDirectory, startCluster } from '../test/support/ftvm-process.js';
+
+const run = promisify(execFile);
+const MiB = 1024 * 1024;
+
+interface RunResult {
+  pauseMs: number;
+  verifyErrors: number;
+  completions: number;
+  killedAtMs: number;
+}
+
+async function oneRun(mode: 'kill' | 'hang', seed: number): Promise<RunResult> {
+  const cluster = await startCluster([{ name: 'vol0', sizeBytes: 256 * MiB, owner: 'a' }], { logLevel: 'warn', memoryBytes: 128 * MiB });
+  const work = await makeTempDirectory('ftvm-pause-');
+  try {
+    const a = cluster.node('a');
+    const b = cluster.node('b');
+    const logPrefix = path.join(work, 'lat');
+    const fio = spawn(
+      'fio',
+      [
+        '--name=pause', '--ioengine=nbd', `--uri=${b.uri('vol0')}`, '--rw=randwrite', '--bs=4k', '--iodepth=16',
+        '--size=48M', '--verify=crc32c', '--do_verify=1', '--verify_fatal=0', `--write_lat_log=${logPrefix}`, '--log_avg_msec=0',
+        `--randseed=${seed}`, '--output-format=json',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let output = '';
+    fio.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    fio.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const finished = new Promise<number>((resolve) => fio.once('exit', (code) => resolve(code ?? -1)));
+    const started = Date.now();
+    await new Promise((resolve) => setTimeout(resolve, 700 + (seed % 7) * 100));
+    const killedAtMs = Date.now() - started;
+    if (mode === 'kill') await a.kill();
+    else a.child.kill('SIGSTOP');
+    const code = await finished;
+    if (mode === 'hang') {
+      a.child.kill('SIGKILL');
+      await a.kill();
+    }
+    const times = (await fs.readFile(`${logPrefix}_clat.1.log`, 'utf8'))
+      .split('\n')
+      .filter((line) => line.trim() !== '')
+      .map((line) => Number(line.split(',')[0]))
+      .sort((x, y) => x - y);
+    let pauseMs = 0;
+    for (let i = 1; i < times.length; i++) pauseMs = Math.max(pauseMs, (times[i] as number) - (times[i - 1] as number));
+    if (process.env.FTVM_PAUSE_LOG) process.stderr.write(b.log());
+    const verifyErrors = (output.match(/verify: bad/g) ?? []).length + (code === 0 ? 0 : 1);
+    return { pauseMs, verifyErrors, completions: times.length, killedAtMs };
+  } finally {
+    await cluster.stop().catch(() => undefined);
+    await fs.rm(work, { recursive: true, force: true });
+    await fs.rm(cluster.directory, { recursive: true, force: true });
+  }
+}
+
+async function main(): Promise<void> {
+  const args = await yargs(hideBin(process.argv))
+    .option('runs', { type: 'number', default: 10 })
+    .option('mode', { choices: ['kill', 'hang'] as const, default: 'kill' as const })
+    .option('markdown', { type: 'boolean', default: false })
+    .strict()
+    .parseAsync();
+  await run('fio', ['--version']);
+  const results: RunResult[] = [];
+  for (let index = 0; index < args.runs; index++) {
+    const result = await oneRun(args.mode, index + 1);
+    results.push(result);
+    process.stdout.write(`run ${index + 1}: ${args.mode} at ${result.killedAtMs} ms, pause ${result.pauseMs} ms, ${result.completions} completions, ${result.verifyErrors} verify error(s)\n`);
+  }
+  const pauses = results.map((result) => result.pauseMs).sort((x, y) => x - y);
+  const median = pauses.length % 2 ? (pauses[(pauses.length - 1) / 2] as number) : ((pauses[pauses.length / 2 - 1] as number) + (pauses[pauses.length / 2] as number)) / 2;
+  const errors = results.reduce((sum, result) => sum + result.verifyErrors, 0);
+  const line = `${args.mode}: ${results.length} runs, pause median ${median} ms, min ${pauses[0]} ms, max ${pauses.at(-1)} ms; verify errors ${errors}`;
+  process.stdout.write(args.markdown ? `| ${args.mode} | ${results.length} | ${median} | ${pauses[0]} | ${pauses.at(-1)} | ${errors} |\n` : `${line}\n`);
+  if (errors > 0) process.exitCode = 1;
+}
+
+await main();
