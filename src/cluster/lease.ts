@@ -38,6 +38,11 @@ export interface ProcessIdentity {
 
 export interface LeaseOptions {
   leaseMs: number;
+  /**
+   * Whether a lapsed lease fences this node. Off for a cluster of one node: nobody can take over
+   * from it, so refusing writes after a slow renewal would only turn a stall into an outage.
+   */
+  fencing?: boolean;
   /** Whether the process behind a lease is known to be gone: true (proven dead), false (alive), null (cannot tell). */
   processGone(lease: Lease): boolean | null;
 }
@@ -90,13 +95,14 @@ export class LeaseKeeper {
     this.sequence = slots[this.slot]?.sequence ?? 0;
     this.epoch = Math.max(0, ...slots.map((lease) => lease?.epoch ?? 0));
     await this.renewOnce();
-    if (!this.holds()) throw new Error(`could not write this node's lease: ${this.lastFailure}`);
+    if (this.lastFailure) throw new Error(`could not write this node's lease: ${this.lastFailure}`);
     this.renewing = true;
     this.schedule();
   }
 
   /** This node may acknowledge writes and write the shared disks. */
   holds(): boolean {
+    if (this.options.fencing === false) return !this.fenced;
     return !this.fenced && this.clock.now() < this.validUntil;
   }
 
@@ -187,7 +193,7 @@ export class LeaseKeeper {
   }
 
   private fence(reason: string): void {
-    if (this.fenced || this.stopped) return;
+    if (this.fenced || this.stopped || this.options.fencing === false) return;
     this.fenced = true;
     this.renewing = false;
     this.cancelTimer?.();

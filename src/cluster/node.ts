@@ -116,7 +116,7 @@ export class ClusterNode {
     const targets: ResponderTargets = { mirror, stack: null, owned: new Map(), holding: false, ready: false, takeover: null };
     const responder = new Responder(targets, logger);
     const leaseFiles = await LeaseFiles.open(config.storage.members);
-    const leases = new LeaseKeeper(nodeId, node.name, thisProcess(), leaseFiles, systemLeaseClock, { leaseMs: config.leaseMs, processGone });
+    const leases = new LeaseKeeper(nodeId, node.name, thisProcess(), leaseFiles, systemLeaseClock, { leaseMs: config.leaseMs, processGone, fencing: config.nodes.length > 1 });
     const identity: Identity = { clusterId: clusterUuid(config.cluster), nodeId, epoch: 0 };
     const partners = new Partners(identity, responder.handle, logger, names, config.partnerTimeoutMs);
     const replicator = new LinkReplicator(nodeId, logger);

@@ -154,6 +154,18 @@ describe('lease keeper', () => {
     expect((first as PromiseFulfilledResult<number>).value).to.equal(1);
   });
 
+  it('without fencing (a one-node cluster) a failing lease disk never stops the node', async () => {
+    const disk = new SharedDisk();
+    const clock = new FakeClock();
+    const alone = new LeaseKeeper(0, 'n0', identity, disk.view(0), clock, { leaseMs: LEASE_MS, processGone: () => null, fencing: false });
+    let fenced = false;
+    alone.onFenced = () => (fenced = true);
+    await alone.acquire();
+    disk.failing.add(0);
+    await clock.advance(5 * LEASE_MS);
+    expect([alone.holds(), fenced]).to.deep.equal([true, false]);
+  });
+
   it('giving way stops renewals and fences once the lease has run out', async () => {
     const disk = new SharedDisk();
     const clock = new FakeClock();
