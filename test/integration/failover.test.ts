@@ -84,14 +84,16 @@ describe('failover and failback (real processes, kill -9)', function () {
   let cluster: FtvmCluster | null = null;
   const extra: FtvmNode[] = [];
 
-  afterEach(async () => {
+  afterEach(async function () {
+    // A failure is diagnosed from the nodes' logs.
+    if (this.currentTest?.state === 'failed') for (const node of [...(cluster?.nodes.values() ?? []), ...extra]) process.stderr.write(node.log());
     for (const node of extra.splice(0)) await node.kill();
     await cluster?.stop();
     cluster = null;
   });
 
   it('kill -9 of the array holder under writes: the survivor takes over the array and its volume, the epoch rises, nothing acknowledged is lost', async () => {
-    cluster = await startCluster([{ name: 'vol0', sizeBytes: SIZE }, { name: 'vol1', sizeBytes: SIZE }], { partnerTimeoutMs: 500, takeoverAddresses: true });
+    cluster = await startCluster([{ name: 'vol0', sizeBytes: SIZE }, { name: 'vol1', sizeBytes: SIZE }], { partnerTimeoutMs: 500, takeoverAddresses: true, leaseMs: 5000 });
     const a = cluster.node('a');
     const b = cluster.node('b');
     const before = await clusterStatus(b);
