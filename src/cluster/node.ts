@@ -179,6 +179,7 @@ export class ClusterNode {
       partners.onDown = (peer) => started.partnerLost(peer);
       leases.isLivePartner = (slot) => partners.link(slot) !== null;
       leases.onFenced = (reason) => started.fence(reason);
+      leases.onSlow = (what) => logger.warn(what);
       partners.onStaleEpoch = (message) => started.fence(message);
       started.modeChanged();
       for (const address of node.listen) await started.listenPersistently(address, 'own');

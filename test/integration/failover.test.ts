@@ -93,7 +93,7 @@ describe('failover and failback (real processes, kill -9)', function () {
   });
 
   it('kill -9 of the array holder under writes: the survivor takes over the array and its volume, the epoch rises, nothing acknowledged is lost', async () => {
-    cluster = await startCluster([{ name: 'vol0', sizeBytes: SIZE }, { name: 'vol1', sizeBytes: SIZE }], { partnerTimeoutMs: 500, takeoverAddresses: true, leaseMs: 5000 });
+    cluster = await startCluster([{ name: 'vol0', sizeBytes: SIZE }, { name: 'vol1', sizeBytes: SIZE }], { partnerTimeoutMs: 500, takeoverAddresses: true, leaseMs: 8000 });
     const a = cluster.node('a');
     const b = cluster.node('b');
     const before = await clusterStatus(b);

@@ -154,6 +154,33 @@ describe('lease keeper', () => {
     expect((first as PromiseFulfilledResult<number>).value).to.equal(1);
   });
 
+  it('renewals overlap: a lease disk that takes 400 ms per synced write (leaseMs 1000; one renewal at a time would lapse) keeps the lease', async () => {
+    const disk = new SharedDisk();
+    const clock = new FakeClock();
+    const base = disk.view(0);
+    const slow: LeaseDisk = {
+      readAll: () => base.readAll(),
+      write: async (lease) => {
+        await new Promise<void>((resolve) => clock.setTimer(400, resolve));
+        await base.write(lease);
+      },
+    };
+    const a = new LeaseKeeper(0, 'n0', identity, slow, clock, { leaseMs: LEASE_MS, processGone: () => null });
+    let fenced = '';
+    a.onFenced = (reason) => (fenced = reason);
+    const acquired = a.acquire();
+    await clock.advance(700);
+    await acquired;
+    // The start-up renewal is awaited alone; from the second on they overlap.
+    await clock.advance(500);
+    let lapses = 0;
+    for (let step = 0; step < 400; step++) {
+      await clock.advance(10);
+      if (!a.holds()) lapses++;
+    }
+    expect([fenced, lapses]).to.deep.equal(['', 0]);
+  });
+
   it('without fencing (a one-node cluster) a failing lease disk never stops the node', async () => {
     const disk = new SharedDisk();
     const clock = new FakeClock();
