@@ -5,8 +5,12 @@
 /** "FTVM": a frame that does not start with it is not ours (a stray client, a desynchronised stream). */
 export const PARTNER_MAGIC = 0x4654564d;
 
-/** Bumped on any change to a layout. Hello and hello refusal keep their v1 layout forever (see codec.ts). */
-export const PROTOCOL_VERSION = 1;
+/**
+ * Bumped on any change to a layout or to what a field may hold. Hello and hello refusal keep their v1
+ * layout forever (see codec.ts). 2: a write page range may run on into the following pages (one
+ * message per run of pages), which a version 1 node refuses as a framing error.
+ */
+export const PROTOCOL_VERSION = 2;
 
 /**
  * Message types. 0x00xx are the patent's Figure 10 messages, 0x01xx our extensions. A response has
