@@ -89,7 +89,7 @@ export class LinkReplicator implements Replicator {
     return results.length > 0 && results.every(Boolean);
   }
 
-  pageClean(allocation: string, virtualPage: number, version: number): void {
-    for (const link of this.links) if (link.isOpen) link.send({ type: MessageType.PageClean, allocation, virtualPage, version });
+  pageClean(allocation: string, virtualPage: number, version: number, pageCount = 1): void {
+    for (const link of this.links) if (link.isOpen) link.send({ type: MessageType.PageClean, allocation, virtualPage, version, pageCount });
   }
 }

@@ -16,7 +16,7 @@
 // A partner that has not seen a page since it was last clean gets the whole page, later only the
 // modified ranges, so its mirror is always a complete page image.
 import assert from 'node:assert/strict';
-import { MAX_PAGE_BYTES, type FramePool } from './frame-pool.js';
+import { FRAME_BYTES, MAX_PAGE_BYTES, type FramePool } from './frame-pool.js';
 
 /** Below the memory manager: whole 4 KiB blocks at array offsets (the storage stack). */
 export interface PageStore {
@@ -67,7 +67,8 @@ export interface Replicator {
   writePage(write: PageWrite): Promise<boolean>;
   /** The same for a run of pages in one message per partner; without it a run is sent page by page. */
   writePages?(write: PageRunWrite): Promise<boolean>;
-  pageClean(allocation: string, virtualPage: number, version: number): void;
+  /** Pages `virtualPage` … `virtualPage + pageCount - 1` (a run, one version) are on the disks. */
+  pageClean(allocation: string, virtualPage: number, version: number, pageCount?: number): void;
   /** Fig. 5: the allocation's structures on every partner, before any of its pages travel. */
   allocateMemory?(spec: AllocationSpec): void;
   /** Fig. 9: dismantle them. */
@@ -347,12 +348,10 @@ export class MemoryManager {
       pages.forEach((page, index) => this.queueDestage(allocation, firstPage + index, page));
       throw error;
     }
-    pages.forEach((page, index) => {
-      if (page.version === version) page.cleanVersion = version;
-      // Partners that did take this version (some may have, before another failed) may drop it now;
-      // without this a partner kept such a page for good (found by the simulator, seed 2 --strict).
-      this.replicator.pageClean(allocation.guid, firstPage + index, version);
-    });
+    for (const page of pages) if (page.version === version) page.cleanVersion = version;
+    // Partners that did take this version (some may have, before another failed) may drop it now;
+    // without this a partner kept such a page for good (found by the simulator, seed 2 --strict).
+    this.replicator.pageClean(allocation.guid, firstPage, version, pages.length);
   }
 
   /**
@@ -424,14 +423,30 @@ export class MemoryManager {
           page.cleanVersion = Math.max(page.cleanVersion, version);
           if (page.version === version) page.mirrored = false;
           if (!page.queuedForDestage && allocation.pages.get(virtualPage) === page) this.lru.set(page, { allocation, virtualPage });
-          this.replicator.pageClean(allocation.guid, virtualPage, version);
         });
+        this.announceClean(batch, versions);
         this.wakeFrameWaiters();
       }
     })().finally(() => {
       this.destaging = null;
     });
     return this.destaging;
+  }
+
+  /**
+   * Page clean for a destaged batch: one message per stretch of consecutive pages of one
+   * allocation at one version (a run released together and queued together), not one per page.
+   */
+  private announceClean(batch: ReadonlyArray<{ allocation: Allocation; virtualPage: number }>, versions: readonly number[]): void {
+    let start = 0;
+    for (let i = 1; i <= batch.length; i++) {
+      const first = batch[start] as { allocation: Allocation; virtualPage: number };
+      const next = batch[i];
+      const continues = next !== undefined && next.allocation === first.allocation && next.virtualPage === first.virtualPage + (i - start) && versions[i] === versions[start] && i - start < MAX_RUN_BYTES / FRAME_BYTES;
+      if (continues) continue;
+      this.replicator.pageClean(first.allocation.guid, first.virtualPage, versions[start] as number, i - start);
+      start = i;
+    }
   }
 
   private allocationOf(guid: string, virtualPage: number): Allocation {

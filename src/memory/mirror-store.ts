@@ -42,7 +42,7 @@ export class MirrorStore {
       case MessageType.WritePage:
         return commandComplete(message, this.writePage(message.allocation, message.virtualPage, message.version, message.pageBytes, message.offset, message.zeroFill ? null : message.data, message.length));
       case MessageType.PageClean:
-        this.pageClean(message.allocation, message.virtualPage, message.version);
+        for (let index = 0; index < message.pageCount; index++) this.pageClean(message.allocation, message.virtualPage + index, message.version);
         return null;
       default:
         return null;

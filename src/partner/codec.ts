@@ -22,6 +22,7 @@ import {
   MAX_HEADER_ENTRIES,
   MAX_IO_BYTES,
   MAX_PAGE_BYTES,
+  MAX_PAGE_CLEAN_PAGES,
   MAX_PAYLOAD_BYTES,
   MessageType,
   PARTNER_MAGIC,
@@ -120,6 +121,27 @@ class FlagLayout extends layout.Layout<boolean> {
   override encode(value: boolean, target: Buffer, at = 0): number {
     target.writeUInt8(value ? 1 : 0, at);
     return 1;
+  }
+}
+
+/** A u32 that must lie in [min, max]; anything else is a malformed frame. */
+class BoundedU32Layout extends layout.Layout<number> {
+  constructor(
+    private readonly min: number,
+    private readonly max: number,
+    property: string,
+  ) {
+    super(4, property);
+  }
+  override decode(source: Buffer, at = 0): number {
+    const value = source.readUInt32BE(at);
+    if (value < this.min || value > this.max) throw new PartnerFramingError('bad-field', `${this.property} ${value} is outside ${this.min}…${this.max}`);
+    return value;
+  }
+  override encode(value: number, target: Buffer, at = 0): number {
+    assert(Number.isInteger(value) && value >= this.min && value <= this.max, `${this.property} ${value} is outside ${this.min}…${this.max}`);
+    target.writeUInt32BE(value, at);
+    return 4;
   }
 }
 
@@ -343,7 +365,7 @@ const CODECS = new Map<number, MessageCodec>([
   [MessageType.HelloReply, { name: 'hello reply', fixed: struct(identity()) }],
   [MessageType.HelloRefusal, { name: 'hello refusal', fixed: struct([choice(2, 'reason', REFUSAL_REASONS), ...identity()]), versionNeutral: true }],
   [MessageType.Heartbeat, { name: 'heartbeat', fixed: struct([u64('epoch')]) }],
-  [MessageType.PageClean, { name: 'page clean', fixed: struct([...pageAddress(), u64('version')]) }],
+  [MessageType.PageClean, { name: 'page clean', fixed: struct([...pageAddress(), u64('version'), new BoundedU32Layout(1, MAX_PAGE_CLEAN_PAGES, 'pageCount')]) }],
   [MessageType.Takeover, { name: 'takeover', fixed: struct([uuid('allocation'), u32('fromNodeId'), u32('toNodeId'), u64('epoch')]) }],
   [MessageType.ResyncBegin, { name: 'resync begin', fixed: resyncMark() }],
   [MessageType.ResyncEnd, { name: 'resync end', fixed: resyncMark() }],

@@ -215,9 +215,11 @@ export interface Heartbeat extends Framed {
 }
 
 /** The page's `version` is on the disks (written and fsynced): its mirrors may turn clean. */
+/** Pages `virtualPage` … `virtualPage + pageCount - 1` are on the disks at `version` (a run destaged together). */
 export interface PageClean extends Framed, PageAddress {
   type: MessageType.PageClean;
   version: number;
+  pageCount: number;
 }
 
 /** Allocations owned by `fromNodeId` (one, or all with NIL_ALLOCATION) now belong to `toNodeId`. */

@@ -40,8 +40,8 @@ class FakePartners implements Replicator {
     if (this.hold) await this.hold;
     return this.accept;
   }
-  pageClean(_allocation: string, virtualPage: number, version: number): void {
-    this.cleans.push([virtualPage, version]);
+  pageClean(_allocation: string, virtualPage: number, version: number, pageCount = 1): void {
+    for (let index = 0; index < pageCount; index++) this.cleans.push([virtualPage + index, version]);
   }
 }
 

@@ -45,9 +45,9 @@ describe('MirrorStore', () => {
     expect(held?.version).to.equal(2);
     expect([held?.data[99], held?.data[100], held?.data[109], held?.data[110]]).to.deep.equal([1, 9, 9, 1]);
     // A page clean for an older version leaves the newer bytes; the destaged version frees the frame.
-    mirror.handle({ type: MessageType.PageClean, requestId: 0, allocation: GUID, virtualPage: 3, version: 1 });
+    mirror.handle({ type: MessageType.PageClean, requestId: 0, allocation: GUID, virtualPage: 3, version: 1, pageCount: 1 });
     expect(mirror.mirroredPages).to.equal(1);
-    mirror.handle({ type: MessageType.PageClean, requestId: 0, allocation: GUID, virtualPage: 3, version: 2 });
+    mirror.handle({ type: MessageType.PageClean, requestId: 0, allocation: GUID, virtualPage: 3, version: 2, pageCount: 1 });
     expect(mirror.mirroredPages).to.equal(0);
     expect(pool.freeBytes).to.equal(POOL);
   });

@@ -303,12 +303,13 @@ const vectors: Vector[] = [
   },
   {
     name: 'page clean',
-    message: { type: MessageType.PageClean, requestId: 18, allocation: ALLOCATION, virtualPage: 7, version: 42 },
+    message: { type: MessageType.PageClean, requestId: 18, allocation: ALLOCATION, virtualPage: 7, version: 42, pageCount: 3 },
     bytes: hex(
-      '4654564d 0002 0103 00000012 00000020',
+      '4654564d 0002 0103 00000012 00000024',
       ALLOCATION_BYTES, // allocation GUID
       '0000000000000007', // virtualPage = 7
       '000000000000002a', // version = 42 is on disk
+      '00000003', // pageCount = 3: pages 7, 8 and 9
     ),
   },
   {
@@ -621,6 +622,16 @@ describe('partner codec', () => {
       expect(message).to.include({ type: MessageType.WritePage, offset: 4094, length: 4, pageBytes: 4096 });
     });
 
+    it('refuses a page clean of no pages or of more than one run\'s worth', () => {
+      const valid = vectors.find((vector) => vector.message.type === MessageType.PageClean)?.bytes as Buffer;
+      const none = Buffer.from(valid);
+      none.writeUInt32BE(0, valid.length - 4);
+      expectFailure('bad-field', /pageCount 0 is outside 1…256/, none);
+      const many = Buffer.from(valid);
+      many.writeUInt32BE(257, valid.length - 4);
+      expectFailure('bad-field', /pageCount 257 is outside 1…256/, many);
+    });
+
     it('refuses header entries that are not whole', () => {
       const valid = vectors.find((vector) => vector.message.type === MessageType.Header)?.bytes as Buffer;
       const cut = Buffer.from(valid.subarray(0, valid.length - 1));
@@ -773,7 +784,7 @@ describe('partner codec', () => {
       const page = Buffer.alloc(64 * 1024, 0xab);
       const short = Buffer.alloc(BY_REFERENCE_BYTES - 1, 0xcd);
       const batch: Message[] = [
-        { type: MessageType.PageClean, requestId: 0, allocation: ALLOCATION, virtualPage: 3, version: 9 },
+        { type: MessageType.PageClean, requestId: 0, allocation: ALLOCATION, virtualPage: 3, version: 9, pageCount: 1 },
         { type: MessageType.WritePage, requestId: 1, allocation: ALLOCATION, virtualPage: 1, version: 2, pageBytes: page.length, offset: 0, length: page.length, dirty: true, zeroFill: false, data: page },
         { type: MessageType.WritePage, requestId: 2, allocation: ALLOCATION, virtualPage: 2, version: 3, pageBytes: page.length, offset: 5, length: short.length, dirty: true, zeroFill: false, data: short },
         { type: MessageType.IoData, requestId: 3, data: page },
