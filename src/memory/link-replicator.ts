@@ -3,7 +3,7 @@
 // write-through, so nothing is acknowledged that lives in one node's memory only.
 import { LinkClosedError, MessageType, Status, type PartnerLink } from '../partner/index.js';
 import type { Logger } from '../observe/index.js';
-import type { AllocationSpec, PageWrite, Replicator } from './memory-manager.js';
+import type { AllocationSpec, PageRunWrite, PageWrite, Replicator } from './memory-manager.js';
 
 export class LinkReplicator implements Replicator {
   private readonly links = new Set<PartnerLink>();
@@ -64,22 +64,21 @@ export class LinkReplicator implements Replicator {
     return live;
   }
 
-  async writePage(write: PageWrite): Promise<boolean> {
+  writePage(write: PageWrite): Promise<boolean> {
+    return this.toEveryPartner(write.allocation, write.virtualPage, write.version, write.pageBytes, write.offset, write.data.length, write.data);
+  }
+
+  /** A run of pages: one write page per partner, the frames' bytes sent by reference. */
+  writePages(write: PageRunWrite): Promise<boolean> {
+    return this.toEveryPartner(write.allocation, write.virtualPage, write.version, write.pageBytes, write.offset, write.length, write.data);
+  }
+
+  private async toEveryPartner(allocation: string, virtualPage: number, version: number, pageBytes: number, offset: number, length: number, data: Buffer | readonly Buffer[]): Promise<boolean> {
+    const message = { type: MessageType.WritePage, allocation, virtualPage, version, pageBytes, offset, length, dirty: true, zeroFill: false, data } as const;
     const results = await Promise.all(
       [...this.links].filter((link) => link.isOpen).map(async (link) => {
         try {
-          const reply = await link.request({
-            type: MessageType.WritePage,
-            allocation: write.allocation,
-            virtualPage: write.virtualPage,
-            version: write.version,
-            pageBytes: write.pageBytes,
-            offset: write.offset,
-            length: write.data.length,
-            dirty: true,
-            zeroFill: false,
-            data: write.data,
-          });
+          const reply = await link.request(message);
           return reply.type === MessageType.CommandComplete && reply.status === Status.Ok;
         } catch (error) {
           if (error instanceof LinkClosedError) return false;
@@ -90,7 +89,7 @@ export class LinkReplicator implements Replicator {
     return results.length > 0 && results.every(Boolean);
   }
 
-  pageClean(allocation: string, virtualPage: number, version: number): void {
-    for (const link of this.links) if (link.isOpen) link.send({ type: MessageType.PageClean, allocation, virtualPage, version });
+  pageClean(allocation: string, virtualPage: number, version: number, pageCount = 1): void {
+    for (const link of this.links) if (link.isOpen) link.send({ type: MessageType.PageClean, allocation, virtualPage, version, pageCount });
   }
 }

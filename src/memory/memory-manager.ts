@@ -15,7 +15,8 @@
 //
 // A partner that has not seen a page since it was last clean gets the whole page, later only the
 // modified ranges, so its mirror is always a complete page image.
-import type { FramePool } from './frame-pool.js';
+import assert from 'node:assert/strict';
+import { FRAME_BYTES, MAX_PAGE_BYTES, type FramePool } from './frame-pool.js';
 
 /** Below the memory manager: whole 4 KiB blocks at array offsets (the storage stack). */
 export interface PageStore {
@@ -33,6 +34,28 @@ export interface PageWrite {
   data: Buffer;
 }
 
+/**
+ * The change of a run of consecutive pages of one allocation, as one replication: the bytes
+ * from `offset` in page `virtualPage` on, running on into the following pages. `data` are views of
+ * the frames, one per page, in page order; together they are `length` bytes. Every page of the run
+ * gets the same version.
+ */
+export interface PageRunWrite {
+  allocation: string;
+  virtualPage: number;
+  version: number;
+  pageBytes: number;
+  offset: number;
+  length: number;
+  data: readonly Buffer[];
+}
+
+/**
+ * The most bytes one run replicates: what one write page frame carries (a whole 1 MiB NBD write of
+ * 4 KiB pages is one run, one message and one answer, not 256 of each).
+ */
+export const MAX_RUN_BYTES = MAX_PAGE_BYTES;
+
 /** Beside the memory manager: the partners. */
 export interface Replicator {
   /** Partners that must hold a change before it is acknowledged. */
@@ -42,7 +65,10 @@ export interface Replicator {
    * partner could not (then the caller falls back to write-through for this write).
    */
   writePage(write: PageWrite): Promise<boolean>;
-  pageClean(allocation: string, virtualPage: number, version: number): void;
+  /** The same for a run of pages in one message per partner; without it a run is sent page by page. */
+  writePages?(write: PageRunWrite): Promise<boolean>;
+  /** Pages `virtualPage` … `virtualPage + pageCount - 1` (a run, one version) are on the disks. */
+  pageClean(allocation: string, virtualPage: number, version: number, pageCount?: number): void;
   /** Fig. 5: the allocation's structures on every partner, before any of its pages travel. */
   allocateMemory?(spec: AllocationSpec): void;
   /** Fig. 9: dismantle them. */
@@ -188,24 +214,75 @@ export class MemoryManager {
     return { allocation: guid, virtualPage, mode: 'write', data: page.data };
   }
 
+  /**
+   * Fig. 7 without waiting: the exclusive lock if it can be had in this synchronous step (the page
+   * is resident and unlocked, or a frame is at hand for a whole-page overwrite), else null and
+   * nothing changed. A writer of many pages collects a run this way and never waits while it
+   * holds pages of a run not yet released.
+   */
+  tryObtainWritePointer(guid: string, virtualPage: number, pageIn = true): PagePointer | null {
+    const allocation = this.allocationOf(guid, virtualPage);
+    const existing = allocation.pages.get(virtualPage);
+    if (existing) {
+      if (existing.loading || existing.writer || existing.readers > 0) return null;
+      existing.writer = true;
+      this.touch(allocation, virtualPage, existing);
+      return { allocation: guid, virtualPage, mode: 'write', data: existing.data };
+    }
+    if (pageIn) return null;
+    const frame = this.pool.allocate(allocation.pageBytes) ?? this.replaceOne(allocation.pageBytes);
+    if (frame === null) return null;
+    const page = this.residentPage(allocation, virtualPage, frame, 'write', false);
+    return { allocation: guid, virtualPage, mode: 'write', data: page.data };
+  }
+
   /** Fig. 8. Resolves when a modification is held by every live partner, or is on the disks. */
   async releasePointer(pointer: PagePointer, modified?: { offset: number; length: number }): Promise<void> {
+    if (pointer.mode === 'write') return this.releaseRun([pointer], modified);
     const allocation = this.allocations.get(pointer.allocation) as Allocation;
     const page = allocation.pages.get(pointer.virtualPage) as Page;
+    page.readers--;
+    this.wake(page);
+  }
+
+  /**
+   * Fig. 8 for write pointers of consecutive pages of one allocation (`pointers[i]` holds page
+   * `pointers[0].virtualPage + i`), changed in one range: from `modified.offset` in the first page,
+   * `modified.length` bytes on, so every page but the first and the last is changed whole. One
+   * version and one replication for the run. Resolves when every live partner holds the change, or
+   * it is on the disks; the locks are held until then.
+   */
+  async releaseRun(pointers: readonly PagePointer[], modified?: { offset: number; length: number }): Promise<void> {
+    const first = pointers[0] as PagePointer;
+    const allocation = this.allocations.get(first.allocation) as Allocation;
+    const pageBytes = allocation.pageBytes;
+    const pages = pointers.map((pointer, index) => {
+      assert(pointer.mode === 'write' && pointer.allocation === first.allocation && pointer.virtualPage === first.virtualPage + index, 'a run is write pointers of consecutive pages');
+      return allocation.pages.get(pointer.virtualPage) as Page;
+    });
+    assert(pages.length * pageBytes <= MAX_RUN_BYTES, `a run of ${pages.length} pages of ${pageBytes} bytes exceeds ${MAX_RUN_BYTES}`);
+    assert(!modified || modified.length === 0 || (modified.offset + modified.length > (pages.length - 1) * pageBytes && modified.offset < pageBytes && modified.offset + modified.length <= pages.length * pageBytes), 'the range must touch every page of the run');
+    let changed = modified !== undefined && modified.length > 0;
     try {
-      if (pointer.mode === 'write' && page.unfilled) {
-        if (!modified || modified.offset !== 0 || modified.length !== allocation.pageBytes) {
+      pages.forEach((page, index) => {
+        if (!page.unfilled) return;
+        const from = index === 0 ? (modified?.offset ?? 0) : 0;
+        const to = modified ? Math.min(pageBytes, modified.offset + modified.length - index * pageBytes) : 0;
+        if (from !== 0 || to !== pageBytes) {
           // The overwrite that justified skipping the page-in did not happen: the frame holds nothing.
-          this.drop(allocation, pointer.virtualPage, page);
+          assert(!changed || pages.length === 1, 'a page taken without page-in must be written whole');
+          this.drop(allocation, first.virtualPage + index, page);
+          changed = false;
           return;
         }
         page.unfilled = false;
-      }
-      if (pointer.mode === 'write' && modified && modified.length > 0) await this.modified(allocation, pointer.virtualPage, page, modified);
+      });
+      if (changed) await this.modified(allocation, first.virtualPage, pages, modified as { offset: number; length: number });
     } finally {
-      if (pointer.mode === 'read') page.readers--;
-      else page.writer = false;
-      this.wake(page);
+      for (const page of pages) {
+        page.writer = false;
+        this.wake(page);
+      }
     }
   }
 
@@ -241,46 +318,62 @@ export class MemoryManager {
     if (this.destageFailure) throw this.destageFailure;
   }
 
-  private async modified(allocation: Allocation, virtualPage: number, page: Page, range: { offset: number; length: number }): Promise<void> {
+  private async modified(allocation: Allocation, firstPage: number, pages: readonly Page[], range: { offset: number; length: number }): Promise<void> {
     // From one clock for all pages, not counted per page: a page that is replaced and paged in
     // again must not reuse the versions of its earlier life, or a late page clean for the old one
-    // would free a partner's mirror of a newer write (simulator, seed 9801).
-    page.version = ++this.versionClock;
-    const version = page.version;
+    // would free a partner's mirror of a newer write (simulator, seed 9801). One tick per run:
+    // versions only ever compare within one page.
+    const version = ++this.versionClock;
+    for (const page of pages) page.version = version;
     if (this.replicator.livePartners() > 0) {
-      const whole = !page.mirrored;
-      const held = await this.replicator.writePage({
-        allocation: allocation.guid,
-        virtualPage,
-        version,
-        pageBytes: allocation.pageBytes,
-        offset: whole ? 0 : range.offset,
-        data: whole ? page.data : page.data.subarray(range.offset, range.offset + range.length),
-      });
+      const held = await this.replicate(allocation, firstPage, pages, version, range);
       if (held) {
-        page.mirrored = true;
-        this.queueDestage(allocation, virtualPage, page);
+        for (const page of pages) page.mirrored = true;
+        for (let index = 0; index < pages.length; index++) this.queueDestage(allocation, firstPage + index, pages[index] as Page);
         if (this.destageQueue.length >= this.options.highWatermarkPages) this.destageInBackground(this.options.lowWatermarkPages);
         return;
       }
       // Some live partner does not hold it: the next change sends the whole page again, and this
       // one is made durable before it is acknowledged.
-      page.mirrored = false;
+      for (const page of pages) page.mirrored = false;
     }
     // No partner holds a copy: write-through, acknowledged once on the disks.
-    this.store.enqueueBlocks(allocation.arrayOffset + virtualPage * allocation.pageBytes, Buffer.from(page.data));
+    const copies = copyPages(pages);
+    pages.forEach((_, index) => this.store.enqueueBlocks(allocation.arrayOffset + (firstPage + index) * allocation.pageBytes, copies.subarray(index * allocation.pageBytes, (index + 1) * allocation.pageBytes)));
     try {
       await this.store.flush();
     } catch (error) {
       // Not acknowledged, but the frame holds it: it stays queued for destage (retried by the next
       // pass or flush) instead of pinning an unevictable dirty frame forever.
-      this.queueDestage(allocation, virtualPage, page);
+      pages.forEach((page, index) => this.queueDestage(allocation, firstPage + index, page));
       throw error;
     }
-    if (page.version === version) page.cleanVersion = version;
+    for (const page of pages) if (page.version === version) page.cleanVersion = version;
     // Partners that did take this version (some may have, before another failed) may drop it now;
     // without this a partner kept such a page for good (found by the simulator, seed 2 --strict).
-    this.replicator.pageClean(allocation.guid, virtualPage, version);
+    this.replicator.pageClean(allocation.guid, firstPage, version, pages.length);
+  }
+
+  /**
+   * Sends the run's change to every live partner. A partner that has not held a page since it was
+   * last clean gets it whole: the range is widened to the whole first and last page where they are
+   * not mirrored (the pages between are changed whole anyway).
+   */
+  private replicate(allocation: Allocation, firstPage: number, pages: readonly Page[], version: number, range: { offset: number; length: number }): Promise<boolean> {
+    const pageBytes = allocation.pageBytes;
+    const last = pages.length - 1;
+    const start = (pages[0] as Page).mirrored ? range.offset : 0;
+    const end = (pages[last] as Page).mirrored ? range.offset + range.length : pages.length * pageBytes;
+    const data = pages.map((page, index) => page.data.subarray(index === 0 ? start : 0, index === last ? end - last * pageBytes : pageBytes));
+    if (pages.length === 1) {
+      return this.replicator.writePage({ allocation: allocation.guid, virtualPage: firstPage, version, pageBytes, offset: start, data: data[0] as Buffer });
+    }
+    if (this.replicator.writePages) {
+      return this.replicator.writePages({ allocation: allocation.guid, virtualPage: firstPage, version, pageBytes, offset: start, length: end - start, data });
+    }
+    return Promise.all(
+      data.map((bytes, index) => this.replicator.writePage({ allocation: allocation.guid, virtualPage: firstPage + index, version, pageBytes, offset: index === 0 ? start : 0, data: bytes })),
+    ).then((held) => held.every(Boolean));
   }
 
   private queueDestage(allocation: Allocation, virtualPage: number, page: Page): void {
@@ -305,10 +398,15 @@ export class MemoryManager {
         // Bounded batches: the copy into the storage stack is synchronous, and one pass over a
         // deep queue would hold the event loop (and every acknowledgement) for tens of milliseconds.
         const batch = this.destageQueue.splice(0, Math.min(this.destageQueue.length - goal, Math.max(1, Math.floor(DESTAGE_BATCH_BYTES / batchPageBytes(this.destageQueue)))));
+        // A copy: the frame may be written again while this version travels to the disks. One
+        // buffer for the batch, cut into views, not one allocation per page: thousands of small
+        // external buffers a second made V8 run mark-compact collections back to back.
+        const copies = copyPages(batch.map((entry) => entry.page));
+        let at = 0;
         const versions = batch.map(({ allocation, virtualPage, page }) => {
           page.queuedForDestage = false;
-          // A copy: the frame may be written again while this version travels to the disks.
-          this.store.enqueueBlocks(allocation.arrayOffset + virtualPage * allocation.pageBytes, Buffer.from(page.data));
+          this.store.enqueueBlocks(allocation.arrayOffset + virtualPage * allocation.pageBytes, copies.subarray(at, at + allocation.pageBytes));
+          at += allocation.pageBytes;
           return page.version;
         });
         try {
@@ -325,14 +423,30 @@ export class MemoryManager {
           page.cleanVersion = Math.max(page.cleanVersion, version);
           if (page.version === version) page.mirrored = false;
           if (!page.queuedForDestage && allocation.pages.get(virtualPage) === page) this.lru.set(page, { allocation, virtualPage });
-          this.replicator.pageClean(allocation.guid, virtualPage, version);
         });
+        this.announceClean(batch, versions);
         this.wakeFrameWaiters();
       }
     })().finally(() => {
       this.destaging = null;
     });
     return this.destaging;
+  }
+
+  /**
+   * Page clean for a destaged batch: one message per stretch of consecutive pages of one
+   * allocation at one version (a run released together and queued together), not one per page.
+   */
+  private announceClean(batch: ReadonlyArray<{ allocation: Allocation; virtualPage: number }>, versions: readonly number[]): void {
+    let start = 0;
+    for (let i = 1; i <= batch.length; i++) {
+      const first = batch[start] as { allocation: Allocation; virtualPage: number };
+      const next = batch[i];
+      const continues = next !== undefined && next.allocation === first.allocation && next.virtualPage === first.virtualPage + (i - start) && versions[i] === versions[start] && i - start < MAX_RUN_BYTES / FRAME_BYTES;
+      if (continues) continue;
+      this.replicator.pageClean(first.allocation.guid, first.virtualPage, versions[start] as number, i - start);
+      start = i;
+    }
   }
 
   private allocationOf(guid: string, virtualPage: number): Allocation {
@@ -374,26 +488,7 @@ export class MemoryManager {
         await new Promise<void>((resolve) => this.frameWaiters.push(resolve));
         continue;
       }
-      // The creator holds its lock from the start: a page being paged in for someone can never be
-      // replaced before that someone has used it (which would make two callers evict each other's
-      // pages forever, all in microtasks when the cache answers at once).
-      const page: Page = {
-        frame,
-        data: this.pool.view(frame),
-        readers: mode === 'read' ? 1 : 0,
-        writer: mode === 'write',
-        waiters: [],
-        loading: null,
-        version: 0,
-        cleanVersion: 0,
-        mirrored: false,
-        queuedForDestage: false,
-        // Written whole by the caller: its bytes mean nothing until that write lands.
-        unfilled: mode === 'write' && !pageIn,
-      };
-      allocation.pages.set(virtualPage, page);
-      this.lru.set(page, { allocation, virtualPage });
-      this.resident++;
+      const page = this.residentPage(allocation, virtualPage, frame, mode, pageIn);
       if (page.unfilled) return page;
       page.loading = this.store.readBlocks(allocation.arrayOffset + virtualPage * allocation.pageBytes, page.data).finally(() => {
         page.loading = null;
@@ -406,6 +501,32 @@ export class MemoryManager {
       }
       return page;
     }
+  }
+
+  /**
+   * A new resident page in `frame`, locked for its creator from the start: a page being paged in
+   * for someone can never be replaced before that someone has used it (which would make two
+   * callers evict each other's pages forever, all in microtasks when the cache answers at once).
+   */
+  private residentPage(allocation: Allocation, virtualPage: number, frame: number, mode: 'read' | 'write', pageIn: boolean): Page {
+    const page: Page = {
+      frame,
+      data: this.pool.view(frame),
+      readers: mode === 'read' ? 1 : 0,
+      writer: mode === 'write',
+      waiters: [],
+      loading: null,
+      version: 0,
+      cleanVersion: 0,
+      mirrored: false,
+      queuedForDestage: false,
+      // Written whole by the caller: its bytes mean nothing until that write lands.
+      unfilled: mode === 'write' && !pageIn,
+    };
+    allocation.pages.set(virtualPage, page);
+    this.lru.set(page, { allocation, virtualPage });
+    this.resident++;
+    return page;
   }
 
   /** Takes a page out of memory (its bytes are not worth keeping) and lets waiters retry. */
@@ -453,4 +574,14 @@ export class MemoryManager {
     this.frameWaiters = [];
     for (const resume of waiters) resume();
   }
+}
+
+/** The pages' bytes, copied into one new buffer, one after the other. */
+function copyPages(pages: ReadonlyArray<{ data: Buffer }>): Buffer {
+  let bytes = 0;
+  for (const page of pages) bytes += page.data.length;
+  const copies = Buffer.allocUnsafe(bytes);
+  let at = 0;
+  for (const page of pages) at += page.data.copy(copies, at);
+  return copies;
 }

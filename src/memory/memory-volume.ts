@@ -1,8 +1,9 @@
 // A volume (NBD export) over one allocation of the memory manager: byte ranges become pages, and
-// each page is obtain pointer → copy → release pointer. A request holds one page lock at a time per
-// page it touches, so concurrent requests can never wait on each other in a cycle.
+// each page is obtain pointer → copy → release pointer. Writes release consecutive pages as runs
+// (one replication each); a request never waits for a page while it holds an unreleased run, so
+// concurrent requests can never wait on each other in a cycle.
 import { VolumeError, type Extent, type Volume, type ZeroOptions } from '../volume/index.js';
-import type { MemoryManager } from './memory-manager.js';
+import { MAX_RUN_BYTES, type MemoryManager, type PagePointer } from './memory-manager.js';
 
 const ZEROES = Buffer.alloc(1024 * 1024);
 
@@ -62,19 +63,55 @@ export class MemoryVolume implements Volume {
 
   async close(): Promise<void> {}
 
-  /** Writes a byte range page by page; `fill(target, from)` fills `target` with source bytes from `from` on. */
+  /**
+   * Writes a byte range; `fill(target, from)` fills `target` with source bytes from `from` on.
+   * Pages are taken in order and collected into runs of consecutive pages (at most MAX_RUN_BYTES),
+   * each released, and so replicated, as one. A page that cannot be had at once (locked, not
+   * resident and partly written, no frame) first sends the run collected so far on its way, then
+   * waits: a request never waits for a page while it holds pages of an unreleased run, so two
+   * requests cannot wait on each other's pages in a cycle.
+   */
   private async update(offset: number, lengthBytes: number, fill: (target: Buffer, from: number) => void): Promise<void> {
-    await this.forEachPage(offset, lengthBytes, async (page, inPage, at, length) => {
-      const whole = inPage === 0 && length === this.pageBytes;
-      const pointer = await this.manager.obtainWritePointer(this.allocation, page, !whole);
-      let done = false;
-      try {
-        fill(pointer.data.subarray(inPage, inPage + length), at);
-        done = true;
-      } finally {
-        await this.manager.releasePointer(pointer, done ? { offset: inPage, length } : undefined);
+    const maxRunPages = Math.max(1, Math.floor(MAX_RUN_BYTES / this.pageBytes));
+    const releases: Array<Promise<void>> = [];
+    let run: PagePointer[] = [];
+    let runOffset = 0;
+    let runLength = 0;
+    const release = (): void => {
+      if (run.length === 0) return;
+      releases.push(this.manager.releaseRun(run, { offset: runOffset, length: runLength }));
+      run = [];
+      runLength = 0;
+    };
+    try {
+      for (let at = 0; at < lengthBytes; ) {
+        const page = Math.floor((offset + at) / this.pageBytes);
+        const inPage = (offset + at) % this.pageBytes;
+        const length = Math.min(this.pageBytes - inPage, lengthBytes - at);
+        const pageIn = !(inPage === 0 && length === this.pageBytes);
+        if (run.length === maxRunPages) release();
+        let pointer = this.manager.tryObtainWritePointer(this.allocation, page, pageIn);
+        if (pointer === null) {
+          release();
+          pointer = await this.manager.obtainWritePointer(this.allocation, page, pageIn);
+        }
+        try {
+          fill(pointer.data.subarray(inPage, inPage + length), at);
+        } catch (error) {
+          releases.push(this.manager.releaseRun([pointer]));
+          throw error;
+        }
+        if (run.length === 0) runOffset = inPage;
+        run.push(pointer);
+        runLength += length;
+        at += length;
       }
-    });
+    } finally {
+      // Every page in the run is filled, also when taking the next one failed.
+      release();
+      await Promise.allSettled(releases);
+    }
+    await Promise.all(releases);
   }
 
   private async forEachPage(offset: number, lengthBytes: number, work: (page: number, inPage: number, at: number, length: number) => Promise<void>): Promise<void> {

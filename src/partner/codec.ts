@@ -22,6 +22,7 @@ import {
   MAX_HEADER_ENTRIES,
   MAX_IO_BYTES,
   MAX_PAGE_BYTES,
+  MAX_PAGE_CLEAN_PAGES,
   MAX_PAYLOAD_BYTES,
   MessageType,
   PARTNER_MAGIC,
@@ -123,6 +124,27 @@ class FlagLayout extends layout.Layout<boolean> {
   }
 }
 
+/** A u32 that must lie in [min, max]; anything else is a malformed frame. */
+class BoundedU32Layout extends layout.Layout<number> {
+  constructor(
+    private readonly min: number,
+    private readonly max: number,
+    property: string,
+  ) {
+    super(4, property);
+  }
+  override decode(source: Buffer, at = 0): number {
+    const value = source.readUInt32BE(at);
+    if (value < this.min || value > this.max) throw new PartnerFramingError('bad-field', `${this.property} ${value} is outside ${this.min}…${this.max}`);
+    return value;
+  }
+  override encode(value: number, target: Buffer, at = 0): number {
+    assert(Number.isInteger(value) && value >= this.min && value <= this.max, `${this.property} ${value} is outside ${this.min}…${this.max}`);
+    target.writeUInt32BE(value, at);
+    return 4;
+  }
+}
+
 const uuid = (property: string): Layout => new UuidLayout(property);
 const u64 = (property: string): Layout => new SafeU64Layout(property);
 const u32 = (property: string): Layout => layout.u32be(property);
@@ -171,8 +193,8 @@ interface Tail {
   /** Asserts the message is self-consistent and returns the tail's length. */
   bytes(message: Message): number;
   write(message: Message, target: Buffer, at: number): void;
-  /** For data tails: the bytes themselves, so a batch can send them by reference instead of copying. */
-  data?(message: Message): Buffer;
+  /** For data tails: the bytes themselves (maybe in pieces), so a batch can send them by reference instead of copying. */
+  data?(message: Message): Buffer | readonly Buffer[];
   /** The message fields carried by the tail; throws PartnerFramingError when it does not fit the fixed part. */
   read(fixed: Fields, tail: Buffer): Fields;
 }
@@ -189,15 +211,33 @@ const identity = (): Layout[] => [uuid('clusterId'), u32('nodeId'), u64('epoch')
 const lockGrant = (): Structure<Fields> => struct([...pageAddress(), u32('nodeId'), flag('pageIn')]);
 const resyncMark = (): Structure<Fields> => struct([u64('epoch'), u32('allocationCount'), u32('pageCount')]);
 
+/** Total bytes of data that may be gathered from several buffers. */
+const bytesOf = (data: Buffer | readonly Buffer[]): number => {
+  if (Buffer.isBuffer(data)) return data.length;
+  let bytes = 0;
+  for (const piece of data as readonly Buffer[]) bytes += piece.length;
+  return bytes;
+};
+
+/**
+ * A write page range starts in the named page and ends within MAX_PAGE_BYTES of its first byte:
+ * one frame carries a run of consecutive pages, never more than one payload's worth.
+ */
+const writePageRangeFits = (pageBytes: number, offset: number, length: number): boolean =>
+  pageBytes <= MAX_PAGE_BYTES && offset + Math.min(length, 1) <= pageBytes && offset + length <= MAX_PAGE_BYTES;
+
 const writePageTail: Tail = {
   bytes(message) {
     const { data, offset, length, pageBytes, zeroFill } = message as WritePage;
-    assert(data.length === (zeroFill ? 0 : length), `write page data is ${data.length} bytes for a length of ${length}${zeroFill ? ' (zero fill)' : ''}`);
-    assert(pageBytes <= MAX_PAGE_BYTES && offset + length <= pageBytes, `write page range ${offset}+${length} outside a page of ${pageBytes}`);
-    return data.length;
+    const bytes = bytesOf(data);
+    assert(bytes === (zeroFill ? 0 : length), `write page data is ${bytes} bytes for a length of ${length}${zeroFill ? ' (zero fill)' : ''}`);
+    assert(writePageRangeFits(pageBytes, offset, length), `write page range ${offset}+${length} does not start in a page of ${pageBytes} or runs past ${MAX_PAGE_BYTES} bytes`);
+    return bytes;
   },
   write(message, target, at) {
-    (message as WritePage).data.copy(target, at);
+    const { data } = message as WritePage;
+    if (Buffer.isBuffer(data)) data.copy(target, at);
+    else for (const piece of data as readonly Buffer[]) at += piece.copy(target, at);
   },
   data: (message) => (message as WritePage).data,
   read(fixed, tail) {
@@ -206,8 +246,8 @@ const writePageTail: Tail = {
     if (tail.length !== expected) {
       throw new PartnerFramingError('bad-length', `length field says ${length}${zeroFill ? ' zero-filled' : ''} bytes, ${tail.length} data bytes follow`);
     }
-    if (pageBytes > MAX_PAGE_BYTES || offset + length > pageBytes) {
-      throw new PartnerFramingError('bad-field', `range ${offset}+${length} outside a page of ${pageBytes} bytes`);
+    if (!writePageRangeFits(pageBytes, offset, length)) {
+      throw new PartnerFramingError('bad-field', `range ${offset}+${length} does not start in a page of ${pageBytes} bytes or runs past ${MAX_PAGE_BYTES} bytes`);
     }
     return { data: tail };
   },
@@ -325,7 +365,7 @@ const CODECS = new Map<number, MessageCodec>([
   [MessageType.HelloReply, { name: 'hello reply', fixed: struct(identity()) }],
   [MessageType.HelloRefusal, { name: 'hello refusal', fixed: struct([choice(2, 'reason', REFUSAL_REASONS), ...identity()]), versionNeutral: true }],
   [MessageType.Heartbeat, { name: 'heartbeat', fixed: struct([u64('epoch')]) }],
-  [MessageType.PageClean, { name: 'page clean', fixed: struct([...pageAddress(), u64('version')]) }],
+  [MessageType.PageClean, { name: 'page clean', fixed: struct([...pageAddress(), u64('version'), new BoundedU32Layout(1, MAX_PAGE_CLEAN_PAGES, 'pageCount')]) }],
   [MessageType.Takeover, { name: 'takeover', fixed: struct([uuid('allocation'), u32('fromNodeId'), u32('toNodeId'), u64('epoch')]) }],
   [MessageType.ResyncBegin, { name: 'resync begin', fixed: resyncMark() }],
   [MessageType.ResyncEnd, { name: 'resync end', fixed: resyncMark() }],
@@ -386,9 +426,9 @@ export function encodeBatchParts(messages: readonly Message[]): Buffer[] {
   const payloadSizes = messages.map(payloadBytesOf);
   const referenced = messages.map((message) => {
     const data = codecOf(message.type).tail?.data?.(message);
-    return data !== undefined && data.length >= BY_REFERENCE_BYTES ? data : null;
+    return data !== undefined && bytesOf(data) >= BY_REFERENCE_BYTES ? data : null;
   });
-  const copied = payloadSizes.reduce((sum, bytes, index) => sum + FRAME_HEADER_BYTES + bytes - (referenced[index]?.length ?? 0), 0);
+  const copied = payloadSizes.reduce((sum, bytes, index) => sum + FRAME_HEADER_BYTES + bytes - (referenced[index] ? bytesOf(referenced[index]) : 0), 0);
   const out = Buffer.allocUnsafe(copied);
   const parts: Buffer[] = [];
   let at = 0;
@@ -406,7 +446,9 @@ export function encodeBatchParts(messages: readonly Message[]): Buffer[] {
     frameHeaderLayout.encode({ magic: PARTNER_MAGIC, version: PROTOCOL_VERSION, type: message.type, requestId: message.requestId, payloadLength: payloadSizes[index] as number }, out, at);
     codec.fixed.encode(fields, out, at + FRAME_HEADER_BYTES);
     at += FRAME_HEADER_BYTES + codec.fixed.span;
-    parts.push(out.subarray(partStart, at), data);
+    parts.push(out.subarray(partStart, at));
+    if (Buffer.isBuffer(data)) parts.push(data);
+    else for (const piece of data as readonly Buffer[]) if (piece.length > 0) parts.push(piece);
     partStart = at;
   });
   if (partStart < at) parts.push(out.subarray(partStart, at));

@@ -5,8 +5,12 @@
 /** "FTVM": a frame that does not start with it is not ours (a stray client, a desynchronised stream). */
 export const PARTNER_MAGIC = 0x4654564d;
 
-/** Bumped on any change to a layout. Hello and hello refusal keep their v1 layout forever (see codec.ts). */
-export const PROTOCOL_VERSION = 1;
+/**
+ * Bumped on any change to a layout or to what a field may hold. Hello and hello refusal keep their v1
+ * layout forever (see codec.ts). 2: a write page range may run on into the following pages (one
+ * message per run of pages), which a version 1 node refuses as a framing error.
+ */
+export const PROTOCOL_VERSION = 2;
 
 /**
  * Message types. 0x00xx are the patent's Figure 10 messages, 0x01xx our extensions. A response has
@@ -124,6 +128,12 @@ export const PAYLOAD_HEADER_ALLOWANCE_BYTES = 4 * 1024;
 /** Largest payload a frame may declare; a larger declared length closes the link before anything is allocated. */
 export const MAX_PAYLOAD_BYTES = MAX_PAGE_BYTES + PAYLOAD_HEADER_ALLOWANCE_BYTES;
 export const MAX_FRAME_BYTES = FRAME_HEADER_BYTES + MAX_PAYLOAD_BYTES;
+
+/**
+ * Pages one page clean names: a run of consecutive pages destaged at one version. Runs are at most
+ * one write page's worth (1 MiB), so 1 MiB of the smallest pages.
+ */
+export const MAX_PAGE_CLEAN_PAGES = MAX_PAGE_BYTES / MIN_PAGE_BYTES;
 
 /** Page entries in one header response; a longer page table is read in several round trips. */
 export const MAX_HEADER_ENTRIES = 16 * 1024;

@@ -68,12 +68,21 @@ export interface WritePage extends Framed, PageAddress {
   /** Raised on every change of the page; page clean names the version it destaged. */
   version: number;
   pageBytes: number;
+  /**
+   * The range: `length` bytes from `offset` in page `virtualPage` on. It may run on into the
+   * following pages (one write page for a run of consecutive pages, which all take `version`);
+   * it starts in the named page and ends within MAX_PAGE_BYTES of that page's first byte.
+   */
   offset: number;
   length: number;
   /** The range still has to reach the disks (false when a clean page is copied during resync). */
   dirty: boolean;
   zeroFill: boolean;
-  data: Buffer;
+  /**
+   * The range's bytes. Sent, they may be gathered from several buffers (the frames of a run of
+   * pages, sent by reference); decoded, they are always one Buffer.
+   */
+  data: Buffer | readonly Buffer[];
 }
 
 export interface SenseRequest extends Framed {
@@ -206,9 +215,11 @@ export interface Heartbeat extends Framed {
 }
 
 /** The page's `version` is on the disks (written and fsynced): its mirrors may turn clean. */
+/** Pages `virtualPage` … `virtualPage + pageCount - 1` are on the disks at `version` (a run destaged together). */
 export interface PageClean extends Framed, PageAddress {
   type: MessageType.PageClean;
   version: number;
+  pageCount: number;
 }
 
 /** Allocations owned by `fromNodeId` (one, or all with NIL_ALLOCATION) now belong to `toNodeId`. */

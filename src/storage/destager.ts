@@ -148,7 +148,7 @@ export class Destager {
     }
     const writes = runs.map((run) => ({
       offset: run.first * BLOCK_BYTES,
-      data: run.entries.length === 1 ? (run.entries[0] as Dirty).data : Buffer.concat(run.entries.map((entry) => entry.data)),
+      data: joined(run.entries),
       run,
     }));
     // A bounded number of runs in flight: a batch of scattered blocks is thousands of RAID
@@ -171,4 +171,19 @@ export class Destager {
       this.onClean(write.offset, write.data);
     }
   }
+}
+
+/**
+ * The run's blocks as one buffer: a view when they lie side by side in one buffer already (a
+ * destage batch of the memory manager is one copy cut into blocks), else a concatenation.
+ */
+function joined(entries: readonly Dirty[]): Buffer {
+  const first = (entries[0] as Dirty).data;
+  let end = first.byteOffset + first.length;
+  for (let i = 1; i < entries.length; i++) {
+    const data = (entries[i] as Dirty).data;
+    if (data.buffer !== first.buffer || data.byteOffset !== end) return Buffer.concat(entries.map((entry) => entry.data));
+    end += data.length;
+  }
+  return Buffer.from(first.buffer, first.byteOffset, end - first.byteOffset);
 }

@@ -76,9 +76,11 @@ export class StorageCache {
   /** Records blocks now on the array (after a write). */
   put(offset: number, data: Buffer): void {
     const first = offset / BLOCK_BYTES;
+    // One copy for the run, cut into per-block views (as load does), not an allocation per block.
+    const copy = Buffer.from(data);
     for (let i = 0; i < data.length / BLOCK_BYTES; i++) {
       this.loads.delete(first + i);
-      this.blocks.set(first + i, Buffer.from(data.subarray(i * BLOCK_BYTES, (i + 1) * BLOCK_BYTES)));
+      this.blocks.set(first + i, copy.subarray(i * BLOCK_BYTES, (i + 1) * BLOCK_BYTES));
     }
   }
 

@@ -114,8 +114,8 @@ describe('partner link', function () {
   });
 
   it('refuses a hello of another protocol version with a refusal the peer can read', async () => {
-    const hello = encodeMessage({ type: MessageType.Hello, requestId: 0, ...B, protocolVersion: 2 });
-    hello.writeUInt16BE(2, 4);
+    const hello = encodeMessage({ type: MessageType.Hello, requestId: 0, ...B, protocolVersion: 1 });
+    hello.writeUInt16BE(1, 4);
     const socket = net.connect(listener.port, '127.0.0.1');
     const received: Buffer[] = [];
     socket.on('data', (chunk: Buffer) => received.push(chunk));

@@ -42,27 +42,49 @@ export class ObservedMemoryManager extends MemoryManager {
 
   override async obtainWritePointer(guid: string, virtualPage: number, pageIn = true): Promise<PagePointer> {
     const pointer = await super.obtainWritePointer(guid, virtualPage, pageIn);
+    this.granted(virtualPage);
+    return pointer;
+  }
+
+  private granted(virtualPage: number): void {
     const holders = this.holdersOf(virtualPage);
     if (holders.writers > 0) this.onViolation(`page ${virtualPage}: write pointer granted while another write pointer holds it`);
     if (holders.readers > 0) this.onViolation(`page ${virtualPage}: write pointer granted while ${holders.readers} read pointer(s) hold it`);
     holders.writers++;
+  }
+
+  override tryObtainWritePointer(guid: string, virtualPage: number, pageIn = true): PagePointer | null {
+    const pointer = super.tryObtainWritePointer(guid, virtualPage, pageIn);
+    if (pointer) this.granted(virtualPage);
     return pointer;
   }
 
   override async releasePointer(pointer: PagePointer, modified?: { offset: number; length: number }): Promise<void> {
-    // Synchronously, before the manager can pass the lock on: the frame holds exactly this write now.
-    if (pointer.mode === 'write' && modified && modified.length > 0 && this.model) {
-      const bytes = pointer.data.subarray(modified.offset, modified.offset + modified.length);
-      if (!this.model.applied(pointer.virtualPage, modified.offset, bytes)) {
-        this.onViolation(`page ${pointer.virtualPage}: released a change of ${modified.length} bytes at ${modified.offset} that no client wrote`);
-      }
-    }
+    // A write pointer's release is a run of one page: the manager calls releaseRun, watched below.
+    if (pointer.mode === 'write') return super.releasePointer(pointer, modified);
     try {
       await super.releasePointer(pointer, modified);
     } finally {
-      const holders = this.holdersOf(pointer.virtualPage);
-      if (pointer.mode === 'write') holders.writers--;
-      else holders.readers--;
+      this.holdersOf(pointer.virtualPage).readers--;
+    }
+  }
+
+  override async releaseRun(pointers: readonly PagePointer[], modified?: { offset: number; length: number }): Promise<void> {
+    // Synchronously, before the manager can pass the locks on: the frames hold exactly this write now.
+    if (modified && modified.length > 0 && this.model) {
+      const pageBytes = (pointers[0] as PagePointer).data.length;
+      pointers.forEach((pointer, index) => {
+        const from = index === 0 ? modified.offset : 0;
+        const to = Math.min(pageBytes, modified.offset + modified.length - index * pageBytes);
+        if (!(this.model as VolumeModel).applied(pointer.virtualPage, from, pointer.data.subarray(from, to))) {
+          this.onViolation(`page ${pointer.virtualPage}: released a change of ${to - from} bytes at ${from} that no client wrote`);
+        }
+      });
+    }
+    try {
+      await super.releaseRun(pointers, modified);
+    } finally {
+      for (const pointer of pointers) this.holdersOf(pointer.virtualPage).writers--;
     }
   }
 

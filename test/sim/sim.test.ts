@@ -15,7 +15,7 @@ function lyingReplicator(real: Replicator): Replicator {
   return {
     livePartners: () => real.livePartners(),
     writePage: async () => true,
-    pageClean: (allocation, virtualPage, version) => real.pageClean(allocation, virtualPage, version),
+    pageClean: (allocation, virtualPage, version, pageCount) => real.pageClean(allocation, virtualPage, version, pageCount),
   };
 }
 

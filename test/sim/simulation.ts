@@ -270,14 +270,19 @@ class Simulation {
 
   private mirrorHandles(partner: Partner, message: Message): Message | null {
     const reply = partner.mirror.handle(message);
-    if (message.type === MessageType.WritePage || message.type === MessageType.PageClean) this.changedPages.add(message.virtualPage);
+    // A write page may name a run of pages, and a page clean several: every page they touch is checked.
+    if (message.type === MessageType.WritePage) {
+      const pages = Math.max(1, Math.ceil((message.offset + message.length) / message.pageBytes));
+      for (let index = 0; index < pages; index++) this.changedPages.add(message.virtualPage + index);
+    }
+    if (message.type === MessageType.PageClean) for (let index = 0; index < message.pageCount; index++) this.changedPages.add(message.virtualPage + index);
     if (message.type === MessageType.WritePage) {
       this.coverage['mirror-write']++;
       const status = reply?.type === MessageType.CommandComplete ? reply.status : null;
       if (status !== Status.Ok) this.coverage['mirror-refusal']++;
       this.note(`node ${partner.id} mirror: write page ${message.virtualPage} v${message.version} [${message.offset}, +${message.length}) → status ${status}`);
     } else if (message.type === MessageType.PageClean) {
-      this.note(`node ${partner.id} mirror: page clean ${message.virtualPage} v${message.version}`);
+      this.note(`node ${partner.id} mirror: page clean ${message.virtualPage}${message.pageCount > 1 ? `+${message.pageCount}` : ''} v${message.version}`);
     }
     return reply;
   }

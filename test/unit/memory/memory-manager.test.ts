@@ -1,9 +1,10 @@
 // Proves the memory manager's rules with a fake store and fake partners: reads share a page and a
 // write has it alone; a release with a change waits for the partners (or, without any, for the
 // disks); the whole page goes to a partner first, then only ranges; a full pool parks requests
-// until a page can be replaced; page clean follows a destage.
+// until a page can be replaced; page clean follows a destage; a run of pages is one replication
+// (whole end pages for a partner that lacks them), and MemoryVolume sends a long write as runs.
 import { expect } from 'chai';
-import { FramePool, MemoryManager, type PageStore, type PageWrite, type Replicator } from '../../../src/memory/index.js';
+import { FramePool, MemoryManager, MemoryVolume, type PageRunWrite, type PageStore, type PageWrite, type Replicator } from '../../../src/memory/index.js';
 
 const PAGE = 64 * 1024;
 const GUID = '11111111-2222-4333-8444-555555555555';
@@ -39,8 +40,18 @@ class FakePartners implements Replicator {
     if (this.hold) await this.hold;
     return this.accept;
   }
-  pageClean(_allocation: string, virtualPage: number, version: number): void {
-    this.cleans.push([virtualPage, version]);
+  pageClean(_allocation: string, virtualPage: number, version: number, pageCount = 1): void {
+    for (let index = 0; index < pageCount; index++) this.cleans.push([virtualPage + index, version]);
+  }
+}
+
+/** Partners that take runs in one message, as LinkReplicator does. */
+class FakeRunPartners extends FakePartners {
+  runs: Array<{ virtualPage: number; offset: number; length: number; version: number; pieces: number; bytes: Buffer }> = [];
+  async writePages(write: PageRunWrite): Promise<boolean> {
+    this.runs.push({ virtualPage: write.virtualPage, offset: write.offset, length: write.length, version: write.version, pieces: write.data.length, bytes: Buffer.concat(write.data) });
+    if (this.hold) await this.hold;
+    return this.accept;
   }
 }
 
@@ -162,5 +173,72 @@ describe('MemoryManager', () => {
     expect(served).to.equal(true);
     expect(manager.residentPages).to.equal(16);
     for (const pointer of pointers.slice(1)) await manager.releasePointer(pointer);
+  });
+
+  it('replicates a run of pages once, whole end pages first, then ranges; all pages take one version', async () => {
+    const store = new FakeStore();
+    const partners = new FakeRunPartners();
+    const manager = new MemoryManager(new FramePool(4 * 1024 * 1024), store, partners, { highWatermarkPages: 100, lowWatermarkPages: 0 });
+    manager.createAllocation({ guid: GUID, arrayOffset: 0, sizeBytes: 16 * PAGE, pageBytes: PAGE });
+    const write = async (offset: number, length: number, byte: number): Promise<void> => {
+      const pointers = [];
+      for (let page = Math.floor(offset / PAGE); page * PAGE < offset + length; page++) {
+        const pointer = manager.tryObtainWritePointer(GUID, page, true) ?? (await manager.obtainWritePointer(GUID, page));
+        pointer.data.fill(byte, Math.max(0, offset - page * PAGE), Math.min(PAGE, offset + length - page * PAGE));
+        pointers.push(pointer);
+      }
+      await manager.releaseRun(pointers, { offset: offset % PAGE, length });
+    };
+    await write(PAGE + 100, 2 * PAGE, 3);
+    await write(PAGE + 200, 2 * PAGE - 150, 4);
+    expect(partners.runs.map(({ virtualPage, offset, length, version, pieces }) => [virtualPage, offset, length, version, pieces])).to.deep.equal([
+      [1, 0, 3 * PAGE, 1, 3],
+      [1, 200, 2 * PAGE - 150, 2, 3],
+    ]);
+    expect(partners.writes, 'no page-by-page replication').to.have.length(0);
+    const second = partners.runs[1]?.bytes as Buffer;
+    expect(second.every((byte) => byte === 4)).to.equal(true);
+    expect(manager.dirtyPages).to.equal(3);
+    await manager.flush();
+    expect(partners.cleans).to.deep.equal([
+      [1, 2],
+      [2, 2],
+      [3, 2],
+    ]);
+    expect([PAGE + 99, PAGE + 100, PAGE + 200, 3 * PAGE + 49, 3 * PAGE + 50, 3 * PAGE + 100].map((at) => store.disk[at])).to.deep.equal([0, 3, 4, 4, 3, 0]);
+  });
+
+  it('makes a run durable before the acknowledgement when a partner cannot take it', async () => {
+    const store = new FakeStore();
+    const partners = new FakeRunPartners();
+    partners.accept = false;
+    const manager = new MemoryManager(new FramePool(4 * 1024 * 1024), store, partners, { highWatermarkPages: 100, lowWatermarkPages: 0 });
+    manager.createAllocation({ guid: GUID, arrayOffset: 0, sizeBytes: 16 * PAGE, pageBytes: PAGE });
+    const volume = new MemoryVolume(manager, 'v', GUID, PAGE, 16 * PAGE);
+    await volume.write(2 * PAGE, [Buffer.alloc(PAGE, 8), Buffer.alloc(PAGE, 9)], false);
+    expect(partners.runs.map((run) => [run.virtualPage, run.length])).to.deep.equal([[2, 2 * PAGE]]);
+    expect([store.disk[2 * PAGE], store.disk[4 * PAGE - 1]], 'written through').to.deep.equal([8, 9]);
+    expect(manager.dirtyPages).to.equal(0);
+  });
+
+  it('MemoryVolume cuts a write into runs of at most 1 MiB and waits for a locked page only after sending what it holds', async () => {
+    const store = new FakeStore();
+    const partners = new FakeRunPartners();
+    const small = 4096;
+    const manager = new MemoryManager(new FramePool(4 * 1024 * 1024), store, partners, { highWatermarkPages: 10_000, lowWatermarkPages: 0 });
+    manager.createAllocation({ guid: GUID, arrayOffset: 0, sizeBytes: 32 * PAGE, pageBytes: small });
+    const volume = new MemoryVolume(manager, 'v', GUID, small, 32 * PAGE);
+    await volume.write(0, [Buffer.alloc(1024 * 1024 + small, 1)], false);
+    expect(partners.runs.map((run) => [run.virtualPage, run.length])).to.deep.equal([[0, 1024 * 1024]]);
+    expect(partners.writes.map((write) => [write.virtualPage, write.data.length]), 'a run of one page is a plain write page').to.deep.equal([[256, small]]);
+    // Page 3 locked by a reader: pages 1-2 travel at once, page 3 and on once the reader lets go.
+    partners.runs = [];
+    const reader = await manager.obtainReadPointer(GUID, 3);
+    const writing = volume.write(small, [Buffer.alloc(4 * small, 2)], false);
+    await tick();
+    expect(partners.runs.map((run) => [run.virtualPage, run.length])).to.deep.equal([[1, 2 * small]]);
+    await manager.releasePointer(reader);
+    await writing;
+    expect(partners.runs.map((run) => [run.virtualPage, run.length])).to.deep.equal([[1, 2 * small], [3, 2 * small]]);
   });
 });

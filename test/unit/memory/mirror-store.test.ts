@@ -1,6 +1,7 @@
 // Proves the partner side of Figs. 5, 8, 9 and 10: a page travels only into an allocation created by
 // allocate memory, a range only into a page held whole, page clean frees only versions up to the
-// destaged one, release memory gives every frame back, and space status reports the pool.
+// destaged one, release memory gives every frame back, and space status reports the pool; a write
+// page whose range runs over several pages updates each of them, also when one of them cannot take it.
 import { expect } from 'chai';
 import { FramePool, MirrorStore } from '../../../src/memory/index.js';
 import { MessageType, Status, type Message } from '../../../src/partner/index.js';
@@ -44,11 +45,32 @@ describe('MirrorStore', () => {
     expect(held?.version).to.equal(2);
     expect([held?.data[99], held?.data[100], held?.data[109], held?.data[110]]).to.deep.equal([1, 9, 9, 1]);
     // A page clean for an older version leaves the newer bytes; the destaged version frees the frame.
-    mirror.handle({ type: MessageType.PageClean, requestId: 0, allocation: GUID, virtualPage: 3, version: 1 });
+    mirror.handle({ type: MessageType.PageClean, requestId: 0, allocation: GUID, virtualPage: 3, version: 1, pageCount: 1 });
     expect(mirror.mirroredPages).to.equal(1);
-    mirror.handle({ type: MessageType.PageClean, requestId: 0, allocation: GUID, virtualPage: 3, version: 2 });
+    mirror.handle({ type: MessageType.PageClean, requestId: 0, allocation: GUID, virtualPage: 3, version: 2, pageCount: 1 });
     expect(mirror.mirroredPages).to.equal(0);
     expect(pool.freeBytes).to.equal(POOL);
+  });
+
+  it('takes a run of pages in one write page: whole pages it lacks, ranges into pages it holds', () => {
+    const pool = new FramePool(POOL);
+    const mirror = new MirrorStore(pool);
+    mirror.handle({ type: MessageType.AllocateMemory, requestId: 1, allocation: GUID, sizeBytes: 64 * PAGE, pageBytes: PAGE, ownerNodeId: 0 });
+    expect(status(mirror.handle(writePage(2, 1, 0, Buffer.alloc(PAGE, 1))))).to.equal(Status.Ok);
+    // From byte 100 of page 2 (held) through all of page 3 (new) to byte 10 of page 4 (not held: refused).
+    const run = [Buffer.alloc(PAGE - 100, 5), Buffer.alloc(PAGE, 6), Buffer.alloc(10, 7)];
+    const message = { ...writePage(2, 4, 100, Buffer.alloc(0)), length: 2 * PAGE - 90, data: run } as Message;
+    expect(status(mirror.handle(message))).to.equal(Status.NotResident);
+    const pages = mirror.pagesOf(GUID);
+    expect([pages.get(2)?.version, pages.get(2)?.data[99], pages.get(2)?.data[100]], 'the held page took the change').to.deep.equal([4, 1, 5]);
+    expect([pages.get(3)?.version, pages.get(3)?.data[0], pages.get(3)?.data[PAGE - 1]], 'the whole page was taken').to.deep.equal([4, 6, 6]);
+    expect(pages.has(4), 'a range of a page not held makes no image').to.equal(false);
+    // The same run with page 4 held: all three take it.
+    mirror.handle(writePage(4, 3, 0, Buffer.alloc(PAGE, 2)));
+    expect(status(mirror.handle(message))).to.equal(Status.Ok);
+    const after = mirror.pagesOf(GUID).get(4);
+    expect([after?.version, after?.data[9], after?.data[10]]).to.deep.equal([4, 7, 2]);
+    expect(status(mirror.handle({ ...writePage(63, 5, 0, Buffer.alloc(0)), length: 2 * PAGE, data: [Buffer.alloc(PAGE), Buffer.alloc(PAGE)] } as Message)), 'past the end').to.equal(Status.Invalid);
   });
 
   it('release memory frees every frame and forgets the allocation; space status reports the pool', () => {

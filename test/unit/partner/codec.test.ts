@@ -18,6 +18,7 @@ import {
   NIL_ALLOCATION,
   NO_NODE,
   PartnerFramingError,
+  PROTOCOL_VERSION,
   RefusalReason,
   SenseKind,
   Status,
@@ -39,13 +40,13 @@ interface Vector {
   bytes: Buffer;
 }
 
-// Frame header on every line one: magic "FTVM" | version 1 | type | request id | payload length.
+// Frame header on every line one: magic "FTVM" | version 2 | type | request id | payload length.
 const vectors: Vector[] = [
   {
     name: 'space request',
     message: { type: MessageType.SpaceRequest, requestId: 1, bytesWanted: 1024 * 1024 },
     bytes: hex(
-      '4654564d 0001 0001 00000001 00000008',
+      '4654564d 0002 0001 00000001 00000008',
       '0000000000100000', // bytesWanted = 1 MiB
     ),
   },
@@ -53,7 +54,7 @@ const vectors: Vector[] = [
     name: 'allocate memory',
     message: { type: MessageType.AllocateMemory, requestId: 2, allocation: ALLOCATION, sizeBytes: 2 ** 30, pageBytes: 65536, ownerNodeId: 1 },
     bytes: hex(
-      '4654564d 0001 0002 00000002 00000020',
+      '4654564d 0002 0002 00000002 00000020',
       ALLOCATION_BYTES, // allocation GUID
       '0000000040000000', // sizeBytes = 1 GiB
       '00010000', // pageBytes = 64 KiB
@@ -64,7 +65,7 @@ const vectors: Vector[] = [
     name: 'release memory',
     message: { type: MessageType.ReleaseMemory, requestId: 3, allocation: ALLOCATION },
     bytes: hex(
-      '4654564d 0001 0003 00000003 00000010',
+      '4654564d 0002 0003 00000003 00000010',
       ALLOCATION_BYTES, // allocation GUID
     ),
   },
@@ -72,7 +73,7 @@ const vectors: Vector[] = [
     name: 'lock request',
     message: { type: MessageType.LockRequest, requestId: 4, allocation: ALLOCATION, virtualPage: 2 ** 32 + 5, requestingNodeId: 2, mode: LockMode.Exclusive },
     bytes: hex(
-      '4654564d 0001 0004 00000004 0000001d',
+      '4654564d 0002 0004 00000004 0000001d',
       ALLOCATION_BYTES, // allocation GUID
       '0000000100000005', // virtualPage = 2^32 + 5
       '00000002', // requestingNodeId = 2
@@ -83,7 +84,7 @@ const vectors: Vector[] = [
     name: 'read header',
     message: { type: MessageType.ReadHeader, requestId: 5, allocation: ALLOCATION, firstVirtualPage: 0, maxEntries: 1024 },
     bytes: hex(
-      '4654564d 0001 0005 00000005 0000001c',
+      '4654564d 0002 0005 00000005 0000001c',
       ALLOCATION_BYTES, // allocation GUID
       '0000000000000000', // firstVirtualPage = 0
       '00000400', // maxEntries = 1024
@@ -96,7 +97,7 @@ const vectors: Vector[] = [
       pageBytes: 4096, offset: 512, length: 4, dirty: true, zeroFill: false, data: hex('deadbeef'),
     },
     bytes: hex(
-      '4654564d 0001 0006 00000006 00000032', // payload 46 + 4 data bytes
+      '4654564d 0002 0006 00000006 00000032', // payload 46 + 4 data bytes
       ALLOCATION_BYTES, // allocation GUID
       '0000000000000007', // virtualPage = 7
       '000000000000002a', // version = 42
@@ -115,7 +116,7 @@ const vectors: Vector[] = [
       pageBytes: 4096, offset: 0, length: 4096, dirty: true, zeroFill: true, data: Buffer.alloc(0),
     },
     bytes: hex(
-      '4654564d 0001 0006 00000010 0000002e', // payload 46, no data
+      '4654564d 0002 0006 00000010 0000002e', // payload 46, no data
       ALLOCATION_BYTES, // allocation GUID
       '0000000000000008', // virtualPage = 8
       '000000000000002b', // version = 43
@@ -130,7 +131,7 @@ const vectors: Vector[] = [
     name: 'sense request',
     message: { type: MessageType.SenseRequest, requestId: 7, kind: SenseKind.Allocation, allocation: ALLOCATION },
     bytes: hex(
-      '4654564d 0001 0007 00000007 00000012',
+      '4654564d 0002 0007 00000007 00000012',
       '0002', // kind = allocation
       ALLOCATION_BYTES, // allocation GUID
     ),
@@ -139,7 +140,7 @@ const vectors: Vector[] = [
     name: 'allocate read',
     message: { type: MessageType.AllocateRead, requestId: 8, allocation: ALLOCATION, virtualPage: 7, nodeId: 1, pageIn: true },
     bytes: hex(
-      '4654564d 0001 0008 00000008 0000001d',
+      '4654564d 0002 0008 00000008 0000001d',
       ALLOCATION_BYTES, // allocation GUID
       '0000000000000007', // virtualPage = 7
       '00000001', // nodeId = 1
@@ -150,7 +151,7 @@ const vectors: Vector[] = [
     name: 'allocate write',
     message: { type: MessageType.AllocateWrite, requestId: 9, allocation: ALLOCATION, virtualPage: 7, nodeId: 1, pageIn: false },
     bytes: hex(
-      '4654564d 0001 0009 00000009 0000001d',
+      '4654564d 0002 0009 00000009 0000001d',
       ALLOCATION_BYTES, // allocation GUID
       '0000000000000007', // virtualPage = 7
       '00000001', // nodeId = 1
@@ -161,7 +162,7 @@ const vectors: Vector[] = [
     name: 'release pointer',
     message: { type: MessageType.ReleasePointer, requestId: 10, allocation: ALLOCATION, virtualPage: 7, nodeId: 1, mode: LockMode.Exclusive, modified: true },
     bytes: hex(
-      '4654564d 0001 000a 0000000a 0000001e',
+      '4654564d 0002 000a 0000000a 0000001e',
       ALLOCATION_BYTES, // allocation GUID
       '0000000000000007', // virtualPage = 7
       '00000001', // nodeId = 1
@@ -173,7 +174,7 @@ const vectors: Vector[] = [
     name: 'command complete (ok)',
     message: { type: MessageType.CommandComplete, requestId: 6, requestType: MessageType.WritePage, status: Status.Ok },
     bytes: hex(
-      '4654564d 0001 0080 00000006 00000004',
+      '4654564d 0002 0080 00000006 00000004',
       '0006', // requestType = write page
       '0000', // status = ok
     ),
@@ -182,7 +183,7 @@ const vectors: Vector[] = [
     name: 'command complete (locked)',
     message: { type: MessageType.CommandComplete, requestId: 4, requestType: MessageType.LockRequest, status: Status.Locked },
     bytes: hex(
-      '4654564d 0001 0080 00000004 00000004',
+      '4654564d 0002 0080 00000004 00000004',
       '0004', // requestType = lock request
       '0002', // status = locked
     ),
@@ -191,7 +192,7 @@ const vectors: Vector[] = [
     name: 'space status',
     message: { type: MessageType.SpaceStatus, requestId: 1, freeBytes: 256 * 2 ** 20, reclaimableBytes: 64 * 2 ** 20 },
     bytes: hex(
-      '4654564d 0001 0081 00000001 00000010',
+      '4654564d 0002 0081 00000001 00000010',
       '0000000010000000', // freeBytes = 256 MiB
       '0000000004000000', // reclaimableBytes = 64 MiB
     ),
@@ -200,7 +201,7 @@ const vectors: Vector[] = [
     name: 'lock status',
     message: { type: MessageType.LockStatus, requestId: 4, ownerNodeId: NO_NODE, readerCount: 3, mode: LockMode.Shared },
     bytes: hex(
-      '4654564d 0001 0084 00000004 00000009',
+      '4654564d 0002 0084 00000004 00000009',
       'ffffffff', // ownerNodeId = none
       '00000003', // readerCount = 3
       '01', // mode = shared
@@ -216,7 +217,7 @@ const vectors: Vector[] = [
       ],
     },
     bytes: hex(
-      '4654564d 0001 0085 00000005 0000005b', // payload 25 + 2 × 33
+      '4654564d 0002 0085 00000005 0000005b', // payload 25 + 2 × 33
       '0000000040000000', // sizeBytes = 1 GiB
       '00010000', // pageBytes = 64 KiB
       '00000001', // ownerNodeId = 1
@@ -247,7 +248,7 @@ const vectors: Vector[] = [
       residentPages: 100, dirtyPages: 5, pagingQueueLength: 0, destageQueueLength: 5,
     },
     bytes: hex(
-      '4654564d 0001 0087 00000007 0000002a',
+      '4654564d 0002 0087 00000007 0000002a',
       '0002', // kind = allocation
       '0000000000000003', // epoch = 3
       '0000000010000000', // poolBytes = 256 MiB
@@ -260,61 +261,62 @@ const vectors: Vector[] = [
   },
   {
     name: 'hello',
-    message: { type: MessageType.Hello, requestId: 0, clusterId: CLUSTER, nodeId: 1, epoch: 3, protocolVersion: 1 },
+    message: { type: MessageType.Hello, requestId: 0, clusterId: CLUSTER, nodeId: 1, epoch: 3, protocolVersion: 2 },
     bytes: hex(
-      '4654564d 0001 0101 00000000 0000001e',
+      '4654564d 0002 0101 00000000 0000001e',
       CLUSTER_BYTES, // clusterId
       '00000001', // nodeId = 1
       '0000000000000003', // epoch = 3
-      '0001', // protocolVersion = 1
+      '0002', // protocolVersion = 2
     ),
   },
   {
     name: 'hello reply',
-    message: { type: MessageType.HelloReply, requestId: 0, clusterId: CLUSTER, nodeId: 2, epoch: 3, protocolVersion: 1 },
+    message: { type: MessageType.HelloReply, requestId: 0, clusterId: CLUSTER, nodeId: 2, epoch: 3, protocolVersion: 2 },
     bytes: hex(
-      '4654564d 0001 0181 00000000 0000001e',
+      '4654564d 0002 0181 00000000 0000001e',
       CLUSTER_BYTES, // clusterId
       '00000002', // nodeId = 2
       '0000000000000003', // epoch = 3
-      '0001', // protocolVersion = 1
+      '0002', // protocolVersion = 2
     ),
   },
   {
     name: 'hello refusal',
-    message: { type: MessageType.HelloRefusal, requestId: 0, reason: RefusalReason.ClusterMismatch, clusterId: CLUSTER, nodeId: 2, epoch: 3, protocolVersion: 1 },
+    message: { type: MessageType.HelloRefusal, requestId: 0, reason: RefusalReason.ClusterMismatch, clusterId: CLUSTER, nodeId: 2, epoch: 3, protocolVersion: 2 },
     bytes: hex(
-      '4654564d 0001 0182 00000000 00000020',
+      '4654564d 0002 0182 00000000 00000020',
       '0002', // reason = cluster mismatch
       CLUSTER_BYTES, // clusterId (the refuser's)
       '00000002', // nodeId = 2
       '0000000000000003', // epoch = 3
-      '0001', // protocolVersion = 1
+      '0002', // protocolVersion = 2
     ),
   },
   {
     name: 'heartbeat',
     message: { type: MessageType.Heartbeat, requestId: 17, epoch: 3 },
     bytes: hex(
-      '4654564d 0001 0102 00000011 00000008', // request id = sequence number 17
+      '4654564d 0002 0102 00000011 00000008', // request id = sequence number 17
       '0000000000000003', // epoch = 3
     ),
   },
   {
     name: 'page clean',
-    message: { type: MessageType.PageClean, requestId: 18, allocation: ALLOCATION, virtualPage: 7, version: 42 },
+    message: { type: MessageType.PageClean, requestId: 18, allocation: ALLOCATION, virtualPage: 7, version: 42, pageCount: 3 },
     bytes: hex(
-      '4654564d 0001 0103 00000012 00000020',
+      '4654564d 0002 0103 00000012 00000024',
       ALLOCATION_BYTES, // allocation GUID
       '0000000000000007', // virtualPage = 7
       '000000000000002a', // version = 42 is on disk
+      '00000003', // pageCount = 3: pages 7, 8 and 9
     ),
   },
   {
     name: 'takeover',
     message: { type: MessageType.Takeover, requestId: 19, allocation: NIL_ALLOCATION, fromNodeId: 2, toNodeId: 1, epoch: 4 },
     bytes: hex(
-      '4654564d 0001 0104 00000013 00000020',
+      '4654564d 0002 0104 00000013 00000020',
       '00000000 00000000 00000000 00000000', // allocation = nil: every allocation of node 2
       '00000002', // fromNodeId = 2
       '00000001', // toNodeId = 1
@@ -325,7 +327,7 @@ const vectors: Vector[] = [
     name: 'resync begin',
     message: { type: MessageType.ResyncBegin, requestId: 20, epoch: 4, allocationCount: 2, pageCount: 300 },
     bytes: hex(
-      '4654564d 0001 0105 00000014 00000010',
+      '4654564d 0002 0105 00000014 00000010',
       '0000000000000004', // epoch = 4
       '00000002', // allocationCount = 2
       '0000012c', // pageCount = 300
@@ -335,7 +337,7 @@ const vectors: Vector[] = [
     name: 'resync end',
     message: { type: MessageType.ResyncEnd, requestId: 21, epoch: 4, allocationCount: 2, pageCount: 300 },
     bytes: hex(
-      '4654564d 0001 0106 00000015 00000010',
+      '4654564d 0002 0106 00000015 00000010',
       '0000000000000004', // epoch = 4
       '00000002', // allocationCount = 2
       '0000012c', // pageCount = 300
@@ -345,7 +347,7 @@ const vectors: Vector[] = [
     name: 'forwarded io (write to a volume)',
     message: { type: MessageType.ForwardedIo, requestId: 22, op: IoOp.Write, allocation: ALLOCATION, offset: 65536 + 512, length: 4, fua: true, data: hex('deadbeef') },
     bytes: hex(
-      '4654564d 0001 0107 00000016 00000026', // payload 34 + 4 data bytes
+      '4654564d 0002 0107 00000016 00000026', // payload 34 + 4 data bytes
       '02', // op = write
       '01', // fua
       ALLOCATION_BYTES, // allocation GUID
@@ -358,7 +360,7 @@ const vectors: Vector[] = [
     name: 'forwarded io (read from the shared array, no data)',
     message: { type: MessageType.ForwardedIo, requestId: 23, op: IoOp.Read, allocation: NIL_ALLOCATION, offset: 2 ** 32, length: 4, fua: false, data: Buffer.alloc(0) },
     bytes: hex(
-      '4654564d 0001 0107 00000017 00000022', // payload 34, no data
+      '4654564d 0002 0107 00000017 00000022', // payload 34, no data
       '01', // op = read
       '00', // fua = no
       '00000000 00000000 00000000 00000000', // allocation = nil: the shared array itself
@@ -370,7 +372,7 @@ const vectors: Vector[] = [
     name: 'forwarded io (probe)',
     message: { type: MessageType.ForwardedIo, requestId: 24, op: IoOp.Probe, allocation: NIL_ALLOCATION, offset: 0, length: 0, fua: false, data: Buffer.alloc(0) },
     bytes: hex(
-      '4654564d 0001 0107 00000018 00000022',
+      '4654564d 0002 0107 00000018 00000022',
       '00', // op = probe: do you hold the array open?
       '00', // fua = no
       '00000000 00000000 00000000 00000000', // allocation = nil
@@ -382,20 +384,20 @@ const vectors: Vector[] = [
     name: 'io data',
     message: { type: MessageType.IoData, requestId: 23, data: hex('cafebabe') },
     bytes: hex(
-      '4654564d 0001 0187 00000017 00000004', // answers request 23; payload = data
+      '4654564d 0002 0187 00000017 00000004', // answers request 23; payload = data
       'cafebabe', // the 4 bytes read
     ),
   },
   {
     name: 'io data (empty)',
     message: { type: MessageType.IoData, requestId: 25, data: Buffer.alloc(0) },
-    bytes: hex('4654564d 0001 0187 00000019 00000000'), // a read of length 0: no payload at all
+    bytes: hex('4654564d 0002 0187 00000019 00000000'), // a read of length 0: no payload at all
   },
   {
     name: 'command complete (probe: array not open here)',
     message: { type: MessageType.CommandComplete, requestId: 24, requestType: MessageType.ForwardedIo, status: Status.NotResident },
     bytes: hex(
-      '4654564d 0001 0080 00000018 00000004',
+      '4654564d 0002 0080 00000018 00000004',
       '0107', // requestType = forwarded io
       '0004', // status = not resident
     ),
@@ -417,7 +419,7 @@ function decodeAll(...chunks: Buffer[]): Message[] {
 function frame(type: number, payload: Buffer, options: { magic?: number; version?: number; declaredLength?: number } = {}): Buffer {
   const header = Buffer.alloc(16);
   header.writeUInt32BE(options.magic ?? 0x4654564d, 0);
-  header.writeUInt16BE(options.version ?? 1, 4);
+  header.writeUInt16BE(options.version ?? PROTOCOL_VERSION, 4);
   header.writeUInt16BE(type, 6);
   header.writeUInt32BE(99, 8);
   header.writeUInt32BE(options.declaredLength ?? payload.length, 12);
@@ -537,7 +539,7 @@ describe('partner codec', () => {
       const chunk = encodeMessage(vectors[5]?.message as Message);
       const [message] = decodeAll(chunk);
       expect(message?.type).to.equal(MessageType.WritePage);
-      const { data } = message as Extract<Message, { type: MessageType.WritePage }>;
+      const data = (message as Extract<Message, { type: MessageType.WritePage }>).data as Buffer;
       expect(data.buffer).to.equal(chunk.buffer);
       expect(data.byteOffset).to.equal(chunk.byteOffset + 16 + 46);
     });
@@ -555,20 +557,20 @@ describe('partner codec', () => {
     });
 
     it('refuses another protocol version, and an unknown type of another version as such', () => {
-      expectFailure('wrong-version', /protocol version 2, this node speaks 1/, frame(MessageType.Heartbeat, heartbeat, { version: 2 }));
-      expectFailure('wrong-version', /protocol version 2/, frame(0x0042, heartbeat, { version: 2 }));
+      expectFailure('wrong-version', /protocol version 3, this node speaks 2/, frame(MessageType.Heartbeat, heartbeat, { version: 3 }));
+      expectFailure('wrong-version', /protocol version 1/, frame(0x0042, heartbeat, { version: 1 }));
     });
 
     it('still decodes hello and hello refusal of another version, so a refusal can explain itself', () => {
       const hello = vectors.find((vector) => vector.message.type === MessageType.Hello) as Vector;
-      const helloV2 = Buffer.from(hello.bytes);
-      helloV2.writeUInt16BE(2, 4);
-      helloV2.writeUInt16BE(2, helloV2.length - 2);
-      expect(decodeAll(helloV2)).to.deep.equal([{ ...hello.message, protocolVersion: 2 }]);
+      const helloV3 = Buffer.from(hello.bytes);
+      helloV3.writeUInt16BE(3, 4);
+      helloV3.writeUInt16BE(3, helloV3.length - 2);
+      expect(decodeAll(helloV3)).to.deep.equal([{ ...hello.message, protocolVersion: 3 }]);
       const refusal = vectors.find((vector) => vector.message.type === MessageType.HelloRefusal) as Vector;
-      const refusalV2 = Buffer.from(refusal.bytes);
-      refusalV2.writeUInt16BE(2, 4);
-      expect(decodeAll(refusalV2)).to.deep.equal([refusal.message]);
+      const refusalV1 = Buffer.from(refusal.bytes);
+      refusalV1.writeUInt16BE(1, 4);
+      expect(decodeAll(refusalV1)).to.deep.equal([refusal.message]);
     });
 
     it('refuses an oversized declared length from the header alone, before any payload arrives', () => {
@@ -599,14 +601,35 @@ describe('partner codec', () => {
       expectFailure('bad-length', /length field says 4 zero-filled bytes, 4 data bytes follow/, zeroFillWithData);
     });
 
-    it('refuses a write page range beyond its page, and a page larger than 1 MiB', () => {
+    it('refuses a write page range that starts past its page or ends past 1 MiB, and a page larger than 1 MiB', () => {
       const valid = vectors[5]?.bytes as Buffer;
-      const beyond = Buffer.from(valid);
-      beyond.writeUInt32BE(4094, 16 + 36);
-      expectFailure('bad-field', /range 4094\+4 outside a page of 4096 bytes/, beyond);
+      const past = Buffer.from(valid);
+      past.writeUInt32BE(4096, 16 + 36);
+      expectFailure('bad-field', /range 4096\+4 does not start in a page of 4096 bytes/, past);
+      const beyondRun = Buffer.from(valid);
+      beyondRun.writeUInt32BE(1024 * 1024, 16 + 32);
+      beyondRun.writeUInt32BE(1024 * 1024 - 2, 16 + 36);
+      expectFailure('bad-field', /range 1048574\+4 .* runs past 1048576 bytes/, beyondRun);
       const huge = Buffer.from(valid);
       huge.writeUInt32BE(2 * 1024 * 1024, 16 + 32);
-      expectFailure('bad-field', /outside a page of 2097152 bytes/, huge);
+      expectFailure('bad-field', /does not start in a page of 2097152 bytes/, huge);
+    });
+
+    it('takes a write page range that runs on into the following pages (a run of pages)', () => {
+      const spilling = Buffer.from(vectors[5]?.bytes as Buffer);
+      spilling.writeUInt32BE(4094, 16 + 36);
+      const [message] = decodeAll(spilling);
+      expect(message).to.include({ type: MessageType.WritePage, offset: 4094, length: 4, pageBytes: 4096 });
+    });
+
+    it('refuses a page clean of no pages or of more than one run\'s worth', () => {
+      const valid = vectors.find((vector) => vector.message.type === MessageType.PageClean)?.bytes as Buffer;
+      const none = Buffer.from(valid);
+      none.writeUInt32BE(0, valid.length - 4);
+      expectFailure('bad-field', /pageCount 0 is outside 1…256/, none);
+      const many = Buffer.from(valid);
+      many.writeUInt32BE(257, valid.length - 4);
+      expectFailure('bad-field', /pageCount 257 is outside 1…256/, many);
     });
 
     it('refuses header entries that are not whole', () => {
@@ -761,7 +784,7 @@ describe('partner codec', () => {
       const page = Buffer.alloc(64 * 1024, 0xab);
       const short = Buffer.alloc(BY_REFERENCE_BYTES - 1, 0xcd);
       const batch: Message[] = [
-        { type: MessageType.PageClean, requestId: 0, allocation: ALLOCATION, virtualPage: 3, version: 9 },
+        { type: MessageType.PageClean, requestId: 0, allocation: ALLOCATION, virtualPage: 3, version: 9, pageCount: 1 },
         { type: MessageType.WritePage, requestId: 1, allocation: ALLOCATION, virtualPage: 1, version: 2, pageBytes: page.length, offset: 0, length: page.length, dirty: true, zeroFill: false, data: page },
         { type: MessageType.WritePage, requestId: 2, allocation: ALLOCATION, virtualPage: 2, version: 3, pageBytes: page.length, offset: 5, length: short.length, dirty: true, zeroFill: false, data: short },
         { type: MessageType.IoData, requestId: 3, data: page },
@@ -772,6 +795,18 @@ describe('partner codec', () => {
       expect(parts.filter((part) => part === page), 'the page travels by reference, twice').to.have.length(2);
       expect(parts.some((part) => part === short), 'short data is copied').to.equal(false);
       expect(decodeAll(...parts).map((message) => message.requestId)).to.deep.equal([0, 1, 2, 3, 4]);
+    });
+
+    it('sends a run of pages gathered from several frames by reference, and decodes it as one range', () => {
+      const frames = [Buffer.alloc(4096, 1).subarray(96), Buffer.alloc(4096, 2), Buffer.alloc(4096, 3).subarray(0, 100)];
+      const length = frames.reduce((sum, frame) => sum + frame.length, 0);
+      const run: Message = { type: MessageType.WritePage, requestId: 9, allocation: ALLOCATION, virtualPage: 4, version: 7, pageBytes: 4096, offset: 96, length, dirty: true, zeroFill: false, data: frames };
+      const parts = encodeBatchParts([run]);
+      expect(Buffer.concat(parts).equals(encodeBatch([run]))).to.equal(true);
+      expect(parts.filter((part) => frames.some((frame) => frame === part)), 'each frame by reference').to.have.length(3);
+      const [decoded] = decodeAll(...parts);
+      expect(decoded).to.include({ virtualPage: 4, offset: 96, length });
+      expect(((decoded as Extract<Message, { type: MessageType.WritePage }>).data as Buffer).equals(Buffer.concat(frames))).to.equal(true);
     });
   });
 });
