@@ -1,11 +1,14 @@
 // Proves the Linux kernel NBD client (in a QEMU VM) works against a two-node ftvm cluster: raw I/O
-// and ext4 with e2fsck through each node, and dm-multipath over one NBD path per node, both paths
-// serving at once (multibus).
+// and ext4 with e2fsck through each node, dm-multipath over one NBD path per node, both paths
+// serving at once (multibus); and that ext4 on multipath rides over kill -9 of the owner (writes go
+// on through the other path, checksums match, e2fsck clean), with two path groups and with one,
+// the killed node returning and taking its volume back in between.
 import { expect } from 'chai';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { requestControl, type ClusterStatus } from '../src/cluster/index.js';
 import { launch, makeTempDirectory, REPO_ROOT, writeClusterConfig, type FtvmNode } from '../test/support/ftvm-process.js';
 import { requireRoot, requireTools } from '../test/support/tools.js';
 
@@ -20,6 +23,7 @@ describe('kernel nbd-client in a VM', function () {
   const namespace = `ftvmk${process.pid % 100000}`;
   const nodes: FtvmNode[] = [];
   let directory = '';
+  let configFile = '';
 
   before(async function () {
     requireRoot(this);
@@ -29,10 +33,10 @@ describe('kernel nbd-client in a VM', function () {
     await run(path.join(VM_DIR, 'netns.sh'), ['up', namespace, `${HOST_IP}/24`]);
     directory = await makeTempDirectory();
     // Node a on PORT_A owns vol0; node b on PORT_B forwards to it. Partner links inside the namespace too.
-    const configFile = await writeClusterConfig(directory, [{ name: 'vol0', sizeBytes: 256 << 20, owner: 'a' }], [
+    configFile = await writeClusterConfig(directory, [{ name: 'vol0', sizeBytes: 256 << 20, owner: 'a' }], [
       { name: 'a', listen: { host: HOST_IP, port: PORT_A }, partner: { host: HOST_IP, port: PORT_A + 100 } },
       { name: 'b', listen: { host: HOST_IP, port: PORT_B }, partner: { host: HOST_IP, port: PORT_B + 100 } },
-    ], { memoryBytes: 64 << 20 });
+    ], { memoryBytes: 64 << 20, partnerTimeoutMs: 500 });
     for (const [name, port] of [['a', PORT_A], ['b', PORT_B]] as const) {
       nodes.push(await launch(configFile, name, { host: HOST_IP, port, directory, prefix: ['ip', 'netns', 'exec', namespace] }));
     }
@@ -75,4 +79,43 @@ describe('kernel nbd-client in a VM', function () {
     expect(log).to.contain('FTVM-GUEST-RESULT: PASS');
     expect(nodes.map(attached).map((count, index) => count - (before[index] as number)), 'a path attached to each node').to.satisfy((counts: number[]) => counts.every((count) => count > 0));
   });
+
+  /** Runs a guest with MODE=kill and kills node a (SIGKILL) once the guest says it is ready for it. */
+  async function guestWithKill(env: Record<string, string | number>): Promise<string> {
+    const log = path.join(directory, `kill-${env.MP_POLICY}.log`);
+    const args = ['--netns', namespace, '--host-ip', HOST_IP, '--guest-ip', '10.77.0.2', '--script', path.join(VM_DIR, 'guest-multipath.sh'), '--log', log, '--timeout', '300'];
+    for (const [key, value] of Object.entries({ ...env, MODE: 'kill', PAUSE_SECONDS: 3 })) args.push('--env', `${key}=${value}`);
+    const vm = spawn(path.join(VM_DIR, 'run-vm.sh'), args, { stdio: 'ignore' });
+    const exited = new Promise<number>((resolve) => vm.once('exit', (code) => resolve(code ?? -1)));
+    let killed = false;
+    while (vm.exitCode === null && !killed) {
+      if ((await fs.readFile(log, 'utf8').catch(() => '')).includes('FTVM-GUEST-READY-FOR-KILL')) {
+        await nodes[0]?.kill();
+        killed = true;
+      } else await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const code = await exited;
+    const text = await fs.readFile(log, 'utf8').catch(() => '');
+    if (code !== 0 || !killed) throw new Error(`guest failed (exit ${code}, node a killed: ${killed}):\n${text.split('\n').slice(-40).join('\n')}\nserver logs:\n${serverLogs()}`);
+    return text;
+  }
+
+  const statusOf = async (name: string): Promise<ClusterStatus> => (await requestControl(path.join(directory, `${name}.control`), { op: 'cluster' })).cluster as ClusterStatus;
+
+  for (const policy of ['failover', 'multibus'] as const) {
+    it(`ext4 on dm-multipath (${policy === 'failover' ? 'two path groups' : 'one group, both nodes serving'}) rides over kill -9 of the owner; it comes back and gets its volume back`, async () => {
+      if (nodes[0]?.child.exitCode !== null || nodes[0]?.child.signalCode !== null) {
+        nodes[0] = await launch(configFile, 'a', { host: HOST_IP, port: PORT_A, directory, prefix: ['ip', 'netns', 'exec', namespace] });
+      }
+      for (let tries = 0; (await statusOf('a')).volumes[0]?.owner !== 'a'; tries++) {
+        if (tries > 300) throw new Error('vol0 never came back to node a');
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      const log = await guestWithKill({ PORT_A, PORT_B, EXPORT: 'vol0', MP_POLICY: policy, EXPECT_FAILED_PATHS: 1 });
+      expect(log).to.contain('FTVM-GUEST-RESULT: PASS');
+      const survivor = await statusOf('b');
+      expect([survivor.arrayHolder, survivor.volumes[0]?.owner]).to.deep.equal(['b', 'b']);
+      expect(nodes[1]?.log()).to.match(/took over volume vol0 from node a/);
+    });
+  }
 });

@@ -181,8 +181,11 @@ export class Authority {
       const stillHere = [...node.served.values()].some((entry) => entry.homeId === dead && entry.ownerId !== dead);
       if (!stillHere && node.partners.link(dead)) {
         this.borrowed.delete(dead);
-        await node.server.closeGroup(`node ${node.name(dead)}`);
-        node.logger.info(`node ${node.name(dead)} serves its own NBD addresses again`);
+        node.logger.info(`giving node ${node.name(dead)}'s NBD addresses back to it`);
+        // Not awaited: the listeners close at once, but their connections end only when the clients
+        // let go, and this loop must go on meanwhile (found by the fio failover campaign: a second
+        // death of that node went unhandled while the loop waited here).
+        void node.server.closeGroup(`node ${node.name(dead)}`).then(() => node.logger.info(`node ${node.name(dead)}'s clients have left this node`));
       }
     }
   }
