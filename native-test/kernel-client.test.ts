@@ -103,7 +103,7 @@ describe('kernel nbd-client in a VM', function () {
   const statusOf = async (name: string): Promise<ClusterStatus> => (await requestControl(path.join(directory, `${name}.control`), { op: 'cluster' })).cluster as ClusterStatus;
 
   for (const policy of ['failover', 'multibus'] as const) {
-    it(`ext4 on dm-multipath (${policy === 'failover' ? 'two path groups' : 'one group, both nodes serving'}) rides over kill -9 of the owner; it comes back and gets its volume back`, async () => {
+    it(`ext4 on dm-multipath (${policy === 'failover' ? 'two path groups' : 'one group, both nodes serving'}) rides over kill -9 of the owner (an owner killed by the test before returns and gets its volume back first)`, async () => {
       if (nodes[0]?.child.exitCode !== null || nodes[0]?.child.signalCode !== null) {
         nodes[0] = await launch(configFile, 'a', { host: HOST_IP, port: PORT_A, directory, prefix: ['ip', 'netns', 'exec', namespace] });
       }
