@@ -151,7 +151,7 @@ export class Authority {
     const { node } = this;
     const why = node.leases.leaseOf(dead)?.holder === '' ? 'it released its lease' : this.deathSeen.has(dead) ? 'its link closed and its lease is void' : 'its lease expired';
     node.logger.warn(`node ${node.name(dead)}, the array holder, is gone (${why}): taking over the shared array`);
-    const epoch = await node.leases.claimEpoch(claimPauseMs(node.config, node.leases, node.partners, node.nodeId));
+    const epoch = await node.leases.claimEpoch(claimPauseMs(node.config, node.leases, node.partners, node.nodeId), [dead]);
     node.identity.epoch = epoch;
     await node.holdArray();
     const pages = node.destageMirrors(node.allocationsOwnedBy(dead));
@@ -201,7 +201,7 @@ export class Authority {
     const name = entry.allocation.name;
     entry.moving = 'taking over';
     try {
-      const epoch = await node.leases.claimEpoch(claimPauseMs(node.config, node.leases, node.partners, node.nodeId));
+      const epoch = await node.leases.claimEpoch(claimPauseMs(node.config, node.leases, node.partners, node.nodeId), [dead]);
       node.identity.epoch = epoch;
       const pages = node.destageMirrors([entry.allocation]);
       await node.stack?.flush();

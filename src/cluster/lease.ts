@@ -7,7 +7,11 @@
 //                  sequence has not changed for leaseMs on *this* node's clock (no clock sync needed:
 //                  only durations on one clock are compared, as in sanlock's delta leases)
 //   a takeover     claims epoch = highest seen + 1 in its own slot, waits, reads again: a competitor
-//                  claiming the same or a higher epoch wins if its node id is lower (lower ids win)
+//                  claiming the same or a higher epoch wins if its node id is lower (lower ids win).
+//                  The wait may be 0 only when the caller knows no other node is claiming: every
+//                  other lease is gone and the partner links answer (a node probes its partners for
+//                  a holder, and says it holds the array before it claims). test/sim/lease-sim.ts
+//                  checks these rules under pauses, crashes and slow or failing lease writes
 //
 // Why the margin is safe: an observer starts counting leaseMs at the earliest when it reads a new
 // sequence, which is after that renewal started; the writer stops at renewalStart + leaseMs − margin.
@@ -53,7 +57,7 @@ interface Observed {
   changedAt: number;
 }
 
-/** Two: each writes its own copy of the slot (sequence parity), so they never race on one block. */
+/** Two: one per copy of the slot (sequence parity); a third would wait for its copy's last write anyway. */
 const RENEWALS_IN_FLIGHT_MAX = 2;
 
 export class ClaimLostError extends Error {
@@ -67,7 +71,7 @@ export class LeaseKeeper {
   private cancelTimer: (() => void) | null = null;
   private renewing = false;
   private stopped = false;
-  private inFlight: Promise<void> | null = null;
+  private inFlight: Promise<boolean> | null = null;
   private lastFailure = '';
   epoch = 0;
   /** Told once when this node must stop serving; the reason is for the log. */
@@ -79,6 +83,10 @@ export class LeaseKeeper {
   private fenced = false;
   private tickDueAt = 0;
   private renewalsInFlight = 0;
+  /** The highest sequence of this node's writes known to have landed. */
+  private highestLanded = -1;
+  /** The last write to each copy of this node's slot: a newer one waits for it (no out-of-order landing). */
+  private readonly copyWrites: [Promise<boolean>, Promise<boolean>] = [Promise.resolve(true), Promise.resolve(true)];
   /** Told when a renewal ran late or slow: the warning that comes before a lease runs out. */
   onSlow: (what: string) => void = () => undefined;
 
@@ -145,19 +153,44 @@ export class LeaseKeeper {
   }
 
   /**
-   * A takeover: epoch = highest seen + 1 written to this node's slot; after a pause long enough for
+   * A takeover of the nodes in `mustBeGone` (their leases expired as seen so far; the claim fails if
+   * any of them renews before it is done): epoch = highest seen + 1 written to this node's slot; after a pause long enough for
    * a competitor's claim to land, a competitor with the same or a higher epoch and a lower node id
    * (or any higher epoch) wins and this claim fails. Resolves with the new epoch.
    */
-  async claimEpoch(pauseMs: number): Promise<number> {
+  async claimEpoch(pauseMs: number, mustBeGone: readonly number[] = []): Promise<number> {
+    // The caller decided from what it saw earlier; a node it took for gone may have renewed since.
+    const lookedGone = new Set([...this.observed.keys()].filter((slot) => slot !== this.slot && this.expired(slot)));
+    const stillLive = (): number | undefined => mustBeGone.find((slot) => slot !== this.slot && !this.expired(slot));
     await this.inFlight;
+    const readAt = this.clock.now();
     const slots = await this.disk.readAll();
     this.observe(slots, this.clock.now());
+    for (const slot of [...lookedGone, ...mustBeGone]) {
+      const lease = this.observed.get(slot)?.lease;
+      if (lease && slot !== this.slot && !this.expired(slot)) throw new ClaimLostError(`node ${lease.holder} renewed its lease after all (epoch ${lease.epoch})`);
+    }
+    // Any other lease still live could be a competitor claiming right now: give its claim time to
+    // land (one renewal interval and a bit) before reading back, whatever the caller thought.
+    const competitorPossible = slots.some((lease, slot) => slot !== this.slot && lease !== null && lease.holder !== '' && !this.expired(slot));
+    const pause = competitorPossible ? Math.max(pauseMs, Math.floor(this.options.leaseMs / 4) + 1) : pauseMs;
     const claimed = Math.max(this.epoch, ...slots.map((lease) => lease?.epoch ?? 0)) + 1;
     this.epoch = claimed;
-    await this.renewOnce();
-    if (!this.holds()) throw new ClaimLostError(`could not write the claim of epoch ${claimed}: ${this.lastFailure}`);
-    await new Promise<void>((resolve) => this.clock.setTimer(pauseMs, resolve));
+    // The claim counts only if its own write landed: an earlier renewal keeping holds() true says
+    // nothing about whether the new epoch is on the disks (found by the lease simulator, seed 147).
+    const writeStarted = this.clock.now();
+    if (!(await this.renewOnce()) || !this.holds()) throw new ClaimLostError(`could not write the claim of epoch ${claimed}: ${this.lastFailure || 'too late'}`);
+    // A competitor's read-back after its own pause may have missed a claim that took longer than
+    // that pause to land (lease simulator, seed 175): such a claim is given up.
+    // Nor may a claim take long from its read to its landing at all: a node frozen in the middle of
+    // a claim would land it after a competitor that could not see it has won (seed 6864).
+    const writeMs = this.clock.now() - writeStarted;
+    const claimMs = this.clock.now() - readAt;
+    const windowMs = Math.floor(this.options.leaseMs / 4);
+    if ((competitorPossible && writeMs > pause) || claimMs > windowMs) {
+      throw new ClaimLostError(`the claim of epoch ${claimed} took ${Math.round(claimMs)} ms from read to write, longer than a competitor waits`);
+    }
+    await new Promise<void>((resolve) => this.clock.setTimer(pause, resolve));
     const after = await this.disk.readAll();
     this.observe(after, this.clock.now());
     after.forEach((lease, slot) => {
@@ -166,8 +199,15 @@ export class LeaseKeeper {
         throw new ClaimLostError(`node ${lease.holder} claimed epoch ${lease.epoch} at the same time`);
       }
     });
+    // The node taken over must still be gone after the pause: one that was only frozen (or whose
+    // renewals this node missed while it was frozen itself) has renewed by now (seed 22332).
+    const revived = stillLive();
+    if (revived !== undefined) throw new ClaimLostError(`node ${this.observed.get(revived)?.lease?.holder ?? revived} renewed its lease during the claim`);
+    // Frozen through the pause: the lease may have run out, and the claim with it (seed 10121).
+    if (!this.holds()) throw new ClaimLostError(`this node's lease ran out during the claim of epoch ${claimed}`);
     return claimed;
   }
+
 
   /** A partner's takeover message told this node of a newer epoch: carry it from the next renewal on. */
   adoptEpoch(epoch: number): void {
@@ -189,7 +229,7 @@ export class LeaseKeeper {
     this.stopped = true;
     this.renewing = false;
     this.cancelTimer?.();
-    await this.inFlight;
+    await Promise.all(this.copyWrites);
     if (!this.holds()) return;
     this.sequence++;
     await this.disk.write({ ...this.record(), holder: '' }).catch(() => undefined);
@@ -256,23 +296,36 @@ export class LeaseKeeper {
     this.schedule();
   }
 
-  private renewOnce(): Promise<void> {
+  /** One renewal; resolves true if its write landed. Writes to one copy of the slot never overlap. */
+  private renewOnce(): Promise<boolean> {
+    this.sequence++;
+    const record = this.record();
+    const copy = this.sequence % 2;
+    const previous = this.copyWrites[copy];
     const work = (async () => {
+      await previous;
       const started = this.clock.now();
-      this.sequence++;
       try {
-        await this.disk.write(this.record());
-        // A renewal that took longer than the lease protects nothing.
+        await this.disk.write(record);
+        this.lastFailure = '';
+        // Only a write that raises the newest sequence on the disks is news to an observer: an
+        // older one landing after a newer one (the other copy) renews nothing (lease simulator,
+        // seed 5256). A renewal that took longer than the lease protects nothing either.
+        if (record.sequence <= this.highestLanded) return true;
+        this.highestLanded = record.sequence;
         const until = started + this.options.leaseMs - this.marginMs();
         if (until > this.validUntil) this.validUntil = until;
-        this.lastFailure = '';
+        return true;
       } catch (error) {
         this.lastFailure = (error as Error).message;
+        return false;
       }
     })();
+    this.copyWrites[copy] = work;
     this.inFlight = work;
     return work;
   }
+
 
   private marginMs(): number {
     return Math.floor(this.options.leaseMs / 4);

@@ -1,21 +1,24 @@
 // The simulator's command line:
 //   npm run sim -- --seeds N [--start S]    runs seeds S … S+N-1, stops at the first failure
 //   npm run sim -- --seed S                 replays one seed and prints its last steps
+//   npm run sim -- --lease-seeds N [--start S]  the lease simulation (lease-sim.ts) instead
 // Exit code 1 when a seed fails; the output ends with the command that replays it.
 import { describeFailure, describeSummary, runSeeds, type RunSummary } from './seeds.js';
 import { runSeed, type SimOptions } from './simulation.js';
+import { runLeaseSeeds } from './lease-sim.js';
 
 interface Arguments {
   seeds: number;
   start: number;
   seed: number | null;
+  leaseSeeds: number | null;
   strict: boolean;
 }
 
 const USAGE = 'usage: npm run sim -- [--seeds N] [--start S] [--seed S] ';
 
 function parseArguments(argv: readonly string[]): Arguments {
-  const parsed: Arguments = { seeds: 100, start: 1, seed: null, strict: false };
+  const parsed: Arguments = { seeds: 100, start: 1, seed: null, leaseSeeds: null, strict: false };
   for (let index = 0; index < argv.length; index++) {
     const name = argv[index] as string;
     if (name === '--strict') {
@@ -27,6 +30,7 @@ function parseArguments(argv: readonly string[]): Arguments {
     if (name === '--seeds') parsed.seeds = value;
     else if (name === '--start') parsed.start = value;
     else if (name === '--seed') parsed.seed = value;
+    else if (name === '--lease-seeds') parsed.leaseSeeds = value;
     else throw new Error(`unknown option ${name}\n${USAGE}`);
   }
   return parsed;
@@ -34,6 +38,11 @@ function parseArguments(argv: readonly string[]): Arguments {
 
 async function main(argv: readonly string[]): Promise<number> {
   const args = parseArguments(argv);
+  if (args.leaseSeeds !== null) {
+    const summary = await runLeaseSeeds(args.start, args.leaseSeeds);
+    process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
+    return summary.failed ? 1 : 0;
+  }
   const options: SimOptions = { strict: args.strict };
   if (args.seed !== null) return replay(args.seed, options);
   const progressEvery = Math.max(1, Math.ceil(args.seeds / 10));

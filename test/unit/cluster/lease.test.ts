@@ -145,6 +145,7 @@ describe('lease keeper', () => {
     const b = keeper(disk, clock, 1);
     await a.acquire();
     await b.acquire();
+    await clock.advance(300); // both have seen each other renew
     const claims = [a.claimEpoch(250), b.claimEpoch(250)];
     await clock.advance(400);
     const [first, second] = await Promise.allSettled(claims);
