@@ -6,27 +6,15 @@ import { createHash, randomBytes, randomInt } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { expect } from 'chai';
-import { requestControl, type ClusterStatus } from '../src/cluster/index.js';
-import { makeTempDirectory, startCluster, type FtvmCluster, type FtvmNode } from '../test/support/ftvm-process.js';
+import { makeTempDirectory, startCluster, type FtvmCluster } from '../test/support/ftvm-process.js';
 import { requireRoot, requireTools } from '../test/support/tools.js';
+import { status, until } from './lib/cluster.js';
 import { isMountPoint, startClientStack, stopClientStack, type ClientStack } from './lib/qemu-client.js';
 import { run, runOk } from './lib/run.js';
 
 const VOLUME = { name: 'vol0', sizeBytes: 128 << 20 };
 const FILES_BEFORE_KILL = 40;
 const FILES_AFTER_KILL = 40;
-
-async function status(node: FtvmNode, name: string): Promise<ClusterStatus> {
-  return (await requestControl(path.join(node.directory, `${name}.control`), { op: 'cluster' })).cluster as ClusterStatus;
-}
-
-async function until(what: string, probe: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
-  for (const deadline = Date.now() + timeoutMs; ; ) {
-    if (await probe().catch(() => false)) return;
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-}
 
 describe('native: ext4 through QEMU with reconnect, kill -9 of the serving node, failback', function () {
   this.timeout(600_000);

@@ -9,25 +9,13 @@ import { randomInt } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { expect } from 'chai';
-import { requestControl, type ClusterStatus } from '../src/cluster/index.js';
-import { makeTempDirectory, startCluster, type FtvmCluster, type FtvmNode } from '../test/support/ftvm-process.js';
+import { makeTempDirectory, startCluster, type FtvmCluster } from '../test/support/ftvm-process.js';
 import { requireRoot, requireTools } from '../test/support/tools.js';
+import { status, until } from './lib/cluster.js';
 import { startClientStack, stopClientStack, type ClientStack } from './lib/qemu-client.js';
 
 const VOLUME = { name: 'vol0', sizeBytes: 128 << 20 };
 const RUNS = Number(process.env.FTVM_FAILOVER_RUNS ?? 2);
-
-async function status(node: FtvmNode, name: string): Promise<ClusterStatus> {
-  return (await requestControl(path.join(node.directory, `${name}.control`), { op: 'cluster' })).cluster as ClusterStatus;
-}
-
-async function until(what: string, probe: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
-  for (const deadline = Date.now() + timeoutMs; ; ) {
-    if (await probe().catch(() => false)) return;
-    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-}
 
 function fio(args: string[]): Promise<{ code: number; output: string }> {
   return new Promise((resolve) => {
