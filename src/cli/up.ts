@@ -8,6 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CONFIG_VERSION, formatSize, loadConfig, type ClusterConfig } from '../config/index.js';
 import { createLogger, type Logger, type LogLevel } from '../observe/index.js';
+import { requestControl } from '../cluster/index.js';
 import { provisionArray } from '../storage/index.js';
 
 const BIN = fileURLToPath(new URL('../../../bin/ftvm', import.meta.url));
@@ -35,8 +36,10 @@ export async function up(options: UpOptions): Promise<void> {
   let stopping = false;
   const stopAll = async (code: number): Promise<never> => {
     stopping = true;
-    // Last started first: the first node holds the shared array, the others destage through it.
-    for (const child of [...children.values()].reverse()) await stopChild(child);
+    // The array holder last: the others destage through it. After a failover it may be any node.
+    const holder = await arrayHolder(config);
+    const order = [...children.entries()].sort(([a], [b]) => Number(a === holder) - Number(b === holder) || b.localeCompare(a));
+    for (const [, child] of order) await stopChild(child);
     process.exit(code);
   };
   process.once('SIGINT', () => void stopAll(0));
@@ -120,6 +123,18 @@ function startChild(configFile: string, node: string, logLevel: LogLevel): Promi
       reject(new Error(`node ${node} exited with code ${code} while starting`));
     });
   });
+}
+
+/** The node that holds the shared array, as the first node that answers says; null if none does. */
+async function arrayHolder(config: ClusterConfig): Promise<string | null> {
+  for (const node of config.nodes) {
+    const answer = await Promise.race([
+      requestControl(node.control as string, { op: 'cluster' }).then((result) => result.cluster?.arrayHolder ?? null, () => null),
+      new Promise<null>((resolve) => setTimeout(() => resolve(null), 2000)),
+    ]);
+    if (answer) return answer;
+  }
+  return null;
 }
 
 async function stopChild(child: ChildProcess): Promise<void> {
