@@ -23,10 +23,6 @@ export class ArrayAccess implements PageStore {
     private readonly retryMs: number,
   ) {}
 
-  get isRemote(): boolean {
-    return this.remote;
-  }
-
   switchTo(target: PageStore, remote: boolean): void {
     this.current = target;
     this.remote = remote;

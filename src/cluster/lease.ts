@@ -76,8 +76,6 @@ export class LeaseKeeper {
   epoch = 0;
   /** Told once when this node must stop serving; the reason is for the log. */
   onFenced: (reason: string) => void = () => undefined;
-  /** Told after every renewal round (observations updated). */
-  onRenewed: () => void = () => undefined;
   /** Whether a newer epoch from this node's slot is explained by a live link (a takeover message will follow). */
   isLivePartner: (slot: number) => boolean = () => false;
   private fenced = false;
@@ -292,7 +290,6 @@ export class LeaseKeeper {
         return;
       }
     }
-    this.onRenewed();
     this.schedule();
   }
 

@@ -42,10 +42,6 @@ export class VolumeSwitch implements Volume {
     private readonly retryMs: number = DEFAULT_RETRY_MS,
   ) {}
 
-  get target(): Volume {
-    return this.current;
-  }
-
   setTarget(target: Volume): void {
     this.current = target;
     for (const wake of this.changed.splice(0)) wake();

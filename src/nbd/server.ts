@@ -92,10 +92,6 @@ export class NbdServer {
     for (const connection of this.connections) connection.kill('this node was fenced');
   }
 
-  hasGroup(group: string): boolean {
-    return this.listeners.some((entry) => entry.group === group);
-  }
-
   private accept(socket: net.Socket, group: Set<Connection>): void {
     const connection = new Connection(socket, this.exports, this.logger, this.nextConnectionId++, {
       onClose: (closed) => {
