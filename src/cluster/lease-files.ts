@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { promisify } from 'node:util';
 import { FormatError, LEASE_COPY_BYTES, LEASE_SLOT_COUNT, encodeLease, newestLease, type Lease } from '../storage/index.js';
-import type { LeaseClock, LeaseDisk, ProcessIdentity } from './lease.js';
+import type { LeaseDisk, ProcessIdentity } from './lease.js';
 
 const open = promisify(fs.open);
 const close = promisify(fs.close);
@@ -134,11 +134,3 @@ function processStartTicks(pid: number): number | null {
   }
 }
 
-export const systemLeaseClock: LeaseClock = {
-  now: () => performance.now(),
-  wallNow: () => Date.now(),
-  setTimer(ms, work) {
-    const timer = setTimeout(work, ms);
-    return () => clearTimeout(timer);
-  },
-};

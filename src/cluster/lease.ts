@@ -34,6 +34,16 @@ export interface LeaseClock {
   setTimer(ms: number, work: () => void): () => void;
 }
 
+/** The process's own clock: monotonic time and real timers. */
+export const systemClock: LeaseClock = {
+  now: () => performance.now(),
+  wallNow: () => Date.now(),
+  setTimer(ms, work) {
+    const timer = setTimeout(work, ms);
+    return () => clearTimeout(timer);
+  },
+};
+
 export interface ProcessIdentity {
   pid: number;
   processStart: number;
@@ -85,6 +95,8 @@ export class LeaseKeeper {
   private highestLanded = -1;
   /** The last write to each copy of this node's slot: a newer one waits for it (no out-of-order landing). */
   private readonly copyWrites: [Promise<boolean>, Promise<boolean>] = [Promise.resolve(true), Promise.resolve(true)];
+  /** Told when this node's epoch rises (a claim begins, or a partner's epoch is adopted). */
+  onEpoch: (epoch: number) => void = () => undefined;
   /** Told when a renewal ran late or slow: the warning that comes before a lease runs out. */
   onSlow: (what: string) => void = () => undefined;
 
@@ -174,6 +186,9 @@ export class LeaseKeeper {
     const pause = competitorPossible ? Math.max(pauseMs, Math.floor(this.options.leaseMs / 4) + 1) : pauseMs;
     const claimed = Math.max(this.epoch, ...slots.map((lease) => lease?.epoch ?? 0)) + 1;
     this.epoch = claimed;
+    // Partners hear of it now, not once it is won: a node that starts meanwhile reads it from the
+    // slots, and a survivor still at the old epoch would look stale to it (ownership simulator, seed 30).
+    this.onEpoch(claimed);
     // The claim counts only if its own write landed: an earlier renewal keeping holds() true says
     // nothing about whether the new epoch is on the disks (found by the lease simulator, seed 147).
     const writeStarted = this.clock.now();
@@ -209,7 +224,9 @@ export class LeaseKeeper {
 
   /** A partner's takeover message told this node of a newer epoch: carry it from the next renewal on. */
   adoptEpoch(epoch: number): void {
-    if (epoch > this.epoch) this.epoch = epoch;
+    if (epoch <= this.epoch) return;
+    this.epoch = epoch;
+    this.onEpoch(epoch);
   }
 
   /** Stops renewing: the lease runs out by itself (a node cut off from the authority gives way). */
@@ -260,6 +277,12 @@ export class LeaseKeeper {
 
   private async tick(): Promise<void> {
     if (!this.renewing || this.stopped) return;
+    // A process frozen past its lease resumes here: another node may own its volumes by now, and a
+    // renewal must not bring the lease back before the check below runs (ownership simulator, seed 15).
+    if (!this.holds()) {
+      this.fence(`this node's lease ran out (last renewal failed: ${this.lastFailure || 'too late'})`);
+      return;
+    }
     const late = this.clock.now() - this.tickDueAt;
     if (late > this.options.leaseMs / 4) this.onSlow(`lease renewal timer fired ${Math.round(late)} ms late (event loop blocked)`);
     // Renewals overlap (two at most, one per copy): a sync held up by other files' writeback then
@@ -310,6 +333,8 @@ export class LeaseKeeper {
         // seed 5256). A renewal that took longer than the lease protects nothing either.
         if (record.sequence <= this.highestLanded) return true;
         this.highestLanded = record.sequence;
+        // Started after the lease had run out: the node is fenced, whatever lands (after acquire).
+        if (this.renewing && started >= this.validUntil) return true;
         const until = started + this.options.leaseMs - this.marginMs();
         if (until > this.validUntil) this.validUntil = until;
         return true;

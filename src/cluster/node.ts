@@ -11,13 +11,13 @@
 //   exports         every configured volume on this node's NBD addresses, each behind a VolumeSwitch:
 //                   owned ones through the memory manager, the others forwarded to their owner
 //
-// The partners' mirrored pages live in the same frame pool (mirror-store.ts). When a partner's link
-// drops, the holder destages that partner's mirrored pages, so what it acknowledged reaches the disks.
+// The partners' mirrored pages live in the same frame pool (mirror-store.ts). They stay until that
+// partner's resync drops them (it is back) or it is taken over (then they go to the disks first).
 import { clusterUuid, findNode, type ClusterConfig, type NodeConfig } from '../config/index.js';
 import { FramePool, LinkReplicator, MemoryManager, MemoryVolume, MirrorStore } from '../memory/index.js';
 import { Exports, NbdServer } from '../nbd/index.js';
 import type { Logger } from '../observe/index.js';
-import { IoOp, MessageType, NIL_ALLOCATION, Status, type Identity } from '../partner/index.js';
+import { IoOp, MessageType, NIL_ALLOCATION, Status, type Identity, type PartnerLink } from '../partner/index.js';
 import {
   assembleArray,
   FileMember,
@@ -33,11 +33,11 @@ import {
   type MemberDevice,
 } from '../storage/index.js';
 import { ArrayAccess } from './array-access.js';
-import { Authority } from './authority.js';
+import { Authority, type OwnershipHost } from './authority.js';
 import { ControlServer, type ClusterStatus } from './control.js';
 import { ForwardedVolume } from './forwarded-volume.js';
-import { LeaseFiles, processGone, systemLeaseClock, thisProcess } from './lease-files.js';
-import { LeaseKeeper } from './lease.js';
+import { LeaseFiles, processGone, thisProcess } from './lease-files.js';
+import { LeaseKeeper, systemClock } from './lease.js';
 import { Partners } from './partners.js';
 import { RemoteArray } from './remote-array.js';
 import { Responder, type ResponderTargets } from './responder.js';
@@ -79,7 +79,7 @@ export class ClusterNode {
   private mode: 'mirrored' | 'write-through' | null = null;
   private fenced = false;
   private stopping = false;
-  readonly authority: Authority;
+  readonly authority: Authority<Served>;
   /** Told when this node was fenced and must stop serving (the process exits and may rejoin). */
   onFenced: (reason: string) => void = () => undefined;
 
@@ -102,7 +102,61 @@ export class ClusterNode {
     readonly served: Map<string, Served>,
     readonly logger: Logger,
   ) {
-    this.authority = new Authority(this);
+    this.authority = new Authority(this.ownershipHost(), systemClock);
+  }
+
+  /** What the ownership loop sees of this node. */
+  private ownershipHost(): OwnershipHost<Served> {
+    const holder = (): number => this.holderId;
+    return {
+      nodeId: this.nodeId,
+      get holderId() {
+        return holder();
+      },
+      leases: this.leases,
+      partners: this.partners,
+      served: this.served,
+      logger: this.logger,
+      takeoverAddresses: this.config.takeoverAddresses,
+      name: (nodeId) => this.name(nodeId),
+      fence: (reason) => this.fence(reason),
+      setEpoch: (epoch) => {
+        this.identity.epoch = epoch;
+        this.partners.announceEpoch();
+      },
+      claimPauseMs: () => claimPauseMs(this.config, this.leases, this.partners, this.nodeId),
+      destageMirrors: (volumes) => this.destageMirrors(volumes.map((entry) => entry.allocation)),
+      destageMirrorsToArray: (volumes) => this.destageMirrorsToArray(volumes.map((entry) => entry.allocation)),
+      holderIs: (nodeId) => {
+        if (this.stack || nodeId === this.holderId) return;
+        this.logger.warn(`node ${this.name(nodeId)} holds the shared array now: paging in and destaging through it`);
+        this.holderId = nodeId;
+      },
+      probeHolder: async (peer) => {
+        const link = this.partners.link(peer);
+        if (!link) return false;
+        return probe(link).catch(() => false);
+      },
+      holdArray: () => this.holdArray(),
+      flushArray: async () => {
+        await this.stack?.flush();
+      },
+      own: (entry) => this.own(entry),
+      forward: (entry, ownerId) => this.forward(entry, ownerId),
+      releaseVolume: async (entry) => {
+        this.targets.owned.delete(entry.allocation.guid);
+        await this.manager.releaseAllocation(entry.allocation.guid);
+        entry.memory = null;
+      },
+      writeOwners: () => this.writeOwners(),
+      borrowAddresses: (dead, wanted) => {
+        for (const address of this.config.nodes[dead]?.listen ?? []) {
+          if ('path' in address) continue;
+          void this.listenPersistently(address, `node ${this.name(dead)}`, wanted).catch((error: Error) => this.logger.error(`cannot serve node ${this.name(dead)}'s address: ${error.message}`));
+        }
+      },
+      returnAddresses: (dead) => this.server.closeGroup(`node ${this.name(dead)}`),
+    };
   }
 
   /** Joins or forms the cluster, then listens; on any failure, what was opened is closed again. */
@@ -113,10 +167,23 @@ export class ClusterNode {
     const pool = new FramePool(config.memory);
     let manager: MemoryManager | null = null;
     const mirror = new MirrorStore(pool, (bytes) => manager?.reclaim(bytes) ?? null, () => manager?.reclaimableBytes ?? 0);
-    const targets: ResponderTargets = { mirror, stack: null, owned: new Map(), holding: false, ready: false, takeover: null };
+    const targets: ResponderTargets = {
+      mirror,
+      stack: null,
+      owned: new Map(),
+      holding: false,
+      ready: false,
+      takeover: null,
+      // A linked partner's epoch is as good as one in its takeover message: it passed the hello.
+      epoch: (epoch) => {
+        if (epoch <= leases.epoch) return;
+        leases.adoptEpoch(epoch);
+        identity.epoch = leases.epoch;
+      },
+    };
     const responder = new Responder(targets, logger);
     const leaseFiles = await LeaseFiles.open(config.storage.members);
-    const leases = new LeaseKeeper(nodeId, node.name, thisProcess(), leaseFiles, systemLeaseClock, { leaseMs: config.leaseMs, processGone, fencing: config.nodes.length > 1 });
+    const leases = new LeaseKeeper(nodeId, node.name, thisProcess(), leaseFiles, systemClock, { leaseMs: config.leaseMs, processGone, fencing: config.nodes.length > 1 });
     const identity: Identity = { clusterId: clusterUuid(config.cluster), nodeId, epoch: 0 };
     const partners = new Partners(identity, responder.handle, logger, names, config.partnerTimeoutMs);
     const replicator = new LinkReplicator(nodeId, logger);
@@ -125,6 +192,8 @@ export class ClusterNode {
     const server = new NbdServer(exports, logger);
     let control: ControlServer | null = null;
     let stack: StorageStack | null = null;
+    /** Set once built; the closures above read its holder (it changes at a takeover). */
+    let built: ClusterNode | null = null;
     try {
       await leases.acquire();
       identity.epoch = leases.epoch;
@@ -136,18 +205,28 @@ export class ClusterNode {
       let access: ArrayAccess;
       if (holderId === nodeId) {
         targets.holding = true;
-        if (config.nodes.length > 1) identity.epoch = await leases.claimEpoch(claimPauseMs(config, leases, partners, nodeId));
+        if (config.nodes.length > 1) {
+          identity.epoch = await leases.claimEpoch(claimPauseMs(config, leases, partners, nodeId));
+          partners.announceEpoch();
+        }
         stack = await ClusterNode.openArray(config, logger, leases);
         targets.stack = stack;
         access = new ArrayAccess(stack, false, DEFAULT_RETRY_MS);
       } else {
         logger.info(`node ${names.get(holderId)} holds the shared array: paging in and destaging through it`);
-        access = new ArrayAccess(new RemoteArray(() => partners.link(holderId)), true, DEFAULT_RETRY_MS);
+        // Through whichever node holds the array now: another member may take it over (holderIs).
+        access = new ArrayAccess(new RemoteArray(() => partners.link(built?.holderId ?? holderId)), true, DEFAULT_RETRY_MS);
       }
       const record = await ClusterNode.clusterRecord(config, access, stack, logger);
       const maxPage = Math.max(...config.volumes.map((volume) => volume.pageSize));
       const high = Math.max(4, Math.floor(config.memory / maxPage / 4));
-      manager = new MemoryManager(pool, access, replicator, { highWatermarkPages: high, lowWatermarkPages: Math.floor(high / 4) });
+      const gate = new AcknowledgeGate(config, leases, partners, nodeId, () => built?.holderId ?? holderId, () => manager?.partnersResynced ?? true);
+      manager = new MemoryManager(pool, access, replicator, {
+        highWatermarkPages: high,
+        lowWatermarkPages: Math.floor(high / 4),
+        acknowledgeGate: (writeThrough) => gate.check(writeThrough),
+        linkGeneration: () => partners.generation,
+      });
       const served = new Map<string, Served>();
       for (const volume of config.volumes) {
         const allocation = record.allocations.find((candidate) => candidate.name === volume.name);
@@ -164,14 +243,21 @@ export class ClusterNode {
       }
       control = new ControlServer(stack?.array ?? null, logger);
       const started = new ClusterNode(config, nodeId, server, control, partners, manager, mirror, stack, holderId, record, responder, targets, leases, identity, access, served, logger);
-      for (const entry of served.values()) if (entry.ownerId === nodeId) started.own(entry);
+      built = started;
       targets.takeover = (message) => started.authority.onTakeover(message);
+      if (holderId === nodeId) {
+        // Array requests are served from here on: partners put what they mirrored of this node's
+        // volumes in its previous life on the disks, through it, before it serves them.
+        targets.ready = true;
+        await started.authority.announceHolder(nodeId);
+        await started.authority.reclaim([...served.values()].filter((entry) => entry.ownerId === nodeId));
+      }
+      for (const entry of served.values()) if (entry.ownerId === nodeId) started.own(entry);
       targets.ready = true;
       control.cluster = () => started.status();
       control.mirrorPages = () => started.mirrorPages();
       partners.onUp = (link) => {
         manager?.partnerJoined();
-        started.partnerJoined(link.peer.nodeId);
         replicator.add(link);
         started.modeChanged();
         started.authority.partnerUp(link.peer.nodeId, link.peer.epoch);
@@ -180,6 +266,10 @@ export class ClusterNode {
       leases.isLivePartner = (slot) => partners.link(slot) !== null;
       leases.onFenced = (reason) => started.fence(reason);
       leases.onSlow = (what) => logger.warn(what);
+      leases.onEpoch = (epoch) => {
+        identity.epoch = epoch;
+        partners.announceEpoch();
+      };
       partners.onStaleEpoch = (message) => started.fence(message);
       started.modeChanged();
       for (const address of node.listen) await started.listenPersistently(address, 'own');
@@ -209,22 +299,16 @@ export class ClusterNode {
     let waitingLogged = false;
     for (;;) {
       const live = partners.live();
-      const answers = await Promise.all(
-        live.map(async (link) => {
-          try {
-            const reply = await link.request({ type: MessageType.ForwardedIo, op: IoOp.Probe, allocation: NIL_ALLOCATION, offset: 0, length: 0, fua: false, data: Buffer.alloc(0) });
-            return reply.type === MessageType.CommandComplete && reply.status === Status.Ok ? link.peer.nodeId : null;
-          } catch {
-            return null;
-          }
-        }),
-      );
+      const answers = await Promise.all(live.map((link) => probe(link).then((holds) => (holds ? link.peer.nodeId : null), () => null)));
       const holder = answers.find((answer) => answer !== null);
       if (holder !== undefined && holder !== null) return holder;
       const elapsed = Date.now() - started;
       const everyoneHere = live.length === config.nodes.length - 1;
       const first = live.every((link) => link.peer.nodeId > nodeId);
-      const unreachable = config.nodes.map((_, index) => index).filter((index) => index !== nodeId && !partners.link(index) && !leases.expired(index));
+      // Judged on the links that were probed: one that came up meanwhile was not asked (ownership
+      // simulator, three nodes, seed 208: this node opened the array beside the holder that linked mid-probe).
+      const probed = new Set(live.map((link) => link.peer.nodeId));
+      const unreachable = config.nodes.map((_, index) => index).filter((index) => index !== nodeId && !probed.has(index) && !leases.expired(index));
       if ((everyoneHere || elapsed >= timings.discoveryMs) && first && unreachable.length === 0) {
         logger.info(live.length === 0 ? 'no partner is up: this node holds the shared array' : 'no partner holds the shared array: this node, first of those up, opens it');
         return nodeId;
@@ -355,6 +439,19 @@ export class ClusterNode {
     return pages;
   }
 
+  /** Like destageMirrors, from any node: through the holder if it is another, and synced. */
+  async destageMirrorsToArray(allocations: readonly Allocation[]): Promise<number> {
+    let pages = 0;
+    for (const allocation of allocations) {
+      for (const page of this.mirror.takeAllocation(allocation.guid)) {
+        this.access.enqueueBlocks(allocation.arrayOffset + page.virtualPage * page.data.length, page.data);
+        pages++;
+      }
+    }
+    if (pages > 0) await this.access.flush();
+    return pages;
+  }
+
   /** Partners' pages this node mirrors and the disks may not have yet (diagnostics; the crash test reads it). */
   mirrorPages(): Array<{ volume: string; virtualPage: number; version: number; data: Buffer }> {
     const out: Array<{ volume: string; virtualPage: number; version: number; data: Buffer }> = [];
@@ -374,6 +471,19 @@ export class ClusterNode {
     this.holderId = this.nodeId;
     this.control.array = stack.array;
     this.access.switchTo(stack, false);
+    // Ownership as the previous holder last wrote it: it writes the record before it tells a node
+    // to serve a volume, and a message of that may have missed this node (ownership simulator,
+    // three nodes, seed 13: a failback announcement lost with a cut link).
+    const record = await new NodeStateStore(stack).readClusterRecord().catch(() => null);
+    if (!record) return;
+    this.record = record;
+    for (const allocation of record.allocations) {
+      const entry = this.served.get(allocation.guid);
+      const owner = this.config.nodes.findIndex((node) => node.name === allocation.owner);
+      if (!entry || owner < 0 || entry.memory || owner === entry.ownerId || owner === this.nodeId) continue;
+      this.logger.info(`volume ${allocation.name} is served by node ${this.name(owner)}, as the cluster record says`);
+      this.forward(entry, owner);
+    }
   }
 
   /** Writes the owners this node (the holder) decided into the cluster record on the array. */
@@ -403,33 +513,17 @@ export class ClusterNode {
   }
 
   /**
-   * A partner's link is up (again): mirrors this node still holds of that partner's pages are stale
-   * (it flushed them when it lost us and resends whole pages), so they go: to the disks if this node
-   * holds the array (harmless, and safe if that partner's flush did not finish), else dropped.
+   * A partner is gone. The pages it mirrored here stay here: it may be cut off but alive, with older
+   * copies of them still queued for the disks that it sends once it is back (ownership simulator,
+   * seed 3237: destaged now, they were overwritten by those). Its resync drops them if it comes
+   * back; if it is taken over, they go to the disks then (Authority.adopt).
    */
-  private partnerJoined(peer: number): void {
-    this.destageMirrors(this.allocationsOwnedBy(peer));
-  }
-
-  /** A partner is gone: its mirrored pages must reach the disks (only the holder can put them there). */
   private partnerLost(peer: number): void {
     this.modeChanged();
     this.authority.partnerDown(peer);
-    const name = this.name(peer);
     if (peer === this.holderId) {
-      this.logger.error(`node ${name}, which holds the shared array, is gone: page-in and destage wait until a node holds it again`);
-      return;
+      this.logger.error(`node ${this.name(peer)}, which holds the shared array, is gone: page-in and destage wait until a node holds it again`);
     }
-    const stack = this.stack;
-    if (!stack) return;
-    // Synchronously, before any new link from that node can send newer versions through us.
-    const pages = this.destageMirrors(this.allocationsOwnedBy(peer));
-    if (pages === 0) return;
-    this.logger.warn(`destaging ${pages} page(s) node ${name} had mirrored here`);
-    stack.flush().then(
-      () => this.logger.info(`node ${name}'s mirrored pages are on the disks`),
-      (error: Error) => this.logger.error(`destaging node ${name}'s mirrored pages failed: ${error.message}`),
-    );
   }
 
   /**
@@ -496,6 +590,12 @@ export class ClusterNode {
   }
 }
 
+/** Whether the partner holds the shared array (or is opening it). */
+async function probe(link: PartnerLink): Promise<boolean> {
+  const reply = await link.request({ type: MessageType.ForwardedIo, op: IoOp.Probe, allocation: NIL_ALLOCATION, offset: 0, length: 0, fua: false, data: Buffer.alloc(0) });
+  return reply.type === MessageType.CommandComplete && reply.status === Status.Ok;
+}
+
 function forwardTo(config: ClusterConfig, entry: Served, ownerId: number, partners: Partners): ForwardedVolume {
   const { allocation } = entry;
   return new ForwardedVolume(allocation.name, allocation.guid, allocation.sizeBytes, config.nodes[ownerId]?.name ?? String(ownerId), () => partners.link(ownerId));
@@ -508,6 +608,59 @@ function forwardTo(config: ClusterConfig, entry: Served, ownerId: number, partne
 export function claimPauseMs(config: ClusterConfig, leases: LeaseKeeper, partners: Partners, nodeId: number): number {
   const unknown = config.nodes.some((_, index) => index !== nodeId && !partners.link(index) && !leases.expired(index));
   return unknown ? Math.floor(config.leaseMs / 4) : 0;
+}
+
+const GATE_POLL_MS = 25;
+
+/**
+ * Whether a write may go on now (null) or when (a promise): before a mirrored write is sent, and
+ * before a write-through is acknowledged, by who must hold a copy of it, so that whichever node
+ * takes over has every acknowledged write:
+ *
+ *   a node that is not the array holder    the holder: it is the one that takes over this node's
+ *                                          volumes, from its own mirrors (ownership simulator,
+ *                                          three nodes: a write mirrored only to a third node was lost)
+ *   the array holder, and every write-through
+ *                                          every other node, or its lease has run out: a node cut off
+ *                                          from this one holds mirrors as they were at the cut and
+ *                                          may take the array over (two nodes, seed 1: it put older
+ *                                          pages on the disks over newer ones written through)
+ *   a write-through, also                  every joined partner's resync is done (`unresynced`)
+ *
+ * A node cut off from the holder gives way (Authority), so these waits end once its lease runs out.
+ */
+export class AcknowledgeGate {
+  constructor(
+    private readonly config: ClusterConfig,
+    private readonly leases: LeaseKeeper,
+    private readonly partners: Partners,
+    private readonly nodeId: number,
+    private readonly holderId: () => number,
+    private readonly resynced: () => boolean,
+  ) {}
+
+  /** Null at once when open (the common case allocates nothing), else when it opens. */
+  check(writeThrough: boolean): Promise<void> | null {
+    if (this.open(writeThrough)) return null;
+    return this.wait(writeThrough);
+  }
+
+  private open(writeThrough: boolean): boolean {
+    if (writeThrough) return this.resynced() && this.everyOther();
+    const holder = this.holderId();
+    return holder === this.nodeId ? this.everyOther() : this.partners.link(holder) !== null;
+  }
+
+  private everyOther(): boolean {
+    for (let index = 0; index < this.config.nodes.length; index++) {
+      if (index !== this.nodeId && this.partners.link(index) === null && !this.leases.expired(index)) return false;
+    }
+    return true;
+  }
+
+  private async wait(writeThrough: boolean): Promise<void> {
+    while (!this.open(writeThrough)) await new Promise((resolve) => setTimeout(resolve, GATE_POLL_MS));
+  }
 }
 
 /** A member whose writes and syncs are refused once this node's lease has run out (it may be taken over). */

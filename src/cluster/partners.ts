@@ -84,6 +84,14 @@ export class Partners {
     await this.listener?.close();
   }
 
+  /** Counts links that came up (MemoryManager: a mirrored write must not straddle one). */
+  generation = 0;
+
+  /** Tells every linked partner this node's epoch now (a heartbeat each), after a claim. */
+  announceEpoch(): void {
+    for (const link of this.links.values()) link.beat();
+  }
+
   private adopt(link: PartnerLink, afterClose?: () => void): void {
     const nodeId = link.peer.nodeId;
     if (this.stopped) {
@@ -97,7 +105,8 @@ export class Partners {
       return;
     }
     this.links.set(nodeId, link);
-    link.watch({ intervalMs: Math.max(10, Math.floor(this.deadAfterMs / 4)), deadAfterMs: this.deadAfterMs, epoch: this.local.epoch });
+    this.generation++;
+    link.watch({ intervalMs: Math.max(10, Math.floor(this.deadAfterMs / 4)), deadAfterMs: this.deadAfterMs, epoch: () => this.local.epoch });
     const previous = link.onClose;
     link.onClose = (reason) => {
       previous(reason);

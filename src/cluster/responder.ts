@@ -17,6 +17,8 @@ export interface ResponderTargets {
   stack: StorageStack | null;
   /** Volumes this node owns, by allocation GUID (views that refuse once the volume moved on). */
   owned: Map<string, Volume>;
+  /** A partner's heartbeat carried its epoch (a newer one is adopted). */
+  epoch: ((epoch: number) => void) | null;
   /** Ownership moved (takeover, failback); null until the node is built. */
   takeover: ((message: Takeover) => Promise<Message>) | null;
   /** Set before the array is opened, so a probe during the (possibly long) assembly already says so. */
@@ -46,6 +48,7 @@ export class Responder {
       case MessageType.ForwardedIo:
         return this.forwarded(message);
       case MessageType.Heartbeat:
+        this.targets.epoch?.(message.epoch);
         return null;
       case MessageType.Takeover:
         return this.targets.takeover ? this.targets.takeover(message) : commandComplete(message, Status.NotPartner);

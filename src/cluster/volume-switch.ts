@@ -11,6 +11,7 @@
 // Before a write, trim, zero or flush is acknowledged, the node must still hold its lease: a node
 // that lost it may have been taken over, and its acknowledgement would promise what it cannot keep.
 import { VolumeError, type Extent, type Volume, type ZeroOptions } from '../volume/index.js';
+import { systemClock, type LeaseClock } from './lease.js';
 
 /** The volume's owner cannot be reached, or no longer owns it: retry once ownership has settled. */
 export class OwnerUnavailableError extends VolumeError {
@@ -40,6 +41,7 @@ export class VolumeSwitch implements Volume {
     /** This node may acknowledge (it holds its lease). */
     private readonly mayAcknowledge: () => boolean,
     private readonly retryMs: number = DEFAULT_RETRY_MS,
+    private readonly clock: LeaseClock = systemClock,
   ) {}
 
   setTarget(target: Volume): void {
@@ -104,7 +106,7 @@ export class VolumeSwitch implements Volume {
   }
 
   private async run<T>(work: (volume: Volume) => Promise<T>, acknowledges: boolean, retryMs = this.retryMs): Promise<T> {
-    const deadline = performance.now() + retryMs;
+    const deadline = this.clock.now() + retryMs;
     for (;;) {
       while (this.gate) await this.gate;
       this.running++;
@@ -113,22 +115,22 @@ export class VolumeSwitch implements Volume {
         if (acknowledges && !this.mayAcknowledge()) throw new VolumeError('EIO', `volume ${this.name}: this node lost its lease; the write is not acknowledged`);
         return result;
       } catch (error) {
-        if (!(error instanceof OwnerUnavailableError) || performance.now() >= deadline) throw error;
+        if (!(error instanceof OwnerUnavailableError) || this.clock.now() >= deadline) throw error;
       } finally {
         this.running--;
         if (this.running === 0) for (const wake of this.drained.splice(0)) wake();
       }
-      await this.nextChange(Math.min(RETRY_PAUSE_MS, Math.max(0, deadline - performance.now())));
+      await this.nextChange(Math.min(RETRY_PAUSE_MS, Math.max(0, deadline - this.clock.now())));
     }
   }
 
   private nextChange(ms: number): Promise<void> {
     return new Promise<void>((resolve) => {
-      const timer = setTimeout(done, ms);
+      const cancel = this.clock.setTimer(ms, done);
       const changed = this.changed;
       changed.push(done);
       function done(): void {
-        clearTimeout(timer);
+        cancel();
         const at = changed.indexOf(done);
         if (at >= 0) changed.splice(at, 1);
         resolve();

@@ -89,6 +89,12 @@ export class LinkReplicator implements Replicator {
     return results.length > 0 && results.every(Boolean);
   }
 
+  async barrier(): Promise<void> {
+    // A space request is answered in order after everything sent before it; a link that fails
+    // meanwhile is a lost partner, which the caller's lease rule covers.
+    await Promise.all([...this.links].filter((link) => link.isOpen).map((link) => link.request({ type: MessageType.SpaceRequest, bytesWanted: 0 }).catch(() => null)));
+  }
+
   pageClean(allocation: string, virtualPage: number, version: number, pageCount = 1): void {
     for (const link of this.links) if (link.isOpen) link.send({ type: MessageType.PageClean, allocation, virtualPage, version, pageCount });
   }

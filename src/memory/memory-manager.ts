@@ -17,6 +17,7 @@
 // modified ranges, so its mirror is always a complete page image.
 import assert from 'node:assert/strict';
 import { FRAME_BYTES, MAX_PAGE_BYTES, type FramePool } from './frame-pool.js';
+import { MAX_PAGE_CLEAN_PAGES } from '../partner/constants.js';
 
 /** Below the memory manager: whole 4 KiB blocks at array offsets (the storage stack). */
 export interface PageStore {
@@ -69,6 +70,8 @@ export interface Replicator {
   writePages?(write: PageRunWrite): Promise<boolean>;
   /** Pages `virtualPage` … `virtualPage + pageCount - 1` (a run, one version) are on the disks. */
   pageClean(allocation: string, virtualPage: number, version: number, pageCount?: number): void;
+  /** Resolves once every live partner has handled what was sent to it before the call. */
+  barrier?(): Promise<void>;
   /** Fig. 5: the allocation's structures on every partner, before any of its pages travel. */
   allocateMemory?(spec: AllocationSpec): void;
   /** Fig. 9: dismantle them. */
@@ -92,6 +95,14 @@ function batchPageBytes(queue: ReadonlyArray<{ allocation: { pageBytes: number }
 export interface MemoryManagerOptions {
   highWatermarkPages: number;
   lowWatermarkPages: number;
+  /**
+   * Null when a write may go on now, else a promise of when it may: the cluster's rules on who must
+   * hold a copy (node.ts acknowledgeGate). Asked before a mirrored write is sent, and before a
+   * write-through is acknowledged (`writeThrough`). Not called at all without it (one process, tests).
+   */
+  acknowledgeGate?: (writeThrough: boolean) => Promise<void> | null;
+  /** Counts partner links coming up (a mirrored write must not straddle one). */
+  linkGeneration?: () => number;
 }
 
 export interface PagePointer {
@@ -139,6 +150,9 @@ export class MemoryManager {
   private frameWaiters: Array<() => void> = [];
   private destaging: Promise<void> | null = null;
   private destageFailure: Error | null = null;
+
+  private resyncsRunning = 0;
+  private resyncOwed = false;
 
   constructor(
     private readonly pool: FramePool,
@@ -292,11 +306,39 @@ export class MemoryManager {
    */
   partnerJoined(): void {
     for (const allocation of this.allocations.values()) for (const page of allocation.pages.values()) page.mirrored = false;
-    // A destage that failed while the disks were out of reach (a lost array holder) is retried now.
-    if (this.destageFailure) {
-      this.flush().catch((error: Error) => {
-        this.destageFailure = error;
-      });
+    void this.resync();
+  }
+
+  /**
+   * Whether no partner may hold stale mirrors of this node's pages: each join's resync is done.
+   * A write-through is acknowledged only then (with the lease rule in acknowledgeGate).
+   */
+  get partnersResynced(): boolean {
+    return this.resyncsRunning === 0 && !this.resyncOwed;
+  }
+
+  /**
+   * After a partner joins: everything modified so far goes to the disks (a destage that failed
+   * while they were out of reach is retried too), then every partner drops its mirrors of versions
+   * up to then. A partner that was cut off kept the pages of the time of the cut; this node may have
+   * written newer ones through meanwhile, and those old copies must never reach the disks after them.
+   */
+  private async resync(): Promise<void> {
+    this.resyncsRunning++;
+    const version = this.versionClock;
+    try {
+      await this.flush();
+      for (const allocation of this.allocations.values()) {
+        const pages = allocation.sizeBytes / allocation.pageBytes;
+        for (let first = 0; first < pages; first += MAX_PAGE_CLEAN_PAGES) this.replicator.pageClean(allocation.guid, first, version, Math.min(MAX_PAGE_CLEAN_PAGES, pages - first));
+      }
+      await this.replicator.barrier?.();
+      this.resyncOwed = false;
+    } catch (error) {
+      this.destageFailure = error as Error;
+      this.resyncOwed = true;
+    } finally {
+      this.resyncsRunning--;
     }
   }
 
@@ -326,8 +368,13 @@ export class MemoryManager {
     const version = ++this.versionClock;
     for (const page of pages) page.version = version;
     if (this.replicator.livePartners() > 0) {
-      const held = await this.replicate(allocation, firstPage, pages, version, range);
-      if (held) {
+      // Who must hold a copy is linked before the copies go out, and no partner joined while they
+      // did (it would lack this one): else this write goes through to the disks instead.
+      const ready = this.options.acknowledgeGate?.(false);
+      if (ready) await ready;
+      const generation = this.options.linkGeneration?.() ?? 0;
+      const held = this.replicator.livePartners() > 0 && (await this.replicate(allocation, firstPage, pages, version, range));
+      if (held && (this.options.linkGeneration?.() ?? 0) === generation) {
         for (const page of pages) page.mirrored = true;
         for (let index = 0; index < pages.length; index++) this.queueDestage(allocation, firstPage + index, pages[index] as Page);
         if (this.destageQueue.length >= this.options.highWatermarkPages) this.destageInBackground(this.options.lowWatermarkPages);
@@ -348,6 +395,8 @@ export class MemoryManager {
       pages.forEach((page, index) => this.queueDestage(allocation, firstPage + index, page));
       throw error;
     }
+    const wait = this.options.acknowledgeGate?.(true);
+    if (wait) await wait;
     for (const page of pages) if (page.version === version) page.cleanVersion = version;
     // Partners that did take this version (some may have, before another failed) may drop it now;
     // without this a partner kept such a page for good (found by the simulator, seed 2 --strict).

@@ -42,7 +42,7 @@ export class MirrorStore {
       case MessageType.WritePage:
         return commandComplete(message, this.writePage(message.allocation, message.virtualPage, message.version, message.pageBytes, message.offset, message.zeroFill ? null : message.data, message.length));
       case MessageType.PageClean:
-        for (let index = 0; index < message.pageCount; index++) this.pageClean(message.allocation, message.virtualPage + index, message.version);
+        this.pageCleanRun(message.allocation, message.virtualPage, message.pageCount, message.version);
         return null;
       default:
         return null;
@@ -131,6 +131,17 @@ export class MirrorStore {
       mirror.version = Math.max(mirror.version, version);
     }
     return status;
+  }
+
+  /** A run: page by page, or over the pages held when the run is longer (a whole allocation after a join). */
+  private pageCleanRun(allocation: string, firstPage: number, pageCount: number, version: number): void {
+    const held = this.pages.get(allocation);
+    if (!held) return;
+    if (pageCount <= held.size) {
+      for (let index = 0; index < pageCount; index++) this.pageClean(allocation, firstPage + index, version);
+      return;
+    }
+    for (const virtualPage of [...held.keys()]) if (virtualPage >= firstPage && virtualPage < firstPage + pageCount) this.pageClean(allocation, virtualPage, version);
   }
 
   private pageClean(allocation: string, virtualPage: number, version: number): void {

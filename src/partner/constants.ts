@@ -130,10 +130,11 @@ export const MAX_PAYLOAD_BYTES = MAX_PAGE_BYTES + PAYLOAD_HEADER_ALLOWANCE_BYTES
 export const MAX_FRAME_BYTES = FRAME_HEADER_BYTES + MAX_PAYLOAD_BYTES;
 
 /**
- * Pages one page clean names: a run of consecutive pages destaged at one version. Runs are at most
- * one write page's worth (1 MiB), so 1 MiB of the smallest pages.
+ * Pages one page clean names: a run of consecutive pages destaged at one version, or, after a
+ * partner joins, a whole allocation (MemoryManager.resync: every mirror up to that version goes).
+ * Any u32 but 0: the partner walks the pages it holds, not the run.
  */
-export const MAX_PAGE_CLEAN_PAGES = MAX_PAGE_BYTES / MIN_PAGE_BYTES;
+export const MAX_PAGE_CLEAN_PAGES = 0xffff_ffff;
 
 /** Page entries in one header response; a longer page table is read in several round trips. */
 export const MAX_HEADER_ENTRIES = 16 * 1024;

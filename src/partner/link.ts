@@ -62,6 +62,7 @@ export class PartnerLink {
   private closedReason: string | null = null;
   private lastHeardMs = Date.now();
   private heartbeatTimer: NodeJS.Timeout | null = null;
+  private epochNow: (() => number) | null = null;
   private heartbeatSequence = 0;
   private forwardedPending = 0;
   readonly statistics: LinkStatistics = { framesSent: 0, socketWrites: 0, framesReceived: 0 };
@@ -92,8 +93,9 @@ export class PartnerLink {
    * without a reset) then stops holding up every write that waits for its command complete: the
    * link fails, and the memory manager goes write-through.
    */
-  watch(liveness: { intervalMs: number; deadAfterMs: number; epoch: number }): void {
+  watch(liveness: { intervalMs: number; deadAfterMs: number; epoch: () => number }): void {
     if (this.heartbeatTimer || !this.isOpen) return;
+    this.epochNow = liveness.epoch;
     this.lastHeardMs = Date.now();
     this.heartbeatTimer = setInterval(() => {
       const silentMs = Date.now() - this.lastHeardMs;
@@ -103,10 +105,20 @@ export class PartnerLink {
         this.closed(`no heartbeat for ${silentMs} ms`);
         return;
       }
-      this.heartbeatSequence = (this.heartbeatSequence % 0xffff_ffff) + 1;
-      this.queue({ type: MessageType.Heartbeat, requestId: this.heartbeatSequence, epoch: liveness.epoch });
+      this.beat();
     }, liveness.intervalMs);
     this.heartbeatTimer.unref();
+  }
+
+  /**
+   * A heartbeat now, with this node's epoch as it is now. Sent at once after a claim: the partner
+   * adopts the epoch before anything sent after it on this link (a mirrored write of the new epoch),
+   * so it is not fenced by that epoch if this node dies a moment later.
+   */
+  beat(): void {
+    if (!this.isOpen || !this.epochNow) return;
+    this.heartbeatSequence = (this.heartbeatSequence % 0xffff_ffff) + 1;
+    this.queue({ type: MessageType.Heartbeat, requestId: this.heartbeatSequence, epoch: this.epochNow() });
   }
 
   /**

@@ -208,27 +208,32 @@ describe('two-node cluster (real processes)', function () {
     expect(status.cluster?.partners).to.deep.equal([{ name: 'b', live: true }]);
   });
 
-  it('a partner that hangs (SIGSTOP) stops holding up writes once it is silent for the partner timeout; it rejoins when it runs again', async () => {
+  it('a partner that hangs (SIGSTOP) stops holding up writes once its lease has run out; run again, it is fenced; restarted, it rejoins', async () => {
     cluster = await startCluster([{ name: 'vol0', sizeBytes: SIZE }], { pageBytes: PAGE, logLevel: 'info', partnerTimeoutMs: 600 });
     const a = cluster.node('a');
     const b = cluster.node('b');
     const client = await attach(a, 'vol0');
     await writeAll(client, [{ offset: 0, data: Buffer.alloc(PAGE, 1) }]);
     b.child.kill('SIGSTOP');
+    const bExit = new Promise<number | null>((resolve) => b.child.once('exit', (code) => resolve(code)));
     try {
-      // Written while b hangs: acknowledged only after b is declared gone, then written through.
+      // Written while b hangs: written through once b is declared gone, acknowledged once b's lease
+      // has run out (b holds mirrors of the time before and could take the array over).
       const data = Buffer.alloc(PAGE, 0x44);
       const started = Date.now();
       await writeAll(client, [{ offset: PAGE, data }]);
       const waitedMs = Date.now() - started;
       expect(a.log()).to.match(/nothing heard for \d+ ms \(limit 600\)/);
-      expect(waitedMs, 'the write waited no longer than a few partner timeouts').to.be.below(5000);
+      expect(waitedMs, 'the write waited for the partner timeout and the lease, not much more').to.be.below(8000);
       const reader = await ArrayReader.fromConfig(cluster.configFile);
       expect((await reader.readVolume('vol0', PAGE, PAGE)).equals(data), 'acknowledged with b hung: on the disks').to.equal(true);
     } finally {
       b.child.kill('SIGCONT');
     }
-    // b runs again: it finds its link gone, dials again, and a is mirrored again.
+    // b runs again with its lease run out: it may have been taken over, so it stops (EX_TEMPFAIL).
+    expect(await bExit, 'b exits as fenced').to.equal(75);
+    expect(b.log()).to.match(/fenced: this node's lease ran out/);
+    await cluster.start('b');
     for (const deadline = Date.now() + 10_000; Date.now() < deadline; ) {
       const status = await requestControl(path.join(cluster.directory, 'a.control'), { op: 'cluster' });
       if (status.cluster?.mode === 'mirrored') break;

@@ -2,23 +2,29 @@
 //   npm run sim -- --seeds N [--start S]    runs seeds S … S+N-1, stops at the first failure
 //   npm run sim -- --seed S                 replays one seed and prints its last steps
 //   npm run sim -- --lease-seeds N [--start S]  the lease simulation (lease-sim.ts) instead
+//   npm run sim -- --ownership-seeds N [--start S] [--nodes 2|3]  failover and failback (ownership-sim.ts)
+//   npm run sim -- --ownership-seed S [--nodes 2|3]   replays one, printing its last steps
 // Exit code 1 when a seed fails; the output ends with the command that replays it.
 import { describeFailure, describeSummary, runSeeds, type RunSummary } from './seeds.js';
 import { runSeed, type SimOptions } from './simulation.js';
 import { runLeaseSeeds } from './lease-sim.js';
+import { runOwnershipSeeds, runOwnershipSimulation } from './ownership-sim.js';
 
 interface Arguments {
   seeds: number;
   start: number;
   seed: number | null;
   leaseSeeds: number | null;
+  ownershipSeeds: number | null;
+  ownershipSeed: number | null;
+  nodes: number | undefined;
   strict: boolean;
 }
 
-const USAGE = 'usage: npm run sim -- [--seeds N] [--start S] [--seed S] ';
+const USAGE = 'usage: npm run sim -- [--seeds N] [--start S] [--seed S] [--lease-seeds N] [--ownership-seeds N] [--ownership-seed S] [--nodes 2|3]';
 
 function parseArguments(argv: readonly string[]): Arguments {
-  const parsed: Arguments = { seeds: 100, start: 1, seed: null, leaseSeeds: null, strict: false };
+  const parsed: Arguments = { seeds: 100, start: 1, seed: null, leaseSeeds: null, ownershipSeeds: null, ownershipSeed: null, nodes: undefined, strict: false };
   for (let index = 0; index < argv.length; index++) {
     const name = argv[index] as string;
     if (name === '--strict') {
@@ -31,6 +37,12 @@ function parseArguments(argv: readonly string[]): Arguments {
     else if (name === '--start') parsed.start = value;
     else if (name === '--seed') parsed.seed = value;
     else if (name === '--lease-seeds') parsed.leaseSeeds = value;
+    else if (name === '--ownership-seeds') parsed.ownershipSeeds = value;
+    else if (name === '--ownership-seed') parsed.ownershipSeed = value;
+    else if (name === '--nodes') {
+      if (value !== 2 && value !== 3) throw new Error(`--nodes is 2 or 3\n${USAGE}`);
+      parsed.nodes = value;
+    }
     else throw new Error(`unknown option ${name}\n${USAGE}`);
   }
   return parsed;
@@ -38,6 +50,17 @@ function parseArguments(argv: readonly string[]): Arguments {
 
 async function main(argv: readonly string[]): Promise<number> {
   const args = parseArguments(argv);
+  if (args.ownershipSeed !== null) {
+    const result = await runOwnershipSimulation(args.ownershipSeed, { nodes: args.nodes, trace: true });
+    process.stdout.write(`${indent(result.trace)}\n${JSON.stringify(result.stats)}\n${result.ok ? 'passed' : `FAILED: ${result.failure}`}\n`);
+    return result.ok ? 0 : 1;
+  }
+  if (args.ownershipSeeds !== null) {
+    const summary = await runOwnershipSeeds(args.start, args.ownershipSeeds, { nodes: args.nodes });
+    process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
+    if (summary.failed) process.stdout.write(`replay: npm run sim -- --ownership-seed ${summary.failed.seed}${args.nodes ? ` --nodes ${args.nodes}` : ''}\n`);
+    return summary.failed ? 1 : 0;
+  }
   if (args.leaseSeeds !== null) {
     const summary = await runLeaseSeeds(args.start, args.leaseSeeds);
     process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);

@@ -36,9 +36,15 @@ class FakeClock implements LeaseClock {
 class SharedDisk {
   slots: Array<Lease | null> = Array.from({ length: 16 }, () => null);
   failing = new Set<number>();
+  /** Reads take this long on `clock` (writes are instant): a renewal lands before its read returns. */
+  readDelay: { clock: FakeClock; ms: number } | null = null;
   view(slot: number): LeaseDisk {
     return {
-      readAll: async () => this.slots.map((lease) => (lease ? { ...lease } : null)),
+      readAll: async () => {
+        const delay = this.readDelay;
+        if (delay) await new Promise<void>((resolve) => delay.clock.setTimer(delay.ms, resolve));
+        return this.slots.map((lease) => (lease ? { ...lease } : null));
+      },
       write: async (lease) => {
         if (this.failing.has(slot)) throw new Error('disk gone');
         this.slots[lease.slot] = { ...lease };
@@ -180,6 +186,24 @@ describe('lease keeper', () => {
       if (!a.holds()) lapses++;
     }
     expect([fenced, lapses]).to.deep.equal(['', 0]);
+  });
+
+  it('a process frozen past its lease resumes fenced: the renewal due at resume does not bring the lease back', async () => {
+    const disk = new SharedDisk();
+    const clock = new FakeClock();
+    const a = keeper(disk, clock, 0);
+    let fenced = '';
+    a.onFenced = (reason) => (fenced = reason);
+    await a.acquire();
+    await clock.advance(600);
+    expect(a.holds()).to.equal(true);
+    // SIGSTOP for two leases: time runs on, no timer of this process fires.
+    clock.time += 2 * LEASE_MS;
+    disk.readDelay = { clock, ms: 30 };
+    expect(a.holds(), 'run out while frozen').to.equal(false);
+    await clock.advance(50);
+    expect(fenced).to.match(/lease ran out/);
+    expect(a.holds(), 'still run out after the renewal that was due').to.equal(false);
   });
 
   it('without fencing (a one-node cluster) a failing lease disk never stops the node', async () => {
