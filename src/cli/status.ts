@@ -21,6 +21,7 @@ export function formatStatus(cluster: ClusterStatus): string {
     `  epoch:         ${cluster.epoch} (lease good for ${cluster.leaseRemainingMs} ms without renewal)`,
     `  partners:      ${cluster.partners.map((partner) => `${partner.name} ${partner.live ? 'live' : 'down'}`).join(', ') || 'none'}`,
     `  pages:         ${cluster.residentPages} resident, ${cluster.dirtyPages} dirty, ${cluster.mirroredPages} mirrored for partners`,
+    `  resync:        ${cluster.resync === 'done' ? 'done (partners hold no stale mirrors of this node)' : cluster.resync === 'running' ? 'running (flushing, then partners drop stale mirrors; write-throughs wait)' : 'failed (the disks were out of reach; retried at the next join)'}`,
     '  volumes:',
     ...cluster.volumes.map(
       (volume) => `    ${volume.name}  owner ${volume.owner}${volume.owner === cluster.node ? ' (this node)' : ''}  home ${volume.home}  ${volume.state}  page ${volume.pageBytes / 1024} KiB`,

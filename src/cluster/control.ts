@@ -48,6 +48,8 @@ export interface ClusterStatus {
   residentPages: number;
   dirtyPages: number;
   mirroredPages: number;
+  /** The resync after a partner joined: dirty pages flushed, partners' stale mirrors dropped. */
+  resync: 'running' | 'failed' | 'done';
 }
 
 export interface ControlResult {

@@ -416,6 +416,7 @@ export class ClusterNode {
       residentPages: this.manager.residentPages,
       dirtyPages: this.manager.dirtyPages,
       mirroredPages: this.mirror.mirroredPages,
+      resync: this.manager.resyncState,
     };
   }
 

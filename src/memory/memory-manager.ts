@@ -317,6 +317,11 @@ export class MemoryManager {
     return this.resyncsRunning === 0 && !this.resyncOwed;
   }
 
+  /** For status: a resync after a join is running, failed (retried at the next join), or done. */
+  get resyncState(): 'running' | 'failed' | 'done' {
+    return this.resyncsRunning > 0 ? 'running' : this.resyncOwed ? 'failed' : 'done';
+  }
+
   /**
    * After a partner joins: everything modified so far goes to the disks (a destage that failed
    * while they were out of reach is retried too), then every partner drops its mirrors of versions

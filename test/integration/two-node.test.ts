@@ -236,10 +236,12 @@ describe('two-node cluster (real processes)', function () {
     await cluster.start('b');
     for (const deadline = Date.now() + 10_000; Date.now() < deadline; ) {
       const status = await requestControl(path.join(cluster.directory, 'a.control'), { op: 'cluster' });
-      if (status.cluster?.mode === 'mirrored') break;
+      if (status.cluster?.mode === 'mirrored' && status.cluster.resync === 'done') break;
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
-    expect((await requestControl(path.join(cluster.directory, 'a.control'), { op: 'cluster' })).cluster?.mode).to.equal('mirrored');
+    const after = (await requestControl(path.join(cluster.directory, 'a.control'), { op: 'cluster' })).cluster;
+    expect(after?.mode).to.equal('mirrored');
+    expect(after?.resync, 'a resynced with the restarted b').to.equal('done');
     client.socket.destroy();
   });
 
