@@ -66,6 +66,8 @@ export interface OwnershipHost<V extends OwnedVolume> {
   claimPauseMs(): number;
   /** Partners' mirrored pages of these volumes: to the disks on the holder, dropped elsewhere; the count. */
   destageMirrors(volumes: readonly V[]): number;
+  /** Drops this node's mirrors of the volume written by any node but `writer` (its owner now); the count. */
+  dropMirrorsExcept(volume: V, writer: number): number;
   /** Partners' mirrored pages of these volumes to the disks from any node (through the holder), synced; the count. */
   destageMirrorsToArray(volumes: readonly V[]): Promise<number>;
   /** Another node took the array over: this node pages in and destages through it from now on. */
@@ -116,6 +118,10 @@ export class Authority<V extends OwnedVolume> {
   private readonly upSince = new Map<number, number>();
   /** Volumes whose (other) owner has confirmed it serves them. */
   private readonly confirmed = new Set<string>();
+  /** Partners told that this node holds the array (since their link came up). */
+  private readonly holderTold = new Set<number>();
+  /** Per volume, the partners told who serves it now (since their link came up). */
+  private readonly told = new Map<string, Set<number>>();
   /** Dead nodes whose NBD addresses this node serves. */
   private readonly borrowed = new Set<number>();
   private readonly startedAt: number;
@@ -145,6 +151,8 @@ export class Authority<V extends OwnedVolume> {
 
   partnerUp(peer: number, peerEpoch: number): void {
     this.upSince.set(peer, this.clock.now());
+    for (const told of this.told.values()) told.delete(peer);
+    this.holderTold.delete(peer);
     this.deathSeen.delete(peer);
     // A new link to the holder's node may be to a new process of it, which holds nothing yet.
     if (peer === this.node.holderId && peer !== this.node.nodeId) this.holderConfirmed = false;
@@ -210,7 +218,10 @@ export class Authority<V extends OwnedVolume> {
       return reply(message, Status.Ok);
     }
     if (entry.ownerId !== message.toNodeId) node.logger.info(`volume ${entry.allocation.name} is served by node ${node.name(message.toNodeId)} now (epoch ${message.epoch})`);
-    node.destageMirrors([entry]);
+    // Mirrors the new owner wrote are its protection; any other's are older than the disks now.
+    // (Dropping them all lost the new owner's when this node's view of the owner was stale:
+    // ownership simulator, three nodes.)
+    node.dropMirrorsExcept(entry, message.toNodeId);
     node.forward(entry, message.toNodeId);
     return reply(message, Status.Ok);
   }
@@ -263,7 +274,13 @@ export class Authority<V extends OwnedVolume> {
   async announceHolder(previous: number): Promise<void> {
     const { node } = this;
     const message: Takeover = { type: MessageType.Takeover, requestId: 0, allocation: NIL_ALLOCATION, fromNodeId: previous, toNodeId: node.nodeId, epoch: node.leases.epoch };
-    await Promise.all(node.partners.live().map((link) => link.request(message).catch(() => null)));
+    const untold = node.partners.live().filter((link) => !this.holderTold.has(link.peer.nodeId));
+    await Promise.all(
+      untold.map(async (link) => {
+        const answer = await link.request(message).catch(() => null);
+        if (answer && isOk(answer)) this.holderTold.add(link.peer.nodeId);
+      }),
+    );
   }
 
   kick(): void {
@@ -349,22 +366,28 @@ export class Authority<V extends OwnedVolume> {
     const pages = node.destageMirrors(this.ownedBy(dead));
     await node.flushArray();
     await this.announceHolder(dead);
+    this.told.clear();
     node.logger.warn(`this node holds the shared array now (epoch ${epoch}); ${pages} page(s) node ${node.name(dead)} had mirrored here are on the disks`);
   }
 
   private async asHolder(): Promise<void> {
     const { node } = this;
+    // Again to any partner not told yet: the first one may have been lost with a link (ownership
+    // simulator, three nodes, seed 463: a member kept paging in through the previous holder).
+    await this.announceHolder(UNKNOWN_NODE);
     for (const entry of node.served.values()) {
       if (this.stopped) return;
       const owner = entry.ownerId;
       if (owner === node.nodeId) {
         if (entry.homeId !== node.nodeId && this.settled(entry.homeId)) await this.handBack(entry);
+        else await this.retell(entry);
         continue;
       }
       if (node.partners.link(owner)) {
         if (!this.confirmed.has(entry.allocation.guid)) {
           if ((await this.assign(entry, owner)) === 'served') this.confirmed.add(entry.allocation.guid);
         } else if (entry.homeId !== owner && (entry.homeId === node.nodeId || this.settled(entry.homeId))) await this.moveHome(entry, owner);
+        else await this.retell(entry);
         continue;
       }
       if (!node.leases.expired(owner)) continue;
@@ -517,8 +540,33 @@ export class Authority<V extends OwnedVolume> {
 
   /** Tells every live partner (but `skip`) who serves the volume now; answers are not waited on for long. */
   private async announce(entry: V, from: number, to: number, epoch: number, skip = -1): Promise<void> {
-    const links = this.node.partners.live().filter((link) => link.peer.nodeId !== skip);
-    await Promise.all(links.map((link) => link.request(takeover(entry, from, to, epoch)).catch(() => null)));
+    const told = new Set<number>();
+    this.told.set(entry.allocation.guid, told);
+    if (skip >= 0) told.add(skip);
+    await this.tell(entry, from, to, epoch, this.node.partners.live().filter((link) => link.peer.nodeId !== skip), told);
+  }
+
+  /**
+   * The holder tells every live partner not told yet who serves the volume: an announcement lost
+   * with a link, or sent by a holder that died, left a member forwarding to a node that does not
+   * serve it (ownership simulator, three nodes, seed 493).
+   */
+  private async retell(entry: V): Promise<void> {
+    const told = this.told.get(entry.allocation.guid) ?? new Set<number>();
+    this.told.set(entry.allocation.guid, told);
+    const owner = entry.ownerId;
+    told.add(owner);
+    const untold = this.node.partners.live().filter((link) => !told.has(link.peer.nodeId));
+    if (untold.length > 0) await this.tell(entry, UNKNOWN_NODE, owner, this.node.leases.epoch, untold, told);
+  }
+
+  private async tell(entry: V, from: number, to: number, epoch: number, links: readonly OwnershipLink[], told: Set<number>): Promise<void> {
+    await Promise.all(
+      links.map(async (link) => {
+        const answer = await link.request(takeover(entry, from, to, epoch)).catch(() => null);
+        if (answer && isOk(answer)) told.add(link.peer.nodeId);
+      }),
+    );
   }
 
   private borrow(dead: number): void {
@@ -535,6 +583,9 @@ export class Authority<V extends OwnedVolume> {
 function takeover(entry: OwnedVolume, from: number, to: number, epoch: number): Takeover {
   return { type: MessageType.Takeover, requestId: 0, allocation: entry.allocation.guid, fromNodeId: from, toNodeId: to, epoch };
 }
+
+/** `fromNodeId` of a takeover that only repeats who serves a volume (the previous owner is not known). */
+const UNKNOWN_NODE = 0xffff_ffff;
 
 /** What came of handing a volume to a node: it serves it, it said no, or no answer came. */
 type Assigned = 'served' | 'refused' | 'unknown';

@@ -95,6 +95,13 @@ export class LeaseKeeper {
   private highestLanded = -1;
   /** The last write to each copy of this node's slot: a newer one waits for it (no out-of-order landing). */
   private readonly copyWrites: [Promise<boolean>, Promise<boolean>] = [Promise.resolve(true), Promise.resolve(true)];
+  /**
+   * The epoch this node's slot carries: the last it claimed (or its slot had at start). Epochs it
+   * learns from partners are not written there: a claimer reading them back would take them for a
+   * competing claim of the same epoch and give up, again at every epoch (ownership simulator,
+   * three nodes, seed 262); a node starting meanwhile would fence survivors still at the old one.
+   */
+  private slotEpoch = 0;
   /** Told when this node's epoch rises (a claim begins, or a partner's epoch is adopted). */
   onEpoch: (epoch: number) => void = () => undefined;
   /** Told when a renewal ran late or slow: the warning that comes before a lease runs out. */
@@ -119,6 +126,7 @@ export class LeaseKeeper {
     this.observe(slots, this.clock.now());
     this.sequence = slots[this.slot]?.sequence ?? 0;
     this.epoch = Math.max(0, ...slots.map((lease) => lease?.epoch ?? 0));
+    this.slotEpoch = slots[this.slot]?.epoch ?? 0;
     const started = this.clock.now();
     await this.renewOnce();
     if (this.lastFailure) throw new Error(`could not write this node's lease: ${this.lastFailure}`);
@@ -186,6 +194,7 @@ export class LeaseKeeper {
     const pause = competitorPossible ? Math.max(pauseMs, Math.floor(this.options.leaseMs / 4) + 1) : pauseMs;
     const claimed = Math.max(this.epoch, ...slots.map((lease) => lease?.epoch ?? 0)) + 1;
     this.epoch = claimed;
+    this.slotEpoch = claimed;
     // Partners hear of it now, not once it is won: a node that starts meanwhile reads it from the
     // slots, and a survivor still at the old epoch would look stale to it (ownership simulator, seed 30).
     this.onEpoch(claimed);
@@ -357,7 +366,7 @@ export class LeaseKeeper {
     return {
       slot: this.slot,
       sequence: this.sequence,
-      epoch: this.epoch,
+      epoch: this.slotEpoch,
       expiresAtMs: Math.floor(this.clock.wallNow() + this.options.leaseMs),
       holder: this.name,
       ...this.identity,

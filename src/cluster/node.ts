@@ -127,6 +127,7 @@ export class ClusterNode {
       claimPauseMs: () => claimPauseMs(this.config, this.leases, this.partners, this.nodeId),
       destageMirrors: (volumes) => this.destageMirrors(volumes.map((entry) => entry.allocation)),
       destageMirrorsToArray: (volumes) => this.destageMirrorsToArray(volumes.map((entry) => entry.allocation)),
+      dropMirrorsExcept: (volume, writer) => this.mirror.dropAllocationExcept(volume.allocation.guid, writer),
       holderIs: (nodeId) => {
         if (this.stack || nodeId === this.holderId) return;
         this.logger.warn(`node ${this.name(nodeId)} holds the shared array now: paging in and destaging through it`);

@@ -37,14 +37,14 @@ export class Responder {
     private readonly logger: Logger,
   ) {}
 
-  handle = (message: Message): Promise<Message | null> | Message | null => {
+  handle = (message: Message, link?: { peer: { nodeId: number } }): Promise<Message | null> | Message | null => {
     switch (message.type) {
       case MessageType.SpaceRequest:
       case MessageType.AllocateMemory:
       case MessageType.ReleaseMemory:
       case MessageType.WritePage:
       case MessageType.PageClean:
-        return this.targets.mirror.handle(message);
+        return this.targets.mirror.handle(message, link?.peer.nodeId);
       case MessageType.ForwardedIo:
         return this.forwarded(message);
       case MessageType.Heartbeat:

@@ -8,7 +8,12 @@ interface MirrorPage {
   frame: number;
   data: Buffer;
   version: number;
+  /** The node whose write page made it: versions compare only within one writer's clock. */
+  writer: number;
 }
+
+/** Who sent a message when the caller does not say (a single partner, tests). */
+const ANY_WRITER = -1;
 
 export class MirrorStore {
   private readonly pages = new Map<string, Map<number, MirrorPage>>();
@@ -30,7 +35,7 @@ export class MirrorStore {
    * (Fig. 5: how much room is here), allocate memory / release memory (Figs. 5, 9: create or
    * dismantle the allocation's structures), write page (Fig. 8), page clean (after destage).
    */
-  handle(message: Message): Message | null {
+  handle(message: Message, from: number = ANY_WRITER): Message | null {
     switch (message.type) {
       case MessageType.SpaceRequest:
         return { type: MessageType.SpaceStatus, requestId: message.requestId, freeBytes: this.pool.freeBytes, reclaimableBytes: this.reclaimable() };
@@ -40,9 +45,9 @@ export class MirrorStore {
         this.release(message.allocation);
         return commandComplete(message, Status.Ok);
       case MessageType.WritePage:
-        return commandComplete(message, this.writePage(message.allocation, message.virtualPage, message.version, message.pageBytes, message.offset, message.zeroFill ? null : message.data, message.length));
+        return commandComplete(message, this.writePage(message.allocation, message.virtualPage, message.version, message.pageBytes, message.offset, message.zeroFill ? null : message.data, message.length, from));
       case MessageType.PageClean:
-        this.pageCleanRun(message.allocation, message.virtualPage, message.pageCount, message.version);
+        this.pageCleanRun(message.allocation, message.virtualPage, message.pageCount, message.version, from);
         return null;
       default:
         return null;
@@ -86,6 +91,24 @@ export class MirrorStore {
     });
   }
 
+  /**
+   * Drops an allocation's mirrored pages written by any node but `keep` (its new owner's are its
+   * protection; the rest are another owner's, older than the disks now).
+   */
+  dropAllocationExcept(allocation: string, keep: number): number {
+    const pages = this.pages.get(allocation);
+    if (!pages) return 0;
+    let dropped = 0;
+    for (const [virtualPage, mirror] of pages) {
+      if (mirror.writer === keep) continue;
+      this.pool.free(mirror.frame);
+      pages.delete(virtualPage);
+      dropped++;
+    }
+    if (pages.size === 0) this.pages.delete(allocation);
+    return dropped;
+  }
+
   /** Allocations that have mirrored pages here. */
   allocations(): string[] {
     return [...this.pages.keys()];
@@ -98,7 +121,7 @@ export class MirrorStore {
    * the write durable without counting on this mirror, and a held page left at its older version
    * here would be what a takeover reads until page clean arrives (simulator, seed 31).
    */
-  private writePage(allocation: string, virtualPage: number, version: number, pageBytes: number, offset: number, data: Buffer | readonly Buffer[] | null, length: number): Status {
+  private writePage(allocation: string, virtualPage: number, version: number, pageBytes: number, offset: number, data: Buffer | readonly Buffer[] | null, length: number, writer: number): Status {
     const shape = this.shapes.get(allocation);
     if (!shape) return Status.UnknownAllocation;
     const pageCount = Math.max(1, Math.ceil((offset + length) / pageBytes));
@@ -115,6 +138,12 @@ export class MirrorStore {
       const from = index === 0 ? offset : 0;
       const to = Math.min(pageBytes, end - index * pageBytes);
       let mirror = pages.get(virtualPage + index);
+      if (mirror && mirror.writer !== writer) {
+        // A new owner writes the page: what the previous one left here is not part of its image.
+        this.pool.free(mirror.frame);
+        pages.delete(virtualPage + index);
+        mirror = undefined;
+      }
       if (!mirror) {
         // A range of a page we do not hold cannot make a complete image: the owner resends it whole.
         const frame = from === 0 && to === pageBytes ? (this.pool.allocate(pageBytes) ?? this.reclaim(pageBytes)) : null;
@@ -123,7 +152,7 @@ export class MirrorStore {
           pieces?.skip(to - from);
           continue;
         }
-        mirror = { frame, data: this.pool.view(frame), version: 0 };
+        mirror = { frame, data: this.pool.view(frame), version: 0, writer };
         pages.set(virtualPage + index, mirror);
       }
       if (pieces) pieces.copyInto(mirror.data, from, to - from);
@@ -134,19 +163,21 @@ export class MirrorStore {
   }
 
   /** A run: page by page, or over the pages held when the run is longer (a whole allocation after a join). */
-  private pageCleanRun(allocation: string, firstPage: number, pageCount: number, version: number): void {
+  private pageCleanRun(allocation: string, firstPage: number, pageCount: number, version: number, from: number): void {
     const held = this.pages.get(allocation);
     if (!held) return;
     if (pageCount <= held.size) {
-      for (let index = 0; index < pageCount; index++) this.pageClean(allocation, firstPage + index, version);
+      for (let index = 0; index < pageCount; index++) this.pageClean(allocation, firstPage + index, version, from);
       return;
     }
-    for (const virtualPage of [...held.keys()]) if (virtualPage >= firstPage && virtualPage < firstPage + pageCount) this.pageClean(allocation, virtualPage, version);
+    for (const virtualPage of [...held.keys()]) if (virtualPage >= firstPage && virtualPage < firstPage + pageCount) this.pageClean(allocation, virtualPage, version, from);
   }
 
-  private pageClean(allocation: string, virtualPage: number, version: number): void {
+  private pageClean(allocation: string, virtualPage: number, version: number, from: number): void {
     const pages = this.pages.get(allocation);
     const mirror = pages?.get(virtualPage);
+    // Another node's version says nothing about this one (its clock is another).
+    if (mirror && from !== ANY_WRITER && mirror.writer !== ANY_WRITER && mirror.writer !== from) return;
     // A newer version arrived after the one on the disks: the mirror still holds undestaged bytes.
     if (!pages || !mirror || mirror.version > version) return;
     pages.delete(virtualPage);

@@ -1,4 +1,4 @@
-// Proves that the real ownership loop, leases and volume switches of two nodes, under seeded crashes,
+// Proves that the real ownership loop, leases and volume switches of two (and three) nodes, under seeded crashes,
 // pauses, cut links and failing lease writes, never let two nodes serve a volume while both hold
 // their leases, never lose an acknowledged write, and end with every volume back on its home node;
 // and that the checks catch an ownership rule that skips lease expiry or loses mirrored pages.
@@ -6,7 +6,9 @@ import { expect } from 'chai';
 import { runOwnershipSeeds, runOwnershipSimulation, type OwnershipSimOptions } from './ownership-sim.js';
 
 const SEEDS = Number(process.env.FTVM_OWNERSHIP_SIM_SEEDS ?? 300);
+const THREE_SEEDS = Number(process.env.FTVM_OWNERSHIP_SIM_THREE_SEEDS ?? 100);
 const TWO: OwnershipSimOptions = { nodes: 2 };
+const THREE: OwnershipSimOptions = { nodes: 3 };
 
 async function story(seed: number, options: OwnershipSimOptions): Promise<string> {
   const replay = await runOwnershipSimulation(seed, { ...options, trace: true });
@@ -31,6 +33,15 @@ describe('ownership simulation (seeded: failover, failback, partitions, lease ex
     // Not a quiet run: every path the issue names was taken, many times.
     for (const key of ['crashes', 'pauses', 'cuts', 'slowLeaseSpells', 'fenced', 'arrayTakeovers', 'volumeTakeovers', 'failbacks', 'writesAcked', 'readsChecked', 'reconnects'] as const) {
       expect(summary.totals[key], `${key}: ${JSON.stringify(summary.totals)}`).to.be.greaterThan(SEEDS / 10);
+    }
+  });
+
+  it(`does the same over ${THREE_SEEDS} seeds of three nodes`, async () => {
+    const summary = await runOwnershipSeeds(1, THREE_SEEDS, THREE);
+    if (summary.failed) expect.fail(`${summary.failed.failure}\n${await story(summary.failed.seed, THREE)}`);
+    expect(summary.seedsRun).to.equal(THREE_SEEDS);
+    for (const key of ['crashes', 'arrayTakeovers', 'volumeTakeovers', 'failbacks', 'writesAcked'] as const) {
+      expect(summary.totals[key], `${key}: ${JSON.stringify(summary.totals)}`).to.be.greaterThan(THREE_SEEDS / 10);
     }
   });
 

@@ -478,7 +478,8 @@ class SimNode implements Actor, OwnershipHost<SimVolume> {
   /** Partners.generation: counts links that came up. */
   linkGeneration = 0;
   private readonly ownedViews = new Map<string, Volume>();
-  private readonly mirrors = new Map<string, Map<number, number>>();
+  /** Per volume, page → the newest value mirrored and the node that wrote it (mirror-store.ts). */
+  private readonly mirrors = new Map<string, Map<number, { value: number; writer: number }>>();
   private readonly pendingDisk = new Set<Promise<void>>();
   /** Members whose writes reached this node while it did not hold the array, since their last flush. */
   private readonly refusedWrites = new Set<number>();
@@ -655,17 +656,19 @@ class SimNode implements Actor, OwnershipHost<SimVolume> {
       case 'mirror': {
         let pages = this.mirrors.get(payload.guid);
         if (!pages) this.mirrors.set(payload.guid, (pages = new Map()));
-        if ((pages.get(payload.page) ?? 0) < payload.value) pages.set(payload.page, payload.value);
+        const held = pages.get(payload.page);
+        if (!held || held.writer !== from || held.value < payload.value) pages.set(payload.page, { value: payload.value, writer: from });
         return OK;
       }
       case 'clean': {
         const pages = this.mirrors.get(payload.guid);
-        if (pages && (pages.get(payload.page) ?? Infinity) <= payload.value) pages.delete(payload.page);
+        const held = pages?.get(payload.page);
+        if (held && held.writer === from && held.value <= payload.value) pages?.delete(payload.page);
         return OK;
       }
       case 'clean-all': {
         const pages = this.mirrors.get(payload.guid);
-        for (const [page, value] of pages ?? []) if (value <= payload.upTo) pages?.delete(page);
+        for (const [page, held] of pages ?? []) if (held.writer === from && held.value <= payload.upTo) pages?.delete(page);
         return OK;
       }
       case 'release':
@@ -789,7 +792,7 @@ class SimNode implements Actor, OwnershipHost<SimVolume> {
       const mirrored = this.mirrors.get(entry.allocation.guid);
       if (!mirrored) continue;
       this.mirrors.delete(entry.allocation.guid);
-      for (const [page, value] of mirrored) {
+      for (const [page, { value }] of mirrored) {
         pages++;
         if (!this.holding || this.sim.options.dropMirrorsAtTakeover) continue;
         this.localWrite(`${entry.allocation.guid}:${page}`, value);
@@ -798,13 +801,24 @@ class SimNode implements Actor, OwnershipHost<SimVolume> {
     return pages;
   }
 
+  dropMirrorsExcept(volume: SimVolume, writer: number): number {
+    const pages = this.mirrors.get(volume.allocation.guid);
+    let dropped = 0;
+    for (const [page, held] of pages ?? []) {
+      if (held.writer === writer) continue;
+      pages?.delete(page);
+      dropped++;
+    }
+    return dropped;
+  }
+
   async destageMirrorsToArray(volumes: readonly SimVolume[]): Promise<number> {
     let pages = 0;
     for (const entry of volumes) {
       const mirrored = this.mirrors.get(entry.allocation.guid);
       if (!mirrored) continue;
       this.mirrors.delete(entry.allocation.guid);
-      for (const [page, value] of mirrored) {
+      for (const [page, { value }] of mirrored) {
         pages++;
         if (!this.sim.options.dropMirrorsAtTakeover) this.array.enqueue(`${entry.allocation.guid}:${page}`, value);
       }
@@ -916,7 +930,8 @@ class SimArrayAccess {
       if (node.holding) return node.flushLocal();
       const end = node.linkTo(node.holderId);
       if (end) {
-        for (const block of this.pending) if (block.sentOn !== end.link) this.send(block);
+        // As ArrayAccess: all of them again, in order, so that no older one lands after a newer one.
+        if (this.pending.some((block) => block.sentOn !== end.link)) for (const block of this.pending) this.send(block);
         const reply = await end.call({ kind: 'disk-flush' }).catch(() => null);
         if (reply?.ok) {
           this.pending = this.pending.filter((block) => block.sequence > covered);
