@@ -2,7 +2,8 @@
 // and ext4 with e2fsck through each node, dm-multipath over one NBD path per node, both paths
 // serving at once (multibus); and that ext4 on multipath rides over kill -9 of the owner (writes go
 // on through the other path, checksums match, e2fsck clean), with two path groups and with one,
-// the killed node returning and taking its volume back in between.
+// the killed node returning and taking its volume back in between; and, after that failback, that
+// ext4 rides over kill -9 of the other node (the array holder by then).
 import { expect } from 'chai';
 import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
@@ -80,9 +81,9 @@ describe('kernel nbd-client in a VM', function () {
     expect(nodes.map(attached).map((count, index) => count - (before[index] as number)), 'a path attached to each node').to.satisfy((counts: number[]) => counts.every((count) => count > 0));
   });
 
-  /** Runs a guest with MODE=kill and kills node a (SIGKILL) once the guest says it is ready for it. */
-  async function guestWithKill(env: Record<string, string | number>): Promise<string> {
-    const log = path.join(directory, `kill-${env.MP_POLICY}.log`);
+  /** Runs a guest with MODE=kill and kills node `victim` (SIGKILL; a by default) once the guest says it is ready for it. */
+  async function guestWithKill(env: Record<string, string | number>, victim = 0): Promise<string> {
+    const log = path.join(directory, `kill-${env.MP_POLICY}-${victim}.log`);
     const args = ['--netns', namespace, '--host-ip', HOST_IP, '--guest-ip', '10.77.0.2', '--script', path.join(VM_DIR, 'guest-multipath.sh'), '--log', log, '--timeout', '300'];
     for (const [key, value] of Object.entries({ ...env, MODE: 'kill', PAUSE_SECONDS: 3 })) args.push('--env', `${key}=${value}`);
     const vm = spawn(path.join(VM_DIR, 'run-vm.sh'), args, { stdio: 'ignore' });
@@ -90,13 +91,13 @@ describe('kernel nbd-client in a VM', function () {
     let killed = false;
     while (vm.exitCode === null && !killed) {
       if ((await fs.readFile(log, 'utf8').catch(() => '')).includes('FTVM-GUEST-READY-FOR-KILL')) {
-        await nodes[0]?.kill();
+        await nodes[victim]?.kill();
         killed = true;
       } else await new Promise((resolve) => setTimeout(resolve, 100));
     }
     const code = await exited;
     const text = await fs.readFile(log, 'utf8').catch(() => '');
-    if (code !== 0 || !killed) throw new Error(`guest failed (exit ${code}, node a killed: ${killed}):\n${text.split('\n').slice(-40).join('\n')}\nserver logs:\n${serverLogs()}`);
+    if (code !== 0 || !killed) throw new Error(`guest failed (exit ${code}, node ${victim === 0 ? 'a' : 'b'} killed: ${killed}):\n${text.split('\n').slice(-40).join('\n')}\nserver logs:\n${serverLogs()}`);
     return text;
   }
 
@@ -118,4 +119,18 @@ describe('kernel nbd-client in a VM', function () {
       expect(nodes[1]?.log()).to.match(/took over volume vol0 from node a/);
     });
   }
+
+  it('after failback, kill -9 of the other node (b, which holds the array by now): ext4 on dm-multipath (both paths serving) goes on through a, which takes the array over', async () => {
+    nodes[0] = await launch(configFile, 'a', { host: HOST_IP, port: PORT_A, directory, prefix: ['ip', 'netns', 'exec', namespace] });
+    for (let tries = 0; (await statusOf('a')).volumes[0]?.owner !== 'a'; tries++) {
+      if (tries > 300) throw new Error('vol0 never came back to node a');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect((await statusOf('a')).arrayHolder, 'b holds the array since a was killed').to.equal('b');
+    const log = await guestWithKill({ PORT_A, PORT_B, EXPORT: 'vol0', MP_POLICY: 'multibus', EXPECT_FAILED_PATHS: 1 }, 1);
+    expect(log).to.contain('FTVM-GUEST-RESULT: PASS');
+    const survivor = await statusOf('a');
+    expect([survivor.arrayHolder, survivor.volumes[0]?.owner]).to.deep.equal(['a', 'a']);
+    expect(nodes[0]?.log()).to.match(/node b, the array holder, is gone .*taking over the shared array/);
+  });
 });
