@@ -237,10 +237,37 @@ interface CachedPage {
   destaging: boolean;
 }
 
-/** A volume served from one node's memory: the memory manager's rules at page granularity. */
-class SimMemory implements Volume {
+/** What the simulated volumes share: one page per request, and the requests the clients never send. */
+abstract class SimVolumeBase implements Volume {
   readonly sizeBytes = PAGES * PAGE_BYTES;
   readonly flushCoversAllConnections = true;
+  abstract read(offset: number, into: Buffer): Promise<void>;
+  abstract write(offset: number, data: readonly Buffer[], fua: boolean): Promise<void>;
+  abstract flush(): Promise<void>;
+
+  trim(): Promise<void> {
+    return Promise.reject(new VolumeError('ENOTSUP', 'not simulated'));
+  }
+
+  zero(): Promise<void> {
+    return Promise.reject(new VolumeError('ENOTSUP', 'not simulated'));
+  }
+
+  cache(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  blockStatus(_offset: number, lengthBytes: number): Promise<Extent[]> {
+    return Promise.resolve([{ lengthBytes, flags: 0 }]);
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
+}
+
+/** A volume served from one node's memory: the memory manager's rules at page granularity. */
+class SimMemory extends SimVolumeBase {
   private readonly pages = new Map<number, CachedPage>();
   private active = true;
   private resyncs = 0;
@@ -252,6 +279,7 @@ class SimMemory implements Volume {
     private readonly node: SimNode,
     private readonly guid: string,
   ) {
+    super();
     this.destageSoon();
   }
 
@@ -295,26 +323,6 @@ class SimMemory implements Volume {
       if (dirty.length === 0) return;
       await Promise.all(dirty.map(([page, cached]) => this.writeThrough(page, cached.value)));
     }
-  }
-
-  trim(): Promise<void> {
-    return Promise.reject(new VolumeError('ENOTSUP', 'not simulated'));
-  }
-
-  zero(): Promise<void> {
-    return Promise.reject(new VolumeError('ENOTSUP', 'not simulated'));
-  }
-
-  cache(): Promise<void> {
-    return Promise.resolve();
-  }
-
-  blockStatus(_offset: number, lengthBytes: number): Promise<Extent[]> {
-    return Promise.resolve([{ lengthBytes, flags: 0 }]);
-  }
-
-  close(): Promise<void> {
-    return Promise.resolve();
   }
 
   /**
@@ -398,15 +406,14 @@ class SimMemory implements Volume {
 }
 
 /** A volume another node owns: requests go to it over the link (forwarded-volume.ts's rules). */
-class SimForwarder implements Volume {
-  readonly sizeBytes = PAGES * PAGE_BYTES;
-  readonly flushCoversAllConnections = true;
-
+class SimForwarder extends SimVolumeBase {
   constructor(
     private readonly node: SimNode,
     private readonly guid: string,
     private readonly ownerId: number,
-  ) {}
+  ) {
+    super();
+  }
 
   async read(offset: number, into: Buffer): Promise<void> {
     const reply = await this.forward(false, offset / PAGE_BYTES, 0);
@@ -418,26 +425,6 @@ class SimForwarder implements Volume {
   }
 
   flush(): Promise<void> {
-    return Promise.resolve();
-  }
-
-  trim(): Promise<void> {
-    return Promise.reject(new VolumeError('ENOTSUP', 'not simulated'));
-  }
-
-  zero(): Promise<void> {
-    return Promise.reject(new VolumeError('ENOTSUP', 'not simulated'));
-  }
-
-  cache(): Promise<void> {
-    return Promise.resolve();
-  }
-
-  blockStatus(_offset: number, lengthBytes: number): Promise<Extent[]> {
-    return Promise.resolve([{ lengthBytes, flags: 0 }]);
-  }
-
-  close(): Promise<void> {
     return Promise.resolve();
   }
 
