@@ -431,26 +431,25 @@ export class ClusterNode {
    * hands them to the storage stack (the caller flushes); elsewhere they are dropped. Returns the count.
    */
   destageMirrors(allocations: readonly Allocation[]): number {
-    let pages = 0;
-    for (const allocation of allocations) {
-      for (const page of this.mirror.takeAllocation(allocation.guid)) {
-        this.stack?.enqueueBlocks(allocation.arrayOffset + page.virtualPage * page.data.length, page.data);
-        pages++;
-      }
-    }
-    return pages;
+    return this.takeMirrors(allocations, this.stack);
   }
 
   /** Like destageMirrors, from any node: through the holder if it is another, and synced. */
   async destageMirrorsToArray(allocations: readonly Allocation[]): Promise<number> {
+    const pages = this.takeMirrors(allocations, this.access);
+    if (pages > 0) await this.access.flush();
+    return pages;
+  }
+
+  /** Takes these allocations' mirrored pages out of the mirror store, handing them to `store` (if any); the count. */
+  private takeMirrors(allocations: readonly Allocation[], store: { enqueueBlocks(offset: number, data: Buffer): void } | null): number {
     let pages = 0;
     for (const allocation of allocations) {
       for (const page of this.mirror.takeAllocation(allocation.guid)) {
-        this.access.enqueueBlocks(allocation.arrayOffset + page.virtualPage * page.data.length, page.data);
+        store?.enqueueBlocks(allocation.arrayOffset + page.virtualPage * page.data.length, page.data);
         pages++;
       }
     }
-    if (pages > 0) await this.access.flush();
     return pages;
   }
 

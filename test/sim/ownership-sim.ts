@@ -774,18 +774,20 @@ class SimNode implements Actor, OwnershipHost<SimVolume> {
   }
 
   destageMirrors(volumes: readonly SimVolume[]): number {
-    let pages = 0;
+    const blocks = this.takeMirrors(volumes);
+    if (this.holding && !this.sim.options.dropMirrorsAtTakeover) for (const [key, value] of blocks) this.localWrite(key, value);
+    return blocks.length;
+  }
+
+  /** node.ts takeMirrors: these volumes' mirrored pages out of the store, as disk blocks. */
+  private takeMirrors(volumes: readonly SimVolume[]): Array<[string, number]> {
+    const blocks: Array<[string, number]> = [];
     for (const entry of volumes) {
       const mirrored = this.mirrors.get(entry.allocation.guid);
-      if (!mirrored) continue;
       this.mirrors.delete(entry.allocation.guid);
-      for (const [page, { value }] of mirrored) {
-        pages++;
-        if (!this.holding || this.sim.options.dropMirrorsAtTakeover) continue;
-        this.localWrite(`${entry.allocation.guid}:${page}`, value);
-      }
+      for (const [page, { value }] of mirrored ?? []) blocks.push([`${entry.allocation.guid}:${page}`, value]);
     }
-    return pages;
+    return blocks;
   }
 
   dropMirrorsExcept(volume: SimVolume, writer: number): number {
@@ -800,18 +802,10 @@ class SimNode implements Actor, OwnershipHost<SimVolume> {
   }
 
   async destageMirrorsToArray(volumes: readonly SimVolume[]): Promise<number> {
-    let pages = 0;
-    for (const entry of volumes) {
-      const mirrored = this.mirrors.get(entry.allocation.guid);
-      if (!mirrored) continue;
-      this.mirrors.delete(entry.allocation.guid);
-      for (const [page, { value }] of mirrored) {
-        pages++;
-        if (!this.sim.options.dropMirrorsAtTakeover) this.array.enqueue(`${entry.allocation.guid}:${page}`, value);
-      }
-    }
-    if (pages > 0) await this.array.flush();
-    return pages;
+    const blocks = this.takeMirrors(volumes);
+    if (!this.sim.options.dropMirrorsAtTakeover) for (const [key, value] of blocks) this.array.enqueue(key, value);
+    if (blocks.length > 0) await this.array.flush();
+    return blocks.length;
   }
 
   holderIs(nodeId: number): void {

@@ -70,6 +70,17 @@ function keeper(disk: SharedDisk, clock: FakeClock, slot: number, gone: (lease: 
   return new LeaseKeeper(slot, `n${slot}`, identity, disk.view(slot), clock, { leaseMs: LEASE_MS, processGone: gone });
 }
 
+/** One keeper in slot 0, acquired; `fenced()` is the reason it was fenced ('' while not). */
+async function oneKeeper(): Promise<{ disk: SharedDisk; clock: FakeClock; a: LeaseKeeper; fenced: () => string }> {
+  const disk = new SharedDisk();
+  const clock = new FakeClock();
+  const a = keeper(disk, clock, 0);
+  let reason = '';
+  a.onFenced = (why) => (reason = why);
+  await a.acquire();
+  return { disk, clock, a, fenced: () => reason };
+}
+
 describe('lease keeper', () => {
   it('holds its lease while renewing; another node sees it live, then expired leaseMs after its last renewal', async () => {
     const disk = new SharedDisk();
@@ -189,12 +200,7 @@ describe('lease keeper', () => {
   });
 
   it('a process frozen past its lease resumes fenced: the renewal due at resume does not bring the lease back', async () => {
-    const disk = new SharedDisk();
-    const clock = new FakeClock();
-    const a = keeper(disk, clock, 0);
-    let fenced = '';
-    a.onFenced = (reason) => (fenced = reason);
-    await a.acquire();
+    const { disk, clock, a, fenced } = await oneKeeper();
     await clock.advance(600);
     expect(a.holds()).to.equal(true);
     // SIGSTOP for two leases: time runs on, no timer of this process fires.
@@ -202,7 +208,7 @@ describe('lease keeper', () => {
     disk.readDelay = { clock, ms: 30 };
     expect(a.holds(), 'run out while frozen').to.equal(false);
     await clock.advance(50);
-    expect(fenced).to.match(/lease ran out/);
+    expect(fenced()).to.match(/lease ran out/);
     expect(a.holds(), 'still run out after the renewal that was due').to.equal(false);
   });
 
@@ -219,18 +225,13 @@ describe('lease keeper', () => {
   });
 
   it('giving way stops renewals and fences once the lease has run out', async () => {
-    const disk = new SharedDisk();
-    const clock = new FakeClock();
-    const a = keeper(disk, clock, 0);
-    let fenced = '';
-    a.onFenced = (reason) => (fenced = reason);
-    await a.acquire();
+    const { disk, clock, a, fenced } = await oneKeeper();
     await clock.advance(500);
     a.yieldLease('cut off');
     const sequence = disk.slots[0]?.sequence;
     await clock.advance(LEASE_MS);
     expect(disk.slots[0]?.sequence, 'renewed after giving way').to.equal(sequence);
-    expect(fenced).to.equal('cut off');
+    expect(fenced()).to.equal('cut off');
     expect(a.holds()).to.equal(false);
   });
 });
