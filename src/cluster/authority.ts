@@ -11,7 +11,8 @@
 //        → stop renewing this node's lease: it runs out, this node is fenced, the holder takes
 //          over its volumes; at most one side ever acknowledges for a volume
 //   the holder, for each volume:
-//     owned here, home node live for FAILBACK_SETTLE_MS   → hand it back (failback)
+//     owned here, home node live for FAILBACK_SETTLE_MS   → hand it back (failback): its clean
+//        resident pages copied there first (a warm handover), then released here and assigned
 //     owner live, not yet confirmed                        → send it a takeover message (it serves)
 //     owner gone and its lease expired (or proven dead)    → take it over: new epoch, its mirrored
 //        pages to the disks, served from this node's memory manager, partners told; with
@@ -78,8 +79,19 @@ export interface OwnershipHost<V extends OwnedVolume> {
   holdArray(): Promise<void>;
   /** Everything handed to the array so far is on the disks and synced (holder only). */
   flushArray(): Promise<void>;
-  /** Serves the volume from this node's memory manager. */
-  own(entry: V): void;
+  /**
+   * Serves the volume from this node's memory manager. `handedOverAt`: the epoch of the hand-over
+   * that gave it here; the pages its giver copied here for it at that epoch (copyResident) start
+   * resident, if nothing has made them stale since.
+   */
+  own(entry: V, handedOverAt?: number): void;
+  /**
+   * A warm handover: the clean resident pages of a volume served here to the node `to` that serves
+   * it next (resync begin, write pages, resync end): 'live' while it is still served, then 'paused'
+   * once paused and drained (only what changed since, and the end). Best effort: a copy that fails
+   * costs `to` page-ins, nothing more. The count of pages staged there.
+   */
+  copyResident(entry: V, to: number, phase: 'live' | 'paused'): Promise<number>;
   /** Requests for the volume go to `ownerId` from now on. */
   forward(entry: V, ownerId: number): void;
   /** Fig. 9 for a volume served here: every page on the disks, frames freed, partners' structures dismantled. */
@@ -198,7 +210,7 @@ export class Authority<V extends OwnedVolume> {
         await this.reclaim([entry]);
         node.logger.info(`serving volume ${entry.allocation.name} (handed over by node ${node.name(message.fromNodeId)}, epoch ${message.epoch})`);
       }
-      node.own(entry);
+      node.own(entry, message.epoch);
       return reply(message, Status.Ok);
     }
     if (entry.memory) {
@@ -483,7 +495,7 @@ export class Authority<V extends OwnedVolume> {
       this.confirmed.delete(guid);
       if (home === node.nodeId) {
         node.destageMirrors([entry]);
-        node.own(entry);
+        node.own(entry, node.leases.epoch);
       } else node.forward(entry, home);
       await node.writeOwners();
       if (home === node.nodeId) await this.announce(entry, owner, home, node.leases.epoch);
@@ -495,17 +507,22 @@ export class Authority<V extends OwnedVolume> {
   }
 
   /**
-   * Stops serving a volume here: new requests wait at the switch, running ones finish, Fig. 9 (every
-   * page on the disks and synced, frames freed, partners' structures dismantled), then requests go
-   * to `to`. `then` runs before the switch opens again. Whatever fails, the volume is served here again.
+   * Stops serving a volume here: new requests wait at the switch, running ones finish, its clean
+   * resident pages go to `to` (copyResident), Fig. 9 (every page on the disks and synced, frames
+   * freed, partners' structures dismantled), then requests go to `to`. `then` runs before the switch opens again. Whatever fails, the volume is served here again.
    */
   private async giveUp(entry: V, to: number, then: () => Promise<void> = async () => undefined): Promise<void> {
     const { node } = this;
     entry.moving = `moving to ${node.name(to)}`;
     const volumeSwitch = entry.switch;
+    const began = this.clock.now();
+    const live = await node.copyResident(entry, to, 'live');
     volumeSwitch.pause();
+    const paused = this.clock.now();
     try {
       await volumeSwitch.drain();
+      const copied = await node.copyResident(entry, to, 'paused');
+      if (copied > 0) node.logger.info(`volume ${entry.allocation.name}: ${copied} resident page(s) copied to node ${node.name(to)} (${live} in ${Math.round(paused - began)} ms while serving, ${copied - live} in ${Math.round(this.clock.now() - paused)} ms paused)`);
       await node.releaseVolume(entry);
       node.forward(entry, to);
       await then();

@@ -14,10 +14,10 @@
 // The partners' mirrored pages live in the same frame pool (mirror-store.ts). They stay until that
 // partner's resync drops them (it is back) or it is taken over (then they go to the disks first).
 import { clusterUuid, findNode, type ClusterConfig, type NodeConfig } from '../config/index.js';
-import { FramePool, LinkReplicator, MemoryManager, MemoryVolume, MirrorStore } from '../memory/index.js';
+import { FramePool, LinkReplicator, MemoryManager, MemoryVolume, MirrorStore, ResyncStage, type PagePointer } from '../memory/index.js';
 import { Exports, NbdServer } from '../nbd/index.js';
 import type { Logger } from '../observe/index.js';
-import { IoOp, MessageType, NIL_ALLOCATION, Status, type Identity, type PartnerLink } from '../partner/index.js';
+import { IoOp, MAX_PAGE_BYTES, MessageType, NIL_ALLOCATION, Status, type Identity, type Message, type PartnerLink } from '../partner/index.js';
 import {
   assembleArray,
   FileMember,
@@ -75,8 +75,22 @@ export interface Served {
   moving: string;
 }
 
+/** A warm handover under way (ClusterNode.copyResident), between its live and its paused pass. */
+interface ResidentCopy {
+  to: number;
+  link: PartnerLink;
+  epoch: number;
+  /** Page → the version it was sent at. */
+  sentVersions: Map<number, number>;
+  sent: number;
+  staged: number;
+  /** `to` answered no space: nothing more is sent. */
+  full: boolean;
+}
+
 export class ClusterNode {
   private mode: 'mirrored' | 'write-through' | null = null;
+  private readonly copies = new Map<string, ResidentCopy>();
   private fenced = false;
   private stopping = false;
   readonly authority: Authority<Served>;
@@ -142,7 +156,8 @@ export class ClusterNode {
       flushArray: async () => {
         await this.stack?.flush();
       },
-      own: (entry) => this.own(entry),
+      own: (entry, handedOverAt) => this.own(entry, handedOverAt),
+      copyResident: (entry, to, phase) => this.copyResident(entry, to, phase),
       forward: (entry, ownerId) => this.forward(entry, ownerId),
       releaseVolume: async (entry) => {
         this.targets.owned.delete(entry.allocation.guid);
@@ -168,8 +183,10 @@ export class ClusterNode {
     const pool = new FramePool(config.memory);
     let manager: MemoryManager | null = null;
     const mirror = new MirrorStore(pool, (bytes) => manager?.reclaim(bytes) ?? null, () => manager?.reclaimableBytes ?? 0);
+    const stage = new ResyncStage(pool, (guid) => mirror.shapeOf(guid));
     const targets: ResponderTargets = {
       mirror,
+      stage,
       stack: null,
       owned: new Map(),
       holding: false,
@@ -245,7 +262,11 @@ export class ClusterNode {
       control = new ControlServer(stack?.array ?? null, logger);
       const started = new ClusterNode(config, nodeId, server, control, partners, manager, mirror, stack, holderId, record, responder, targets, leases, identity, access, served, logger);
       built = started;
-      targets.takeover = (message) => started.authority.onTakeover(message);
+      targets.takeover = (message) => {
+        // Given to another node: what a warm handover staged here of it is not for this node.
+        if (message.toNodeId !== nodeId && message.allocation !== NIL_ALLOCATION) stage.invalidate(message.allocation);
+        return started.authority.onTakeover(message);
+      };
       if (holderId === nodeId) {
         // Array requests are served from here on: partners put what they mirrored of this node's
         // volumes in its previous life on the disks, through it, before it serves them.
@@ -263,7 +284,11 @@ export class ClusterNode {
         started.modeChanged();
         started.authority.partnerUp(link.peer.nodeId, link.peer.epoch);
       };
-      partners.onDown = (peer) => started.partnerLost(peer);
+      partners.onDown = (peer) => {
+        // Its later writes of a volume it copied here would reach no one here.
+        stage.peerLost(peer);
+        started.partnerLost(peer);
+      };
       leases.isLivePartner = (slot) => partners.link(slot) !== null;
       leases.onFenced = (reason) => started.fence(reason);
       leases.onSlow = (what) => logger.warn(what);
@@ -379,16 +404,107 @@ export class ClusterNode {
     return this.config.nodes[nodeId]?.name ?? String(nodeId);
   }
 
-  /** This node serves `entry` from its memory manager from now on. */
-  own(entry: Served): void {
+  /**
+   * This node serves `entry` from its memory manager from now on; handed over at epoch
+   * `handedOverAt`, with the pages its giver copied here then (copyResident) resident from the start.
+   */
+  own(entry: Served, handedOverAt?: number): void {
     const { allocation, pageBytes } = entry;
+    const created = !entry.memory;
     if (!entry.memory) {
       this.manager.createAllocation({ guid: allocation.guid, arrayOffset: allocation.arrayOffset, sizeBytes: allocation.sizeBytes, pageBytes });
       entry.memory = new MemoryVolume(this.manager, allocation.name, allocation.guid, pageBytes, allocation.sizeBytes);
     }
+    // Staged pages are only good for an allocation that starts here now: one served here already
+    // may have been written since they were copied.
+    const installed = this.targets.stage.take(allocation.guid, created && handedOverAt !== undefined ? handedOverAt : -1, (virtualPage, frame) => this.manager.installCleanFrame(allocation.guid, virtualPage, frame));
+    if (installed > 0) this.logger.info(`volume ${allocation.name}: ${installed} page(s) copied by its previous owner are resident here`);
     entry.ownerId = this.nodeId;
     this.targets.owned.set(allocation.guid, localView(entry.switch, entry.memory));
     entry.switch.setTarget(entry.memory);
+  }
+
+  /**
+   * A warm handover (Authority.giveUp) of the volume's clean resident pages to `to`, between resync
+   * begin and resync end, in runs of consecutive pages. 'live', while the volume is still served:
+   * resync begin, then every page clean now, remembering the version each was sent at. 'paused',
+   * once it is paused and drained: everything modified to the disks, then the clean pages not sent
+   * yet or changed since, then resync end (a page written in between was mirrored to `to` too,
+   * which drops its staged copy). So the pause covers only what changed during the live pass.
+   * Stops early when `to` has no free frame left. Best effort: never throws; the count staged.
+   */
+  async copyResident(entry: Served, to: number, phase: 'live' | 'paused'): Promise<number> {
+    const { guid, name } = entry.allocation;
+    const link = this.partners.link(to);
+    // A live pass starts afresh: one left by a handover that failed between its passes is no guide.
+    let copy = phase === 'paused' ? this.copies.get(guid) : undefined;
+    if (copy && (copy.link !== link || copy.to !== to)) copy = undefined;
+    this.copies.delete(guid);
+    if (!link || !entry.memory || !this.config.warmFailback) return 0;
+    try {
+      if (!copy) {
+        copy = { to, link, epoch: this.leases.epoch, sentVersions: new Map(), sent: 0, staged: 0, full: false };
+        expectOk(await link.request({ type: MessageType.ResyncBegin, epoch: copy.epoch, allocationCount: 1, pageCount: entry.memory ? this.manager.residentPages : 0 }), 'resync begin');
+      }
+      if (phase === 'paused') await this.manager.flush();
+      await this.sendCleanPages(entry, copy);
+      if (phase === 'live') {
+        this.copies.set(guid, copy);
+        return copy.staged;
+      }
+      expectOk(await link.request({ type: MessageType.ResyncEnd, epoch: copy.epoch, allocationCount: 1, pageCount: copy.sent }), 'resync end');
+      return copy.staged;
+    } catch (error) {
+      this.logger.warn(`volume ${name}: copying resident pages to node ${this.name(to)} failed (${(error as Error).message}); it pages them in instead`);
+      return 0;
+    }
+  }
+
+  /** The clean pages not sent at their current version yet, COPY_RUNS_IN_FLIGHT runs at a time. */
+  private async sendCleanPages(entry: Served, copy: ResidentCopy): Promise<void> {
+    const { guid } = entry.allocation;
+    const pageBytes = entry.pageBytes;
+    const maxRun = Math.max(1, MAX_PAGE_BYTES / pageBytes);
+    const candidates = this.manager.residentPageNumbers(guid);
+    let next = 0;
+    const lockRun = (): Array<PagePointer & { version: number }> => {
+      const run: Array<PagePointer & { version: number }> = [];
+      while (next < candidates.length && run.length < maxRun) {
+        const virtualPage = candidates[next] as number;
+        const last = run[run.length - 1];
+        if (last && last.virtualPage + 1 !== virtualPage) break;
+        next++;
+        const pointer = this.manager.lockCleanPage(guid, virtualPage);
+        if (pointer && copy.sentVersions.get(virtualPage) === pointer.version) {
+          void this.manager.releasePointer(pointer);
+          if (run.length > 0) break;
+          continue;
+        }
+        if (pointer) run.push(pointer);
+        else if (run.length > 0) break;
+      }
+      return run;
+    };
+    const sender = async (): Promise<void> => {
+      while (!copy.full) {
+        const run = lockRun();
+        if (run.length === 0) return;
+        try {
+          const first = (run[0] as PagePointer).virtualPage;
+          copy.sent += run.length;
+          const answer = await copy.link.request({ type: MessageType.WritePage, allocation: guid, virtualPage: first, version: 0, pageBytes, offset: 0, length: run.length * pageBytes, dirty: false, zeroFill: false, data: run.map((pointer) => pointer.data) });
+          if (answer.type === MessageType.CommandComplete && answer.status === Status.NoSpace) copy.full = true;
+          else expectOk(answer, 'write page');
+          if (!copy.full) {
+            copy.staged += run.length;
+            for (const pointer of run) copy.sentVersions.set(pointer.virtualPage, pointer.version);
+          }
+        } finally {
+          for (const pointer of run) void this.manager.releasePointer(pointer);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: COPY_RUNS_IN_FLIGHT }, sender));
   }
 
   /** `entry` is served by `ownerId` from now on; requests here are forwarded there. */
@@ -589,6 +705,13 @@ export class ClusterNode {
     // Released last: a partner takes over at once, and by now everything is on the disks.
     await this.leases.release();
   }
+}
+
+/** Write pages of a warm handover in flight at once: enough to keep the link busy, bounded memory. */
+const COPY_RUNS_IN_FLIGHT = 8;
+
+function expectOk(answer: Message, what: string): void {
+  if (answer.type !== MessageType.CommandComplete || answer.status !== Status.Ok) throw new Error(`${what} refused (${answer.type === MessageType.CommandComplete ? `status ${answer.status}` : `message ${answer.type}`})`);
 }
 
 /** Whether the partner holds the shared array (or is opening it). */

@@ -1,10 +1,11 @@
 // The message response of one node (the patent's Fig. 10): applies what partners send to this
 // node's structures. Space request, allocate / release memory, write page and page clean go to
-// the mirror store; forwarded I/O goes to the volume this node owns, or (NIL allocation) to the
-// shared array if this node holds it open.
+// the mirror store; resync begin / end and the clean pages between them to the resync stage;
+// forwarded I/O goes to the volume this node owns, or (NIL allocation) to the shared array if this
+// node holds it open.
 // A request that fails is answered with command complete and a status; the link stays up, because
 // a failed disk read says nothing about the stream.
-import type { MirrorStore } from '../memory/index.js';
+import type { MirrorStore, ResyncStage } from '../memory/index.js';
 import type { Logger } from '../observe/index.js';
 import { commandComplete, IoOp, MAX_IO_BYTES, MessageType, NIL_ALLOCATION, Status, type ForwardedIo, type Message, type Takeover } from '../partner/index.js';
 import { BLOCK_BYTES, type StorageStack } from '../storage/index.js';
@@ -13,6 +14,8 @@ import { OwnerUnavailableError } from './volume-switch.js';
 
 export interface ResponderTargets {
   mirror: MirrorStore;
+  /** A warm handover's pages, until the takeover that installs them. */
+  stage: ResyncStage;
   /** The shared array, if this node holds it open. */
   stack: StorageStack | null;
   /** Volumes this node owns, by allocation GUID (views that refuse once the volume moved on). */
@@ -39,10 +42,17 @@ export class Responder {
 
   handle = (message: Message, link?: { peer: { nodeId: number } }): Promise<Message | null> | Message | null => {
     switch (message.type) {
+      case MessageType.WritePage:
+        // A clean page belongs to a warm handover; a change makes staged copies of its allocation stale.
+        if (!message.dirty) return link ? this.targets.stage.handle(message, link.peer.nodeId) : commandComplete(message, Status.Invalid);
+        if (!this.targets.stage.empty) this.targets.stage.invalidate(message.allocation, message.virtualPage, Math.max(1, Math.ceil((message.offset + message.length) / message.pageBytes)));
+        return this.targets.mirror.handle(message, link?.peer.nodeId);
+      case MessageType.ResyncBegin:
+      case MessageType.ResyncEnd:
+        return link ? this.targets.stage.handle(message, link.peer.nodeId) : commandComplete(message, Status.Invalid);
       case MessageType.SpaceRequest:
       case MessageType.AllocateMemory:
       case MessageType.ReleaseMemory:
-      case MessageType.WritePage:
       case MessageType.PageClean:
         return this.targets.mirror.handle(message, link?.peer.nodeId);
       case MessageType.ForwardedIo:

@@ -125,6 +125,12 @@ const configSchema = z
     leaseMs: z.number().int().min(200, 'leaseMs must be at least 200').max(600_000, 'leaseMs must be at most 600000').default(2000),
     /** A node that takes over a dead node's volumes also listens on its TCP NBD addresses until it returns. */
     takeoverAddresses: z.boolean().default(false),
+    /**
+     * A node handing a volume back (failback) copies its clean resident pages to the home node
+     * first, so the home node's first reads take no page-in; false hands over with a cold memory
+     * (a shorter pause at the handover when the volume's resident set is large).
+     */
+    warmFailback: z.boolean().default(true),
     volumes: z.array(volumeSchema).min(1),
   })
   .superRefine((config, context) => {

@@ -3,3 +3,4 @@ export { MemoryManager, MAX_RUN_BYTES, type AllocationSpec, type MemoryManagerOp
 export { MemoryVolume } from './memory-volume.js';
 export { MirrorStore } from './mirror-store.js';
 export { LinkReplicator } from './link-replicator.js';
+export { ResyncStage, STAGE_TTL_MS, type StageTimers } from './resync-stage.js';

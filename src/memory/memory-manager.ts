@@ -250,6 +250,56 @@ export class MemoryManager {
     return { allocation: guid, virtualPage, mode: 'write', data: page.data };
   }
 
+  /** The allocation's resident page numbers, in order: what a warm handover walks. */
+  residentPageNumbers(guid: string): number[] {
+    const allocation = this.allocations.get(guid);
+    if (!allocation) throw new Error(`unknown allocation ${guid}`);
+    return [...allocation.pages.keys()].sort((a, b) => a - b);
+  }
+
+  /**
+   * A read lock on a page if it is resident, loaded, clean and not write-locked now, with its
+   * version; else null and nothing changed. A warm handover copies such pages to the next owner:
+   * the lock keeps the frame from being replaced or written while its bytes travel by reference,
+   * and the version tells a later pass whether the page changed since. The caller releases it.
+   */
+  lockCleanPage(guid: string, virtualPage: number): (PagePointer & { version: number }) | null {
+    const page = this.allocations.get(guid)?.pages.get(virtualPage);
+    if (!page || page.loading || page.writer || page.unfilled || page.queuedForDestage || page.version !== page.cleanVersion) return null;
+    page.readers++;
+    return { allocation: guid, virtualPage, mode: 'read', data: page.data, version: page.version };
+  }
+
+  /**
+   * A page whose bytes equal what the disks hold, put in memory without a page-in (a warm handover,
+   * or a takeover's mirrored pages once they are on the disks). `frame` is a block of the pool of
+   * the allocation's page size, handed over to this manager when installed; false (and the caller
+   * keeps the frame) when the page is resident already or outside the allocation.
+   */
+  installCleanFrame(guid: string, virtualPage: number, frame: number): boolean {
+    const allocation = this.allocations.get(guid);
+    if (!allocation || !Number.isInteger(virtualPage) || virtualPage < 0 || virtualPage >= allocation.sizeBytes / allocation.pageBytes) return false;
+    if (allocation.pages.has(virtualPage) || this.pool.view(frame).length !== allocation.pageBytes) return false;
+    const page = this.residentPage(allocation, virtualPage, frame, 'read', true);
+    page.readers = 0;
+    return true;
+  }
+
+  /**
+   * installCleanFrame for bytes held elsewhere: copied into a free frame of the pool. Never evicts
+   * (a warm start must not cost pages in use); false when no frame is free or it is not installed.
+   */
+  installCleanPage(guid: string, virtualPage: number, data: Buffer): boolean {
+    const allocation = this.allocations.get(guid);
+    if (!allocation || data.length !== allocation.pageBytes) return false;
+    const frame = this.pool.allocate(allocation.pageBytes);
+    if (frame === null) return false;
+    data.copy(this.pool.view(frame));
+    if (this.installCleanFrame(guid, virtualPage, frame)) return true;
+    this.pool.free(frame);
+    return false;
+  }
+
   /** Fig. 8. Resolves when a modification is held by every live partner, or is on the disks. */
   async releasePointer(pointer: PagePointer, modified?: { offset: number; length: number }): Promise<void> {
     if (pointer.mode === 'write') return this.releaseRun([pointer], modified);

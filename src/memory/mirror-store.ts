@@ -68,6 +68,11 @@ export class MirrorStore {
     this.shapes.delete(allocation);
   }
 
+  /** The allocation's shape as its owner announced it (allocate memory); undefined if it did not. */
+  shapeOf(allocation: string): { sizeBytes: number; pageBytes: number } | undefined {
+    return this.shapes.get(allocation);
+  }
+
   /** The mirrored pages of an allocation: page → {version, data}; data are views of the pool. */
   pagesOf(allocation: string): Map<number, { version: number; data: Buffer }> {
     return new Map([...(this.pages.get(allocation) ?? new Map<number, MirrorPage>())].map(([page, mirror]) => [page, { version: mirror.version, data: mirror.data }]));

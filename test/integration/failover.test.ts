@@ -124,6 +124,13 @@ describe('failover and failback (real processes, kill -9)', function () {
     const returned = await cluster.start('a');
     await until('vol0 is served by a again', async () => (ownerOf(await clusterStatus(returned), 'vol0') === 'a' && (await clusterStatus(b)).mode === 'mirrored' ? true : null));
     await until('b gave a its address back', async () => (returned.log().includes(`nbd listening on 127.0.0.1:${a.port}`) ? true : null));
+    // A warm handover: b read all of vol0 above, so every page of it was resident there, and b
+    // copied them to a before it let go; a serves them from memory (the reads below check the bytes).
+    const copied = Number(/volume vol0: (\d+) resident page\(s\) copied to node a \(/.exec(b.log())?.[1] ?? 0);
+    const installed = Number(/volume vol0: (\d+) page\(s\) copied by its previous owner are resident here/.exec(returned.log())?.[1] ?? 0);
+    expect(copied, 'pages b copied to a').to.be.greaterThan(0);
+    expect(installed, 'pages a installed').to.equal(copied);
+    expect((await clusterStatus(returned)).residentPages).to.be.at.least(installed);
     const throughA = await attach(returned.port, 'vol0');
     await writeRound(throughA, models.vol0, random);
     await writeRound(clients.vol1, models.vol1, random);

@@ -16,6 +16,10 @@
 //   mirrors      kept until the owner's resync after a join drops them (a page clean up to its version
 //                then) or a takeover destages them; a node about to serve a volume first has its
 //                partners put what they mirrored of its previous process on the disks (reclaim)
+//   handover     a node giving a volume up copies its clean cached pages to the next owner, once
+//                while still serving and once paused (what changed since); resync-stage.ts's rules
+//                there: a page is dropped at a mirrored write of it, all at the giver's link closing,
+//                a takeover to another node, another epoch; the rest start cached at the new owner
 //   start        lease acquire, a holder found by probing partners or claimed (findHolder's rule),
 //                the owners from the cluster record the holder writes
 //   links        FIFO per direction, heartbeats; a link closes at a crash (the kernel), at a fence, or
@@ -66,6 +70,8 @@ export interface OwnershipSimStats {
   arrayTakeovers: number;
   volumeTakeovers: number;
   failbacks: number;
+  /** Pages that started resident at a node handed a volume (warm handover). */
+  warmPages: number;
   writesAcked: number;
   writesFailed: number;
   readsChecked: number;
@@ -102,6 +108,8 @@ type Payload =
   | { kind: 'clean'; guid: string; page: number; value: number }
   | { kind: 'clean-all'; guid: string; upTo: number }
   | { kind: 'release'; guid: string }
+  | { kind: 'resync-pages'; guid: string; epoch: number; begin: boolean; pages: Array<[number, number]> }
+  | { kind: 'resync-end'; epoch: number }
   | { kind: 'io'; guid: string; write: boolean; page: number; value: number }
   | { kind: 'disk-write'; key: string; value: number }
   | { kind: 'disk-flush' }
@@ -275,12 +283,20 @@ class SimMemory extends SimVolumeBase {
   /** The highest value (version) written here. */
   private highest = 0;
 
+  /** `resident`: clean pages it starts with (installCleanFrame, from a warm handover). */
   constructor(
     private readonly node: SimNode,
     private readonly guid: string,
+    resident: ReadonlyMap<number, number> = new Map(),
   ) {
     super();
+    for (const [page, value] of resident) this.pages.set(page, { value, dirty: false, destaging: false });
     this.destageSoon();
+  }
+
+  /** lockCleanPages: what a warm handover copies (after a flush). */
+  cleanPages(): Array<[number, number]> {
+    return [...this.pages].filter(([, cached]) => !cached.dirty && !cached.destaging).map(([page, cached]) => [page, cached.value]);
   }
 
   async read(offset: number, into: Buffer): Promise<void> {
@@ -467,6 +483,10 @@ class SimNode implements Actor, OwnershipHost<SimVolume> {
   private readonly ownedViews = new Map<string, Volume>();
   /** Per volume, page → the newest value mirrored and the node that wrote it (mirror-store.ts). */
   private readonly mirrors = new Map<string, Map<number, { value: number; writer: number }>>();
+  /** resync-stage.ts: per giver, the epoch of its warm handover and, per volume, page → value. */
+  private readonly stage = new Map<number, { epoch: number; complete: boolean; pages: Map<string, Map<number, number>> }>();
+  /** A warm handover between its passes: per volume, page → the value sent (node.ts copies). */
+  private readonly copies = new Map<string, { to: number; end: LinkEnd; epoch: number; sent: Map<number, number> }>();
   private readonly pendingDisk = new Set<Promise<void>>();
   /** Members whose writes reached this node while it did not hold the array, since their last flush. */
   private readonly refusedWrites = new Set<number>();
@@ -622,6 +642,7 @@ class SimNode implements Actor, OwnershipHost<SimVolume> {
   linkDown(peer: number, link: SimLink): void {
     if (this.links.get(peer)?.link !== link) return;
     this.links.delete(peer);
+    this.stage.delete(peer);
     if (!this.started) return;
     for (const entry of this.served.values()) entry.memory?.partnerLost();
     // node.partnerLost: the partner's mirrored pages stay (its resync drops them, a takeover destages them).
@@ -638,9 +659,11 @@ class SimNode implements Actor, OwnershipHost<SimVolume> {
         return this.claimingArray || this.holding ? OK : refused('not the holder');
       case 'takeover': {
         if (!this.started) return { ...OK, message: { type: MessageType.CommandComplete, requestId: 0, requestType: MessageType.Takeover, status: Status.UnknownAllocation } };
+        if (payload.message.toNodeId !== this.node) this.invalidateStage(payload.message.allocation);
         return { ...OK, message: await this.authority.onTakeover(payload.message) };
       }
       case 'mirror': {
+        this.invalidateStage(payload.guid, payload.page);
         let pages = this.mirrors.get(payload.guid);
         if (!pages) this.mirrors.set(payload.guid, (pages = new Map()));
         const held = pages.get(payload.page);
@@ -661,6 +684,28 @@ class SimNode implements Actor, OwnershipHost<SimVolume> {
       case 'release':
         this.mirrors.delete(payload.guid);
         return OK;
+      case 'resync-pages': {
+        let session = this.stage.get(from);
+        if (payload.begin || !session) {
+          const fresh = { epoch: payload.epoch, complete: false, pages: new Map<string, Map<number, number>>() };
+          this.stage.set(from, fresh);
+          this.clock.setTimer(30_000, () => {
+            if (this.stage.get(from) === fresh) this.stage.delete(from);
+          });
+          session = fresh;
+        }
+        if (session.complete) return refused('resync complete');
+        let pages = session.pages.get(payload.guid);
+        if (!pages) session.pages.set(payload.guid, (pages = new Map()));
+        for (const [page, value] of payload.pages) pages.set(page, value);
+        return OK;
+      }
+      case 'resync-end': {
+        const session = this.stage.get(from);
+        if (!session || session.epoch !== payload.epoch) return refused('no resync');
+        session.complete = true;
+        return OK;
+      }
       case 'io': {
         const view = this.ownedViews.get(payload.guid);
         if (!view) return refused('not-local');
@@ -790,6 +835,45 @@ class SimNode implements Actor, OwnershipHost<SimVolume> {
     return blocks;
   }
 
+  /**
+   * node.ts copyResident: 'live', the clean cached pages now, remembering their values; 'paused',
+   * after a flush, the clean ones not sent yet or changed since, then the end (the link is FIFO:
+   * a page's mirror sent after its copy drops it there).
+   */
+  async copyResident(entry: SimVolume, to: number, phase: 'live' | 'paused'): Promise<number> {
+    const guid = entry.allocation.guid;
+    const end = this.linkTo(to);
+    let copy = phase === 'paused' ? this.copies.get(guid) : undefined;
+    if (copy && (copy.end !== end || copy.to !== to)) copy = undefined;
+    this.copies.delete(guid);
+    const memory = entry.memory;
+    if (!end || !memory) return 0;
+    try {
+      const begin = !copy;
+      const state = copy ?? { to, end, epoch: this.keeper.epoch, sent: new Map<number, number>() };
+      copy = state;
+      if (phase === 'paused') await memory.flush();
+      const pages = memory.cleanPages().filter(([page, value]) => state.sent.get(page) !== value);
+      const reply = await end.call({ kind: 'resync-pages', guid, epoch: copy.epoch, begin, pages });
+      if (!reply.ok) return 0;
+      for (const [page, value] of pages) copy.sent.set(page, value);
+      if (phase === 'live') {
+        this.copies.set(guid, copy);
+        return copy.sent.size;
+      }
+      return (await end.call({ kind: 'resync-end', epoch: copy.epoch })).ok ? copy.sent.size : 0;
+    } catch {
+      return 0;
+    }
+  }
+
+  private invalidateStage(guid: string, page?: number): void {
+    for (const session of this.stage.values()) {
+      if (page === undefined) session.pages.delete(guid);
+      else session.pages.get(guid)?.delete(page);
+    }
+  }
+
   dropMirrorsExcept(volume: SimVolume, writer: number): number {
     const pages = this.mirrors.get(volume.allocation.guid);
     let dropped = 0;
@@ -842,8 +926,17 @@ class SimNode implements Actor, OwnershipHost<SimVolume> {
     await this.flushLocal().catch(() => undefined);
   }
 
-  own(entry: SimVolume): void {
-    entry.memory ??= new SimMemory(this, entry.allocation.guid);
+  own(entry: SimVolume, handedOverAt?: number): void {
+    // node.ts own: staged pages of a matching epoch start resident in a memory that starts now.
+    const resident = new Map<number, number>();
+    for (const session of this.stage.values()) {
+      const pages = session.pages.get(entry.allocation.guid);
+      session.pages.delete(entry.allocation.guid);
+      const current = !entry.memory && handedOverAt !== undefined && session.complete && session.epoch === handedOverAt;
+      if (pages && current) for (const [page, value] of pages) resident.set(page, value);
+    }
+    if (resident.size > 0) this.sim.stats.warmPages += resident.size;
+    entry.memory ??= new SimMemory(this, entry.allocation.guid, resident);
     entry.ownerId = this.node;
     this.ownedViews.set(entry.allocation.guid, localView(entry.switch, entry.memory));
     entry.switch.setTarget(entry.memory);
@@ -1032,7 +1125,7 @@ class OwnershipSimulation {
     this.borrowers = this.nodeIds.map(() => null);
     this.sameHost = this.random() < 0.5;
     this.storm = options.storm ?? this.random() < 0.25;
-    this.stats = { nodes: count, crashes: 0, pauses: 0, cuts: 0, slowLeaseSpells: 0, fenced: 0, arrayTakeovers: 0, volumeTakeovers: 0, failbacks: 0, writesAcked: 0, writesFailed: 0, readsChecked: 0, reconnects: 0 };
+    this.stats = { nodes: count, crashes: 0, pauses: 0, cuts: 0, slowLeaseSpells: 0, fenced: 0, arrayTakeovers: 0, volumeTakeovers: 0, failbacks: 0, warmPages: 0, writesAcked: 0, writesFailed: 0, readsChecked: 0, reconnects: 0 };
     this.leaseDisk = new SimLeaseDisk(this.world, count, this.random, (writer, lease) => this.leaseWrite(writer, lease), (line) => this.note(line));
     this.disk = new SimDisks(this);
   }
@@ -1416,7 +1509,7 @@ export interface OwnershipRunSummary {
 /** Runs seeds start … start+count−1, stopping at the first failure. */
 export async function runOwnershipSeeds(start: number, count: number, options: OwnershipSimOptions = {}): Promise<OwnershipRunSummary> {
   const began = performance.now();
-  const totals: Omit<OwnershipSimStats, 'nodes'> = { crashes: 0, pauses: 0, cuts: 0, slowLeaseSpells: 0, fenced: 0, arrayTakeovers: 0, volumeTakeovers: 0, failbacks: 0, writesAcked: 0, writesFailed: 0, readsChecked: 0, reconnects: 0 };
+  const totals: Omit<OwnershipSimStats, 'nodes'> = { crashes: 0, pauses: 0, cuts: 0, slowLeaseSpells: 0, fenced: 0, arrayTakeovers: 0, volumeTakeovers: 0, failbacks: 0, warmPages: 0, writesAcked: 0, writesFailed: 0, readsChecked: 0, reconnects: 0 };
   let steps = 0;
   let seedsRun = 0;
   let failed: OwnershipRunSummary['failed'] = null;

@@ -155,6 +155,7 @@ export interface ClusterOptions {
   partnerTimeoutMs?: number;
   leaseMs?: number;
   takeoverAddresses?: boolean;
+  warmFailback?: boolean;
   logLevel?: string;
 }
 
@@ -178,7 +179,7 @@ export async function writeClusterConfig(
   directory: string,
   volumes: Array<VolumeSpec & { owner: string; pageBytes?: number }>,
   nodes: Array<{ name: string; listen: { host: string; port: number }; partner: { host: string; port: number } }>,
-  options: { memoryBytes?: number; cacheBytes?: number; partnerTimeoutMs?: number; leaseMs?: number; takeoverAddresses?: boolean } = {},
+  options: { memoryBytes?: number; cacheBytes?: number; partnerTimeoutMs?: number; leaseMs?: number; takeoverAddresses?: boolean; warmFailback?: boolean } = {},
 ): Promise<string> {
   const members = await provisionArray(
     directory,
@@ -192,6 +193,7 @@ export async function writeClusterConfig(
     ...(options.partnerTimeoutMs !== undefined ? { partnerTimeoutMs: options.partnerTimeoutMs } : {}),
     ...(options.leaseMs !== undefined ? { leaseMs: options.leaseMs } : {}),
     ...(options.takeoverAddresses !== undefined ? { takeoverAddresses: options.takeoverAddresses } : {}),
+    ...(options.warmFailback !== undefined ? { warmFailback: options.warmFailback } : {}),
     nodes: nodes.map((node) => ({ name: node.name, listen: [node.listen, { path: `${node.name}.sock` }], partner: node.partner })),
     storage: {
       level: 'raid5',
@@ -232,6 +234,7 @@ export async function startCluster(volumes: Array<VolumeSpec & { owner?: string 
       partnerTimeoutMs: options.partnerTimeoutMs,
       leaseMs: options.leaseMs,
       takeoverAddresses: options.takeoverAddresses,
+      warmFailback: options.warmFailback,
     },
   );
   const nodes = new Map<string, FtvmNode>();

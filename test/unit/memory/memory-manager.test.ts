@@ -241,4 +241,67 @@ describe('MemoryManager', () => {
     await writing;
     expect(partners.runs.map((run) => [run.virtualPage, run.length])).to.deep.equal([[1, 2 * small], [3, 2 * small]]);
   });
+
+  it('locks only clean, loaded, unlocked pages for a warm handover, and keeps them from being replaced or written while locked', async () => {
+    // Locked pages must never be the ones replaced.
+    const store = new FakeStore();
+    const partners = new FakePartners();
+    const pool = new FramePool(4 * 1024 * 1024);
+    const manager = new MemoryManager(pool, store, partners, { highWatermarkPages: 100, lowWatermarkPages: 0 });
+    manager.createAllocation({ guid: GUID, arrayOffset: 0, sizeBytes: 16 * PAGE, pageBytes: PAGE });
+    store.disk.fill(3, 3 * PAGE, 4 * PAGE);
+    await manager.releasePointer(await manager.obtainReadPointer(GUID, 3));
+    await manager.releasePointer(await manager.obtainReadPointer(GUID, 1));
+    const dirty = await manager.obtainWritePointer(GUID, 5);
+    dirty.data.fill(5);
+    await manager.releasePointer(dirty, { offset: 0, length: PAGE });
+    const held = await manager.obtainWritePointer(GUID, 7);
+    expect(manager.residentPageNumbers(GUID)).to.deep.equal([1, 3, 5, 7]);
+    const locked = manager.residentPageNumbers(GUID).flatMap((page) => manager.lockCleanPage(GUID, page) ?? []);
+    expect(locked.map((pointer) => pointer.virtualPage), 'page 5 is dirty, page 7 write-locked').to.deep.equal([1, 3]);
+    expect(manager.lockCleanPage(GUID, 4), 'not resident').to.equal(null);
+    expect(locked[1]?.data[0]).to.equal(3);
+    // Nothing of the locked pages is reclaimable: a partner's request for a frame cannot take them.
+    expect(manager.reclaim(PAGE)).to.equal(null);
+    let writing = false;
+    const writer = manager.obtainWritePointer(GUID, 3).then((pointer) => {
+      writing = true;
+      return pointer;
+    });
+    await tick();
+    expect(writing, 'a writer waits for the copy').to.equal(false);
+    for (const pointer of locked) await manager.releasePointer(pointer);
+    await manager.releasePointer(await writer);
+    await manager.releasePointer(held);
+    expect(manager.reclaim(PAGE)).to.not.equal(null);
+  });
+
+  it('installs a clean page without a page-in, never over a resident page or outside the allocation', async () => {
+    const { manager, store } = setup();
+    store.disk.fill(9, 2 * PAGE, 3 * PAGE);
+    expect(manager.installCleanPage(GUID, 2, Buffer.alloc(PAGE, 4))).to.equal(true);
+    expect(manager.residentPages).to.equal(1);
+    // The installed bytes are what a read sees: no page-in replaced them.
+    const read = await manager.obtainReadPointer(GUID, 2);
+    expect(read.data[0]).to.equal(4);
+    await manager.releasePointer(read);
+    expect(manager.installCleanPage(GUID, 2, Buffer.alloc(PAGE, 6)), 'resident already').to.equal(false);
+    expect(manager.installCleanPage(GUID, 16, Buffer.alloc(PAGE, 6)), 'past the end').to.equal(false);
+    expect(manager.installCleanPage(GUID, 3, Buffer.alloc(PAGE / 2, 6)), 'not a page').to.equal(false);
+    expect(manager.residentPages).to.equal(1);
+    // Clean: replaceable at once, and nothing to destage.
+    expect(manager.dirtyPages).to.equal(0);
+    expect(manager.reclaim(PAGE)).to.not.equal(null);
+    expect(manager.residentPages).to.equal(0);
+  });
+
+  it('installs into free frames only: a full pool keeps its pages and refuses the install', async () => {
+    const { manager } = setup(2 * PAGE * 16);
+    for (let page = 0; page < 16; page++) await manager.releasePointer(await manager.obtainReadPointer(GUID, page));
+    const other = '22222222-2222-4333-8444-555555555555';
+    manager.createAllocation({ guid: other, arrayOffset: 16 * PAGE, sizeBytes: 32 * PAGE, pageBytes: PAGE });
+    for (let page = 0; page < 16; page++) expect(manager.installCleanPage(other, page, Buffer.alloc(PAGE, 1))).to.equal(true);
+    expect(manager.installCleanPage(other, 16, Buffer.alloc(PAGE, 1))).to.equal(false);
+    expect(manager.residentPages).to.equal(32);
+  });
 });

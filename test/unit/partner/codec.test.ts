@@ -402,6 +402,25 @@ const vectors: Vector[] = [
       '0004', // status = not resident
     ),
   },
+  {
+    name: 'write page (clean page of a warm handover, dirty = 0)',
+    message: {
+      type: MessageType.WritePage, requestId: 17, allocation: ALLOCATION, virtualPage: 9, version: 0,
+      pageBytes: 4096, offset: 0, length: 4096, dirty: false, zeroFill: false, data: Buffer.alloc(4096, 0xab),
+    },
+    bytes: hex(
+      '4654564d 0002 0006 00000011 0000102e', // payload 46 + 4096 data bytes
+      ALLOCATION_BYTES, // allocation GUID
+      '0000000000000009', // virtualPage = 9
+      '0000000000000000', // version = 0 (the receiver stages it, it never compares it)
+      '00001000', // pageBytes = 4096
+      '00000000', // offset = 0
+      '00001000', // length = 4096: the whole page
+      '00', // dirty = no: a copy of what the disks hold
+      '00', // zeroFill = no
+      'ab'.repeat(4096), // the page
+    ),
+  },
 ];
 
 const vectorOf = (name: string): Vector => vectors.find((vector) => vector.name === name) as Vector;
