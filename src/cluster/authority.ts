@@ -164,6 +164,10 @@ export class Authority<V extends OwnedVolume> {
   partnerUp(peer: number, peerEpoch: number): void {
     this.upSince.set(peer, this.clock.now());
     for (const told of this.told.values()) told.delete(peer);
+    // A new link may be to a new process, which serves nothing yet: its volumes are assigned again
+    // (ownership simulator, three nodes, seed 95: a handover's answer from the process that then
+    // died landed after its link had closed, and its successor was never given the volume).
+    for (const entry of this.node.served.values()) if (entry.ownerId === peer) this.confirmed.delete(entry.allocation.guid);
     this.holderTold.delete(peer);
     this.deathSeen.delete(peer);
     // A new link to the holder's node may be to a new process of it, which holds nothing yet.
@@ -177,6 +181,11 @@ export class Authority<V extends OwnedVolume> {
       this.node.leases.adoptEpoch(peerEpoch);
       this.node.setEpoch(this.node.leases.epoch);
     }
+    // Told at once, not when the loop gets to it: the loop may be waiting on a request that waits
+    // on this very partner, which destages through whichever node it thinks holds the array
+    // (ownership simulator, three nodes, seed 294: a reclaim there waited on a gone holder while
+    // the holder's loop waited on the reclaim).
+    if (this.node.holderId === this.node.nodeId) void this.announceHolder(UNKNOWN_NODE);
     this.kick();
   }
 
