@@ -14,6 +14,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { requestControl, type ClusterStatus } from '../src/cluster/index.js';
 import { startCluster, type FtvmNode } from '../test/support/ftvm-process.js';
+import { completionTimes, longestGap, median } from './fio-log.js';
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -50,18 +51,6 @@ async function fio(uri: string, args: string[]): Promise<{ readIops: number }> {
   return { readIops: job.read.iops };
 }
 
-/** The longest gap between two completions in a fio completion-latency log (ms). */
-async function longestGap(logFile: string): Promise<number> {
-  const times = (await fs.readFile(logFile, 'utf8'))
-    .split('\n')
-    .filter((line) => line.trim() !== '')
-    .map((line) => Number(line.split(',')[0]))
-    .sort((x, y) => x - y);
-  let gap = 0;
-  for (let i = 1; i < times.length; i++) gap = Math.max(gap, (times[i] as number) - (times[i - 1] as number));
-  return gap;
-}
-
 async function oneRun(warm: boolean, dataMiB: number, seconds: number): Promise<RunResult> {
   const cluster = await startCluster([{ name: 'vol0', sizeBytes: 512 * MiB, owner: 'a' }], { logLevel: 'info', memoryBytes: 256 * MiB, warmFailback: warm });
   const work = await fs.mkdtemp(path.join(os.tmpdir(), 'ftvm-warmth-'));
@@ -84,7 +73,7 @@ async function oneRun(warm: boolean, dataMiB: number, seconds: number): Promise<
     await new Promise((resolve) => setTimeout(resolve, 1000));
     writer.kill('SIGINT');
     await writerDone;
-    const gapMs = await longestGap(`${logPrefix}_clat.1.log`);
+    const gapMs = longestGap(await completionTimes(`${logPrefix}_clat.1.log`));
     const copied = /volume vol0: (\d+) resident page\(s\) copied to node a \((\d+) in (\d+) ms while serving, (\d+) in (\d+) ms paused\)/.exec(b.log());
     const job = await fio(returned.uri('vol0'), ['--rw=randread', '--bs=4k', '--iodepth=32', size, '--time_based', `--runtime=${seconds}`, '--randrepeat=0']);
     return { pagesCopied: Number(copied?.[1] ?? 0), liveMs: Number(copied?.[3] ?? 0), pausedPages: Number(copied?.[4] ?? 0), pausedMs: Number(copied?.[5] ?? 0), gapMs, iops: job.readIops };
@@ -93,12 +82,6 @@ async function oneRun(warm: boolean, dataMiB: number, seconds: number): Promise<
     await fs.rm(cluster.directory, { recursive: true, force: true });
     await fs.rm(work, { recursive: true, force: true });
   }
-}
-
-function median(values: readonly number[]): number {
-  const sorted = [...values].sort((x, y) => x - y);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? (sorted[middle] as number) : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
 }
 
 async function main(): Promise<void> {

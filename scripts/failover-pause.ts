@@ -11,6 +11,7 @@ import { promisify } from 'node:util';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { makeTempDirectory, startCluster } from '../test/support/ftvm-process.js';
+import { completionTimes, longestGap, median } from './fio-log.js';
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -52,13 +53,8 @@ async function oneRun(mode: 'kill' | 'hang', seed: number): Promise<RunResult> {
       a.child.kill('SIGKILL');
       await a.kill();
     }
-    const times = (await fs.readFile(`${logPrefix}_clat.1.log`, 'utf8'))
-      .split('\n')
-      .filter((line) => line.trim() !== '')
-      .map((line) => Number(line.split(',')[0]))
-      .sort((x, y) => x - y);
-    let pauseMs = 0;
-    for (let i = 1; i < times.length; i++) pauseMs = Math.max(pauseMs, (times[i] as number) - (times[i - 1] as number));
+    const times = await completionTimes(`${logPrefix}_clat.1.log`);
+    const pauseMs = longestGap(times);
     if (process.env.FTVM_PAUSE_LOG) process.stderr.write(b.log());
     const verifyErrors = (output.match(/verify: bad/g) ?? []).length + (code === 0 ? 0 : 1);
     return { pauseMs, verifyErrors, completions: times.length, killedAtMs };
@@ -84,10 +80,10 @@ async function main(): Promise<void> {
     process.stdout.write(`run ${index + 1}: ${args.mode} at ${result.killedAtMs} ms, pause ${result.pauseMs} ms, ${result.completions} completions, ${result.verifyErrors} verify error(s)\n`);
   }
   const pauses = results.map((result) => result.pauseMs).sort((x, y) => x - y);
-  const median = pauses.length % 2 ? (pauses[(pauses.length - 1) / 2] as number) : ((pauses[pauses.length / 2 - 1] as number) + (pauses[pauses.length / 2] as number)) / 2;
+  const middle = median(pauses);
   const errors = results.reduce((sum, result) => sum + result.verifyErrors, 0);
-  const line = `${args.mode}: ${results.length} runs, pause median ${median} ms, min ${pauses[0]} ms, max ${pauses.at(-1)} ms; verify errors ${errors}`;
-  process.stdout.write(args.markdown ? `| ${args.mode} | ${results.length} | ${median} | ${pauses[0]} | ${pauses.at(-1)} | ${errors} |\n` : `${line}\n`);
+  const line = `${args.mode}: ${results.length} runs, pause median ${middle} ms, min ${pauses[0]} ms, max ${pauses.at(-1)} ms; verify errors ${errors}`;
+  process.stdout.write(args.markdown ? `| ${args.mode} | ${results.length} | ${middle} | ${pauses[0]} | ${pauses.at(-1)} | ${errors} |\n` : `${line}\n`);
   if (errors > 0) process.exitCode = 1;
 }
 
