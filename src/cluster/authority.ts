@@ -15,7 +15,7 @@
 //        resident pages copied there first (a warm handover), then released here and assigned
 //     owner live, not yet confirmed                        → send it a takeover message (it serves)
 //     owner gone and its lease expired (or proven dead)    → take it over: new epoch, its mirrored
-//        pages to the disks, served from this node's memory manager, partners told; with
+//        pages to the disks and resident here, served from this node's memory manager, partners told; with
 //        `takeoverAddresses`, the dead node's NBD addresses are served here until it is back
 //
 // The loop sees its node only through `OwnershipHost` and its time only through a `LeaseClock`, so
@@ -69,6 +69,11 @@ export interface OwnershipHost<V extends OwnedVolume> {
   destageMirrors(volumes: readonly V[]): number;
   /** Drops this node's mirrors of the volume written by any node but `writer` (its owner now); the count. */
   dropMirrorsExcept(volume: V, writer: number): number;
+  /**
+   * Takeover on the holder: the volume's mirrored pages to the disks, synced, then served from this
+   * node's memory manager with those pages resident (clean: the disks have them now). The count.
+   */
+  serveFromMirrors(entry: V): Promise<number>;
   /** Partners' mirrored pages of these volumes to the disks from any node (through the holder), synced; the count. */
   destageMirrorsToArray(volumes: readonly V[]): Promise<number>;
   /** Another node took the array over: this node pages in and destages through it from now on. */
@@ -442,12 +447,10 @@ export class Authority<V extends OwnedVolume> {
     try {
       const epoch = await node.leases.claimEpoch(node.claimPauseMs(), [dead]);
       node.setEpoch(epoch);
-      const pages = node.destageMirrors([entry]);
-      await node.flushArray();
-      node.own(entry);
+      const pages = await node.serveFromMirrors(entry);
       await node.writeOwners();
       await this.announce(entry, dead, node.nodeId, epoch);
-      node.logger.warn(`took over volume ${name} from node ${node.name(dead)} at epoch ${epoch} (${pages} mirrored page(s) destaged); serving it here`);
+      node.logger.warn(`took over volume ${name} from node ${node.name(dead)} at epoch ${epoch} (${pages} mirrored page(s) destaged and kept resident); serving it here`);
       if (node.takeoverAddresses) this.borrow(dead);
     } finally {
       entry.moving = '';

@@ -157,6 +157,7 @@ export class ClusterNode {
         await this.stack?.flush();
       },
       own: (entry, handedOverAt) => this.own(entry, handedOverAt),
+      serveFromMirrors: (entry) => this.serveFromMirrors(entry),
       copyResident: (entry, to, phase) => this.copyResident(entry, to, phase),
       forward: (entry, ownerId) => this.forward(entry, ownerId),
       releaseVolume: async (entry) => {
@@ -548,6 +549,24 @@ export class ClusterNode {
    */
   destageMirrors(allocations: readonly Allocation[]): number {
     return this.takeMirrors(allocations, this.stack);
+  }
+
+  /**
+   * Takeover (Authority.adopt, on the holder): the allocation's mirrored pages, the newest of what
+   * its dead owner acknowledged, to the disks and synced, then served here with them resident, so
+   * the first reads of what was written last come from memory. Installed only into free frames,
+   * only into an allocation that starts here now, and only once the disks have them.
+   */
+  async serveFromMirrors(entry: Served): Promise<number> {
+    const { allocation } = entry;
+    const stack = this.stack;
+    const pages = this.mirror.takeAllocation(allocation.guid);
+    for (const page of pages) stack?.enqueueBlocks(allocation.arrayOffset + page.virtualPage * page.data.length, page.data);
+    await stack?.flush();
+    const fresh = !entry.memory;
+    this.own(entry);
+    if (fresh && stack) for (const page of pages) this.manager.installCleanPage(allocation.guid, page.virtualPage, page.data);
+    return pages.length;
   }
 
   /** Like destageMirrors, from any node: through the holder if it is another, and synced. */

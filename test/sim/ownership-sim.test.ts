@@ -31,7 +31,7 @@ describe('ownership simulation (seeded: failover, failback, partitions, lease ex
     if (summary.failed) expect.fail(`${summary.failed.failure}\n${await story(summary.failed.seed, TWO)}`);
     expect(summary.seedsRun).to.equal(SEEDS);
     // Not a quiet run: every path the issue names was taken, many times.
-    for (const key of ['crashes', 'pauses', 'cuts', 'slowLeaseSpells', 'fenced', 'arrayTakeovers', 'volumeTakeovers', 'failbacks', 'warmPages', 'writesAcked', 'readsChecked', 'reconnects'] as const) {
+    for (const key of ['crashes', 'pauses', 'cuts', 'slowLeaseSpells', 'fenced', 'arrayTakeovers', 'volumeTakeovers', 'failbacks', 'warmPages', 'adoptedPages', 'writesAcked', 'readsChecked', 'reconnects'] as const) {
       expect(summary.totals[key], `${key}: ${JSON.stringify(summary.totals)}`).to.be.greaterThan(SEEDS / 10);
     }
   });

@@ -72,6 +72,8 @@ export interface OwnershipSimStats {
   failbacks: number;
   /** Pages that started resident at a node handed a volume (warm handover). */
   warmPages: number;
+  /** Mirrored pages a node taking a dead owner's volume over kept resident. */
+  adoptedPages: number;
   writesAcked: number;
   writesFailed: number;
   readsChecked: number;
@@ -292,6 +294,11 @@ class SimMemory extends SimVolumeBase {
     super();
     for (const [page, value] of resident) this.pages.set(page, { value, dirty: false, destaging: false });
     this.destageSoon();
+  }
+
+  /** installCleanPage: a page the disks hold, cached clean unless already cached. */
+  installClean(page: number, value: number): void {
+    if (!this.pages.has(page)) this.pages.set(page, { value, dirty: false, destaging: false });
   }
 
   /** lockCleanPages: what a warm handover copies (after a flush). */
@@ -818,6 +825,25 @@ class SimNode implements Actor, OwnershipHost<SimVolume> {
     return unknown ? Math.floor(this.sim.leaseMs / 4) : 0;
   }
 
+  /** node.ts serveFromMirrors: the mirrored pages on the disks, then cached clean in a new memory. */
+  async serveFromMirrors(entry: SimVolume): Promise<number> {
+    const blocks = this.takeMirrors([entry]);
+    const written = this.holding && !this.sim.options.dropMirrorsAtTakeover;
+    if (written) for (const [key, value] of blocks) this.localWrite(key, value);
+    // The real flush throws and the takeover is retried; here it is as flushArray was.
+    const flushed = await this.flushLocal().then(
+      () => true,
+      () => false,
+    );
+    const fresh = !entry.memory;
+    this.own(entry);
+    if (fresh && written && flushed) {
+      for (const [key, value] of blocks) (entry.memory as SimMemory).installClean(Number(key.split(':')[1]), value);
+      this.sim.stats.adoptedPages += blocks.length;
+    }
+    return blocks.length;
+  }
+
   destageMirrors(volumes: readonly SimVolume[]): number {
     const blocks = this.takeMirrors(volumes);
     if (this.holding && !this.sim.options.dropMirrorsAtTakeover) for (const [key, value] of blocks) this.localWrite(key, value);
@@ -1125,7 +1151,7 @@ class OwnershipSimulation {
     this.borrowers = this.nodeIds.map(() => null);
     this.sameHost = this.random() < 0.5;
     this.storm = options.storm ?? this.random() < 0.25;
-    this.stats = { nodes: count, crashes: 0, pauses: 0, cuts: 0, slowLeaseSpells: 0, fenced: 0, arrayTakeovers: 0, volumeTakeovers: 0, failbacks: 0, warmPages: 0, writesAcked: 0, writesFailed: 0, readsChecked: 0, reconnects: 0 };
+    this.stats = { nodes: count, crashes: 0, pauses: 0, cuts: 0, slowLeaseSpells: 0, fenced: 0, arrayTakeovers: 0, volumeTakeovers: 0, failbacks: 0, warmPages: 0, adoptedPages: 0, writesAcked: 0, writesFailed: 0, readsChecked: 0, reconnects: 0 };
     this.leaseDisk = new SimLeaseDisk(this.world, count, this.random, (writer, lease) => this.leaseWrite(writer, lease), (line) => this.note(line));
     this.disk = new SimDisks(this);
   }
@@ -1509,7 +1535,7 @@ export interface OwnershipRunSummary {
 /** Runs seeds start … start+count−1, stopping at the first failure. */
 export async function runOwnershipSeeds(start: number, count: number, options: OwnershipSimOptions = {}): Promise<OwnershipRunSummary> {
   const began = performance.now();
-  const totals: Omit<OwnershipSimStats, 'nodes'> = { crashes: 0, pauses: 0, cuts: 0, slowLeaseSpells: 0, fenced: 0, arrayTakeovers: 0, volumeTakeovers: 0, failbacks: 0, warmPages: 0, writesAcked: 0, writesFailed: 0, readsChecked: 0, reconnects: 0 };
+  const totals: Omit<OwnershipSimStats, 'nodes'> = { crashes: 0, pauses: 0, cuts: 0, slowLeaseSpells: 0, fenced: 0, arrayTakeovers: 0, volumeTakeovers: 0, failbacks: 0, warmPages: 0, adoptedPages: 0, writesAcked: 0, writesFailed: 0, readsChecked: 0, reconnects: 0 };
   let steps = 0;
   let seedsRun = 0;
   let failed: OwnershipRunSummary['failed'] = null;
