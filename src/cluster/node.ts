@@ -39,7 +39,7 @@ import { ForwardedVolume } from './forwarded-volume.js';
 import { LeaseFiles, processGone, thisProcess } from './lease-files.js';
 import { LeaseKeeper, systemClock } from './lease.js';
 import { Partners } from './partners.js';
-import { RemoteArray } from './remote-array.js';
+import { describe, isOk, RemoteArray } from './remote-array.js';
 import { Responder, type ResponderTargets } from './responder.js';
 import { localView, VolumeSwitch, DEFAULT_RETRY_MS } from './volume-switch.js';
 
@@ -77,7 +77,7 @@ export interface Served {
 
 /** A warm handover under way (ClusterNode.copyResident), between its live and its paused pass. */
 interface ResidentCopy {
-  to: number;
+  /** The link to the receiver it began on: a new link (or another receiver) begins again. */
   link: PartnerLink;
   epoch: number;
   /** Page → the version it was sent at. */
@@ -439,13 +439,13 @@ export class ClusterNode {
     const link = this.partners.link(to);
     // A live pass starts afresh: one left by a handover that failed between its passes is no guide.
     let copy = phase === 'paused' ? this.copies.get(guid) : undefined;
-    if (copy && (copy.link !== link || copy.to !== to)) copy = undefined;
+    if (copy && copy.link !== link) copy = undefined;
     this.copies.delete(guid);
     if (!link || !entry.memory || !this.config.warmFailback) return 0;
     try {
       if (!copy) {
-        copy = { to, link, epoch: this.leases.epoch, sentVersions: new Map(), sent: 0, staged: 0, full: false };
-        expectOk(await link.request({ type: MessageType.ResyncBegin, epoch: copy.epoch, allocationCount: 1, pageCount: entry.memory ? this.manager.residentPages : 0 }), 'resync begin');
+        copy = { link, epoch: this.leases.epoch, sentVersions: new Map(), sent: 0, staged: 0, full: false };
+        expectOk(await link.request({ type: MessageType.ResyncBegin, epoch: copy.epoch, allocationCount: 1, pageCount: this.manager.residentPages }), 'resync begin');
       }
       if (phase === 'paused') await this.manager.flush();
       await this.sendCleanPages(entry, copy);
@@ -548,7 +548,7 @@ export class ClusterNode {
    * hands them to the storage stack (the caller flushes); elsewhere they are dropped. Returns the count.
    */
   destageMirrors(allocations: readonly Allocation[]): number {
-    return this.takeMirrors(allocations, this.stack);
+    return this.takeMirrors(allocations, this.stack).length;
   }
 
   /**
@@ -560,8 +560,7 @@ export class ClusterNode {
   async serveFromMirrors(entry: Served): Promise<number> {
     const { allocation } = entry;
     const stack = this.stack;
-    const pages = this.mirror.takeAllocation(allocation.guid);
-    for (const page of pages) stack?.enqueueBlocks(allocation.arrayOffset + page.virtualPage * page.data.length, page.data);
+    const pages = this.takeMirrors([allocation], stack);
     await stack?.flush();
     const fresh = !entry.memory;
     this.own(entry);
@@ -571,21 +570,21 @@ export class ClusterNode {
 
   /** Like destageMirrors, from any node: through the holder if it is another, and synced. */
   async destageMirrorsToArray(allocations: readonly Allocation[]): Promise<number> {
-    const pages = this.takeMirrors(allocations, this.access);
+    const pages = this.takeMirrors(allocations, this.access).length;
     if (pages > 0) await this.access.flush();
     return pages;
   }
 
-  /** Takes these allocations' mirrored pages out of the mirror store, handing them to `store` (if any); the count. */
-  private takeMirrors(allocations: readonly Allocation[], store: { enqueueBlocks(offset: number, data: Buffer): void } | null): number {
-    let pages = 0;
+  /** Takes these allocations' mirrored pages out of the mirror store, handing them to `store` (if any). */
+  private takeMirrors(allocations: readonly Allocation[], store: { enqueueBlocks(offset: number, data: Buffer): void } | null): Array<{ virtualPage: number; data: Buffer }> {
+    const taken: Array<{ virtualPage: number; data: Buffer }> = [];
     for (const allocation of allocations) {
       for (const page of this.mirror.takeAllocation(allocation.guid)) {
         store?.enqueueBlocks(allocation.arrayOffset + page.virtualPage * page.data.length, page.data);
-        pages++;
+        taken.push(page);
       }
     }
-    return pages;
+    return taken;
   }
 
   /** Partners' pages this node mirrors and the disks may not have yet (diagnostics; the crash test reads it). */
@@ -730,13 +729,13 @@ export class ClusterNode {
 const COPY_RUNS_IN_FLIGHT = 8;
 
 function expectOk(answer: Message, what: string): void {
-  if (answer.type !== MessageType.CommandComplete || answer.status !== Status.Ok) throw new Error(`${what} refused (${answer.type === MessageType.CommandComplete ? `status ${answer.status}` : `message ${answer.type}`})`);
+  if (!isOk(answer)) throw new Error(`${what} answered ${describe(answer)}`);
 }
 
 /** Whether the partner holds the shared array (or is opening it). */
 async function probe(link: PartnerLink): Promise<boolean> {
   const reply = await link.request({ type: MessageType.ForwardedIo, op: IoOp.Probe, allocation: NIL_ALLOCATION, offset: 0, length: 0, fua: false, data: Buffer.alloc(0) });
-  return reply.type === MessageType.CommandComplete && reply.status === Status.Ok;
+  return isOk(reply);
 }
 
 function forwardTo(config: ClusterConfig, entry: Served, ownerId: number, partners: Partners): ForwardedVolume {

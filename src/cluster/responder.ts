@@ -7,7 +7,7 @@
 // a failed disk read says nothing about the stream.
 import type { MirrorStore, ResyncStage } from '../memory/index.js';
 import type { Logger } from '../observe/index.js';
-import { commandComplete, IoOp, MAX_IO_BYTES, MessageType, NIL_ALLOCATION, Status, type ForwardedIo, type Message, type Takeover } from '../partner/index.js';
+import { commandComplete, IoOp, MAX_IO_BYTES, MessageType, NIL_ALLOCATION, pagesTouched, Status, type ForwardedIo, type Message, type Takeover } from '../partner/index.js';
 import { BLOCK_BYTES, type StorageStack } from '../storage/index.js';
 import type { Volume } from '../volume/index.js';
 import { OwnerUnavailableError } from './volume-switch.js';
@@ -45,7 +45,7 @@ export class Responder {
       case MessageType.WritePage:
         // A clean page belongs to a warm handover; a change makes staged copies of its allocation stale.
         if (!message.dirty) return link ? this.targets.stage.handle(message, link.peer.nodeId) : commandComplete(message, Status.Invalid);
-        if (!this.targets.stage.empty) this.targets.stage.invalidate(message.allocation, message.virtualPage, Math.max(1, Math.ceil((message.offset + message.length) / message.pageBytes)));
+        if (!this.targets.stage.empty) this.targets.stage.invalidate(message.allocation, message.virtualPage, pagesTouched(message));
         return this.targets.mirror.handle(message, link?.peer.nodeId);
       case MessageType.ResyncBegin:
       case MessageType.ResyncEnd:

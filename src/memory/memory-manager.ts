@@ -280,8 +280,7 @@ export class MemoryManager {
     const allocation = this.allocations.get(guid);
     if (!allocation || !Number.isInteger(virtualPage) || virtualPage < 0 || virtualPage >= allocation.sizeBytes / allocation.pageBytes) return false;
     if (allocation.pages.has(virtualPage) || this.pool.view(frame).length !== allocation.pageBytes) return false;
-    const page = this.residentPage(allocation, virtualPage, frame, 'read', true);
-    page.readers = 0;
+    this.residentPage(allocation, virtualPage, frame, null, true);
     return true;
   }
 
@@ -611,8 +610,9 @@ export class MemoryManager {
    * A new resident page in `frame`, locked for its creator from the start: a page being paged in
    * for someone can never be replaced before that someone has used it (which would make two
    * callers evict each other's pages forever, all in microtasks when the cache answers at once).
+   * Mode null: no one waits for it (a clean page installed from elsewhere), so it is unlocked.
    */
-  private residentPage(allocation: Allocation, virtualPage: number, frame: number, mode: 'read' | 'write', pageIn: boolean): Page {
+  private residentPage(allocation: Allocation, virtualPage: number, frame: number, mode: 'read' | 'write' | null, pageIn: boolean): Page {
     const page: Page = {
       frame,
       data: this.pool.view(frame),

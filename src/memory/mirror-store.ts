@@ -1,7 +1,7 @@
 // The partner side of mirroring (Fig. 10's responder for write page and page clean): complete
 // images of a peer's pages that are not on the disks yet, in frames of this node's pool. What a
 // takeover needs: every acknowledged write is either on the disks or in here.
-import { commandComplete, MessageType, Status, type Message } from '../partner/index.js';
+import { commandComplete, MessageType, pagesTouched, Status, type Message } from '../partner/index.js';
 import type { FramePool } from './frame-pool.js';
 
 interface MirrorPage {
@@ -129,7 +129,7 @@ export class MirrorStore {
   private writePage(allocation: string, virtualPage: number, version: number, pageBytes: number, offset: number, data: Buffer | readonly Buffer[] | null, length: number, writer: number): Status {
     const shape = this.shapes.get(allocation);
     if (!shape) return Status.UnknownAllocation;
-    const pageCount = Math.max(1, Math.ceil((offset + length) / pageBytes));
+    const pageCount = pagesTouched({ offset, length, pageBytes });
     if (pageBytes !== shape.pageBytes || virtualPage + pageCount > shape.sizeBytes / shape.pageBytes) return Status.Invalid;
     let pages = this.pages.get(allocation);
     if (!pages) {

@@ -26,7 +26,7 @@ interface Session {
   /** Pages the giver sent, staged or not (no frame); resync end must agree. */
   sent: number;
   complete: boolean;
-  cancelTimer: (() => void) | null;
+  cancelTimer: () => void;
 }
 
 export interface StageTimers {
@@ -68,7 +68,7 @@ export class ResyncStage {
           return commandComplete(message, Status.Invalid);
         }
         session.complete = true;
-        session.cancelTimer?.();
+        session.cancelTimer();
         session.cancelTimer = this.expire(from);
         return commandComplete(message, Status.Ok);
       }
@@ -80,7 +80,7 @@ export class ResyncStage {
     return this.sessions.size === 0;
   }
 
-  /** Pages staged now, over every giver (status, tests). */
+  /** Pages staged now, over every giver. */
   get stagedPages(): number {
     let count = 0;
     for (const session of this.sessions.values()) for (const pages of session.pages.values()) count += pages.size;
@@ -115,19 +115,12 @@ export class ResyncStage {
     for (const session of this.sessions.values()) {
       const pages = session.pages.get(guid);
       if (!pages) continue;
-      if (pageCount >= pages.size) {
-        for (const [virtualPage, frame] of pages) {
-          if (virtualPage < firstPage || virtualPage >= firstPage + pageCount) continue;
-          this.pool.free(frame);
-          pages.delete(virtualPage);
-        }
-      } else {
-        for (let virtualPage = firstPage; virtualPage < firstPage + pageCount; virtualPage++) {
-          const frame = pages.get(virtualPage);
-          if (frame === undefined) continue;
-          this.pool.free(frame);
-          pages.delete(virtualPage);
-        }
+      if (pageCount === Infinity) this.freeAll(pages);
+      for (let virtualPage = firstPage; virtualPage < firstPage + pageCount && pages.size > 0; virtualPage++) {
+        const frame = pages.get(virtualPage);
+        if (frame === undefined) continue;
+        this.pool.free(frame);
+        pages.delete(virtualPage);
       }
       if (pages.size === 0) session.pages.delete(guid);
     }
@@ -136,10 +129,6 @@ export class ResyncStage {
   /** The giver's link closed. */
   peerLost(peer: number): void {
     this.discardSession(peer);
-  }
-
-  clear(): void {
-    for (const peer of [...this.sessions.keys()]) this.discardSession(peer);
   }
 
   private stagePages(write: WritePage, from: number): Status {
@@ -179,7 +168,7 @@ export class ResyncStage {
     const session = this.sessions.get(peer);
     if (!session) return;
     this.sessions.delete(peer);
-    session.cancelTimer?.();
+    session.cancelTimer();
     for (const pages of session.pages.values()) this.freeAll(pages);
   }
 

@@ -409,6 +409,11 @@ export function encodeBatch(messages: readonly Message[]): Buffer {
 }
 
 /** The command complete that answers `request` with `status` (same request id, its type echoed). */
+/** The pages a write page's range touches, from its `virtualPage` on (a run may span several). */
+export function pagesTouched(write: { offset: number; length: number; pageBytes: number }): number {
+  return Math.max(1, Math.ceil((write.offset + write.length) / write.pageBytes));
+}
+
 export function commandComplete(request: Message, status: Status): Message {
   return { type: MessageType.CommandComplete, requestId: request.requestId, requestType: request.type, status };
 }

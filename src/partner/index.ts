@@ -11,6 +11,7 @@ export {
   isResponseType,
   messageTypeName,
   MessageFramer,
+  pagesTouched,
   PartnerFramingError,
   type FramingFailure,
 } from './codec.js';

@@ -827,9 +827,7 @@ class SimNode implements Actor, OwnershipHost<SimVolume> {
 
   /** node.ts serveFromMirrors: the mirrored pages on the disks, then cached clean in a new memory. */
   async serveFromMirrors(entry: SimVolume): Promise<number> {
-    const blocks = this.takeMirrors([entry]);
-    const written = this.holding && !this.sim.options.dropMirrorsAtTakeover;
-    if (written) for (const [key, value] of blocks) this.localWrite(key, value);
+    const { blocks, written } = this.destageMirrorBlocks([entry]);
     // The real flush throws and the takeover is retried; here it is as flushArray was.
     const flushed = await this.flushLocal().then(
       () => true,
@@ -845,9 +843,15 @@ class SimNode implements Actor, OwnershipHost<SimVolume> {
   }
 
   destageMirrors(volumes: readonly SimVolume[]): number {
+    return this.destageMirrorBlocks(volumes).blocks.length;
+  }
+
+  /** The mirrored blocks taken, and whether they went to the disks (the holder, not broken on purpose). */
+  private destageMirrorBlocks(volumes: readonly SimVolume[]): { blocks: Array<[string, number]>; written: boolean } {
     const blocks = this.takeMirrors(volumes);
-    if (this.holding && !this.sim.options.dropMirrorsAtTakeover) for (const [key, value] of blocks) this.localWrite(key, value);
-    return blocks.length;
+    const written = this.holding && !this.sim.options.dropMirrorsAtTakeover;
+    if (written) for (const [key, value] of blocks) this.localWrite(key, value);
+    return { blocks, written };
   }
 
   /** node.ts takeMirrors: these volumes' mirrored pages out of the store, as disk blocks. */
