@@ -67,6 +67,15 @@ interface Observed {
   changedAt: number;
 }
 
+/**
+ * How far a partner's epoch may be ahead of the highest this node has seen (its own, every lease
+ * slot at the last read). Every epoch comes from a claim written to a lease slot, which this node
+ * reads every leaseMs/4; a claim takes at least a synced write, so a handful can land between two
+ * reads. 16 leaves room for that and refuses what no claim could do (a jump to 2^53 - 1 that would
+ * leave no epoch to claim next).
+ */
+export const MAX_EPOCH_LEAD = 16;
+
 /** Two: one per copy of the slot (sequence parity); a third would wait for its copy's last write anyway. */
 const RENEWALS_IN_FLIGHT_MAX = 2;
 
@@ -231,9 +240,17 @@ export class LeaseKeeper {
   }
 
 
+  /** Whether a partner's epoch could have come from claims (MAX_EPOCH_LEAD); links refuse the others. */
+  plausibleEpoch(epoch: number): boolean {
+    let highest = this.epoch;
+    for (const seen of this.observed.values()) highest = Math.max(highest, seen.lease?.epoch ?? 0);
+    return Number.isSafeInteger(epoch) && epoch >= 0 && epoch <= highest + MAX_EPOCH_LEAD;
+  }
+
   /** A partner's takeover message told this node of a newer epoch: carry it from the next renewal on. */
   adoptEpoch(epoch: number): void {
     if (epoch <= this.epoch) return;
+    if (!this.plausibleEpoch(epoch)) throw new Error(`epoch ${epoch} is further ahead than any claim could take it (highest seen ${this.epoch})`);
     this.epoch = epoch;
     this.onEpoch(epoch);
   }

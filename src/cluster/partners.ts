@@ -2,7 +2,7 @@
 // with a reconnect loop, to each node before it. One link per pair: the node later in the config
 // always dials, so two nodes never race each other into two links.
 import type { Logger } from '../observe/index.js';
-import { connectPartner, HelloRefusedError, RefusalReason, PartnerListener, type Identity, type PartnerLink, type RequestHandler } from '../partner/index.js';
+import { connectPartner, HelloRefusedError, UnprovenPeerError, RefusalReason, PartnerListener, type Identity, type LinkSecurity, type PartnerLink, type RequestHandler } from '../partner/index.js';
 
 /**
  * A partner not heard from for this long counts as gone. The disk lease, not the link, decides a
@@ -34,15 +34,18 @@ export class Partners {
 
   constructor(
     private readonly local: Identity,
+    private readonly security: LinkSecurity,
     private readonly handler: RequestHandler,
     private readonly logger: Logger,
     readonly names: ReadonlyMap<number, string>,
     /** A link silent this long is closed; heartbeats go out four times as often. */
     private readonly deadAfterMs: number = DEFAULT_PARTNER_TIMEOUT_MS,
+    /** Where this node's connections leave from (its own partner host), which partners check its id against. */
+    private readonly sourceAddress?: string,
   ) {}
 
   async listen(address: { host: string; port: number }): Promise<void> {
-    const listener = new PartnerListener(this.local, this.handler, this.logger);
+    const listener = new PartnerListener(this.local, this.security, this.handler, this.logger);
     listener.onLink = (link) => this.adopt(link);
     await listener.listen(address);
     this.listener = listener;
@@ -53,12 +56,16 @@ export class Partners {
     const attempt = async (): Promise<void> => {
       if (this.stopped || this.links.get(partner.nodeId)?.isOpen) return;
       try {
-        await connectPartner({ host: partner.host, port: partner.port }, this.local, this.handler, this.logger, (link) => this.adopt(link, () => this.later(attempt)));
+        const address = { host: partner.host, port: partner.port, nodeId: partner.nodeId, localAddress: this.sourceAddress };
+        await connectPartner(address, this.local, this.security, this.handler, this.logger, (link) => this.adopt(link, () => this.later(attempt)));
       } catch (error) {
-        // A refusal is a configuration problem worth a line each time; a partner that is down is not.
+        // A refusal or a failed proof is a configuration problem worth a line each time (another
+        // key file, another cluster); a partner that is down is not.
         if (error instanceof HelloRefusedError) {
-          this.logger.error(error.message);
+          this.logger.error(`partner ${partner.name} (${partner.host}:${partner.port}): ${error.message}`);
           if (error.reason === RefusalReason.StaleEpoch) return this.onStaleEpoch(error.message);
+        } else if (error instanceof UnprovenPeerError) {
+          this.logger.error(`partner ${partner.name} (${partner.host}:${partner.port}): ${error.message}`);
         } else this.logger.debug(`partner ${partner.name} (${partner.host}:${partner.port}) not reachable: ${(error as Error).message}`);
         this.later(attempt);
       }
@@ -96,12 +103,6 @@ export class Partners {
     const nodeId = link.peer.nodeId;
     if (this.stopped) {
       link.close('node stopping');
-      return;
-    }
-    if (!this.names.has(nodeId)) {
-      // The hello was well-formed and of our cluster, but no node of the config has that id.
-      this.logger.error(`partner link from node id ${nodeId}, which is not in the config; closing it`);
-      link.close('unknown node id');
       return;
     }
     this.links.set(nodeId, link);

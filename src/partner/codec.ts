@@ -25,8 +25,10 @@ import {
   MAX_PAGE_CLEAN_PAGES,
   MAX_PAYLOAD_BYTES,
   MessageType,
+  NONCE_BYTES,
   PARTNER_MAGIC,
   PAYLOAD_HEADER_ALLOWANCE_BYTES,
+  PROOF_BYTES,
   PROTOCOL_VERSION,
   RESPONSE_TYPE_BIT,
   RefusalReason,
@@ -161,7 +163,10 @@ const STATUSES = [
   Status.Ok, Status.NoSpace, Status.Locked, Status.UnknownAllocation, Status.NotResident,
   Status.StaleEpoch, Status.NotPartner, Status.Invalid, Status.IoError, Status.ShuttingDown,
 ];
-const REFUSAL_REASONS = [RefusalReason.VersionMismatch, RefusalReason.ClusterMismatch, RefusalReason.NodeIdConflict, RefusalReason.StaleEpoch];
+const REFUSAL_REASONS = [
+  RefusalReason.VersionMismatch, RefusalReason.ClusterMismatch, RefusalReason.NodeIdConflict,
+  RefusalReason.StaleEpoch, RefusalReason.UnknownNode, RefusalReason.ImplausibleEpoch,
+];
 /** What command complete may answer: every request except hello (hello reply/refusal) and heartbeat (unanswered). */
 const COMPLETABLE_TYPES = [
   MessageType.SpaceRequest, MessageType.AllocateMemory, MessageType.ReleaseMemory, MessageType.LockRequest,
@@ -207,7 +212,8 @@ interface MessageCodec {
 }
 
 const pageAddress = (): Layout[] => [uuid('allocation'), u64('virtualPage')];
-const identity = (): Layout[] => [uuid('clusterId'), u32('nodeId'), u64('epoch'), u16('protocolVersion')];
+const bytes = (length: number, property: string): Layout => layout.blob(length, property);
+const identity = (): Layout[] => [uuid('clusterId'), u32('nodeId'), u64('epoch'), u16('protocolVersion'), bytes(PROOF_BYTES, 'proof')];
 const lockGrant = (): Structure<Fields> => struct([...pageAddress(), u32('nodeId'), flag('pageIn')]);
 const resyncMark = (): Structure<Fields> => struct([u64('epoch'), u32('allocationCount'), u32('pageCount')]);
 
@@ -361,9 +367,10 @@ const CODECS = new Map<number, MessageCodec>([
       ]),
     },
   ],
-  [MessageType.Hello, { name: 'hello', fixed: struct(identity()), versionNeutral: true }],
+  [MessageType.Challenge, { name: 'challenge', fixed: struct([u16('protocolVersion'), bytes(NONCE_BYTES, 'nonce')]), versionNeutral: true }],
+  [MessageType.Hello, { name: 'hello', fixed: struct(identity()) }],
   [MessageType.HelloReply, { name: 'hello reply', fixed: struct(identity()) }],
-  [MessageType.HelloRefusal, { name: 'hello refusal', fixed: struct([choice(2, 'reason', REFUSAL_REASONS), ...identity()]), versionNeutral: true }],
+  [MessageType.HelloRefusal, { name: 'hello refusal', fixed: struct([choice(2, 'reason', REFUSAL_REASONS), ...identity()]) }],
   [MessageType.Heartbeat, { name: 'heartbeat', fixed: struct([u64('epoch')]) }],
   [MessageType.PageClean, { name: 'page clean', fixed: struct([...pageAddress(), u64('version'), new BoundedU32Layout(1, MAX_PAGE_CLEAN_PAGES, 'pageCount')]) }],
   [MessageType.Takeover, { name: 'takeover', fixed: struct([uuid('allocation'), u32('fromNodeId'), u32('toNodeId'), u64('epoch')]) }],
@@ -498,6 +505,12 @@ export class MessageFramer {
   private payloadFilled = 0;
   private failure: PartnerFramingError | null = null;
 
+  /**
+   * `maxPayloadBytes`: the largest payload a frame may declare. A link not yet authenticated
+   * allows only MAX_HANDSHAKE_PAYLOAD_BYTES, and raises it to MAX_PAYLOAD_BYTES once it is.
+   */
+  constructor(public maxPayloadBytes = MAX_PAYLOAD_BYTES) {}
+
   push(chunk: Buffer): Message[] {
     if (this.failure) throw this.failure;
     try {
@@ -539,7 +552,7 @@ export class MessageFramer {
 
   private takeHeader(chunk: Buffer, at: number): number {
     if (this.headerFilled === 0 && chunk.length - at >= FRAME_HEADER_BYTES) {
-      this.frame = checkFrameHeader(frameHeaderLayout.decode(chunk, at));
+      this.frame = checkFrameHeader(frameHeaderLayout.decode(chunk, at), this.maxPayloadBytes);
       return at + FRAME_HEADER_BYTES;
     }
     const take = Math.min(FRAME_HEADER_BYTES - this.headerFilled, chunk.length - at);
@@ -547,7 +560,7 @@ export class MessageFramer {
     this.headerFilled += take;
     if (this.headerFilled === FRAME_HEADER_BYTES) {
       this.headerFilled = 0;
-      this.frame = checkFrameHeader(frameHeaderLayout.decode(this.header, 0));
+      this.frame = checkFrameHeader(frameHeaderLayout.decode(this.header, 0), this.maxPayloadBytes);
     }
     return at + take;
   }
@@ -562,7 +575,7 @@ export class MessageFramer {
   }
 }
 
-function checkFrameHeader(frame: FrameHeader): FrameHeader {
+function checkFrameHeader(frame: FrameHeader, maxPayloadBytes: number): FrameHeader {
   const { magic, version, type, requestId, payloadLength } = frame;
   if (magic !== PARTNER_MAGIC) throw new PartnerFramingError('bad-magic', `bad frame magic 0x${hex32(magic)}`);
   const codec = CODECS.get(type);
@@ -571,8 +584,8 @@ function checkFrameHeader(frame: FrameHeader): FrameHeader {
   }
   if (!codec) throw new PartnerFramingError('unknown-type', `unknown message type 0x${type.toString(16).padStart(4, '0')}`);
   const what = `${codec.name} (request ${requestId})`;
-  if (payloadLength > MAX_PAYLOAD_BYTES) {
-    throw new PartnerFramingError('oversized', `${what} declares ${payloadLength} payload bytes, at most ${MAX_PAYLOAD_BYTES}`);
+  if (payloadLength > maxPayloadBytes) {
+    throw new PartnerFramingError('oversized', `${what} declares ${payloadLength} payload bytes, at most ${maxPayloadBytes}`);
   }
   const fixedBytes = codec.fixed.span;
   if (codec.tail ? payloadLength < fixedBytes : payloadLength !== fixedBytes) {

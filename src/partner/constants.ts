@@ -6,11 +6,12 @@
 export const PARTNER_MAGIC = 0x4654564d;
 
 /**
- * Bumped on any change to a layout or to what a field may hold. Hello and hello refusal keep their v1
- * layout forever (see codec.ts). 2: a write page range may run on into the following pages (one
- * message per run of pages), which a version 1 node refuses as a framing error.
+ * Bumped on any change to a layout or to what a field may hold. 2: a write page range may run on
+ * into the following pages (one message per run of pages). 3: the link opens with a challenge
+ * exchange and an authenticated hello (handshake.ts); nothing else is read before it. Only the
+ * challenge layout is frozen for every later version, so a node can tell which version a peer speaks.
  */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 /**
  * Message types. 0x00xx are the patent's Figure 10 messages, 0x01xx our extensions. A response has
@@ -42,6 +43,7 @@ export const enum MessageType {
   ResyncBegin = 0x0105,
   ResyncEnd = 0x0106,
   ForwardedIo = 0x0107,
+  Challenge = 0x0108,
   HelloReply = 0x0181,
   HelloRefusal = 0x0182,
   IoData = 0x0187,
@@ -84,6 +86,10 @@ export const enum RefusalReason {
   NodeIdConflict = 3,
   /** The peer's epoch is older than one the receiver has seen: it was fenced and must rejoin. */
   StaleEpoch = 4,
+  /** The peer's node id is not in the receiver's config, or the link comes from another address than its configured one. */
+  UnknownNode = 5,
+  /** The peer's epoch is further ahead of every epoch the receiver has seen than claims could have taken it. */
+  ImplausibleEpoch = 6,
 }
 
 /** What a sense request asks about. */
@@ -114,6 +120,16 @@ export const NIL_ALLOCATION = '00000000-0000-0000-0000-000000000000';
 // ---- Limits ----
 
 export const FRAME_HEADER_BYTES = 16;
+
+/** Random bytes each end of a link contributes to its handshake, so no proof can be replayed. */
+export const NONCE_BYTES = 32;
+/** An HMAC-SHA256 over the handshake (handshake.ts). */
+export const PROOF_BYTES = 32;
+/**
+ * Before a link is authenticated only the handshake's small frames may arrive: a larger declared
+ * length closes the socket before a stranger can make the node buffer anything.
+ */
+export const MAX_HANDSHAKE_PAYLOAD_BYTES = 128;
 
 /** Page sizes the policy assignment module may pick (DESIGN §3). */
 export const MIN_PAGE_BYTES = 4 * 1024;

@@ -1,47 +1,43 @@
-// The partner link: one TCP connection between two nodes, carrying the paging synchronization
-// messages both ways after a hello exchange.
-//
-//   connector ── hello ──────────────────> listener   checks version, cluster id, node id, epoch
-//             <── hello reply | refusal ──            a refusal closes the link; both sides log why
-//   then, both ways: requests with ids, responses echo the id, one-way messages (heartbeat, page clean)
+// The partner link: one TCP (or TLS) connection between two nodes, carrying the paging
+// synchronization messages both ways once the handshake (handshake.ts, introduce.ts) has
+// authenticated both ends.
 //
 // Many requests are in flight at once and answered in any order, so an unrelated slow page never
 // holds up another. Outgoing frames queue and leave in one socket write per event-loop turn. A frame
-// that does not decode, or a response nobody asked for, closes the link with a log line: after a
-// framing error the stream cannot be trusted, and the peer reconnects.
+// that does not decode, a response nobody asked for, or an epoch no claim could have made closes
+// the link with a log line: after such a frame the stream cannot be trusted, and the peer reconnects.
 import net from 'node:net';
+import tls from 'node:tls';
 import type { Logger } from '../observe/index.js';
-import { encodeBatch, encodeBatchParts, expectsResponse, isResponseType, MessageFramer, messageTypeName, PartnerFramingError } from './codec.js';
-import { MAX_REQUESTS_IN_FLIGHT, MessageType, PROTOCOL_VERSION, RefusalReason } from './constants.js';
-import type { Hello, HelloRefusal, Message } from './messages.js';
+import { encodeBatch, encodeBatchParts, expectsResponse, isResponseType, type MessageFramer, messageTypeName, PartnerFramingError } from './codec.js';
+import { MAX_REQUESTS_IN_FLIGHT, MessageType } from './constants.js';
+import { PARTNER_TLS_IDENTITY } from './handshake.js';
+import { HandshakeError, introduceAsConnector, introduceAsListener, type Identity, type LinkSecurity } from './introduce.js';
+import type { Message } from './messages.js';
 
 /** Forwarded I/O in flight per link and direction: half the room, the rest is kept for replication. */
 export const MAX_FORWARDED_IN_FLIGHT = MAX_REQUESTS_IN_FLIGHT / 2;
 
-/** A peer that has not sent its hello within this time is dropped. */
-export const HELLO_TIMEOUT_MS = 5_000;
+/**
+ * Handshakes a listener works on at once. A stranger opening more pushes out the oldest (a partner
+ * finishes its handshake in a round trip or two, so a flood cannot keep it out for long).
+ */
+export const MAX_PENDING_HANDSHAKES = 32;
 
-export interface Identity {
-  clusterId: string;
-  nodeId: number;
-  epoch: number;
-}
+/** Failed handshakes are logged at most this often per listener (the rest are counted into the next line). */
+const REFUSAL_LOG_INTERVAL_MS = 1000;
+
+/** TLS 1.3 with a PSK: AES-GCM first (hardware-accelerated almost everywhere). */
+const PARTNER_TLS_OPTIONS = { minVersion: 'TLSv1.3', ciphers: 'TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256' } as const;
+
+/** Node's TLSSocket takes a server's pskCallback as tls.createServer does; its typings lack it. */
+export type PskServerOptions = tls.TLSSocketOptions & { pskCallback(socket: tls.TLSSocket, identity: string): Buffer | null };
 
 /** Answers the peer's requests; returns the response (same request id), or null for one-way messages. */
 export type RequestHandler = (message: Message, link: PartnerLink) => Promise<Message | null> | Message | null;
 
 export class LinkClosedError extends Error {
   override name = 'LinkClosedError';
-}
-
-export class HelloRefusedError extends Error {
-  override name = 'HelloRefusedError';
-  constructor(
-    readonly reason: RefusalReason,
-    message: string,
-  ) {
-    super(message);
-  }
 }
 
 type Outgoing = Message extends infer M ? (M extends Message ? Omit<M, 'requestId'> : never) : never;
@@ -74,6 +70,8 @@ export class PartnerLink {
     readonly peer: Identity,
     private readonly handler: RequestHandler,
     private readonly logger: Logger,
+    /** An epoch no claim could have made (heartbeat, takeover) closes the link instead of being adopted. */
+    private readonly plausibleEpoch: (epoch: number) => boolean,
   ) {
     socket.on('data', (chunk: Buffer) => {
       this.lastHeardMs = Date.now();
@@ -197,9 +195,12 @@ export class PartnerLink {
     this.statistics.socketWrites++;
   }
 
-  /** Messages that arrived in the same chunk as the hello exchange. */
+  /** Messages that arrived behind the handshake, from the authenticated peer. */
   deliver(messages: Message[]): void {
-    for (const message of messages) this.dispatch(message);
+    for (const message of messages) {
+      if (!this.isOpen) return;
+      this.dispatch(message);
+    }
   }
 
   private onData(chunk: Buffer): void {
@@ -211,28 +212,33 @@ export class PartnerLink {
       messages = this.framer.push(chunk);
     } catch (error) {
       if (!(error instanceof PartnerFramingError)) throw error;
-      this.logger.error(`partner link to node ${this.peer.nodeId}: ${error.message}; closing it`);
-      this.socket.destroy();
-      this.closed(error.message);
-      return;
+      return this.fail(error.message);
     }
-    for (const message of messages) this.dispatch(message);
+    for (const message of messages) {
+      if (!this.isOpen) return;
+      this.dispatch(message);
+    }
+  }
+
+  /** The peer broke the protocol: nothing more it sent counts. */
+  private fail(reason: string): void {
+    this.logger.error(`partner link to node ${this.peer.nodeId}: ${reason}; closing it`);
+    this.socket.destroy();
+    this.closed(reason);
   }
 
   private dispatch(message: Message): void {
     this.statistics.framesReceived++;
+    if ((message.type === MessageType.Heartbeat || message.type === MessageType.Takeover) && !this.plausibleEpoch(message.epoch)) {
+      return this.fail(`${messageTypeName(message.type)} states epoch ${message.epoch}, further ahead than any claim could take it`);
+    }
     if (isResponseType(message.type)) this.onResponse(message);
     else this.onRequest(message);
   }
 
   private onResponse(message: Message): void {
     const waiter = this.pending.get(message.requestId);
-    if (!waiter) {
-      this.logger.error(`partner link to node ${this.peer.nodeId}: ${messageTypeName(message.type)} answers unknown request ${message.requestId}; closing it`);
-      this.socket.destroy();
-      this.closed('unexpected response');
-      return;
-    }
+    if (!waiter) return this.fail(`${messageTypeName(message.type)} answers unknown request ${message.requestId}`);
     this.pending.delete(message.requestId);
     this.wakeWaiting();
     waiter.resolve(message);
@@ -266,51 +272,28 @@ export class PartnerLink {
   }
 }
 
-/** Why a hello is refused, or null to accept it. The order is the one docs/protocol.md gives. */
-export function checkHello(hello: Hello, local: Identity, connected: ReadonlySet<number>): RefusalReason | null {
-  if (hello.protocolVersion !== PROTOCOL_VERSION) return RefusalReason.VersionMismatch;
-  if (hello.clusterId !== local.clusterId) return RefusalReason.ClusterMismatch;
-  if (hello.nodeId === local.nodeId || connected.has(hello.nodeId)) return RefusalReason.NodeIdConflict;
-  if (hello.epoch < local.epoch) return RefusalReason.StaleEpoch;
-  return null;
+
+/** How the socket of a new link is written during the handshake (before the link owns it). */
+function writer(socket: net.Socket): (message: Message) => void {
+  return (message) => {
+    if (!socket.destroyed) socket.write(encodeBatch([message]));
+  };
 }
 
-const REFUSAL_NAMES: Record<number, string> = {
-  [RefusalReason.VersionMismatch]: 'protocol version mismatch',
-  [RefusalReason.ClusterMismatch]: 'another cluster',
-  [RefusalReason.NodeIdConflict]: 'node id already in use',
-  [RefusalReason.StaleEpoch]: 'stale epoch',
-};
-
-/** Reads the first message of a fresh socket, with a deadline. */
-function firstMessage(socket: net.Socket, framer: MessageFramer): Promise<{ message: Message; rest: Message[] }> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => finish(new Error(`no hello within ${HELLO_TIMEOUT_MS} ms`)), HELLO_TIMEOUT_MS);
-    const onData = (chunk: Buffer): void => {
-      try {
-        const messages = framer.push(chunk);
-        if (messages.length > 0) finish(null, { message: messages[0] as Message, rest: messages.slice(1) });
-      } catch (error) {
-        finish(error as Error);
-      }
-    };
-    const onClose = (): void => finish(new Error('closed before the hello exchange finished'));
-    const finish = (error: Error | null, result?: { message: Message; rest: Message[] }): void => {
-      clearTimeout(timer);
-      socket.off('data', onData);
-      socket.off('close', onClose);
-      if (error) reject(error);
-      else resolve(result as { message: Message; rest: Message[] });
-    };
-    socket.on('data', onData);
-    socket.on('close', onClose);
-  });
+/** An IPv4 peer on a dual-stack socket reads as ::ffff:a.b.c.d; the config names it a.b.c.d. */
+export function plainAddress(address: string): string {
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
 }
 
-/** Connects to a partner, introduces this node, and resolves once the partner accepted. */
+/**
+ * Connects to a partner, proves this node and checks the partner's proof, and resolves once the
+ * partner accepted. `localAddress` binds the connection to this node's own partner host, which is
+ * what the partner checks this node's id against.
+ */
 export async function connectPartner(
-  address: { host: string; port: number },
+  address: { host: string; port: number; nodeId: number; localAddress?: string },
   local: Identity,
+  security: LinkSecurity,
   handler: RequestHandler,
   logger: Logger,
   /**
@@ -319,25 +302,14 @@ export async function connectPartner(
    */
   onReady: (link: PartnerLink) => void = () => undefined,
 ): Promise<PartnerLink> {
-  const socket = net.connect(address.port, address.host);
-  socket.setNoDelay(true);
-  await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
-  const framer = new MessageFramer();
-  socket.write(encodeBatch([{ type: MessageType.Hello, requestId: 0, ...local, protocolVersion: PROTOCOL_VERSION }]));
+  const socket = await dial(address, security);
   try {
-    const { message, rest } = await firstMessage(socket, framer);
-    if (message.type === MessageType.HelloRefusal) {
-      const refusal = message as HelloRefusal;
-      throw new HelloRefusedError(refusal.reason, `node ${refusal.nodeId} refused the link: ${REFUSAL_NAMES[refusal.reason] ?? `reason ${refusal.reason}`} (its cluster ${refusal.clusterId}, version ${refusal.protocolVersion}, epoch ${refusal.epoch})`);
-    }
-    if (message.type !== MessageType.HelloReply) throw new Error(`expected a hello reply, got ${messageTypeName(message.type)}`);
-    const reply = message as Hello | (Message & Identity);
-    const peer = { clusterId: reply.clusterId, nodeId: reply.nodeId, epoch: reply.epoch };
-    if (peer.clusterId !== local.clusterId) throw new HelloRefusedError(RefusalReason.ClusterMismatch, `node ${peer.nodeId} answered from cluster ${peer.clusterId}`);
-    logger.info(`partner link to node ${peer.nodeId} up (${address.host}:${address.port})`);
-    const link = new PartnerLink(socket, framer, peer, handler, logger);
+    socket.setNoDelay(true);
+    const introduced = await introduceAsConnector(socket, local, security, address.nodeId, writer(socket));
+    logger.info(`partner link to node ${introduced.peer.nodeId} up (${address.host}:${address.port}${security.tls ? ', TLS' : ''})`);
+    const link = new PartnerLink(socket, introduced.framer, introduced.peer, handler, logger, security.plausibleEpoch);
     onReady(link);
-    link.deliver(rest);
+    link.deliver(introduced.rest);
     return link;
   } catch (error) {
     socket.destroy();
@@ -345,14 +317,37 @@ export async function connectPartner(
   }
 }
 
-/** Accepts partner links: checks every hello, refuses with a reason, keeps serving whatever arrives. */
+function dial(address: { host: string; port: number; localAddress?: string }, security: LinkSecurity): Promise<net.Socket> {
+  const where = { host: address.host, port: address.port, ...(address.localAddress ? { localAddress: address.localAddress } : {}) };
+  return new Promise((resolve, reject) => {
+    const socket = security.tls
+      ? tls.connect({ ...where, ...PARTNER_TLS_OPTIONS, pskCallback: () => ({ psk: security.key.tls, identity: PARTNER_TLS_IDENTITY }), checkServerIdentity: () => undefined })
+      : net.connect(where);
+    const ready = security.tls ? 'secureConnect' : 'connect';
+    const failed = (error: Error): void => reject(new HandshakeError(security.tls ? `TLS: ${error.message}` : error.message));
+    socket.once(ready, () => {
+      socket.off('error', failed);
+      resolve(socket);
+    });
+    socket.once('error', failed);
+  });
+}
+
+/**
+ * Accepts partner links. A connection from an address no node of the config has is closed before a
+ * byte is read; the others must finish the handshake, and only then does anything they send count.
+ */
 export class PartnerListener {
   private server: net.Server | null = null;
   private readonly links = new Map<number, PartnerLink>();
+  private readonly pending = new Set<net.Socket>();
+  private lastRefusalLogMs = 0;
+  private refusalsUnlogged = 0;
   onLink: (link: PartnerLink) => void = () => undefined;
 
   constructor(
     private readonly local: Identity,
+    private readonly security: LinkSecurity,
     private readonly handler: RequestHandler,
     private readonly logger: Logger,
   ) {}
@@ -369,47 +364,71 @@ export class PartnerListener {
 
   async close(): Promise<void> {
     for (const link of this.links.values()) link.close('listener closing');
+    for (const socket of this.pending) socket.destroy();
     const server = this.server;
     this.server = null;
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 
-  private async accept(socket: net.Socket): Promise<void> {
-    socket.setNoDelay(true);
+  private async accept(raw: net.Socket): Promise<void> {
+    raw.on('error', () => undefined);
+    const address = plainAddress(raw.remoteAddress ?? '');
+    const from = `${address}:${raw.remotePort}`;
+    if (!this.security.knownAddress(address)) {
+      this.refused(from, 'no node of the config is at that address');
+      raw.destroy();
+      return;
+    }
+    if (this.pending.size >= MAX_PENDING_HANDSHAKES) {
+      const oldest = this.pending.values().next().value as net.Socket;
+      this.pending.delete(oldest);
+      oldest.destroy();
+    }
+    const socket = this.security.tls ? new tls.TLSSocket(raw, this.tlsServerOptions()) : raw;
     socket.on('error', () => undefined);
-    const from = `${socket.remoteAddress}:${socket.remotePort}`;
-    const framer = new MessageFramer();
-    let first: { message: Message; rest: Message[] };
-    try {
-      first = await firstMessage(socket, framer);
-    } catch (error) {
-      this.logger.warn(`partner port: dropping ${from}: ${(error as Error).message}`);
+    socket.setNoDelay(true);
+    this.pending.add(socket);
+    const verdict = await introduceAsListener(socket, this.local, this.security, new Set(this.links.keys()), writer(socket));
+    this.pending.delete(socket);
+    if (!verdict.accepted) {
+      if (verdict.authenticated) this.logger.error(`partner port: refusing ${from}: ${verdict.reason}`);
+      else this.refused(from, verdict.reason);
+      // A refusal, if one was written, leaves before the close.
+      socket.end();
+      socket.destroySoon();
+      return;
+    }
+    const { peer, framer, rest } = verdict.introduced;
+    if (!this.server) {
       socket.destroy();
       return;
     }
-    if (first.message.type !== MessageType.Hello) {
-      this.logger.warn(`partner port: dropping ${from}: first message is ${messageTypeName(first.message.type)}, not hello`);
-      socket.destroy();
-      return;
-    }
-    const hello = first.message as Hello;
-    const refusal = checkHello(hello, this.local, new Set(this.links.keys()));
-    if (refusal !== null) {
-      this.logger.warn(
-        `partner port: refusing node ${hello.nodeId} from ${from}: ${REFUSAL_NAMES[refusal]} (it says cluster ${hello.clusterId}, version ${hello.protocolVersion}, epoch ${hello.epoch})`,
-      );
-      socket.end(encodeBatch([{ type: MessageType.HelloRefusal, requestId: hello.requestId, reason: refusal, ...this.local, protocolVersion: PROTOCOL_VERSION }]));
-      return;
-    }
-    const link = new PartnerLink(socket, framer, { clusterId: hello.clusterId, nodeId: hello.nodeId, epoch: hello.epoch }, this.handler, this.logger);
-    this.links.set(hello.nodeId, link);
+    const link = new PartnerLink(socket, framer, peer, this.handler, this.logger, this.security.plausibleEpoch);
+    this.links.set(peer.nodeId, link);
     link.onClose = (reason) => {
-      this.links.delete(hello.nodeId);
-      this.logger.warn(`partner link from node ${hello.nodeId} down: ${reason}`);
+      this.links.delete(peer.nodeId);
+      this.logger.warn(`partner link from node ${peer.nodeId} down: ${reason}`);
     };
-    socket.write(encodeBatch([{ type: MessageType.HelloReply, requestId: hello.requestId, ...this.local, protocolVersion: PROTOCOL_VERSION }]));
-    this.logger.info(`partner link from node ${hello.nodeId} up (${from})`);
+    this.logger.info(`partner link from node ${peer.nodeId} up (${from}${this.security.tls ? ', TLS' : ''})`);
     this.onLink(link);
-    link.deliver(first.rest);
+    link.deliver(rest);
+  }
+
+  private tlsServerOptions(): tls.TLSSocketOptions {
+    const psk: PskServerOptions = { isServer: true, ...PARTNER_TLS_OPTIONS, pskCallback: (_socket, identity) => (identity === PARTNER_TLS_IDENTITY ? this.security.key.tls : null) };
+    return psk;
+  }
+
+  /** A stranger, a wrong key or a broken handshake: one warning a second at most, however many try. */
+  private refused(from: string, reason: string): void {
+    const now = Date.now();
+    if (now - this.lastRefusalLogMs < REFUSAL_LOG_INTERVAL_MS) {
+      this.refusalsUnlogged++;
+      return;
+    }
+    const more = this.refusalsUnlogged > 0 ? ` (and ${this.refusalsUnlogged} more refused since the last such line)` : '';
+    this.refusalsUnlogged = 0;
+    this.lastRefusalLogMs = now;
+    this.logger.warn(`partner port: dropping ${from}: ${reason}${more}`);
   }
 }

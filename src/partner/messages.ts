@@ -180,25 +180,42 @@ export interface SenseInformation extends Framed {
 
 // ---- Extensions ----
 
-/** First message on a link, both ways: who I am, in which cluster, epoch and protocol version. */
+/** First frame each way on a new link: the version the sender speaks and its fresh random nonce. */
+export interface Challenge extends Framed {
+  type: MessageType.Challenge;
+  protocolVersion: number;
+  /** NONCE_BYTES random bytes. */
+  nonce: Buffer;
+}
+
+/**
+ * The connector's identity, after both challenges: who I am, in which cluster, epoch and protocol
+ * version, and `proof`, an HMAC over both nonces and these fields under the cluster's partner key.
+ */
 export interface Hello extends Framed {
   type: MessageType.Hello;
   clusterId: string;
   nodeId: number;
   epoch: number;
   protocolVersion: number;
+  proof: Buffer;
 }
 
-/** Hello accepted; carries the acceptor's identity. */
+/** Hello accepted; carries the acceptor's identity and its own proof. */
 export interface HelloReply extends Framed {
   type: MessageType.HelloReply;
   clusterId: string;
   nodeId: number;
   epoch: number;
   protocolVersion: number;
+  proof: Buffer;
 }
 
-/** Hello refused; carries the refuser's identity so both ends log both sides. The link then closes. */
+/**
+ * Hello refused, sent only to a connector whose proof was good; carries the refuser's identity so
+ * both ends log both sides, and a proof, so nobody else can make a node believe it was refused
+ * (a forged stale-epoch refusal would fence it). The link then closes.
+ */
 export interface HelloRefusal extends Framed {
   type: MessageType.HelloRefusal;
   reason: RefusalReason;
@@ -206,6 +223,7 @@ export interface HelloRefusal extends Framed {
   nodeId: number;
   epoch: number;
   protocolVersion: number;
+  proof: Buffer;
 }
 
 /** One-way liveness signal; never answered. */
@@ -286,6 +304,7 @@ export type Message =
   | LockStatus
   | Header
   | SenseInformation
+  | Challenge
   | Hello
   | HelloReply
   | HelloRefusal

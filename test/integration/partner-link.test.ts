@@ -1,23 +1,30 @@
-// Proves the partner link over loopback: the hello exchange accepts a partner and refuses another
-// cluster, another version, a taken node id and a stale epoch with a logged reason; garbage and
-// truncated frames close only that connection; many requests run at once, are answered out of
-// order, and leave in batched socket writes; a closed link fails what was in flight.
+// Proves the partner link over loopback: the authenticated handshake accepts a partner holding the
+// key and refuses, with a signed and logged reason, another cluster, a taken or unknown node id, a
+// stale or implausible epoch; a wrong key or another version is dropped with nothing revealed;
+// garbage and truncated frames close only that connection; TLS-PSK links work and refuse another
+// key; many requests run at once, are answered out of order, and leave in batched socket writes;
+// a closed link fails what was in flight.
 import { expect } from 'chai';
 import net from 'node:net';
 import { silentLogger } from '../../src/observe/index.js';
 import {
   connectPartner,
+  derivePartnerKey,
   HelloRefusedError,
+  UnprovenPeerError,
+  type LinkSecurity,
   IoOp,
   LinkClosedError,
   MessageType,
   NIL_ALLOCATION,
   PartnerListener,
+  PROTOCOL_VERSION,
   RefusalReason,
   type Message,
   type PartnerLink,
 } from '../../src/partner/index.js';
 import { encodeMessage } from '../../src/partner/codec.js';
+import { testSecurity } from '../support/partner-security.js';
 
 const CLUSTER = '5f0c7a1e-2b3d-4c5e-8f90-a1b2c3d4e5f6';
 const A = { clusterId: CLUSTER, nodeId: 1, epoch: 5 };
@@ -36,16 +43,29 @@ describe('partner link', function () {
   const links: PartnerLink[] = [];
   const warnings: string[] = [];
   const logger = silentLogger();
-  logger.warn = ((message: string) => {
+  logger.warn = logger.error = ((message: string) => {
     warnings.push(message);
     return logger;
   }) as typeof logger.warn;
+  let security: LinkSecurity = testSecurity();
+  /** Every message the listener's handler was given. */
+  const handled: Message[] = [];
+
+  async function listen(policy: LinkSecurity): Promise<void> {
+    await listener?.close();
+    security = policy;
+    listener = new PartnerListener(A, policy, (message) => {
+      handled.push(message);
+      return answer(message);
+    }, logger);
+    listener.onLink = (link) => links.push(link);
+    await listener.listen({ host: '127.0.0.1', port: 0 });
+  }
 
   beforeEach(async () => {
     warnings.length = 0;
-    listener = new PartnerListener(A, answer, logger);
-    listener.onLink = (link) => links.push(link);
-    await listener.listen({ host: '127.0.0.1', port: 0 });
+    handled.length = 0;
+    await listen(testSecurity());
   });
 
   afterEach(async () => {
@@ -53,10 +73,22 @@ describe('partner link', function () {
     await listener.close();
   });
 
-  async function connect(identity = B): Promise<PartnerLink> {
-    const link = await connectPartner({ host: '127.0.0.1', port: listener.port }, identity, answer, logger);
+  async function connect(identity = B, policy: LinkSecurity = security, expected = A.nodeId): Promise<PartnerLink> {
+    const link = await connectPartner({ host: '127.0.0.1', port: listener.port, nodeId: expected }, identity, policy, answer, logger);
     links.push(link);
     return link;
+  }
+
+  /** Raw bytes to the partner port; resolves with everything it sent back before it closed. */
+  async function rawExchange(bytes: Buffer): Promise<Buffer> {
+    const socket = net.connect(listener.port, '127.0.0.1');
+    const received: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => received.push(chunk));
+    socket.on('error', () => undefined);
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.write(bytes);
+    await new Promise((resolve) => socket.once('close', resolve));
+    return Buffer.concat(received);
   }
 
   it('keeps room for other requests when forwarded I/O fills its share (no cross-link deadlock)', async () => {
@@ -90,18 +122,22 @@ describe('partner link', function () {
     expect(link.statistics.socketWrites, 'frames leave many per write').to.be.below(100);
   });
 
-  const refusals: Array<[string, Partial<typeof B>, RefusalReason]> = [
-    ['another cluster', { clusterId: '00000000-0000-0000-0000-0000000000ff' }, RefusalReason.ClusterMismatch],
-    ['its own node id', { nodeId: 1 }, RefusalReason.NodeIdConflict],
-    ['a stale epoch', { epoch: 4 }, RefusalReason.StaleEpoch],
+  const refusals: Array<[string, Partial<typeof B>, RefusalReason, Partial<LinkSecurity>]> = [
+    ['another cluster', { clusterId: '00000000-0000-0000-0000-0000000000ff' }, RefusalReason.ClusterMismatch, {}],
+    ['its own node id', { nodeId: 1 }, RefusalReason.NodeIdConflict, {}],
+    ['a stale epoch', { epoch: 4 }, RefusalReason.StaleEpoch, {}],
+    ['a node id not bound to its address', {}, RefusalReason.UnknownNode, { admits: () => false }],
+    ['an epoch no claim could reach', { epoch: 2 ** 53 - 1 }, RefusalReason.ImplausibleEpoch, {}],
   ];
-  for (const [what, change, reason] of refusals) {
-    it(`refuses a hello from ${what}, logs why, and keeps serving`, async () => {
-      const error = (await connect({ ...B, ...change }).catch((caught: Error) => caught)) as HelloRefusedError;
+  for (const [what, change, reason, policy] of refusals) {
+    it(`refuses an authenticated hello from ${what} with a signed reason, logs why, and keeps serving`, async () => {
+      await listen(testSecurity(policy));
+      const error = (await connect({ ...B, ...change }, testSecurity()).catch((caught: Error) => caught)) as HelloRefusedError;
       expect(error).to.be.instanceOf(HelloRefusedError);
       expect(error.reason).to.equal(reason);
-      expect(warnings.join('\n')).to.match(/refusing node/);
-      const good = await connect();
+      expect(warnings.join('\n')).to.match(/refusing/);
+      await listen(testSecurity());
+      const good = await connect(B, testSecurity());
       expect((await good.request({ type: MessageType.SpaceRequest, bytesWanted: 3 })).type).to.equal(MessageType.SpaceStatus);
     });
   }
@@ -113,35 +149,82 @@ describe('partner link', function () {
     expect(error.reason).to.equal(RefusalReason.NodeIdConflict);
   });
 
-  it('refuses a hello of another protocol version with a refusal the peer can read', async () => {
-    const hello = encodeMessage({ type: MessageType.Hello, requestId: 0, ...B, protocolVersion: 1 });
-    hello.writeUInt16BE(1, 4);
-    const socket = net.connect(listener.port, '127.0.0.1');
-    const received: Buffer[] = [];
-    socket.on('data', (chunk: Buffer) => received.push(chunk));
-    socket.write(hello);
-    await new Promise((resolve) => socket.once('close', resolve));
-    const reply = Buffer.concat(received);
-    expect(reply.readUInt16BE(6), 'a hello refusal').to.equal(MessageType.HelloRefusal);
-    expect(warnings.join('\n')).to.match(/version/);
+  it('drops a peer with another key after its hello, telling it nothing about the cluster', async () => {
+    const stranger = testSecurity({ key: derivePartnerKey(Buffer.from('not the cluster key, but 32 bytes long')) });
+    const error = await connect(B, stranger).catch((caught: Error) => caught);
+    expect(error, 'the stranger gets no proven answer').to.be.instanceOf(Error);
+    expect(error).not.to.be.instanceOf(HelloRefusedError);
+    expect(warnings.join('\n')).to.match(/dropping .*does not prove it holds the partner key/);
+    expect(links.filter((link) => link.isOpen), 'no link came up').to.have.length(0);
+  });
+
+  it('does not believe a listener with another key: its reply is not proven', async () => {
+    await listen(testSecurity({ key: derivePartnerKey(Buffer.from('a different listener key of 32 bytes')) }));
+    const error = await connect(B, testSecurity()).catch((caught: Error) => caught);
+    expect(error).to.be.instanceOf(Error);
+    // The listener drops the connector first (its hello fails there), or the connector refuses the listener's answer.
+    expect(error instanceof UnprovenPeerError || /closed during the handshake/.test((error as Error).message), (error as Error).message).to.equal(true);
+  });
+
+  it('answers a stranger with its challenge only: no cluster id, node id or epoch leaves the node', async () => {
+    const challenge = encodeMessage({ type: MessageType.Challenge, requestId: 0, protocolVersion: PROTOCOL_VERSION, nonce: Buffer.alloc(32, 1) });
+    const forged = encodeMessage({ type: MessageType.Hello, requestId: 0, ...B, protocolVersion: PROTOCOL_VERSION, proof: Buffer.alloc(32, 2) });
+    const reply = await rawExchange(Buffer.concat([challenge, forged]));
+    expect(reply.length, 'one challenge frame').to.equal(16 + 34);
+    expect(reply.readUInt16BE(6)).to.equal(MessageType.Challenge);
+    expect(reply.includes(Buffer.from(CLUSTER.replace(/-/g, ''), 'hex')), 'the cluster id').to.equal(false);
+  });
+
+  it('processes nothing that arrives behind a hello that fails its proof (a write, a takeover, an epoch)', async () => {
+    const challenge = encodeMessage({ type: MessageType.Challenge, requestId: 0, protocolVersion: PROTOCOL_VERSION, nonce: Buffer.alloc(32, 3) });
+    const forged = encodeMessage({ type: MessageType.Hello, requestId: 0, ...B, protocolVersion: PROTOCOL_VERSION, proof: Buffer.alloc(32) });
+    const write = encodeMessage({ type: MessageType.ForwardedIo, requestId: 5, op: IoOp.Write, fua: false, allocation: NIL_ALLOCATION, offset: 0, length: 4, data: Buffer.from('evil') });
+    const heartbeat = encodeMessage({ type: MessageType.Heartbeat, requestId: 1, epoch: 2 ** 53 - 1 });
+    const reply = await rawExchange(Buffer.concat([challenge, forged, write, heartbeat]));
+    expect(reply.length, 'nothing but the challenge came back').to.equal(16 + 34);
+    expect(handled, 'no message reached the handler').to.have.length(0);
+    expect(links, 'no link came up').to.have.length(0);
+  });
+
+  it('drops a peer of another protocol version, which sends its old hello first', async () => {
+    const hello = encodeMessage({ type: MessageType.Heartbeat, requestId: 0, epoch: 1 });
+    hello.writeUInt16BE(2, 4);
+    hello.writeUInt16BE(MessageType.Hello, 6);
+    const reply = await rawExchange(hello);
+    expect(reply.length, 'nothing is sent back').to.equal(0);
+    expect(warnings.join('\n')).to.match(/dropping .*protocol version 2, this node speaks 3/);
+  });
+
+  it('encrypts a link with TLS-PSK when both ends want it, and a TLS peer with another key gets nowhere', async () => {
+    await listen(testSecurity({ tls: true }));
+    const link = await connect(B, testSecurity({ tls: true }));
+    expect((await link.request({ type: MessageType.SpaceRequest, bytesWanted: 5 })).type).to.equal(MessageType.SpaceStatus);
+    const stranger = testSecurity({ tls: true, key: derivePartnerKey(Buffer.from('a TLS stranger with its own 32-byte key')) });
+    expect(await connect({ ...B, nodeId: 3 }, stranger).catch((caught: Error) => caught)).to.be.instanceOf(Error);
+    expect(await connect({ ...B, nodeId: 3 }, testSecurity()).catch((caught: Error) => caught), 'a plain peer on a TLS port').to.be.instanceOf(Error);
   });
 
   for (const [what, bytes] of [
     ['garbage', Buffer.from('GET / HTTP/1.1\r\nHost: partner\r\n\r\n')],
-    ['a frame that declares 16 MiB', Buffer.from('4654564d0001000100000000' + '01000000', 'hex')],
-    ['a truncated hello, then a hang-up', encodeMessage({ type: MessageType.Hello, requestId: 0, ...B, protocolVersion: 1 }).subarray(0, 20)],
+    ['a frame that declares 16 MiB', Buffer.from('4654564d0003010800000000' + '01000000', 'hex')],
+    ['a truncated challenge, then a hang-up', encodeMessage({ type: MessageType.Challenge, requestId: 0, protocolVersion: PROTOCOL_VERSION, nonce: Buffer.alloc(32) }).subarray(0, 20)],
   ] as const) {
     it(`drops a connection that sends ${what}, logs it, and keeps serving`, async () => {
-      const socket = net.connect(listener.port, '127.0.0.1');
-      await new Promise((resolve) => socket.once('connect', resolve));
-      socket.end(bytes);
-      await new Promise((resolve) => socket.once('close', resolve));
+      await rawExchange(bytes);
       await new Promise((resolve) => setTimeout(resolve, 20));
       expect(warnings.join('\n')).to.match(/dropping/);
       const good = await connect();
       expect((await good.request({ type: MessageType.SpaceRequest, bytesWanted: 1 })).type).to.equal(MessageType.SpaceStatus);
     });
   }
+
+  it('closes an authenticated link that states an epoch no claim could make, adopting nothing', async () => {
+    const link = await connect();
+    const server = links.find((candidate) => candidate !== link && candidate.peer.nodeId === 2) as PartnerLink;
+    const closed = new Promise<string>((resolve) => (server.onClose = resolve));
+    (link as unknown as { queue(message: Message): void }).queue({ type: MessageType.Heartbeat, requestId: 1, epoch: 2 ** 53 - 1 });
+    expect(await closed).to.match(/epoch 9007199254740991, further ahead than any claim/);
+  });
 
   it('fails requests in flight when the link closes, and refuses new ones', async () => {
     const link = await connect();
@@ -157,6 +240,6 @@ describe('partner link', function () {
     const server = links.find((candidate) => candidate !== link && candidate.peer.nodeId === 2) as PartnerLink;
     const closed = new Promise<string>((resolve) => (server.onClose = resolve));
     (link as unknown as { queue(message: Message): void }).queue({ type: MessageType.SpaceStatus, requestId: 999, freeBytes: 1, reclaimableBytes: 0 });
-    expect(await closed).to.match(/unexpected response/);
+    expect(await closed).to.match(/answers unknown request 999/);
   });
 });

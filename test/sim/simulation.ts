@@ -256,8 +256,8 @@ class Simulation {
     const partner: Partner = { id, mirror, ownerSocket, partnerSocket, state: 'linked' };
     const identity = (nodeId: number): { clusterId: string; nodeId: number; epoch: number } => ({ clusterId: CLUSTER, nodeId, epoch: 1 });
     // The partner's responder is its mirror store, as in a cluster node; the owner answers nothing.
-    const partnerEnd = new PartnerLink(partnerSocket.asNetSocket(), new MessageFramer(), identity(OWNER), (message) => this.mirrorHandles(partner, message), this.logger);
-    const ownerEnd = new PartnerLink(ownerSocket.asNetSocket(), new MessageFramer(), identity(id), () => null, this.logger);
+    const partnerEnd = new PartnerLink(partnerSocket.asNetSocket(), new MessageFramer(), identity(OWNER), (message) => this.mirrorHandles(partner, message), this.logger, () => true);
+    const ownerEnd = new PartnerLink(ownerSocket.asNetSocket(), new MessageFramer(), identity(id), () => null, this.logger, () => true);
     partnerEnd.onClose = (reason) => this.partnerLostOwner(partner, reason);
     ownerEnd.onClose = (reason) => {
       if (partner.state === 'linked') this.fail(`the owner's link to node ${id} closed unasked: ${reason}`);
