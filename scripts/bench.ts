@@ -6,9 +6,13 @@
 //   forwarded   the same cluster, fio through node b, which forwards every request to the owner
 //   single      one node, no partner: write-through (on the array and synced before the ack)
 //   degraded    single, with one RAID member failed through the control socket
-// Prints IOPS, MB/s and the ftvm/nbdkit ratio.
-// Usage: scripts/bench [--seconds 5] [--size 1GiB] [--markdown] [--modes mirrored,forwarded,single,degraded]
+//   tls         the cost of TLS: the mirrored cluster again with NBD TLS (PSK, required) and the
+//               partner link encrypted, against the same cluster without TLS, via owner and via
+//               partner (where every byte crosses both links)
+// Prints IOPS, MB/s and the ftvm/nbdkit ratio (for tls: TLS on / TLS off).
+// Usage: scripts/bench [--seconds 5] [--size 1GiB] [--markdown] [--modes mirrored,forwarded,single,degraded,tls]
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -16,7 +20,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { parseSize } from '../src/config/index.js';
 import { requestControl } from '../src/cluster/index.js';
-import { freePort, launch, makeTempDirectory, startCluster, writeSingleNodeConfig } from '../test/support/ftvm-process.js';
+import { freePort, launch, makeTempDirectory, startCluster, writeSingleNodeConfig, type FtvmNode } from '../test/support/ftvm-process.js';
 
 const run = promisify(execFile);
 
@@ -75,8 +79,9 @@ async function startNbdkit(file: string): Promise<{ child: ChildProcess; uri: st
   throw new Error('nbdkit did not start');
 }
 
-function format(rows: Array<[string, Result, Result]>, markdown: boolean): string {
-  const header = ['job', 'ftvm IOPS', 'ftvm MB/s', 'nbdkit IOPS', 'nbdkit MB/s', 'ftvm/nbdkit'];
+function format(rows: Array<[string, Result, Result]>, markdown: boolean, names: [string, string] = ['ftvm', 'nbdkit']): string {
+  const [ours, theirs] = names;
+  const header = ['job', `${ours} IOPS`, `${ours} MB/s`, `${theirs} IOPS`, `${theirs} MB/s`, `${ours}/${theirs}`];
   const lines = rows.map(([name, ours, theirs]) => [
     name,
     ours.iops.toFixed(0),
@@ -113,6 +118,7 @@ async function main(): Promise<void> {
   await prefill(nbdkitFile, sizeBytes);
   const nbdkit = await startNbdkit(nbdkitFile);
   const rows: Array<[string, Result, Result]> = [];
+  const tlsRows: Array<[string, Result, Result]> = [];
   // Fill through NBD, so reads hit written data on the array, as they do for nbdkit; then FLUSH,
   // as nbdkit's file was synced: without it the first job (4k randread) ran beside the destage
   // of the fill's dirty pages, and measured 11k–36k IOPS instead of ~50k (session 6).
@@ -131,6 +137,7 @@ async function main(): Promise<void> {
         await fs.rm(cluster.directory, { recursive: true, force: true });
       }
     }
+    if (modes.has('tls')) await runTlsComparison(tlsRows, memoryBytes);
     if (modes.has('single') || modes.has('degraded')) {
       const port = await freePort();
       const configFile = await writeSingleNodeConfig(directory, [{ name: 'vol0', sizeBytes }], { host: '127.0.0.1', port });
@@ -151,9 +158,65 @@ async function main(): Promise<void> {
     nbdkit.child.kill('SIGTERM');
     await fs.rm(directory, { recursive: true, force: true });
   }
-  process.stdout.write(`${format(rows, args.markdown)}\n`);
+  if (rows.length > 0) process.stdout.write(`${format(rows, args.markdown)}\n`);
+  if (tlsRows.length > 0) process.stdout.write(`${rows.length > 0 ? '\n' : ''}${format(tlsRows, args.markdown, ['TLS', 'plain'])}\n`);
 }
 
+/** What the TLS comparison runs: nbdcopy, because fio's nbd engine may not name a PSK file in its URI. */
+const COPY_JOBS: Array<{ name: string; requestBytes: number; requests: number; write: boolean; totalBytes: number }> = [
+  { name: '4k read QD32', requestBytes: 4096, requests: 32, write: false, totalBytes: 64 * 2 ** 20 },
+  { name: '4k write QD32', requestBytes: 4096, requests: 32, write: true, totalBytes: 64 * 2 ** 20 },
+  { name: '1M read QD8', requestBytes: 2 ** 20, requests: 8, write: false, totalBytes: 256 * 2 ** 20 },
+  { name: '1M write QD8', requestBytes: 2 ** 20, requests: 8, write: true, totalBytes: 256 * 2 ** 20 },
+];
+
+/** One nbdcopy of `totalBytes` between `uri` and a local file (or null:), one connection; the rate it reached. */
+async function copyRate(uri: string, job: (typeof COPY_JOBS)[number], source: string): Promise<Result> {
+  const options = ['-C', '1', '-T', '1', `--request-size=${job.requestBytes}`, `--requests=${job.requests}`, '--no-extents', '--sparse=0'];
+  const started = process.hrtime.bigint();
+  if (job.write) await run('nbdcopy', [...options, source, uri]);
+  else await run('nbdcopy', [...options, uri, 'null:']);
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  const bytes = job.write ? job.totalBytes : (await fs.stat(source)).size;
+  return { iops: bytes / job.requestBytes / seconds, bytesPerSecond: bytes / seconds };
+}
+
+/**
+ * Two clusters of the same shape, one plain, one with TLS on both links (NBD: PSK, required;
+ * partner link: TLS-PSK, as across hosts), job by job interleaved, each copy made with nbdcopy.
+ */
+async function runTlsComparison(rows: Array<[string, Result, Result]>, memoryBytes: number): Promise<void> {
+  const sizeBytes = Math.max(...COPY_JOBS.map((job) => job.totalBytes));
+  const plain = await startCluster([{ name: 'vol0', sizeBytes }], { memoryBytes, logLevel: 'warn' });
+  const scratch = await makeTempDirectory('ftvm-bench-tls-');
+  const pskFile = path.join(scratch, 'nbd.psk');
+  await fs.writeFile(pskFile, `bench:${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+  const secure = await startCluster([{ name: 'vol0', sizeBytes }], {
+    memoryBytes,
+    logLevel: 'warn',
+    extra: { partnerLink: { tls: 'on' }, tls: { mode: 'require', pskFile } },
+  });
+  const tlsUri = (node: FtvmNode): string => `nbds://bench@${node.host}:${node.port}/vol0?tls-psk-file=${pskFile}`;
+  try {
+    for (const job of COPY_JOBS) {
+      const source = path.join(scratch, `source-${job.totalBytes}`);
+      await fs.access(source).catch(() => fs.writeFile(source, randomBytes(job.totalBytes)));
+    }
+    for (const [suffix, name] of [[' via owner', 'a'], [' via partner', 'b']] as const) {
+      for (const job of COPY_JOBS) {
+        const source = path.join(scratch, `source-${job.totalBytes}`);
+        const theirs = await copyRate(plain.node(name).uri('vol0'), job, source);
+        const ours = await copyRate(tlsUri(secure.node(name)), job, source);
+        rows.push([`${job.name}${suffix} (nbdcopy)`, ours, theirs]);
+        process.stderr.write(`bench: TLS ${job.name}${suffix} done\n`);
+      }
+    }
+  } finally {
+    await plain.stop();
+    await secure.stop();
+    for (const directory of [plain.directory, secure.directory, scratch]) await fs.rm(directory, { recursive: true, force: true });
+  }
+}
 async function runJobs(rows: Array<[string, Result, Result]>, suffix: string, nbdkitUri: string, ftvmUri: string, seconds: number, sizeBytes: number): Promise<void> {
   for (const job of JOBS) {
     const theirs = await fio(nbdkitUri, job, seconds, sizeBytes);

@@ -9,7 +9,7 @@ const TOOLS = {
   'qemu-io': 'qemu-utils', 'qemu-img': 'qemu-utils', 'qemu-storage-daemon': 'qemu-system-common',
   'qemu-system-x86_64': 'qemu-system-x86', nbdkit: 'nbdkit', 'nbd-client': 'nbd-client', dmsetup: 'dmsetup',
   'mkfs.ext4': 'e2fsprogs', e2fsck: 'e2fsprogs', cpio: 'cpio', fusermount3: 'fuse3', ip: 'iproute2',
-  losetup: 'mount', insmod: 'kmod',
+  losetup: 'mount', insmod: 'kmod', certtool: 'gnutls-bin', psktool: 'gnutls-bin',
 };
 const EXTRA_PACKAGES = ['busybox-static'];
 

@@ -1,9 +1,11 @@
 // The ftvm command line.
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
+import { PartnerSecurityError, writePartnerKey } from '../cluster/index.js';
 import { ConfigError, parseSize } from '../config/index.js';
 import { LOG_LEVELS, type LogLevel } from '../observe/index.js';
 import { ArrayFailedError, MemberError, RaidAdminError, RaidConfigError } from '../storage/index.js';
+import { TlsConfigError } from '../nbd/index.js';
 import { VolumeError } from '../volume/index.js';
 import { raidCommands } from './raid.js';
 import { serve } from './serve.js';
@@ -38,13 +40,15 @@ export async function main(argv: string[]): Promise<void> {
           .option('data', { type: 'string', default: './ftvm-data', describe: 'data directory, created on first run' })
           .option('base-port', { type: 'number', default: 10809, describe: 'NBD port of node a; node b uses the next' })
           .option('host', { type: 'string', default: '127.0.0.1', describe: 'address the NBD listeners bind to' })
-          .option('size', { type: 'string', default: '1GiB', describe: 'size of vol0 and vol1 when they are first created' }),
+          .option('size', { type: 'string', default: '1GiB', describe: 'size of vol0 and vol1 when they are first created' })
+          .option('tls', { choices: ['off', 'on', 'require'] as const, default: 'off' as const, describe: 'NBD TLS: on/require write a PSK file (identity ftvm) to <data>/tls/nbd.psk' }),
       (args) =>
         up({
           data: args.data,
           basePort: args['base-port'],
           host: args.host,
           size: sizeOption(args.size),
+          tls: args.tls,
           logLevel: args['log-level'] as LogLevel,
         }),
     )
@@ -56,6 +60,15 @@ export async function main(argv: string[]): Promise<void> {
           .option('control', { type: 'string', demandOption: true, describe: 'the node\'s control socket (<node>.control beside the config)' })
           .option('json', { type: 'boolean', default: false, describe: 'print JSON' }),
       (args) => status({ control: args.control, json: args.json }),
+    )
+    .command(
+      'keygen <file>',
+      'write a new partner key (the secret every node of a cluster must hold; mode 600, never overwritten)',
+      (command) => command.positional('file', { type: 'string', demandOption: true, describe: 'where to write it (the config\'s partnerLink.keyFile, default partner.key beside it)' }),
+      async (args) => {
+        await writePartnerKey(args.file);
+        process.stdout.write(`wrote ${args.file}: copy it to every node of the cluster (keep it mode 600)\n`);
+      },
     )
     .command('raid', 'administer a RAID array: offline on its member files, or online with --control', raidCommands)
     .demandCommand(1, 'name a command; see --help')
@@ -70,7 +83,7 @@ export async function main(argv: string[]): Promise<void> {
 }
 
 main(hideBin(process.argv)).catch((error: unknown) => {
-  const known = [ConfigError, VolumeError, RaidConfigError, RaidAdminError, ArrayFailedError, MemberError].some((kind) => error instanceof kind);
+  const known = [ConfigError, PartnerSecurityError, TlsConfigError, VolumeError, RaidConfigError, RaidAdminError, ArrayFailedError, MemberError].some((kind) => error instanceof kind);
   process.stderr.write(`ftvm: ${known ? (error as Error).message : (error as Error)?.stack ?? String(error)}\n`);
   process.exit(1);
 });

@@ -1,13 +1,14 @@
 // `ftvm serve`: one node in the foreground until SIGINT/SIGTERM.
 import { ClusterNode } from '../cluster/index.js';
 import { loadConfig } from '../config/index.js';
-import { createLogger, type LogLevel } from '../observe/index.js';
+import { createLogger, watchEventLoop, type LogLevel } from '../observe/index.js';
 
 /** EX_TEMPFAIL: this node was fenced; starting it again makes it rejoin. */
 export const FENCED_EXIT_CODE = 75;
 
 export async function serve(options: { config: string; node: string; logLevel: LogLevel }): Promise<void> {
   const logger = createLogger({ level: options.logLevel, node: options.node });
+  const stalls = watchEventLoop(logger);
   const config = await loadConfig(options.config);
   const node = await ClusterNode.start(config, options.node, logger);
   // A fenced node must not serve on: it exits with EX_TEMPFAIL so a supervisor (ftvm up, systemd's
@@ -29,6 +30,7 @@ export async function serve(options: { config: string; node: string; logLevel: L
     process.once('disconnect', () => stop('parent gone'));
   });
   await node.stop();
+  stalls.stop();
   logger.info('stopped cleanly');
   // A 'disconnect' listener keeps the IPC channel (and so the process) alive; let it go.
   process.removeAllListeners('disconnect');

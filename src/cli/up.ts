@@ -3,12 +3,13 @@
 // attach, and stops them all on SIGINT/SIGTERM. It supervises them: a node that dies (kill -9 it to
 // see a failover) is started again after RESTART_DELAY_MS, rejoins, and gets its volumes back.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CONFIG_VERSION, formatSize, loadConfig, type ClusterConfig } from '../config/index.js';
 import { createLogger, type Logger, type LogLevel } from '../observe/index.js';
-import { requestControl } from '../cluster/index.js';
+import { requestControl, writePartnerKey } from '../cluster/index.js';
 import { provisionArray } from '../storage/index.js';
 
 const BIN = fileURLToPath(new URL('../../../bin/ftvm', import.meta.url));
@@ -24,8 +25,14 @@ export interface UpOptions {
   basePort: number;
   host: string;
   size: number;
+  /** NBD TLS: `on` or `require` make a PSK file (identity `ftvm`) on first use and print nbds:// URIs. */
+  tls: 'off' | 'on' | 'require';
   logLevel: LogLevel;
 }
+
+/** The PSK identity `ftvm up --tls` writes; clients name it (libnbd: tls-username=ftvm). */
+export const UP_TLS_IDENTITY = 'ftvm';
+const UP_PSK_FILE = 'tls/nbd.psk';
 
 export async function up(options: UpOptions): Promise<void> {
   const logger = createLogger({ level: options.logLevel, node: 'up' });
@@ -75,7 +82,15 @@ export async function up(options: UpOptions): Promise<void> {
 /** Creates config and the raid5 member files on first run; later runs keep the data and update the ports. */
 async function prepareDataDirectory(dataDirectory: string, options: UpOptions, logger: Logger): Promise<string> {
   const configFile = path.join(dataDirectory, 'cluster.json');
-  await fs.mkdir(dataDirectory, { recursive: true });
+  // The member files hold every volume's bytes and the key lets anyone join the cluster: the
+  // directory is its owner's alone.
+  await fs.mkdir(dataDirectory, { recursive: true, mode: 0o700 });
+  await fs.chmod(dataDirectory, 0o700);
+  const keyFile = path.join(dataDirectory, 'partner.key');
+  if (!(await exists(keyFile))) {
+    await writePartnerKey(keyFile);
+    logger.info(`wrote a new partner key to ${keyFile} (mode 600): the nodes prove to each other that they hold it`);
+  }
   let config: Record<string, unknown>;
   try {
     config = JSON.parse(await fs.readFile(configFile, 'utf8')) as Record<string, unknown>;
@@ -97,15 +112,37 @@ async function prepareDataDirectory(dataDirectory: string, options: UpOptions, l
   }
   // A survivor also serves a dead node's NBD address, so a client of either port rides over a failover.
   config.takeoverAddresses = true;
+  if (options.tls === 'off') delete config.tls;
+  else {
+    await writePskFileIfMissing(path.join(dataDirectory, UP_PSK_FILE), logger);
+    config.tls = { mode: options.tls, pskFile: UP_PSK_FILE };
+  }
   // Node a on the base port, b on the next; partner links 100 ports up. Every node exports every volume.
   config.nodes = ['a', 'b'].map((name, index) => ({
     name,
     listen: [{ host: options.host, port: options.basePort + index }, { path: `${name}.sock` }],
     partner: { host: options.host, port: options.basePort + 100 + index },
   }));
-  await fs.writeFile(`${configFile}.tmp`, `${JSON.stringify(config, null, 2)}\n`);
+  await fs.writeFile(`${configFile}.tmp`, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
   await fs.rename(`${configFile}.tmp`, configFile);
   return configFile;
+}
+
+async function exists(file: string): Promise<boolean> {
+  return fs.access(file).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** A PSK file in psktool's format (`identity:hexkey`), as nbdkit and libnbd read it. */
+async function writePskFileIfMissing(file: string, logger: Logger): Promise<void> {
+  if (await exists(file)) return;
+  await fs.mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+  await fs.writeFile(file, `${UP_TLS_IDENTITY}:${randomBytes(32).toString('hex')}\n`, { mode: 0o600, flag: 'wx' });
+  // QEMU's tls-creds-psk reads keys.psk in the directory it is given: the same key, by that name.
+  await fs.symlink(path.basename(file), path.join(path.dirname(file), 'keys.psk')).catch(() => undefined);
+  logger.info(`wrote a TLS pre-shared key for identity '${UP_TLS_IDENTITY}' to ${file}`);
 }
 
 function startChild(configFile: string, node: string, logLevel: LogLevel): Promise<ChildProcess> {
@@ -146,27 +183,36 @@ async function stopChild(child: ChildProcess): Promise<void> {
   clearTimeout(timer);
 }
 
+/** The URI a libnbd client (nbdinfo, nbdcopy, fio) opens an export with; nbds:// with the PSK file when TLS is on. */
+export function exportUri(config: ClusterConfig, address: ClusterConfig['nodes'][number]['listen'][number], volume: string): string {
+  // libnbd takes the PSK identity from the URI's user part (it ignores tls-username= in 1.14, and
+  // would otherwise ask for the login name, which fails without a terminal).
+  const psk = config.tls.mode !== 'off' && config.tls.pskFile ? `tls-psk-file=${config.tls.pskFile}` : null;
+  if ('path' in address) return psk ? `nbds+unix://${UP_TLS_IDENTITY}@/${volume}?socket=${address.path}&${psk}` : `nbd+unix:///${volume}?socket=${address.path}`;
+  const host = address.host.includes(':') ? `[${address.host}]` : address.host;
+  return psk ? `nbds://${UP_TLS_IDENTITY}@${host}:${address.port}/${volume}?${psk}` : `nbd://${host}:${address.port}/${volume}`;
+}
+
 function printAttachInstructions(config: ClusterConfig): void {
-  const lines = ['', `ftvm cluster ${config.cluster} is up.`];
+  const lines = ['', `ftvm cluster ${config.cluster} is up${config.tls.mode === 'off' ? '' : ` (NBD TLS ${config.tls.mode}, PSK identity '${UP_TLS_IDENTITY}' in ${config.tls.pskFile})`}.`];
   for (const node of config.nodes) {
     for (const volume of config.volumes) {
-      for (const address of node.listen) {
-        const uri = 'path' in address
-          ? `nbd+unix:///${volume.name}?socket=${address.path}`
-          : `nbd://${address.host}:${address.port}/${volume.name}`;
-        lines.push(`  node ${node.name}: ${volume.name} (${formatSize(volume.size)}) at ${uri}`);
-      }
+      for (const address of node.listen) lines.push(`  node ${node.name}: ${volume.name} (${formatSize(volume.size)}) at ${exportUri(config, address, volume.name)}`);
     }
   }
   const first = config.nodes[0]?.listen.find((address) => 'port' in address);
   if (first && 'port' in first) {
     const volume = config.volumes[0]?.name ?? 'vol0';
-    const uri = `nbd://${first.host}:${first.port}/${volume}`;
+    const uri = exportUri(config, first, volume);
     lines.push('', 'Attach with:');
-    lines.push(`  nbdinfo ${uri}`);
-    lines.push(`  qemu-img info ${uri}`);
-    lines.push(`  nbd-client ${first.host} ${first.port} /dev/nbd0 -N ${volume} -b 4096`);
-    lines.push(`  fio --name=t --ioengine=nbd --uri=${uri} --rw=randwrite --bs=4k --iodepth=32 --size=256M`);
+    lines.push(`  nbdinfo '${uri}'`);
+    if (config.tls.mode === 'off') {
+      lines.push(`  qemu-img info ${uri}`);
+      lines.push(`  nbd-client ${first.host} ${first.port} /dev/nbd0 -N ${volume} -b 4096`);
+    } else {
+      lines.push(`  qemu-img info --object tls-creds-psk,id=tls0,endpoint=client,dir=${path.dirname(config.tls.pskFile as string)},username=${UP_TLS_IDENTITY} --image-opts driver=nbd,host=${first.host},port=${first.port},export=${volume},tls-creds=tls0`);
+    }
+    lines.push(`  fio --name=t --ioengine=nbd --uri='${uri}' --rw=randwrite --bs=4k --iodepth=32 --size=256M`);
   }
   lines.push('', `Cluster state (owner, mode, partners) and the RAID (raid5 over ${config.storage.members.length} files, held open by the first node up):`);
   for (const node of config.nodes) lines.push(`  ftvm status --control ${node.control}`);

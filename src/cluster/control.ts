@@ -7,6 +7,7 @@
 //   ← {"ok":true,"status":{...},"report":{...}}  or  {"ok":false,"error":"..."}
 import fs from 'node:fs/promises';
 import net from 'node:net';
+import path from 'node:path';
 import type { Logger } from '../observe/index.js';
 import {
   failArrayMember,
@@ -79,14 +80,27 @@ export class ControlServer {
     /** Set when this node takes the array over. */
     public array: RaidArray | null,
     private readonly logger: Logger,
+    /** The node's data directory (the config's): the only place a mirror dump may be written. */
+    private readonly dataDirectory: string = process.cwd(),
   ) {}
 
-  async listen(path: string): Promise<void> {
-    await fs.rm(path, { force: true });
+  /**
+   * Listens on a unix socket only its owner may open (mode 600): whoever can connect can fail
+   * members and read every mirrored page. The socket is created under a umask that already says
+   * so, not chmodded afterwards, so there is no moment in which anyone else could connect.
+   */
+  async listen(socketPath: string): Promise<void> {
+    await fs.rm(socketPath, { force: true });
     const server = net.createServer((socket) => this.accept(socket));
-    await new Promise<void>((resolve, reject) => server.once('error', reject).listen(path, () => resolve()));
+    const umask = process.umask(0o177);
+    try {
+      await new Promise<void>((resolve, reject) => server.once('error', reject).listen(socketPath, () => resolve()));
+    } finally {
+      process.umask(umask);
+    }
+    await fs.chmod(socketPath, 0o600);
     this.server = server;
-    this.logger.info(`control socket at ${path}`);
+    this.logger.info(`control socket at ${socketPath}`);
   }
 
   async close(): Promise<void> {
@@ -167,10 +181,13 @@ export class ControlServer {
   }
 
   /**
-   * Writes the mirrored pages to `path`: per page a 64-byte header (volume name, NUL-padded to 40
-   * bytes; virtual page u64; version u64; page bytes u32; zero padding) and the page's bytes.
+   * Writes the mirrored pages to a new file in the node's data directory: per page a 64-byte header
+   * (volume name, NUL-padded to 40 bytes; virtual page u64; version u64; page bytes u32; zero
+   * padding) and the page's bytes. Never anywhere else and never over an existing file or through
+   * a symlink: the node may run as root, and the file holds volume data (mode 600).
    */
-  private async dumpMirror(path: string): Promise<number> {
+  private async dumpMirror(requested: string): Promise<number> {
+    const file = await this.insideDataDirectory(requested);
     const pages = this.mirrorPages();
     const parts: Buffer[] = [];
     for (const page of pages) {
@@ -181,8 +198,18 @@ export class ControlServer {
       header.writeUInt32BE(page.data.length, 56);
       parts.push(header, Buffer.from(page.data));
     }
-    await fs.writeFile(path, Buffer.concat(parts));
+    await fs.writeFile(file, Buffer.concat(parts), { flag: 'wx', mode: 0o600 });
     return pages.length;
+  }
+
+  private async insideDataDirectory(requested: string): Promise<string> {
+    const root = await fs.realpath(this.dataDirectory);
+    const file = path.resolve(root, requested);
+    const parent = await fs.realpath(path.dirname(file)).catch(() => null);
+    if (parent === null || (parent !== root && !parent.startsWith(`${root}${path.sep}`))) {
+      throw new Error(`mirror-dump writes only inside the node's data directory ${root}`);
+    }
+    return path.join(parent, path.basename(file));
   }
 
   private finish(socket: net.Socket, result: ControlResult): void {

@@ -36,7 +36,7 @@ export class LeaseFiles implements LeaseDisk {
     for (const member of memberPaths) {
       const path = leaseFilePath(member);
       try {
-        const fd = await open(path, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644);
+        const fd = await open(path, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
         if ((await fstat(fd)).size < LEASE_FILE_BYTES) await ftruncate(fd, LEASE_FILE_BYTES);
         files.push({ path, fd });
       } catch (error) {

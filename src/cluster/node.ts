@@ -13,11 +13,12 @@
 //
 // The partners' mirrored pages live in the same frame pool (mirror-store.ts). They stay until that
 // partner's resync drops them (it is back) or it is taken over (then they go to the disks first).
+import path from 'node:path';
 import { clusterUuid, findNode, type ClusterConfig, type NodeConfig } from '../config/index.js';
 import { FramePool, LinkReplicator, MemoryManager, MemoryVolume, MirrorStore, ResyncStage, type PagePointer } from '../memory/index.js';
-import { Exports, NbdServer } from '../nbd/index.js';
+import { Exports, loadNbdTls, NbdServer } from '../nbd/index.js';
 import type { Logger } from '../observe/index.js';
-import { IoOp, MAX_PAGE_BYTES, MessageType, NIL_ALLOCATION, Status, type Identity, type Message, type PartnerLink } from '../partner/index.js';
+import { IoOp, MAX_PAGE_BYTES, MessageType, NIL_ALLOCATION, Status, type Identity, type LinkSecurity, type Message, type PartnerLink } from '../partner/index.js';
 import {
   assembleArray,
   FileMember,
@@ -38,6 +39,7 @@ import { ControlServer, type ClusterStatus } from './control.js';
 import { ForwardedVolume } from './forwarded-volume.js';
 import { LeaseFiles, processGone, thisProcess } from './lease-files.js';
 import { LeaseKeeper, systemClock } from './lease.js';
+import { partnerSecurity, partnerSourceAddress } from './partner-security.js';
 import { Partners } from './partners.js';
 import { describe, isOk, RemoteArray } from './remote-array.js';
 import { Responder, type ResponderTargets } from './responder.js';
@@ -73,6 +75,8 @@ export interface Served {
   homeId: number;
   /** What is happening to it, for status ('', 'taking over', 'moving to b'). */
   moving: string;
+  /** The export refuses writes; so does the owner, to forwarded ones. */
+  readOnly: boolean;
 }
 
 /** A warm handover under way (ClusterNode.copyResident), between its live and its paused pass. */
@@ -193,6 +197,7 @@ export class ClusterNode {
       holding: false,
       ready: false,
       takeover: null,
+      extents: () => built?.record.allocations ?? [],
       // A linked partner's epoch is as good as one in its takeover message: it passed the hello.
       epoch: (epoch) => {
         if (epoch <= leases.epoch) return;
@@ -201,14 +206,20 @@ export class ClusterNode {
       },
     };
     const responder = new Responder(targets, logger);
+    const clustered = config.nodes.length > 1;
     const leaseFiles = await LeaseFiles.open(config.storage.members);
-    const leases = new LeaseKeeper(nodeId, node.name, thisProcess(), leaseFiles, systemClock, { leaseMs: config.leaseMs, processGone, fencing: config.nodes.length > 1 });
+    const leases = new LeaseKeeper(nodeId, node.name, thisProcess(), leaseFiles, systemClock, { leaseMs: config.leaseMs, processGone, fencing: clustered });
+    // A cluster needs its partner key before it writes anything: without it no link can be trusted.
+    const security = clustered ? await partnerSecurity(config, (epoch) => leases.plausibleEpoch(epoch), logger).catch(async (error: Error) => {
+      await leaseFiles.close();
+      throw error;
+    }) : null;
     const identity: Identity = { clusterId: clusterUuid(config.cluster), nodeId, epoch: 0 };
-    const partners = new Partners(identity, responder.handle, logger, names, config.partnerTimeoutMs);
+    const partners = new Partners(identity, security ?? noPartners, responder.handle, logger, names, config.partnerTimeoutMs, partnerSourceAddress(config, nodeId));
     const replicator = new LinkReplicator(nodeId, logger);
     partners.onUp = (link) => replicator.add(link);
     const exports = new Exports();
-    const server = new NbdServer(exports, logger);
+    const server = new NbdServer(exports, logger, { limits: config.limits, tls: await loadNbdTls(config.tls) });
     let control: ControlServer | null = null;
     let stack: StorageStack | null = null;
     /** Set once built; the closures above read its holder (it changes at a takeover). */
@@ -255,12 +266,12 @@ export class ClusterNode {
         // Only the holder decides ownership. A node that joins serves nothing of its own until the
         // holder hands it over (takeover message): the record may be older than the holder's view.
         const ownerId = holderId === nodeId ? (recorded >= 0 ? recorded : homeId) : recorded >= 0 && recorded !== nodeId ? recorded : holderId;
-        const entry: Served = { allocation, pageBytes: volume.pageSize, switch: null as unknown as VolumeSwitch, memory: null, ownerId, homeId, moving: '' };
+        const entry: Served = { allocation, pageBytes: volume.pageSize, switch: null as unknown as VolumeSwitch, memory: null, ownerId, homeId, moving: '', readOnly: volume.readOnly };
         entry.switch = new VolumeSwitch(volume.name, allocation.sizeBytes, forwardTo(config, entry, ownerId, partners), () => leases.holds());
         served.set(allocation.guid, entry);
-        exports.add({ name: volume.name, description: volume.description, volume: entry.switch, readOnly: volume.readOnly });
+        exports.add({ name: volume.name, description: volume.description, volume: entry.switch, readOnly: volume.readOnly, tlsIdentities: volume.tlsIdentities });
       }
-      control = new ControlServer(stack?.array ?? null, logger);
+      control = new ControlServer(stack?.array ?? null, logger, path.dirname(node.control as string));
       const started = new ClusterNode(config, nodeId, server, control, partners, manager, mirror, stack, holderId, record, responder, targets, leases, identity, access, served, logger);
       built = started;
       targets.takeover = (message) => {
@@ -421,7 +432,7 @@ export class ClusterNode {
     const installed = this.targets.stage.take(allocation.guid, created && handedOverAt !== undefined ? handedOverAt : -1, (virtualPage, frame) => this.manager.installCleanFrame(allocation.guid, virtualPage, frame));
     if (installed > 0) this.logger.info(`volume ${allocation.name}: ${installed} page(s) copied by its previous owner are resident here`);
     entry.ownerId = this.nodeId;
-    this.targets.owned.set(allocation.guid, localView(entry.switch, entry.memory));
+    this.targets.owned.set(allocation.guid, { volume: localView(entry.switch, entry.memory), readOnly: entry.readOnly });
     entry.switch.setTarget(entry.memory);
   }
 
@@ -724,6 +735,15 @@ export class ClusterNode {
     await this.leases.release();
   }
 }
+
+/** A node alone has no partner port and dials nobody: nothing ever asks this. */
+const noPartners: LinkSecurity = {
+  key: { auth: Buffer.alloc(0), tls: Buffer.alloc(0) },
+  tls: false,
+  admits: () => false,
+  knownAddress: () => false,
+  plausibleEpoch: () => false,
+};
 
 /** Write pages of a warm handover in flight at once: enough to keep the link busy, bounded memory. */
 const COPY_RUNS_IN_FLIGHT = 8;

@@ -12,6 +12,19 @@ import { BLOCK_BYTES, type StorageStack } from '../storage/index.js';
 import type { Volume } from '../volume/index.js';
 import { OwnerUnavailableError } from './volume-switch.js';
 
+/** A volume this node serves, as forwarded I/O sees it. */
+export interface OwnedVolume {
+  volume: Volume;
+  /** Forwarded writes are refused, as the export itself refuses them (the forwarding node checks too). */
+  readOnly: boolean;
+}
+
+/** Where in the array a volume lies: array writes from partners must land inside one. */
+export interface ArrayExtent {
+  arrayOffset: number;
+  sizeBytes: number;
+}
+
 export interface ResponderTargets {
   mirror: MirrorStore;
   /** A warm handover's pages, until the takeover that installs them. */
@@ -19,7 +32,12 @@ export interface ResponderTargets {
   /** The shared array, if this node holds it open. */
   stack: StorageStack | null;
   /** Volumes this node owns, by allocation GUID (views that refuse once the volume moved on). */
-  owned: Map<string, Volume>;
+  owned: Map<string, OwnedVolume>;
+  /**
+   * The volumes' places in the array. A partner writes the array (nil allocation) only to destage
+   * volume pages; the node-state region and anything else of the array are the holder's alone.
+   */
+  extents: () => readonly ArrayExtent[];
   /** A partner's heartbeat carried its epoch (a newer one is adopted). */
   epoch: ((epoch: number) => void) | null;
   /** Ownership moved (takeover, failback); null until the node is built. */
@@ -82,8 +100,13 @@ export class Responder {
     if (!this.targets.ready) return commandComplete(io, Status.NotPartner);
     if (io.allocation === NIL_ALLOCATION) return this.guard(io, () => this.onArray(io));
     if (this.stopping) return commandComplete(io, Status.ShuttingDown);
-    const volume = this.targets.owned.get(io.allocation);
-    if (!volume) return commandComplete(io, Status.UnknownAllocation);
+    const owned = this.targets.owned.get(io.allocation);
+    if (!owned) return commandComplete(io, Status.UnknownAllocation);
+    if (owned.readOnly && WRITING_OPS.has(io.op)) {
+      this.logger.warn(`forwarded ${opName(io.op)} to read-only volume refused`);
+      return commandComplete(io, Status.Invalid);
+    }
+    const volume = owned.volume;
     this.volumeRequests++;
     try {
       return await this.guard(io, () => onVolume(io, volume));
@@ -119,6 +142,10 @@ export class Responder {
       return { type: MessageType.IoData, requestId: io.requestId, data };
     }
     if (io.op === IoOp.Write) {
+      if (!this.targets.extents().some((extent) => io.offset >= extent.arrayOffset && io.offset + io.length <= extent.arrayOffset + extent.sizeBytes)) {
+        this.logger.warn(`forwarded array write at ${io.offset} (+${io.length}) lies outside every volume: refused`);
+        return commandComplete(io, Status.Invalid);
+      }
       // A copy: the payload is a view of the link's receive buffer, and the destager keeps what it gets.
       stack.enqueueBlocks(io.offset, Buffer.from(io.data));
       return commandComplete(io, Status.Ok);
@@ -155,6 +182,8 @@ async function onVolume(io: ForwardedIo, volume: Volume): Promise<Message> {
   return commandComplete(io, Status.Ok);
 }
 
+
+const WRITING_OPS = new Set<IoOp>([IoOp.Write, IoOp.Zero, IoOp.Trim]);
 
 function opName(op: IoOp): string {
   return ['probe', 'read', 'write', 'flush', 'zero', 'trim'][op] ?? `op ${op}`;

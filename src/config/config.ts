@@ -75,6 +75,11 @@ const volumeSchema = z
     owner: z.string().min(1).optional(),
     /** The memory manager's page size for this volume; parsing fills in defaultPageSize(size). */
     pageSize: pageSizeField.optional(),
+    /**
+     * Only clients that authenticated over TLS as one of these identities (a PSK username, or the
+     * subject CN of a verified client certificate) see and open the export.
+     */
+    tlsIdentities: z.array(z.string().min(1).max(256)).min(1, 'tlsIdentities needs at least one identity (leave it out to allow every client)').optional(),
   })
   .superRefine((volume, context) => {
     const { size, pageSize } = volume;
@@ -96,6 +101,73 @@ const storageSchema = z.strictObject({
   cache: sizeField.default(64 * 1024 * 1024),
   readAhead: sizeField.default(256 * 1024),
 });
+
+/**
+ * The partner link: its shared secret (both ends must prove they hold it before anything they send
+ * counts) and whether the link is encrypted. `auto` encrypts unless every partner address is a
+ * loopback address, i.e. unless the whole cluster is on one host.
+ */
+const partnerLinkSchema = z.strictObject({
+  keyFile: z.string().min(1).default('partner.key'),
+  tls: z.enum(['auto', 'on', 'off']).default('auto'),
+});
+
+/** NBD over TLS (STARTTLS), as nbdkit's --tls: off, on (clients choose), require (nothing but STARTTLS before TLS). */
+const nbdTlsSchema = z
+  .strictObject({
+    mode: z.enum(['off', 'on', 'require']).default('off'),
+    /** psktool's format: one `identity:hexkey` per line. */
+    pskFile: z.string().min(1).optional(),
+    /** A directory with ca-cert.pem, server-cert.pem and server-key.pem (nbdkit's and QEMU's layout). */
+    certificates: z.string().min(1).optional(),
+    /** X.509: a client must present a certificate signed by ca-cert.pem. */
+    verifyPeer: z.boolean().default(false),
+  })
+  .superRefine((tls, context) => {
+    if (tls.mode !== 'off' && tls.pskFile === undefined && tls.certificates === undefined) {
+      context.addIssue({ code: 'custom', message: `tls.mode '${tls.mode}' needs pskFile or certificates` });
+    }
+    if (tls.pskFile !== undefined && tls.certificates !== undefined) {
+      context.addIssue({ code: 'custom', message: 'tls takes pskFile or certificates, not both (one kind of credentials per node, as nbdkit)' });
+    }
+    if (tls.verifyPeer && tls.certificates === undefined) context.addIssue({ code: 'custom', path: ['verifyPeer'], message: 'verifyPeer needs certificates (a CA to verify against)' });
+  });
+
+const MIB = 1024 * 1024;
+const count = (min: number, max: number) => z.number().int().min(min).max(max);
+
+/**
+ * What one client, and all clients together, may make a node hold or do (docs/security.md). Bytes
+ * count from when a request is read until its reply is written to the socket.
+ */
+const limitsSchema = z
+  .strictObject({
+    /** NBD connections a node keeps at once; more are closed at accept. */
+    connections: count(1, 65_536).default(1024),
+    /** NBD connections from one client address. */
+    connectionsPerAddress: count(1, 65_536).default(128),
+    /** Requests one connection may have in flight. */
+    requestsInFlight: count(1, 65_536).default(256),
+    /** Bytes one connection may have in flight (read, write, cache, trim and write zeroes lengths). */
+    bytesInFlight: sizeField.default(64 * MIB),
+    /** Bytes all connections of a node together may have in flight. */
+    nodeBytesInFlight: sizeField.default(512 * MIB),
+    /** A connection whose replies have not moved for this long (a client that stopped reading) is closed. */
+    backlogTimeoutMs: count(1000, 3_600_000).default(60_000),
+    /** A connection that has not chosen an export within this time is closed. */
+    handshakeTimeoutMs: count(1000, 600_000).default(10_000),
+    /** A connection with nothing in flight and nothing received for this long is closed; 0 never. */
+    idleTimeoutMs: count(0, 86_400_000).default(0),
+  })
+  .superRefine((limits, context) => {
+    if (limits.connectionsPerAddress > limits.connections) context.addIssue({ code: 'custom', path: ['connectionsPerAddress'], message: 'connectionsPerAddress cannot exceed connections' });
+    if (limits.bytesInFlight > limits.nodeBytesInFlight) context.addIssue({ code: 'custom', path: ['bytesInFlight'], message: 'bytesInFlight cannot exceed nodeBytesInFlight' });
+    if (limits.bytesInFlight < MIB) context.addIssue({ code: 'custom', path: ['bytesInFlight'], message: 'bytesInFlight must be at least 1 MiB' });
+  });
+
+const DEFAULT_LIMITS = limitsSchema.parse({});
+export type Limits = z.output<typeof limitsSchema>;
+export { DEFAULT_LIMITS };
 
 const WILDCARD_HOSTS = new Set(['0.0.0.0', '::', '[::]']);
 
@@ -131,6 +203,9 @@ const configSchema = z
      * (a shorter pause at the handover when the volume's resident set is large).
      */
     warmFailback: z.boolean().default(true),
+    partnerLink: partnerLinkSchema.default({ keyFile: 'partner.key', tls: 'auto' }),
+    tls: nbdTlsSchema.default({ mode: 'off', verifyPeer: false }),
+    limits: limitsSchema.default(DEFAULT_LIMITS),
     volumes: z.array(volumeSchema).min(1),
   })
   .superRefine((config, context) => {
@@ -167,6 +242,9 @@ const configSchema = z
 
     const nodeNames = config.nodes.map((node) => node.name);
     config.volumes.forEach((volume, index) => {
+      if (volume.tlsIdentities !== undefined && config.tls.mode === 'off') {
+        context.addIssue({ code: 'custom', path: ['volumes', index, 'tlsIdentities'], message: "tlsIdentities needs tls.mode 'on' or 'require' (identities come from TLS)" });
+      }
       if (volume.owner !== undefined && !nodeNames.includes(volume.owner)) {
         context.addIssue({ code: 'custom', path: ['volumes', index, 'owner'], message: `'${volume.owner}' is not a node (nodes: ${nodeNames.join(', ')})` });
       }
@@ -184,6 +262,8 @@ export type VolumeConfig = ClusterConfig['volumes'][number];
 export type ListenConfig = NodeConfig['listen'][number];
 export type PartnerConfig = NonNullable<NodeConfig['partner']>;
 export type StorageConfig = ClusterConfig['storage'];
+export type NbdTlsConfig = ClusterConfig['tls'];
+export type PartnerLinkConfig = ClusterConfig['partnerLink'];
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
@@ -202,6 +282,9 @@ export function parseConfig(raw: unknown, source: string, baseDirectory: string)
     for (const address of node.listen) if ('path' in address) address.path = path.resolve(baseDirectory, address.path);
     node.control = path.resolve(baseDirectory, node.control ?? `${node.name}.control`);
   }
+  config.partnerLink.keyFile = path.resolve(baseDirectory, config.partnerLink.keyFile);
+  if (config.tls.pskFile !== undefined) config.tls.pskFile = path.resolve(baseDirectory, config.tls.pskFile);
+  if (config.tls.certificates !== undefined) config.tls.certificates = path.resolve(baseDirectory, config.tls.certificates);
   return config;
 }
 

@@ -1,20 +1,26 @@
-// One client connection: handshake, then the transmission phase's request pipeline.
+// One client connection: handshake (with STARTTLS), then the transmission phase's request pipeline.
 //
 // Requests are started as soon as they are framed and answered in completion order (NBD replies
 // carry the request's handle, so order is free). Replies are batched: the socket is corked on the
 // first reply of an event-loop turn and uncorked in setImmediate, so completions that land in the
-// same poll phase leave in one writev. Input is paused while too much is in flight.
+// same poll phase leave in one writev.
+//
+// What a client can make the node hold is bounded from the moment a request is read until its
+// reply has been written to the socket (the write callback), not until it was computed: a client
+// that stops reading its replies stops being read itself, and one whose replies do not move for
+// backlogTimeoutMs is dropped. Every request is admitted by the framer before it starts (requests
+// and bytes per connection, bytes per node, requests per turn); while one waits for admission the
+// socket is paused, so the kernel's buffers push back on the client.
 import type { Socket } from 'node:net';
+import type { RequestBudget, BudgetWaiter } from './budget.js';
 import {
   AllocationFlag,
   BASE_ALLOCATION_CONTEXT_ID,
   Command,
   CommandFlag,
-  HANDSHAKE_TIMEOUT_MS,
   HandshakeFlag,
-  MAX_IN_FLIGHT_BYTES,
-  MAX_IN_FLIGHT_REQUESTS,
   MAX_OPTIONS_PER_HANDSHAKE,
+  MAX_OPTION_BYTES,
   MAX_PAYLOAD_BYTES,
   NbdErrno,
   REPLY_FLAG_DONE,
@@ -25,9 +31,12 @@ import {
 import { nbdErrnoOf, RequestError } from './errors.js';
 import { Negotiator, type ExportCatalog, type Session } from './negotiation.js';
 import { OptionFramer } from './option-framer.js';
-import { FramingError, RequestFramer } from './request-framer.js';
+import { FramingError, RequestFramer, type RequestSink } from './request-framer.js';
+import type { ReplyPool } from './reply-pool.js';
+import type { NbdTls } from './tls.js';
 import { encodeServerGreeting, writeOffset64, writeSimpleReplyHeader, writeStructuredReplyHeader, type Request } from './wire.js';
 import type { Logger } from '../observe/index.js';
+import { REQUESTS_PER_TURN } from '../volume/index.js';
 
 /** Flags each command accepts besides FUA, which the spec says must be accepted (and may be ignored) everywhere. */
 const ALLOWED_FLAGS: Record<number, number> = {
@@ -41,47 +50,96 @@ const ALLOWED_FLAGS: Record<number, number> = {
   [Command.BlockStatus]: CommandFlag.ReqOne,
 };
 const WRITING_COMMANDS = new Set<number>([Command.Write, Command.Trim, Command.WriteZeroes]);
+/** Commands whose length is work or memory: reads and writes hold it, cache, trim and zero work on it. */
+const COSTED_COMMANDS = new Set<number>([Command.Read, Command.Write, Command.Cache, Command.Trim, Command.WriteZeroes]);
 /** Block status extents are 32-bit; answer at most this much of a range per request. */
 const MAX_STATUS_BYTES = 0xffff_f000;
 const STRUCTURED_ERROR_FIXED_BYTES = 6;
+
+/** What one connection may hold and how long it may dawdle (config `limits`). */
+export interface ConnectionLimits {
+  requestsInFlight: number;
+  bytesInFlight: number;
+  backlogTimeoutMs: number;
+  handshakeTimeoutMs: number;
+  /** 0: never closed for being idle. */
+  idleTimeoutMs: number;
+}
+
+export interface ConnectionContext {
+  catalog: ExportCatalog;
+  /** Read reply buffers, shared by the node's connections. */
+  replies: ReplyPool;
+  logger: Logger;
+  limits: ConnectionLimits;
+  /** Shared by every connection of the node. */
+  budget: RequestBudget;
+  tls: NbdTls;
+  now(): number;
+}
 
 export interface ConnectionEvents {
   onClose(connection: Connection): void;
 }
 
-export class Connection {
-  private readonly options = new OptionFramer();
+export class Connection implements RequestSink, BudgetWaiter {
+  private socket: Socket;
+  private options = new OptionFramer();
   private negotiator: Negotiator | null = null;
   private requests: RequestFramer | null = null;
   private session: Session | null = null;
   private optionCount = 0;
-  private handshakeTimer: NodeJS.Timeout | null = null;
+  private tlsActive = false;
   private inFlight = 0;
   private inFlightBytes = 0;
+  /** The cost of each reply handed to the socket and not yet written, in write order. */
+  private readonly unwritten: number[] = [];
+  /** Beside `unwritten`: the pooled buffer each reply was written from, or null (given back once written). */
+  private readonly unwrittenBuffers: Array<Buffer | null> = [];
+  /** Read replies computed and not yet handed to the socket, by request: their pooled buffers. */
+  private readonly pooled = new Map<Request, Buffer>();
+  private startedThisTurn = 0;
+  private turnReset = false;
+  private resumeScheduled = false;
   private paused = false;
+  private boundLogged = false;
   private corked = false;
   private disconnecting = false;
   private closed = false;
+  private readonly openedAtMs: number;
+  private lastActivityMs: number;
+  /** When the replies last moved (or started to wait): a stalled backlog is measured from here. */
+  private lastWriteProgressMs: number;
+  readonly peer: string;
+  /** The client's address alone (per-address connection limits); 'unix' for unix sockets. */
+  readonly address: string;
 
   constructor(
-    private readonly socket: Socket,
-    private readonly catalog: ExportCatalog,
-    private readonly logger: Logger,
+    socket: Socket,
+    private readonly context: ConnectionContext,
     readonly id: number,
     private readonly events: ConnectionEvents,
-  ) {}
+  ) {
+    this.socket = socket;
+    this.address = socket.remoteAddress ?? 'unix';
+    this.peer = socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : 'unix';
+    this.openedAtMs = this.lastActivityMs = this.lastWriteProgressMs = context.now();
+  }
 
-  get peer(): string {
-    return this.socket.remoteAddress ? `${this.socket.remoteAddress}:${this.socket.remotePort}` : 'unix';
+  private get logger(): Logger {
+    return this.context.logger;
   }
 
   start(): void {
     this.socket.setNoDelay(true);
-    this.socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    this.socket.on('error', (error) => this.logger.debug('connection error', { conn: this.id, error: error.message }));
+    this.listen(this.socket);
     this.socket.on('close', () => this.onSocketClosed());
-    this.handshakeTimer = setTimeout(() => this.abort('handshake timed out'), HANDSHAKE_TIMEOUT_MS);
     this.socket.write(encodeServerGreeting());
+  }
+
+  private listen(socket: Socket): void {
+    socket.on('data', this.onData);
+    socket.on('error', (error) => this.logger.debug('connection error', { conn: this.id, error: error.message }));
   }
 
   /** Closes now, sending nothing more: replies still being worked on are never sent (a fenced node). */
@@ -97,52 +155,181 @@ export class Connection {
     this.beginDisconnect();
   }
 
-  private onData(chunk: Buffer): void {
+  /** The server's periodic check: handshake deadline, replies nobody reads, idleness. */
+  sweep(nowMs: number): void {
+    if (this.closed) return;
+    const { limits } = this.context;
+    if (this.session === null && nowMs - this.openedAtMs > limits.handshakeTimeoutMs) {
+      return this.abort(`no export chosen within ${limits.handshakeTimeoutMs} ms`);
+    }
+    if (this.unwritten.length > 0 && nowMs - this.lastWriteProgressMs > limits.backlogTimeoutMs) {
+      return this.kill(`${this.unwritten.length} replies not read by the client for ${limits.backlogTimeoutMs} ms`);
+    }
+    if (limits.idleTimeoutMs > 0 && this.session !== null && this.inFlight === 0 && nowMs - this.lastActivityMs > limits.idleTimeoutMs) {
+      this.logger.info(`closing connection idle for ${limits.idleTimeoutMs} ms`, { conn: this.id, peer: this.peer });
+      this.beginDisconnect();
+    }
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
     if (this.disconnecting || this.closed) return;
+    this.lastActivityMs = this.context.now();
     try {
-      if (this.requests) this.requests.push(chunk);
-      else this.onHandshakeData(chunk);
+      if (this.requests) {
+        this.requests.push(chunk);
+        if (this.requests.holding) this.pause();
+      } else this.onHandshakeData(chunk);
     } catch (error) {
       if (!(error instanceof FramingError)) throw error;
       this.abort(error.message);
     }
-  }
+  };
 
   private onHandshakeData(chunk: Buffer): void {
     this.options.push(chunk);
     const clientFlags = this.options.flags;
     if (clientFlags === null) return;
     // The padding after EXPORT_NAME is dropped only when the client asked for that too.
-    this.negotiator ??= new Negotiator(this.catalog, (clientFlags & HandshakeFlag.NoZeroes) !== 0);
+    this.negotiator ??= new Negotiator(this.context.catalog, (clientFlags & HandshakeFlag.NoZeroes) !== 0, { mode: this.context.tls.mode, active: false, identity: null });
     for (let request = this.options.next(); request !== null; request = this.options.next()) {
       if (++this.optionCount > MAX_OPTIONS_PER_HANDSHAKE) return this.abort('too many options');
       const step = this.negotiator.handle(request.option, request.data);
       for (const reply of step.replies) this.socket.write(reply);
       if (step.verdict === 'close') return this.abort(step.reason ?? `option ${request.option} ended the handshake`, step.clientInitiated);
       if (step.verdict === 'transmit') return this.enterTransmission(this.negotiator.session as Session);
+      if (step.verdict === 'starttls') return this.startTls(clientFlags);
     }
+  }
+
+  /**
+   * The client was told to start TLS: from here the socket carries a TLS handshake, then options
+   * again, to a negotiator that starts afresh (the spec: nothing agreed before TLS counts after it).
+   */
+  private startTls(clientFlags: number): void {
+    if (this.options.pendingBytes > 0) return this.abort('data behind NBD_OPT_STARTTLS before the TLS handshake');
+    const plain = this.socket;
+    plain.off('data', this.onData);
+    this.context.tls.upgrade(
+      plain,
+      (secure) => {
+        if (this.closed) return secure.destroy();
+        const identity = this.context.tls.identityOf(secure);
+        this.socket = secure;
+        this.listen(secure);
+        this.tlsActive = true;
+        this.options = new OptionFramer(MAX_OPTION_BYTES, clientFlags);
+        this.negotiator = new Negotiator(this.context.catalog, (clientFlags & HandshakeFlag.NoZeroes) !== 0, { mode: this.context.tls.mode, active: true, identity });
+        this.logger.debug('TLS established', { conn: this.id, peer: this.peer, identity: identity ?? '(none)' });
+      },
+      (error) => this.abort(`TLS handshake failed: ${error.message}`),
+    );
   }
 
   private enterTransmission(session: Session): void {
     this.session = session;
-    if (this.handshakeTimer) clearTimeout(this.handshakeTimer);
-    this.handshakeTimer = null;
-    this.requests = new RequestFramer({ onRequest: (request) => this.onRequest(request) }, MAX_PAYLOAD_BYTES);
+    this.requests = new RequestFramer(this, MAX_PAYLOAD_BYTES);
     this.logger.info('client attached', {
       conn: this.id,
       peer: this.peer,
       export: session.entry.name,
       structured: session.structuredReplies,
+      ...(this.tlsActive ? { tls: true } : {}),
     });
     const rest = this.options.takeRemainder();
     if (rest.length > 0) this.requests.push(rest);
+    if (this.requests.holding) this.pause();
   }
 
-  private onRequest(request: Request): void {
-    if (this.disconnecting) return;
+  // ---- Admission (RequestSink, BudgetWaiter) ----
+
+  /** A request's share of the byte bounds: its length where that is memory or work, capped at one connection's bound. */
+  private costOf(request: Request): number {
+    return COSTED_COMMANDS.has(request.type) && !request.oversized ? Math.min(request.length, this.context.limits.bytesInFlight) : 0;
+  }
+
+  admits(request: Request): boolean {
+    if (this.disconnecting || this.closed) return false;
+    if (request.type === Command.Disc) return true;
+    if (this.startedThisTurn >= REQUESTS_PER_TURN) {
+      this.scheduleResume();
+      return false;
+    }
+    const { limits } = this.context;
+    const cost = this.costOf(request);
+    // One request may always start on an idle connection: a single request is bounded by the
+    // payload limit and its cost is capped, so the bounds never deadlock a client.
+    if (this.inFlight >= limits.requestsInFlight || (this.inFlightBytes > 0 && this.inFlightBytes + cost > limits.bytesInFlight)) {
+      this.boundBit(`${this.inFlight} requests, ${this.inFlightBytes} bytes in flight (limits ${limits.requestsInFlight}, ${limits.bytesInFlight})`);
+      return false;
+    }
+    if (!this.context.budget.tryTake(cost, this)) {
+      this.boundBit(`the node's ${this.context.budget.limitBytes} bytes in flight are taken`);
+      return false;
+    }
+    this.inFlight++;
+    this.inFlightBytes += cost;
+    this.countTurn();
+    return true;
+  }
+
+  /** The node budget may have room again. */
+  retry(): void {
+    this.scheduleResume();
+  }
+
+  private countTurn(): void {
+    this.startedThisTurn++;
+    if (this.turnReset) return;
+    this.turnReset = true;
+    setImmediate(() => {
+      this.turnReset = false;
+      this.startedThisTurn = 0;
+    });
+  }
+
+  private scheduleResume(): void {
+    if (this.resumeScheduled || this.closed) return;
+    this.resumeScheduled = true;
+    setImmediate(() => {
+      this.resumeScheduled = false;
+      this.resumeFraming();
+    });
+  }
+
+  private resumeFraming(): void {
+    if (!this.requests || this.closed || this.disconnecting) return;
+    try {
+      this.requests.resume();
+    } catch (error) {
+      if (!(error instanceof FramingError)) throw error;
+      return this.abort(error.message);
+    }
+    if (this.requests.holding) this.pause();
+    else if (this.paused) {
+      this.paused = false;
+      this.socket.resume();
+    }
+  }
+
+  private pause(): void {
+    if (this.paused) return;
+    this.paused = true;
+    this.socket.pause();
+  }
+
+  /** Backpressure is routine for a busy client: said once per connection, not per pause. */
+  private boundBit(what: string): void {
+    if (this.boundLogged) return;
+    this.boundLogged = true;
+    this.logger.info(`not reading more requests until replies are written: ${what}`, { conn: this.id, peer: this.peer });
+  }
+
+  // ---- Requests ----
+
+  onRequest(request: Request): void {
     if (request.type === Command.Disc) return this.beginDisconnect();
+    if (this.closed) return this.release(this.costOf(request));
     const refusal = this.validate(request);
-    this.track(request, +1);
     if (refusal !== null) return this.complete(request, refusal, null);
     this.execute(request).then(
       (result) => this.complete(request, null, result),
@@ -207,10 +394,12 @@ export class Connection {
     }
   }
 
-  /** Reads straight into the reply buffer, behind room for whichever reply header this session uses. */
+  /** Reads straight into a pooled reply buffer, behind room for whichever reply header this session uses. */
   private async read(request: Request): Promise<Buffer> {
     const headerBytes = this.readReplyHeaderBytes();
-    const reply = Buffer.allocUnsafe(headerBytes + request.length);
+    const pooled = this.context.replies.take(headerBytes + request.length);
+    this.pooled.set(request, pooled);
+    const reply = pooled.subarray(0, headerBytes + request.length);
     await (this.session as Session).entry.volume.read(request.offset, reply.subarray(headerBytes));
     if ((this.session as Session).structuredReplies) {
       writeStructuredReplyHeader(reply, 0, REPLY_FLAG_DONE, ReplyType.OffsetData, request, 8 + request.length);
@@ -244,18 +433,20 @@ export class Connection {
   }
 
   private complete(request: Request, error: unknown, reply: Buffer | null): void {
-    this.track(request, -1);
+    const cost = this.costOf(request);
+    const pooled = this.pooled.get(request) ?? null;
+    if (pooled) this.pooled.delete(request);
     if (error !== null) {
+      if (pooled) this.context.replies.give(pooled);
       const { errno, expected } = nbdErrnoOf(error);
       const message = error instanceof Error ? error.message : String(error);
       const fields = { conn: this.id, command: request.type, offset: request.offset, length: request.length, errno };
       if (expected) this.logger.debug(`request refused: ${message}`, fields);
       else this.logger.error(`request failed: ${message}`, fields);
-      this.send(this.errorReply(request, errno, message));
+      this.send(this.errorReply(request, errno, message), cost, null);
     } else {
-      this.send(reply ?? this.okReply(request));
+      this.send(reply ?? this.okReply(request), cost, pooled);
     }
-    if (this.disconnecting && this.inFlight === 0) this.finishDisconnect();
   }
 
   private okReply(request: Request): Buffer {
@@ -282,22 +473,14 @@ export class Connection {
     return reply;
   }
 
-  private track(request: Request, direction: 1 | -1): void {
-    this.inFlight += direction;
-    const bytes = request.type === Command.Read || request.type === Command.Write ? request.length : 0;
-    this.inFlightBytes += direction * bytes;
-    const busy = this.inFlight >= MAX_IN_FLIGHT_REQUESTS || this.inFlightBytes >= MAX_IN_FLIGHT_BYTES;
-    if (busy && !this.paused) {
-      this.paused = true;
-      this.socket.pause();
-    } else if (!busy && this.paused && !this.disconnecting) {
-      this.paused = false;
-      this.socket.resume();
-    }
-  }
+  // ---- Replies and their release ----
 
-  private send(buffer: Buffer): void {
-    if (this.closed || this.socket.destroyed) return;
+  /** Hands a reply to the socket; the request holds its share of the bounds (and its pooled buffer) until it is written. */
+  private send(buffer: Buffer, cost: number, pooled: Buffer | null): void {
+    if (this.closed || this.socket.destroyed) {
+      if (pooled) this.context.replies.give(pooled);
+      return this.release(cost);
+    }
     if (!this.corked) {
       this.corked = true;
       this.socket.cork();
@@ -306,13 +489,35 @@ export class Connection {
         this.socket.uncork();
       });
     }
-    this.socket.write(buffer);
+    if (this.unwritten.length === 0) this.lastWriteProgressMs = this.context.now();
+    this.unwritten.push(cost);
+    this.unwrittenBuffers.push(pooled);
+    this.socket.write(buffer, this.onReplyWritten);
+  }
+
+  /** Write callbacks come in write order, so the oldest unwritten reply is the one written. */
+  private readonly onReplyWritten = (error?: Error | null): void => {
+    if (this.unwritten.length === 0) return;
+    this.lastWriteProgressMs = this.lastActivityMs = this.context.now();
+    const pooled = this.unwrittenBuffers.shift();
+    // A write that failed may still be referenced by the dying socket: that buffer is not reused.
+    if (pooled && !error) this.context.replies.give(pooled);
+    this.release(this.unwritten.shift() as number);
+  };
+
+  private release(cost: number): void {
+    this.inFlight--;
+    this.inFlightBytes -= cost;
+    this.context.budget.give(cost);
+    if (this.disconnecting && this.inFlight === 0) return this.finishDisconnect();
+    if (this.requests?.holding) this.resumeFraming();
   }
 
   private beginDisconnect(): void {
     if (this.disconnecting) return;
     this.disconnecting = true;
     this.socket.pause();
+    this.context.budget.leave(this);
     if (this.inFlight === 0) this.finishDisconnect();
   }
 
@@ -332,7 +537,11 @@ export class Connection {
 
   private onSocketClosed(): void {
     this.closed = true;
-    if (this.handshakeTimer) clearTimeout(this.handshakeTimer);
+    this.context.budget.leave(this);
+    // Replies that will never be written give their share back now; late write callbacks find none.
+    // Their buffers may still sit in the closed socket's queue: they are left to the collector.
+    this.unwrittenBuffers.length = 0;
+    for (const cost of this.unwritten.splice(0)) this.release(cost);
     this.events.onClose(this);
   }
 }

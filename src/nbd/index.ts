@@ -1,2 +1,3 @@
-export { NbdServer, Exports, describeAddress, type ListenAddress } from './server.js';
+export { NbdServer, Exports, describeAddress, DEFAULT_SERVER_LIMITS, type ListenAddress, type ServerLimits, type ServerOptions } from './server.js';
+export { loadNbdTls, parsePskFile, TlsConfigError, TLS_OFF, type NbdTls, type TlsCredentials, type TlsMode } from './tls.js';
 export type { ExportEntry, ExportCatalog } from './negotiation.js';

@@ -1,8 +1,14 @@
 // Option haggling (fixed newstyle), as a pure state machine: one option in, replies and a verdict out.
 //
-// The connection owns the socket and the option framing; this class owns the rules. Keeping it free
-// of I/O is what lets NBD_OPT_STARTTLS be added later: the verdict 'starttls' would tell the
-// connection to wrap its socket and keep feeding options to the same negotiator.
+// The connection owns the socket and the option framing; this class owns the rules. The verdict
+// 'starttls' tells the connection to wrap its socket in TLS (after sending the acknowledgement) and
+// feed the options that follow to a new negotiator that knows the TLS identity: the spec says
+// nothing agreed before TLS (structured replies, meta contexts) carries over.
+//
+// TLS modes, as nbdkit's --tls: off (STARTTLS unsupported), on (clients choose), require (before
+// TLS every option but STARTTLS and ABORT is refused with NBD_REP_ERR_TLS_REQD, and the old-style
+// EXPORT_NAME, which has no error reply, ends the connection). An export limited to TLS identities
+// is invisible to every other client: absent from LIST, unknown to INFO, GO and EXPORT_NAME.
 import {
   BASE_ALLOCATION,
   BASE_ALLOCATION_CONTEXT_ID,
@@ -33,7 +39,20 @@ export interface ExportEntry {
   readonly description: string;
   readonly volume: Volume;
   readonly readOnly: boolean;
+  /** Only clients that proved one of these TLS identities see the export; undefined: every client. */
+  readonly tlsIdentities?: readonly string[];
 }
+
+/** Where TLS stands for one connection's negotiation. */
+export interface TlsState {
+  mode: 'off' | 'on' | 'require';
+  /** The options are arriving inside TLS. */
+  active: boolean;
+  /** The identity the client proved in the TLS handshake (PSK identity, certificate CN), if any. */
+  identity: string | null;
+}
+
+const NO_TLS: TlsState = { mode: 'off', active: false, identity: null };
 
 export interface ExportCatalog {
   /** The empty name selects the default export, when there is one. */
@@ -42,7 +61,7 @@ export interface ExportCatalog {
 }
 
 /** What the connection does after sending the replies. */
-export type Verdict = 'continue' | 'close' | 'transmit';
+export type Verdict = 'continue' | 'close' | 'transmit' | 'starttls';
 
 export interface Step {
   replies: Buffer[];
@@ -72,6 +91,7 @@ export class Negotiator {
   constructor(
     private readonly catalog: ExportCatalog,
     private readonly noZeroes: boolean,
+    private readonly tls: TlsState = NO_TLS,
   ) {}
 
   /** Set once the verdict was 'transmit'. */
@@ -80,6 +100,11 @@ export class Negotiator {
   }
 
   handle(option: number, data: Buffer): Step {
+    if (this.tls.mode === 'require' && !this.tls.active && option !== Option.StartTls && option !== Option.Abort) {
+      // EXPORT_NAME has no error reply: hanging up is the only refusal it allows.
+      if (option === Option.ExportName) return { replies: [], verdict: 'close', reason: 'EXPORT_NAME before STARTTLS (TLS is required)' };
+      return refuse(option, OptionError.TlsRequired, 'TLS is required: send NBD_OPT_STARTTLS first');
+    }
     switch (option) {
       case Option.ExportName:
         return this.exportName(data);
@@ -96,15 +121,33 @@ export class Negotiator {
       case Option.SetMetaContext:
         return this.metaContext(option, data);
       case Option.StartTls:
-        return refuse(option, OptionError.Unsupported, 'TLS is not supported by this server');
+        return this.startTls(data);
       default:
         return refuse(option, OptionError.Unsupported, `option ${option} is not supported`);
     }
   }
 
+  private startTls(data: Buffer): Step {
+    if (this.tls.mode === 'off') return refuse(Option.StartTls, OptionError.Unsupported, 'TLS is not enabled on this server');
+    if (this.tls.active) return refuse(Option.StartTls, OptionError.Invalid, 'TLS is already in use');
+    if (data.length !== 0) return refuse(Option.StartTls, OptionError.Invalid, 'NBD_OPT_STARTTLS takes no data');
+    return { replies: [encodeOptionReply(Option.StartTls, OptionReply.Ack)], verdict: 'starttls' };
+  }
+
+  /** The export of that name, if this client may know of it. */
+  private find(name: string): ExportEntry | undefined {
+    const entry = this.catalog.find(name);
+    return entry && this.visible(entry) ? entry : undefined;
+  }
+
+  private visible(entry: ExportEntry): boolean {
+    if (entry.tlsIdentities === undefined) return true;
+    return this.tls.active && this.tls.identity !== null && entry.tlsIdentities.includes(this.tls.identity);
+  }
+
   private exportName(data: Buffer): Step {
     const name = data.toString('utf8');
-    const entry = data.length <= MAX_STRING_BYTES ? this.catalog.find(name) : undefined;
+    const entry = data.length <= MAX_STRING_BYTES ? this.find(name) : undefined;
     // The old-style option has no error reply: the only way to refuse is to hang up.
     if (!entry) return { replies: [], verdict: 'close', reason: `unknown export '${name.slice(0, 64)}'` };
     const session = this.choose(entry);
@@ -118,6 +161,7 @@ export class Negotiator {
     if (data.length !== 0) return refuse(Option.List, OptionError.Invalid, 'NBD_OPT_LIST takes no data');
     const replies = this.catalog
       .all()
+      .filter((entry) => this.visible(entry))
       .map((entry) => encodeOptionReply(Option.List, OptionReply.Server, encodeServerEntry(entry.name, entry.description)));
     replies.push(encodeOptionReply(Option.List, OptionReply.Ack));
     return { replies, verdict: 'continue' };
@@ -126,7 +170,7 @@ export class Negotiator {
   private infoOrGo(option: Option.Info | Option.Go, data: Buffer): Step {
     const parsed = parseInfoRequest(data);
     if (typeof parsed === 'string') return refuse(option, OptionError.Invalid, parsed);
-    const entry = this.catalog.find(parsed.name);
+    const entry = this.find(parsed.name);
     if (!entry) return refuse(option, OptionError.Unknown, `no export named '${parsed.name}'`);
     const flags = transmissionFlagsFor(entry, this.structuredReplies);
     // Block size goes out even unrequested (the spec allows it; qemu does the same): our limits are
@@ -168,7 +212,7 @@ export class Negotiator {
     }
     const parsed = parseMetaContextRequest(data);
     if (typeof parsed === 'string') return refuse(option, OptionError.Invalid, parsed);
-    if (!this.catalog.find(parsed.name)) return refuse(option, OptionError.Unknown, `no export named '${parsed.name}'`);
+    if (!this.find(parsed.name)) return refuse(option, OptionError.Unknown, `no export named '${parsed.name}'`);
     const listing = option === Option.ListMetaContext;
     const matches = parsed.queries.some((query) => matchesBaseAllocation(query, listing)) || (listing && parsed.queries.length === 0);
     if (!listing) {
@@ -183,7 +227,7 @@ export class Negotiator {
   }
 
   private choose(entry: ExportEntry): Session {
-    const sameExport = this.metaContextExport !== null && this.catalog.find(this.metaContextExport) === entry;
+    const sameExport = this.metaContextExport !== null && this.find(this.metaContextExport) === entry;
     this.chosen = {
       entry,
       transmissionFlags: transmissionFlagsFor(entry, this.structuredReplies),

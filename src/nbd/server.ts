@@ -1,9 +1,42 @@
 // The NBD server: listeners (TCP and unix sockets), the export catalog, and the live connections.
 import fs from 'node:fs/promises';
 import net from 'node:net';
-import { Connection } from './connection.js';
+import { RequestBudget } from './budget.js';
+import { ReplyPool } from './reply-pool.js';
+import { Connection, type ConnectionContext, type ConnectionLimits } from './connection.js';
 import type { ExportCatalog, ExportEntry } from './negotiation.js';
+import { TLS_OFF, type NbdTls } from './tls.js';
 import type { Logger } from '../observe/index.js';
+
+/** What a node lets its NBD clients hold and do (config `limits`). */
+export interface ServerLimits extends ConnectionLimits {
+  connections: number;
+  connectionsPerAddress: number;
+  nodeBytesInFlight: number;
+}
+
+export const DEFAULT_SERVER_LIMITS: ServerLimits = {
+  connections: 1024,
+  connectionsPerAddress: 128,
+  requestsInFlight: 256,
+  bytesInFlight: 64 * 1024 * 1024,
+  nodeBytesInFlight: 512 * 1024 * 1024,
+  backlogTimeoutMs: 60_000,
+  handshakeTimeoutMs: 10_000,
+  idleTimeoutMs: 0,
+};
+
+/** How often connections are checked for deadlines (handshake, stalled replies, idleness). */
+const SWEEP_INTERVAL_MS = 1000;
+/** A client that vanished without a FIN or RST is found by TCP keepalive after about this long plus the probes. */
+const KEEPALIVE_DELAY_MS = 60_000;
+/** Refused connections are logged at most this often (the rest are counted into the next line). */
+const REFUSAL_LOG_INTERVAL_MS = 1000;
+
+export interface ServerOptions {
+  limits?: ServerLimits;
+  tls?: NbdTls;
+}
 
 export type ListenAddress = { host: string; port: number } | { path: string };
 
@@ -32,12 +65,36 @@ export class Exports implements ExportCatalog {
 export class NbdServer {
   private readonly listeners: Array<{ server: net.Server; group: string; connections: Set<Connection> }> = [];
   private readonly connections = new Set<Connection>();
+  private readonly perAddress = new Map<string, number>();
   private nextConnectionId = 1;
+  private readonly context: ConnectionContext;
+  private readonly limits: ServerLimits;
+  private sweeper: NodeJS.Timeout | null = null;
+  private lastRefusalLogMs = 0;
+  private refusalsUnlogged = 0;
 
   constructor(
-    private readonly exports: ExportCatalog,
+    exports: ExportCatalog,
     private readonly logger: Logger,
-  ) {}
+    options: ServerOptions = {},
+  ) {
+    this.limits = options.limits ?? DEFAULT_SERVER_LIMITS;
+    this.context = {
+      catalog: exports,
+      // As many reply buffers kept for reuse as a connection may have in flight.
+      replies: new ReplyPool(this.limits.bytesInFlight),
+      logger,
+      limits: this.limits,
+      budget: new RequestBudget(this.limits.nodeBytesInFlight),
+      tls: options.tls ?? TLS_OFF,
+      now: () => performance.now(),
+    };
+  }
+
+  /** Bytes of all clients' requests read and not yet answered on the wire. */
+  get bytesInFlight(): number {
+    return this.context.budget.inFlightBytes;
+  }
 
   get connectionCount(): number {
     return this.connections.size;
@@ -50,7 +107,7 @@ export class NbdServer {
   async listen(address: ListenAddress, group = 'own'): Promise<void> {
     if ('path' in address) await removeStaleSocket(address.path);
     const entry = { server: null as unknown as net.Server, group, connections: new Set<Connection>() };
-    const server = net.createServer({ noDelay: true }, (socket) => this.accept(socket, entry.connections));
+    const server = net.createServer({ noDelay: true, keepAlive: true, keepAliveInitialDelay: KEEPALIVE_DELAY_MS }, (socket) => this.accept(socket, entry.connections));
     entry.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -63,11 +120,17 @@ export class NbdServer {
     });
     server.on('error', (error) => this.logger.error(`listener ${describeAddress(address)} failed: ${error.message}`));
     this.listeners.push(entry);
+    if (!this.sweeper) {
+      this.sweeper = setInterval(() => this.sweep(), SWEEP_INTERVAL_MS);
+      this.sweeper.unref();
+    }
     this.logger.info(`nbd listening on ${describeAddress(address)}${group === 'own' ? '' : ` (for ${group})`}`);
   }
 
   /** Stops listening; connections finish their in-flight requests and are closed. */
   async close(): Promise<void> {
+    if (this.sweeper) clearInterval(this.sweeper);
+    this.sweeper = null;
     const closing = this.listeners.splice(0).map((entry) => new Promise<void>((resolve) => entry.server.close(() => resolve())));
     for (const connection of this.connections) connection.shutdown();
     await Promise.all(closing);
@@ -88,21 +151,52 @@ export class NbdServer {
 
   /** Drops every listener and connection at once, without waiting for requests (a fenced node). */
   abort(): void {
+    if (this.sweeper) clearInterval(this.sweeper);
+    this.sweeper = null;
     for (const entry of this.listeners.splice(0)) entry.server.close();
     for (const connection of this.connections) connection.kill('this node was fenced');
   }
 
   private accept(socket: net.Socket, group: Set<Connection>): void {
-    const connection = new Connection(socket, this.exports, this.logger, this.nextConnectionId++, {
+    socket.on('error', () => undefined);
+    const address = socket.remoteAddress ?? 'unix';
+    const fromAddress = this.perAddress.get(address) ?? 0;
+    if (this.connections.size >= this.limits.connections) return this.refuse(socket, `${this.limits.connections} connections are open (limits.connections)`);
+    if (socket.remoteAddress && fromAddress >= this.limits.connectionsPerAddress) return this.refuse(socket, `${fromAddress} connections are open from ${address} (limits.connectionsPerAddress)`);
+    if (socket.remoteAddress) socket.setKeepAlive(true, KEEPALIVE_DELAY_MS);
+    const connection = new Connection(socket, this.context, this.nextConnectionId++, {
       onClose: (closed) => {
         group.delete(closed);
         this.connections.delete(closed);
-        this.logger.debug('connection closed', { conn: closed.id });
+        const left = (this.perAddress.get(closed.address) ?? 1) - 1;
+        if (left > 0) this.perAddress.set(closed.address, left);
+        else this.perAddress.delete(closed.address);
+        this.logger.info('client detached', { conn: closed.id, peer: closed.peer });
       },
     });
     this.connections.add(connection);
+    this.perAddress.set(address, fromAddress + 1);
     group.add(connection);
     connection.start();
+  }
+
+  /** Closes a connection over a limit at once; one line a second at most, however many come. */
+  private refuse(socket: net.Socket, why: string): void {
+    socket.destroy();
+    const now = performance.now();
+    if (now - this.lastRefusalLogMs < REFUSAL_LOG_INTERVAL_MS) {
+      this.refusalsUnlogged++;
+      return;
+    }
+    const more = this.refusalsUnlogged > 0 ? ` (${this.refusalsUnlogged} more refused since the last such line)` : '';
+    this.refusalsUnlogged = 0;
+    this.lastRefusalLogMs = now;
+    this.logger.warn(`refusing a connection from ${socket.remoteAddress ?? 'a unix socket'}: ${why}${more}`);
+  }
+
+  private sweep(): void {
+    const now = performance.now();
+    for (const connection of this.connections) connection.sweep(now);
   }
 }
 

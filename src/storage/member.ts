@@ -3,6 +3,7 @@
 // say why; nothing here retries or decides.
 import fs from 'node:fs';
 import { promisify } from 'node:util';
+import { memberIo } from './disk-queue.js';
 
 const openRaw = promisify(fs.open);
 const closeRaw = promisify(fs.close);
@@ -49,7 +50,7 @@ export class FileMember implements MemberDevice {
   static async create(path: string, sizeBytes: number): Promise<FileMember> {
     let fd: number;
     try {
-      fd = await openRaw(path, 'wx+');
+      fd = await openRaw(path, 'wx+', 0o600);
       await promisify(fs.ftruncate)(fd, sizeBytes);
     } catch (error) {
       throw new MemberError(path, `cannot create: ${(error as Error).message}`, { cause: error });
@@ -68,7 +69,13 @@ export class FileMember implements MemberDevice {
   sync(): Promise<void> {
     if (this.closed) return Promise.reject(new MemberError(this.path, 'closed'));
     return new Promise((resolve, reject) =>
-      fs.fdatasync(this.fd, (error) => (error ? reject(new MemberError(this.path, `sync failed: ${error.message}`, { cause: error })) : resolve())),
+      memberIo.submit(() =>
+        fs.fdatasync(this.fd, (error) => {
+          memberIo.done();
+          if (error) reject(new MemberError(this.path, `sync failed: ${error.message}`, { cause: error }));
+          else resolve();
+        }),
+      ),
     );
   }
 
@@ -84,7 +91,12 @@ export class FileMember implements MemberDevice {
 
   private readFrom(offset: number, into: Buffer, done: number, resolve: () => void, reject: (error: Error) => void): void {
     if (this.closed) return reject(new MemberError(this.path, 'closed'));
+    memberIo.submit(() => this.readNow(offset, into, done, resolve, reject));
+  }
+
+  private readNow(offset: number, into: Buffer, done: number, resolve: () => void, reject: (error: Error) => void): void {
     fs.read(this.fd, into, done, into.length - done, offset + done, (error, bytesRead) => {
+      memberIo.done();
       if (error) return reject(new MemberError(this.path, `read at ${offset + done} failed: ${error.message}`, { cause: error }));
       // A truncated member reads short: that is a failure, not zeroes.
       if (bytesRead === 0) return reject(new MemberError(this.path, `read at ${offset + done} is past the end of the file`));
@@ -95,7 +107,12 @@ export class FileMember implements MemberDevice {
 
   private writeFrom(offset: number, data: Buffer, done: number, resolve: () => void, reject: (error: Error) => void): void {
     if (this.closed) return reject(new MemberError(this.path, 'closed'));
+    memberIo.submit(() => this.writeNow(offset, data, done, resolve, reject));
+  }
+
+  private writeNow(offset: number, data: Buffer, done: number, resolve: () => void, reject: (error: Error) => void): void {
     fs.write(this.fd, data, done, data.length - done, offset + done, (error, written) => {
+      memberIo.done();
       if (error) return reject(new MemberError(this.path, `write at ${offset + done} failed: ${error.message}`, { cause: error }));
       if (done + written < data.length) return this.writeFrom(offset, data, done + written, resolve, reject);
       resolve();

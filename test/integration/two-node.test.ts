@@ -170,15 +170,16 @@ describe('two-node cluster (real processes)', function () {
     client.socket.destroy();
   });
 
-  it('the partner port refuses garbage, truncated frames, another cluster and another version, and the node keeps serving', async () => {
+  it('the partner port drops garbage, truncated frames, a hello without the key and another version, and the node keeps serving', async () => {
     cluster = await startCluster([{ name: 'vol0', sizeBytes: SIZE }], { pageBytes: PAGE, logLevel: 'info' });
     const port = cluster.partnerPort('a');
-    const hello = (clusterId: string, version: number): Buffer => {
-      const frame = encodeBatch([{ type: MessageType.Hello, requestId: 1, clusterId, nodeId: 7, epoch: 0, protocolVersion: PROTOCOL_VERSION }]);
+    const challenge = (version: number): Buffer => {
+      const frame = encodeBatch([{ type: MessageType.Challenge, requestId: 0, protocolVersion: PROTOCOL_VERSION, nonce: Buffer.alloc(32, 9) }]);
       frame.writeUInt16BE(version, 4); // the frame header's version
-      frame.writeUInt16BE(version, frame.length - 2); // and the hello's own
+      frame.writeUInt16BE(version, 16); // and the challenge's own
       return frame;
     };
+    const forgedHello = encodeBatch([{ type: MessageType.Hello, requestId: 0, clusterId: clusterUuid('test-cluster'), nodeId: 1, epoch: 0, protocolVersion: PROTOCOL_VERSION, proof: Buffer.alloc(32) }]);
     const send = async (bytes: Buffer, endAfter: boolean): Promise<Buffer> => {
       const socket = net.connect(port, '127.0.0.1');
       const received: Buffer[] = [];
@@ -190,15 +191,19 @@ describe('two-node cluster (real processes)', function () {
       return Buffer.concat(received);
     };
     await send(Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'), false);
-    await send(hello(clusterUuid('test-cluster'), PROTOCOL_VERSION).subarray(0, 20), true);
-    const otherCluster = await send(hello(clusterUuid('someone-else'), PROTOCOL_VERSION), false);
-    expect(otherCluster.readUInt16BE(6), 'answered with a hello refusal').to.equal(MessageType.HelloRefusal);
-    await send(hello(clusterUuid('test-cluster'), PROTOCOL_VERSION + 1), false);
+    await new Promise((resolve) => setTimeout(resolve, 1100)); // one refusal line a second
+    await send(challenge(PROTOCOL_VERSION).subarray(0, 20), true);
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    const forged = await send(Buffer.concat([challenge(PROTOCOL_VERSION), forgedHello]), false);
+    expect(forged.length, 'only the node\'s own challenge comes back').to.equal(16 + 34);
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    const otherVersion = await send(challenge(PROTOCOL_VERSION + 1), false);
+    expect(otherVersion.readUInt16BE(6), 'the challenge tells the version').to.equal(MessageType.Challenge);
     const log = cluster.node('a').log();
     expect(log).to.match(/partner port: dropping .*bad frame magic/);
-    expect(log).to.match(/partner port: dropping .*closed before the hello/);
-    expect(log).to.match(/refusing node 7 .*another cluster/);
-    expect(log).to.match(/partner port: dropping .*version|refusing node 7 .*version/);
+    expect(log).to.match(/partner port: dropping .*closed during the handshake/);
+    expect(log).to.match(/partner port: dropping .*does not prove it holds the partner key/);
+    expect(log).to.match(/partner port: dropping .*speaks partner protocol version 4/);
     // Still serving, and still mirrored with its real partner.
     const client = await attach(cluster.node('b'), 'vol0');
     const data = Buffer.alloc(8192, 0x5a);

@@ -6,6 +6,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { writePartnerKey } from '../../src/cluster/index.js';
 import { silentLogger } from '../../src/observe/index.js';
 import { provisionArray, type RaidLevel } from '../../src/storage/index.js';
 
@@ -157,6 +158,10 @@ export interface ClusterOptions {
   takeoverAddresses?: boolean;
   warmFailback?: boolean;
   logLevel?: string;
+  /** The config's `limits` section (bounds on what NBD clients may hold). */
+  limits?: Record<string, number>;
+  /** More top-level config fields (partnerLink, tls, ...), written as given. */
+  extra?: Record<string, unknown>;
 }
 
 export interface FtvmCluster {
@@ -179,7 +184,16 @@ export async function writeClusterConfig(
   directory: string,
   volumes: Array<VolumeSpec & { owner: string; pageBytes?: number }>,
   nodes: Array<{ name: string; listen: { host: string; port: number }; partner: { host: string; port: number } }>,
-  options: { memoryBytes?: number; cacheBytes?: number; partnerTimeoutMs?: number; leaseMs?: number; takeoverAddresses?: boolean; warmFailback?: boolean } = {},
+  options: {
+    memoryBytes?: number;
+    cacheBytes?: number;
+    partnerTimeoutMs?: number;
+    leaseMs?: number;
+    takeoverAddresses?: boolean;
+    warmFailback?: boolean;
+    limits?: Record<string, number>;
+    extra?: Record<string, unknown>;
+  } = {},
 ): Promise<string> {
   const members = await provisionArray(
     directory,
@@ -194,6 +208,8 @@ export async function writeClusterConfig(
     ...(options.leaseMs !== undefined ? { leaseMs: options.leaseMs } : {}),
     ...(options.takeoverAddresses !== undefined ? { takeoverAddresses: options.takeoverAddresses } : {}),
     ...(options.warmFailback !== undefined ? { warmFailback: options.warmFailback } : {}),
+    ...(options.limits !== undefined ? { limits: options.limits } : {}),
+    ...options.extra,
     nodes: nodes.map((node) => ({ name: node.name, listen: [node.listen, { path: `${node.name}.sock` }], partner: node.partner })),
     storage: {
       level: 'raid5',
@@ -211,6 +227,8 @@ export async function writeClusterConfig(
   };
   const configFile = path.join(directory, 'cluster.json');
   await fs.writeFile(configFile, JSON.stringify(config, null, 2));
+  // Every node of a cluster must hold the partner key (config partnerLink.keyFile, default beside the config).
+  if (nodes.length > 1) await writePartnerKey(path.join(directory, 'partner.key'));
   return configFile;
 }
 
@@ -235,6 +253,8 @@ export async function startCluster(volumes: Array<VolumeSpec & { owner?: string 
       leaseMs: options.leaseMs,
       takeoverAddresses: options.takeoverAddresses,
       warmFailback: options.warmFailback,
+      limits: options.limits,
+      extra: options.extra,
     },
   );
   const nodes = new Map<string, FtvmNode>();

@@ -39,8 +39,9 @@ export class RawClient {
     socket.on('error', () => undefined);
   }
 
-  static async connect(target: { port: number; host?: string } | { path: string }): Promise<RawClient> {
-    const socket = 'path' in target ? net.connect(target.path) : net.connect(target.port, target.host ?? '127.0.0.1');
+  /** `localAddress`: the client's own address (another loopback address is another client). */
+  static async connect(target: { port: number; host?: string; localAddress?: string } | { path: string }): Promise<RawClient> {
+    const socket = 'path' in target ? net.connect(target.path) : net.connect({ port: target.port, host: target.host ?? '127.0.0.1', ...(target.localAddress ? { localAddress: target.localAddress } : {}) });
     await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
     return new RawClient(socket);
   }

@@ -5,7 +5,7 @@ import { execFileSync } from 'node:child_process';
 
 export const INSTALL_HINT =
   'apt-get update && apt-get install -y --no-install-recommends libnbd-bin python3-libnbd fio qemu-utils ' +
-  'qemu-system-x86 nbdkit nbd-client dmsetup e2fsprogs cpio fuse3 busybox-static iproute2 kmod';
+  'qemu-system-x86 nbdkit nbd-client dmsetup e2fsprogs cpio fuse3 busybox-static iproute2 kmod gnutls-bin';
 
 export function hasTool(tool: string): boolean {
   try {

@@ -1,22 +1,26 @@
 // Proves the responder's routing of a warm handover (Fig. 10 extended): resync begin, clean write
 // pages and resync end go to the resync stage, a mirrored (dirty) write page to the mirror store,
 // where it also drops the staged copies of exactly the pages it covers; a handover message that
-// arrives without a link to say who sent it is refused.
+// arrives without a link to say who sent it is refused. And forwarded I/O (what a partner asks the
+// owner or the array holder to do) cannot write a read-only volume, nor any part of the array that
+// is not a volume (the node-state region).
 import { expect } from 'chai';
 import { Responder, type ResponderTargets } from '../../../src/cluster/responder.js';
 import { FramePool, MirrorStore, ResyncStage } from '../../../src/memory/index.js';
 import { silentLogger } from '../../../src/observe/logger.js';
-import { MessageType, Status, type Message, type WritePage } from '../../../src/partner/index.js';
+import { IoOp, MessageType, NIL_ALLOCATION, Status, type Message, type WritePage } from '../../../src/partner/index.js';
+import type { StorageStack } from '../../../src/storage/index.js';
+import { RamVolume } from '../../support/ram-volume.js';
 
 const GUID = '0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9';
 const PAGE = 4096;
 const GIVER = { peer: { nodeId: 1 } };
 
-function setup(): { responder: Responder; stage: ResyncStage; mirror: MirrorStore } {
+function setup(more: Partial<ResponderTargets> = {}): { responder: Responder; stage: ResyncStage; mirror: MirrorStore } {
   const pool = new FramePool(1024 * 1024);
   const mirror = new MirrorStore(pool);
   const stage = new ResyncStage(pool, (guid) => mirror.shapeOf(guid));
-  const targets: ResponderTargets = { mirror, stage, stack: null, owned: new Map(), epoch: null, takeover: null, holding: false, ready: true };
+  const targets: ResponderTargets = { mirror, stage, stack: null, owned: new Map(), epoch: null, takeover: null, holding: false, ready: true, extents: () => [], ...more };
   const responder = new Responder(targets, silentLogger());
   return { responder, stage, mirror };
 }
@@ -52,5 +56,33 @@ describe('Responder: warm handover routing', () => {
     expect(await send(responder, { type: MessageType.ResyncBegin, requestId: 2, epoch: 4, allocationCount: 1, pageCount: 1 }, null)).to.equal(Status.Invalid);
     expect(await send(responder, page(0, 1, false), null)).to.equal(Status.Invalid);
     expect(stage.empty).to.equal(true);
+  });
+});
+
+describe('Responder: forwarded I/O stays inside what the export and the array allow', () => {
+  const forwarded = (op: IoOp, allocation: string, offset: number, data: Buffer): Message => ({ type: MessageType.ForwardedIo, requestId: 7, op, fua: false, allocation, offset, length: data.length, data });
+
+  it('refuses a forwarded write, zero or trim to a read-only volume and leaves its bytes alone', async () => {
+    const volume = new RamVolume(64 * PAGE);
+    const { responder } = setup({ owned: new Map([[GUID, { volume, readOnly: true }]]) });
+    const before = Buffer.from(volume.bytes);
+    for (const op of [IoOp.Write, IoOp.Zero, IoOp.Trim]) {
+      const data = op === IoOp.Write ? Buffer.alloc(PAGE, 0xee) : Buffer.alloc(0);
+      const message = { ...forwarded(op, GUID, 0, data), length: PAGE } as Message;
+      expect(await send(responder, message), `op ${op}`).to.equal(Status.Invalid);
+    }
+    expect(volume.bytes.equals(before)).to.equal(true);
+    const read = await responder.handle({ type: MessageType.ForwardedIo, requestId: 8, op: IoOp.Read, fua: false, allocation: GUID, offset: 0, length: PAGE, data: Buffer.alloc(0) });
+    expect(read?.type, 'reads are still served').to.equal(MessageType.IoData);
+  });
+
+  it('refuses an array write (nil allocation) outside every volume, and takes one inside a volume', async () => {
+    const written: number[] = [];
+    const stack = { sizeBytes: 1 << 30, enqueueBlocks: (offset: number) => written.push(offset), flush: async () => undefined, readBlocks: async () => undefined } as unknown as StorageStack;
+    const { responder } = setup({ stack, holding: true, extents: () => [{ arrayOffset: 16 * 1024 * 1024, sizeBytes: 64 * PAGE }] });
+    expect(await send(responder, forwarded(IoOp.Write, NIL_ALLOCATION, 0, Buffer.alloc(PAGE, 1))), 'the node-state region').to.equal(Status.Invalid);
+    expect(await send(responder, forwarded(IoOp.Write, NIL_ALLOCATION, 16 * 1024 * 1024 + 63 * PAGE, Buffer.alloc(2 * PAGE, 1))), 'straddling the end of a volume').to.equal(Status.Invalid);
+    expect(await send(responder, forwarded(IoOp.Write, NIL_ALLOCATION, 16 * 1024 * 1024 + PAGE, Buffer.alloc(PAGE, 1))), 'inside a volume').to.equal(Status.Ok);
+    expect(written).to.deep.equal([16 * 1024 * 1024 + PAGE]);
   });
 });

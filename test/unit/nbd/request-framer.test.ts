@@ -1,5 +1,6 @@
 // Proves the transmission framer yields the same requests however TCP splits the stream, refuses
-// bad magic, and never buffers an oversized payload.
+// bad magic, never buffers an oversized payload, and starts no request its sink has not admitted:
+// however many requests one chunk holds, it stops at the first refused one and goes on in order.
 import { expect } from 'chai';
 import { FramingError, RequestFramer } from '../../../src/nbd/request-framer.js';
 import type { Request } from '../../../src/nbd/wire.js';
@@ -17,7 +18,24 @@ function header(type: number, length: number, handle: number, offset = 0, flags 
 
 function collect(maxPayloadBytes?: number): { framer: RequestFramer; requests: Request[] } {
   const requests: Request[] = [];
-  return { framer: new RequestFramer({ onRequest: (request) => requests.push(request) }, maxPayloadBytes), requests };
+  return { framer: new RequestFramer({ admits: () => true, onRequest: (request) => requests.push(request) }, maxPayloadBytes), requests };
+}
+
+/** A sink that admits `room` requests, then refuses until given more room. */
+function gated(room: number): { framer: RequestFramer; requests: Request[]; asked: Request[]; give(more: number): void } {
+  const requests: Request[] = [];
+  const asked: Request[] = [];
+  let left = room;
+  const framer = new RequestFramer({
+    admits: (request) => {
+      asked.push(request);
+      if (left === 0) return false;
+      left--;
+      return true;
+    },
+    onRequest: (request) => requests.push(request),
+  });
+  return { framer, requests, asked, give: (more) => (left += more) };
 }
 
 const payload = Buffer.from('0123456789abcdef'.repeat(4));
@@ -90,5 +108,44 @@ describe('RequestFramer', () => {
     framer.push(Buffer.concat([header(1, 0, 5), header(0, 1, 6)]));
     expect(requests.map((request) => request.handleLow)).to.deep.equal([5, 6]);
     expect(requests[0]?.payload).to.equal(null);
+  });
+
+  it('starts at most what the sink admits from one chunk of 600 pipelined reads, and goes on in order', () => {
+    const { framer, requests, asked, give } = gated(8);
+    framer.push(Buffer.concat(Array.from({ length: 600 }, (_, index) => header(0, 1024 * 1024, index + 1))));
+    expect(requests).to.have.length(8);
+    expect(asked, 'asked once more, then held').to.have.length(9);
+    expect(framer.holding).to.equal(true);
+    framer.push(header(3, 0, 601)); // more input while held waits behind
+    for (let round = 0; round < 100 && requests.length < 601; round++) {
+      give(8);
+      framer.resume();
+    }
+    expect(requests.map((request) => request.handleLow)).to.deep.equal(Array.from({ length: 601 }, (_, index) => index + 1));
+    expect(framer.idle).to.equal(true);
+  });
+
+  it('keeps a held write\'s payload unread: nothing of it is buffered before admission', () => {
+    const { framer, requests, give } = gated(0);
+    const data = Buffer.alloc(4096, 0x61);
+    framer.push(Buffer.concat([header(1, data.length, 1), data.subarray(0, 100)]));
+    expect(requests).to.have.length(0);
+    framer.push(data.subarray(100));
+    give(1);
+    framer.resume();
+    expect(requests).to.have.length(1);
+    expect(joined(requests[0]).equals(data)).to.equal(true);
+  });
+
+  it('holds a header that arrived split across chunks, and resumes with the bytes behind it', () => {
+    const { framer, requests, give } = gated(0);
+    const two = Buffer.concat([header(0, 512, 1), header(0, 512, 2)]);
+    framer.push(two.subarray(0, 10));
+    framer.push(two.subarray(10, 40));
+    expect(framer.holding).to.equal(true);
+    framer.push(two.subarray(40));
+    give(2);
+    framer.resume();
+    expect(requests.map((request) => request.handleLow)).to.deep.equal([1, 2]);
   });
 });
