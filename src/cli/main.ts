@@ -4,8 +4,8 @@ import { hideBin } from 'yargs/helpers';
 import { PartnerSecurityError, writePartnerKey } from '../cluster/index.js';
 import { ConfigError, parseSize } from '../config/index.js';
 import { LOG_LEVELS, type LogLevel } from '../observe/index.js';
-import { ArrayFailedError, MemberError, RaidAdminError, RaidConfigError } from '../storage/index.js';
 import { TlsConfigError } from '../nbd/index.js';
+import { ArrayFailedError, MemberError, MemberInUseError, RaidAdminError, RaidConfigError } from '../storage/index.js';
 import { VolumeError } from '../volume/index.js';
 import { raidCommands } from './raid.js';
 import { serve } from './serve.js';
@@ -83,7 +83,9 @@ export async function main(argv: string[]): Promise<void> {
 }
 
 main(hideBin(process.argv)).catch((error: unknown) => {
-  const known = [ConfigError, PartnerSecurityError, TlsConfigError, VolumeError, RaidConfigError, RaidAdminError, ArrayFailedError, MemberError].some((kind) => error instanceof kind);
+  const known = [ConfigError, PartnerSecurityError, TlsConfigError, VolumeError, RaidConfigError, RaidAdminError, ArrayFailedError, MemberError, MemberInUseError].some(
+    (kind) => error instanceof kind,
+  );
   process.stderr.write(`ftvm: ${known ? (error as Error).message : (error as Error)?.stack ?? String(error)}\n`);
   process.exit(1);
 });

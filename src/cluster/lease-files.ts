@@ -7,9 +7,8 @@
 // files hold it, and a reader takes the newest copy over all files, so any reader's majority meets
 // any writer's.
 import fs from 'node:fs';
-import os from 'node:os';
 import { promisify } from 'node:util';
-import { FormatError, LEASE_COPY_BYTES, LEASE_SLOT_COUNT, encodeLease, newestLease, type Lease } from '../storage/index.js';
+import { FormatError, LEASE_COPY_BYTES, LEASE_SLOT_COUNT, encodeLease, newestLease, processAlive, thisProcess as storageProcess, type Lease } from '../storage/index.js';
 import type { LeaseDisk, ProcessIdentity } from './lease.js';
 
 const open = promisify(fs.open);
@@ -109,7 +108,7 @@ function decodeSlot(area: Buffer, slot: number): Lease | null {
 
 /** This process, as written into its lease. */
 export function thisProcess(): ProcessIdentity {
-  return { pid: process.pid, processStart: processStartTicks(process.pid) ?? 0, host: os.hostname().slice(0, 64) };
+  return storageProcess();
 }
 
 /**
@@ -117,20 +116,42 @@ export function thisProcess(): ProcessIdentity {
  * that started at another time. Another host's lease can only run out (null: cannot tell).
  */
 export function processGone(lease: Lease): boolean | null {
-  if (lease.host === '' || lease.host !== os.hostname().slice(0, 64) || lease.pid === 0 || lease.processStart === 0) return null;
-  const started = processStartTicks(lease.pid);
-  return started === null || started !== lease.processStart;
+  const alive = processAlive(lease);
+  return alive === null ? null : !alive;
 }
 
-function processStartTicks(pid: number): number | null {
-  try {
-    // Field 22 of /proc/PID/stat; the command name (field 2) may hold spaces, so count from its ')'.
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const ticks = Number(fields[19]);
-    return Number.isSafeInteger(ticks) ? ticks : null;
-  } catch {
-    return null;
-  }
+/** The lease slots as one lease file holds them (index = slot), read without writing anything. */
+export interface LeaseFileView {
+  path: string;
+  /** Why the file could not be read ('' if it was); a missing file is not an error: no lease there. */
+  problem: string;
+  slots: Array<Lease | null>;
 }
 
+/**
+ * Reads the lease files of `memberPaths` read-only: opened 'r', never created or extended, so an
+ * offline inspection leaves the lease area exactly as it found it (LeaseFiles.open would create and
+ * size missing files).
+ */
+export async function readLeaseFiles(memberPaths: readonly string[]): Promise<LeaseFileView[]> {
+  return Promise.all(
+    memberPaths.map(async (member) => {
+      const path = leaseFilePath(member);
+      let fd: number;
+      try {
+        fd = await open(path, 'r');
+      } catch (error) {
+        const missing = (error as NodeJS.ErrnoException).code === 'ENOENT';
+        return { path, problem: missing ? '' : (error as Error).message, slots: [] };
+      }
+      try {
+        const area = await readFile(fd);
+        return { path, problem: '', slots: [...Array(LEASE_SLOT_COUNT).keys()].map((slot) => decodeSlot(area, slot)) };
+      } catch (error) {
+        return { path, problem: (error as Error).message, slots: [] };
+      } finally {
+        await close(fd).catch(() => undefined);
+      }
+    }),
+  );
+}

@@ -364,7 +364,7 @@ export class ClusterNode {
   /** Assembles the array; member writes and syncs are refused once this node's lease has run out. */
   static async openArray(config: ClusterConfig, logger: Logger, leases: LeaseKeeper): Promise<StorageStack> {
     const open = async (path: string): Promise<MemberDevice> => fencedMember(await FileMember.open(path), leases);
-    const array = await assembleArray(config.storage.members, { logger, now: () => Date.now() }, open);
+    const array = await assembleArray(config.storage.members, { logger, now: () => Date.now() }, open, { holder: config.nodes[leases.slot]?.name ?? String(leases.slot) });
     if (array.geometry.level !== config.storage.level) {
       await array.stop();
       throw new Error(`the member files hold a ${array.geometry.level} array, the config says ${config.storage.level}`);

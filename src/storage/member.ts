@@ -36,11 +36,26 @@ export class FileMember implements MemberDevice {
   private constructor(
     readonly path: string,
     private readonly fd: number,
+    /** Opened for inspection: writes and syncs are refused here, and the kernel would refuse them too. */
+    readonly readOnly = false,
   ) {}
 
   static async open(path: string): Promise<FileMember> {
     try {
       return new FileMember(path, await openRaw(path, 'r+'));
+    } catch (error) {
+      throw new MemberError(path, `cannot open: ${(error as Error).message}`, { cause: error });
+    }
+  }
+
+  /**
+   * Opens a member for looking only (`ftvm raid status`, `examine`): the descriptor is O_RDONLY, and
+   * write() and sync() reject before any system call, so a code path that would change the member
+   * fails loudly instead of writing behind the administrator's back.
+   */
+  static async openReadOnly(path: string): Promise<FileMember> {
+    try {
+      return new FileMember(path, await openRaw(path, 'r'), true);
     } catch (error) {
       throw new MemberError(path, `cannot open: ${(error as Error).message}`, { cause: error });
     }
@@ -63,11 +78,13 @@ export class FileMember implements MemberDevice {
   }
 
   write(offset: number, data: Buffer): Promise<void> {
+    if (this.readOnly) return Promise.reject(new MemberError(this.path, `opened read-only: refusing to write ${data.length} bytes at ${offset}`));
     return new Promise((resolve, reject) => this.writeFrom(offset, data, 0, resolve, reject));
   }
 
   sync(): Promise<void> {
     if (this.closed) return Promise.reject(new MemberError(this.path, 'closed'));
+    if (this.readOnly) return Promise.reject(new MemberError(this.path, 'opened read-only: refusing to sync'));
     return new Promise((resolve, reject) =>
       memberIo.submit(() =>
         fs.fdatasync(this.fd, (error) => {

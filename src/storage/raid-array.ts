@@ -66,6 +66,8 @@ export class RaidArray {
   private writeEpoch = 0;
   private readRotation = 0;
   private stopped = false;
+  /** Run once the members are closed (stop or abandon): the holder claim goes with the open files. */
+  private readonly closeHooks: Array<() => Promise<void>> = [];
 
   constructor(
     readonly members: MemberSet,
@@ -399,12 +401,23 @@ export class RaidArray {
     this.members.clean = true;
     await this.members.writeSuperblocks().catch((error: Error) => this.deps.logger.error(`final superblock write failed: ${error.message}`));
     await Promise.all(this.members.slots.map((slot) => slot.device?.close()));
+    await this.runCloseHooks();
   }
 
   /** Closes without marking clean: what a crash leaves (for tests and fencing). */
   async abandon(): Promise<void> {
     this.stopped = true;
     await Promise.all(this.members.slots.map((slot) => slot.device?.close()));
+    await this.runCloseHooks();
+  }
+
+  /** `hook` runs once the member files are closed, whether the array stopped cleanly or was abandoned. */
+  onClose(hook: () => Promise<void>): void {
+    this.closeHooks.push(hook);
+  }
+
+  private async runCloseHooks(): Promise<void> {
+    for (const hook of this.closeHooks.splice(0)) await hook().catch((error: Error) => this.deps.logger.warn(`after closing the array: ${error.message}`));
   }
 
   private checkRange(offset: number, lengthBytes: number): void {

@@ -8,6 +8,7 @@
 import { randomUUID } from 'node:crypto';
 import { ChecksumTable } from './checksum-table.js';
 import { FormatError, ZERO_BLOCK_CRC } from './crc.js';
+import { describeHolder, HolderClaim, MemberInUseError } from './holder-claims.js';
 import { BLOCK_BYTES, validateGeometry, type RaidLevel } from './layout.js';
 import { FileMember, type MemberDevice } from './member.js';
 import { ArrayFailedError, MemberSet, survives, type ArrayIdentity, type Slot } from './member-set.js';
@@ -81,15 +82,105 @@ export async function createArray(options: CreateOptions, deps: RaidDependencies
   return new RaidArray(members, deps);
 }
 
-interface Candidate {
+/** One file named for assembly: its open device and superblock, or why it is not a member. */
+export interface Candidate {
   path: string;
   device: MemberDevice | null;
   superblock: Superblock | null;
   problem: string;
 }
 
+/** What assembly finds on the files before it writes anything (the read-only half of assembly). */
+export interface AssemblyPlan {
+  candidates: Candidate[];
+  /** The superblock that speaks for the array: the highest event counter. */
+  authority: Superblock;
+  /** One per member index, each with the state assembly gives it. */
+  slots: Slot[];
+  /** Files left out and older duplicates ignored, for the log or the administrator. */
+  notes: string[];
+  /** Whether the level survives with the members that would be active. */
+  intact: boolean;
+}
+
+export interface AssembleOptions {
+  /**
+   * Records this process as the array's holder (a node's name) while the array is open, so offline
+   * commands see who has the members open (holder-claims.ts). A live offline command's claim makes
+   * the assembly refuse: it writes the same members.
+   */
+  holder?: string;
+}
+
 /** Opens the member files, checks them against each other, resyncs after an unclean stop. */
-export async function assembleArray(paths: string[], deps: RaidDependencies, open: (path: string) => Promise<MemberDevice> = FileMember.open): Promise<RaidArray> {
+export async function assembleArray(
+  paths: string[],
+  deps: RaidDependencies,
+  open: (path: string) => Promise<MemberDevice> = FileMember.open,
+  options: AssembleOptions = {},
+): Promise<RaidArray> {
+  const claim = options.holder === undefined ? null : await claimForNode(paths, options.holder, deps);
+  try {
+    const array = await assembleClaimed(paths, deps, open);
+    if (claim) array.onClose(() => claim.release());
+    return array;
+  } catch (error) {
+    await claim?.release();
+    throw error;
+  }
+}
+
+/**
+ * A node gives way to a live offline command only: between nodes, the leases and the epoch decide
+ * who holds the array (a node taking over from one that is cut off but alive is right to open it).
+ */
+async function claimForNode(paths: string[], node: string, deps: RaidDependencies): Promise<HolderClaim> {
+  const claim = await HolderClaim.create(paths, { kind: 'node', name: node }, deps.logger);
+  const busy = (await claim.others()).find((record) => record.kind === 'admin');
+  if (busy) {
+    await claim.release();
+    const unsure = busy.alive === null ? `; another host's process cannot be checked from here: if it is gone, remove ${busy.file}` : '';
+    throw new MemberInUseError(busy.member, `${busy.member} is in use by ${describeHolder(busy)}: the array is not opened while an offline command holds it${unsure}`);
+  }
+  return claim;
+}
+
+async function assembleClaimed(paths: string[], deps: RaidDependencies, open: (path: string) => Promise<MemberDevice>): Promise<RaidArray> {
+  const plan = await planAssembly(paths, open, { readChecksums: true });
+  for (const note of plan.notes) deps.logger.warn(note);
+  const { authority, slots } = plan;
+  if (!plan.intact) {
+    await closeAll(plan.candidates);
+    const down = slots.filter((slot) => slot.state !== 'active').map((slot) => `  member ${slot.index} (${slot.path || 'no file'}): ${slot.reason}`);
+    throw new ArrayFailedError(`cannot assemble ${authority.level} array ${authority.arrayUuid}: too many members unavailable\n${down.join('\n')}`);
+  }
+  const identity = identityOf(authority);
+  const set = new MemberSet(identity, slots, authority.eventCounter, false, deps.logger);
+  let dirty: number[];
+  try {
+    dirty = authority.clean ? [] : await dirtyRegionsOf(identity, slots);
+  } catch (error) {
+    await closeAll(plan.candidates);
+    throw error;
+  }
+  for (const region of dirty) set.bitmap.set(region);
+  await set.writeSuperblocks();
+  const array = new RaidArray(set, deps);
+  for (const slot of slots) if (slot.state !== 'active') deps.logger.warn(`raid member ${slot.index} (${slot.path || 'no file'}) is ${slot.state}: ${slot.reason}`);
+  if (!authority.clean) {
+    deps.logger.warn(`array ${identity.arrayUuid} was not stopped cleanly: resyncing ${dirty.length} dirty region(s)`);
+    await resyncRegions(array, dirty);
+  }
+  return array;
+}
+
+/**
+ * Reads every file's superblock and decides each member's state, as assembly does, without writing
+ * anything: `assembleArray` goes on to record and resync, `inspectArray` only reports. The devices
+ * stay open (in `candidates` and the slots) for the caller. Refuses (RaidConfigError) when no file
+ * is a member or the files belong to different arrays.
+ */
+export async function planAssembly(paths: string[], open: (path: string) => Promise<MemberDevice>, options: { readChecksums: boolean }): Promise<AssemblyPlan> {
   const candidates = await Promise.all(paths.map((path) => inspect(path, open)));
   const members = candidates.filter((candidate) => candidate.superblock !== null);
   if (members.length === 0) {
@@ -104,27 +195,18 @@ export async function assembleArray(paths: string[], deps: RaidDependencies, ope
       throw new RaidConfigError(`${candidate.path} belongs to array ${superblock.arrayUuid}, not ${authority.arrayUuid}`);
     }
   }
+  const notes: string[] = [];
   for (const candidate of candidates) {
-    if (candidate.superblock === null) deps.logger.warn(`${candidate.path} is left out of the array: ${candidate.problem}`);
+    if (candidate.superblock === null) notes.push(`${candidate.path} is left out of the array: ${candidate.problem}`);
   }
-  const slots = await buildSlots(authority, candidates, deps);
-  const usable = slots.map((slot) => slot.state === 'active');
-  if (!survives(authority.level, usable)) {
+  try {
+    const slots = await buildSlots(authority, candidates, notes, options.readChecksums);
+    const intact = survives(authority.level, slots.map((slot) => slot.state === 'active'));
+    return { candidates, authority, slots, notes, intact };
+  } catch (error) {
     await closeAll(candidates);
-    const down = slots.filter((slot) => slot.state !== 'active').map((slot) => `  member ${slot.index} (${slot.path || 'no file'}): ${slot.reason}`);
-    throw new ArrayFailedError(`cannot assemble ${authority.level} array ${authority.arrayUuid}: too many members unavailable\n${down.join('\n')}`);
+    throw error;
   }
-  const identity = identityOf(authority);
-  const set = new MemberSet(identity, slots, authority.eventCounter, false, deps.logger);
-  const dirty = authority.clean ? [] : await dirtyRegionsOf(set);
-  await set.writeSuperblocks();
-  const array = new RaidArray(set, deps);
-  for (const slot of slots) if (slot.state !== 'active') deps.logger.warn(`raid member ${slot.index} (${slot.path || 'no file'}) is ${slot.state}: ${slot.reason}`);
-  if (!authority.clean) {
-    deps.logger.warn(`array ${identity.arrayUuid} was not stopped cleanly: resyncing ${dirty.length} dirty region(s)`);
-    await resyncRegions(array, dirty);
-  }
-  return array;
 }
 
 async function inspect(path: string, open: (path: string) => Promise<MemberDevice>): Promise<Candidate> {
@@ -147,21 +229,21 @@ async function inspect(path: string, open: (path: string) => Promise<MemberDevic
 }
 
 /** One slot per member index of the authoritative superblock, filled from the files that claim it. */
-async function buildSlots(authority: Superblock, candidates: Candidate[], deps: RaidDependencies): Promise<Slot[]> {
+async function buildSlots(authority: Superblock, candidates: Candidate[], notes: string[], readChecksums: boolean): Promise<Slot[]> {
   const slots: Slot[] = [];
   for (let index = 0; index < authority.memberCount; index++) {
     const claimants = candidates.filter((c) => c.superblock?.arrayUuid === authority.arrayUuid && c.superblock.memberIndex === index);
     const best = claimants.sort((a, b) => (b.superblock as Superblock).eventCounter - (a.superblock as Superblock).eventCounter)[0];
     for (const extra of claimants.slice(1)) {
-      deps.logger.warn(`${extra.path} also claims member ${index} with an older event counter; ignored`);
+      notes.push(`${extra.path} also claims member ${index} with an older event counter; ignored`);
       await extra.device?.close();
     }
-    slots.push(await slotFor(index, authority, best));
+    slots.push(await slotFor(index, authority, best, readChecksums));
   }
   return slots;
 }
 
-async function slotFor(index: number, authority: Superblock, candidate: Candidate | undefined): Promise<Slot> {
+async function slotFor(index: number, authority: Superblock, candidate: Candidate | undefined, readChecksums: boolean): Promise<Slot> {
   const recorded = authority.memberStates[index] ?? 'missing';
   if (!candidate || !candidate.device) return newSlot(index, candidate?.path ?? '', null, 'missing', null, 'no file given for this member');
   const superblock = candidate.superblock as Superblock;
@@ -179,35 +261,47 @@ async function slotFor(index: number, authority: Superblock, candidate: Candidat
   const needed = authority.dataOffset + authority.memberDataBytes;
   const size = await device.sizeBytes();
   if (size < needed) return newSlot(index, candidate.path, device, 'failed', null, `truncated: ${size} bytes, needs ${needed}; replace it`);
+  // An inspection needs no checksums: the table is 1/1024 of the data area (1 GiB per TiB).
+  if (!readChecksums) return newSlot(index, candidate.path, device, 'active', null);
   const tableBytes = Buffer.alloc(authority.checksumBytes);
   await device.read(authority.checksumOffset, tableBytes);
   const checksums = ChecksumTable.decode(tableBytes, authority.memberDataBytes / BLOCK_BYTES);
   return newSlot(index, candidate.path, device, 'active', checksums);
 }
 
+/**
+ * Every node's bitmap slot of one member, decoded; a slot that does not decode is an Error (it cannot
+ * say what is clean).
+ */
+export async function readBitmapSlots(device: MemberDevice, identity: ArrayIdentity): Promise<Array<WriteIntentBitmap | Error>> {
+  const { bitmapOffset, bitmapSlotBytes, bitmapSlotCount, bitmapRegionBytes, memberDataBytes } = identity;
+  const area = Buffer.alloc(bitmapSlotBytes * bitmapSlotCount);
+  await device.read(bitmapOffset, area);
+  return [...Array(bitmapSlotCount).keys()].map((node) => {
+    try {
+      return WriteIntentBitmap.decodeSlot(area.subarray(node * bitmapSlotBytes, (node + 1) * bitmapSlotBytes), bitmapRegionBytes, memberDataBytes);
+    } catch (error) {
+      return error as Error;
+    }
+  });
+}
+
 /** The union of every node's bitmap slot on every active member: anything any writer marked. */
-async function dirtyRegionsOf(set: MemberSet): Promise<number[]> {
-  const { bitmapOffset, bitmapSlotBytes, bitmapSlotCount, bitmapRegionBytes, memberDataBytes } = set.identity;
+export async function dirtyRegionsOf(identity: ArrayIdentity, slots: readonly Slot[]): Promise<number[]> {
+  const regionCount = Math.ceil(identity.memberDataBytes / identity.bitmapRegionBytes);
   const dirty = new Set<number>();
-  for (const slot of set.slots) {
+  for (const slot of slots) {
     if (slot.state !== 'active' || slot.device === null) continue;
-    const area = Buffer.alloc(bitmapSlotBytes * bitmapSlotCount);
-    await slot.device.read(bitmapOffset, area);
-    for (let node = 0; node < bitmapSlotCount; node++) {
-      try {
-        const bits = WriteIntentBitmap.decodeSlot(area.subarray(node * bitmapSlotBytes, (node + 1) * bitmapSlotBytes), bitmapRegionBytes, memberDataBytes);
-        for (const region of bits.dirtyRegions()) dirty.add(region);
-      } catch {
-        // A bitmap that does not decode cannot say what is clean: resync every region.
-        for (let region = 0; region < set.bitmap.regionCount; region++) dirty.add(region);
-      }
+    for (const bits of await readBitmapSlots(slot.device, identity)) {
+      // A bitmap that does not decode cannot say what is clean: resync every region.
+      const regions = bits instanceof Error ? [...Array(regionCount).keys()] : bits.dirtyRegions();
+      for (const region of regions) dirty.add(region);
     }
   }
-  for (const region of dirty) set.bitmap.set(region);
   return [...dirty].sort((a, b) => a - b);
 }
 
-function identityOf(superblock: Superblock): ArrayIdentity {
+export function identityOf(superblock: Superblock): ArrayIdentity {
   const identity: Partial<Superblock> = { ...superblock };
   for (const perMember of ['memberIndex', 'memberStates', 'eventCounter', 'clean', 'rebuildPositionBytes'] as const) delete identity[perMember];
   return identity as ArrayIdentity;
@@ -217,6 +311,6 @@ export function newSlot(index: number, path: string, device: MemberDevice | null
   return { index, path, device, state, reason, checksums, rebuildPositionBytes: 0, readErrors: 0, repairedBlocks: 0 };
 }
 
-async function closeAll(candidates: Candidate[]): Promise<void> {
+export async function closeAll(candidates: Candidate[]): Promise<void> {
   await Promise.all(candidates.map((candidate) => candidate.device?.close()));
 }

@@ -75,10 +75,12 @@ describe('ftvm raid on member files', function () {
     expect(run.stdout).to.match(/^size:\s+16 MiB \(16777216 bytes\)$/m);
   });
 
-  it('status --json is RaidArray.status(): optimal, 3 active members', async () => {
+  it('status --json is RaidArray.status(): optimal, 3 active members; looking moves no event counter', async () => {
     const current = await status(files);
     expect(current).to.include({ level: 'raid5', state: 'optimal', memberCount: 3, sizeBytes: 16 * MIB, dirtyRegions: 0 });
     expect(current.members.map((member) => [member.path, member.state])).to.deep.equal(files.map((file) => [file, 'active']));
+    // Offline status only reads: it used to assemble and stop the array, moving the counter by 2.
+    expect((await status(files)).eventCounter).to.equal(current.eventCounter);
   });
 
   it('fail --member 1 leaves the array degraded with member 1 failed', async () => {
