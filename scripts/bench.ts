@@ -20,7 +20,7 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { parseSize } from '../src/config/index.js';
 import { requestControl } from '../src/cluster/index.js';
-import { freePort, launch, makeTempDirectory, startCluster, writeSingleNodeConfig, type FtvmNode } from '../test/support/ftvm-process.js';
+import { freePort, launch, makeTempDirectory, startCluster, writeSingleNodeConfig } from '../test/support/ftvm-process.js';
 
 const run = promisify(execFile);
 
@@ -162,51 +162,55 @@ async function main(): Promise<void> {
   if (tlsRows.length > 0) process.stdout.write(`${rows.length > 0 ? '\n' : ''}${format(tlsRows, args.markdown, ['TLS', 'plain'])}\n`);
 }
 
-/** What the TLS comparison runs: nbdcopy, because fio's nbd engine may not name a PSK file in its URI. */
-const COPY_JOBS: Array<{ name: string; requestBytes: number; requests: number; write: boolean; totalBytes: number }> = [
-  { name: '4k read QD32', requestBytes: 4096, requests: 32, write: false, totalBytes: 64 * 2 ** 20 },
-  { name: '4k write QD32', requestBytes: 4096, requests: 32, write: true, totalBytes: 64 * 2 ** 20 },
-  { name: '1M read QD8', requestBytes: 2 ** 20, requests: 8, write: false, totalBytes: 256 * 2 ** 20 },
-  { name: '1M write QD8', requestBytes: 2 ** 20, requests: 8, write: true, totalBytes: 256 * 2 ** 20 },
+/**
+ * What the TLS comparison runs: nbdcopy (one connection, one thread), because fio's nbd engine may
+ * not name a PSK file in its URI. A read copies a whole volume to null:, a write a file of the same
+ * size onto it: the 4k jobs on a 64 MiB volume, the 1M jobs on a 256 MiB one.
+ */
+const COPY_JOBS: Array<{ name: string; requestBytes: number; requests: number; write: boolean; volume: 'small' | 'large' }> = [
+  { name: '4k read QD32', requestBytes: 4096, requests: 32, write: false, volume: 'small' },
+  { name: '4k write QD32', requestBytes: 4096, requests: 32, write: true, volume: 'small' },
+  { name: '1M read QD8', requestBytes: 2 ** 20, requests: 8, write: false, volume: 'large' },
+  { name: '1M write QD8', requestBytes: 2 ** 20, requests: 8, write: true, volume: 'large' },
 ];
+const COPY_VOLUMES = { small: 64 * 2 ** 20, large: 256 * 2 ** 20 };
 
-/** One nbdcopy of `totalBytes` between `uri` and a local file (or null:), one connection; the rate it reached. */
-async function copyRate(uri: string, job: (typeof COPY_JOBS)[number], source: string): Promise<Result> {
+/** One nbdcopy between `uri` and `file` (or null:); the rate it reached. */
+async function copyRate(uri: string, job: (typeof COPY_JOBS)[number], file: string): Promise<Result> {
   const options = ['-C', '1', '-T', '1', `--request-size=${job.requestBytes}`, `--requests=${job.requests}`, '--no-extents', '--sparse=0'];
   const started = process.hrtime.bigint();
-  if (job.write) await run('nbdcopy', [...options, source, uri]);
-  else await run('nbdcopy', [...options, uri, 'null:']);
+  await run('nbdcopy', job.write ? [...options, file, uri] : [...options, uri, 'null:']);
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  const bytes = job.write ? job.totalBytes : (await fs.stat(source)).size;
+  const bytes = COPY_VOLUMES[job.volume];
   return { iops: bytes / job.requestBytes / seconds, bytesPerSecond: bytes / seconds };
 }
 
 /**
  * Two clusters of the same shape, one plain, one with TLS on both links (NBD: PSK, required;
- * partner link: TLS-PSK, as across hosts), job by job interleaved, each copy made with nbdcopy.
+ * partner link: TLS-PSK, as across hosts), filled first, then job by job interleaved.
  */
 async function runTlsComparison(rows: Array<[string, Result, Result]>, memoryBytes: number): Promise<void> {
-  const sizeBytes = Math.max(...COPY_JOBS.map((job) => job.totalBytes));
-  const plain = await startCluster([{ name: 'vol0', sizeBytes }], { memoryBytes, logLevel: 'warn' });
+  const volumes = [{ name: 'small', sizeBytes: COPY_VOLUMES.small, owner: 'a' }, { name: 'large', sizeBytes: COPY_VOLUMES.large, owner: 'a' }];
+  const plain = await startCluster(volumes, { memoryBytes, logLevel: 'warn' });
   const scratch = await makeTempDirectory('ftvm-bench-tls-');
   const pskFile = path.join(scratch, 'nbd.psk');
   await fs.writeFile(pskFile, `bench:${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
-  const secure = await startCluster([{ name: 'vol0', sizeBytes }], {
-    memoryBytes,
-    logLevel: 'warn',
-    extra: { partnerLink: { tls: 'on' }, tls: { mode: 'require', pskFile } },
+  const secure = await startCluster(volumes, { memoryBytes, logLevel: 'warn', extra: { partnerLink: { tls: 'on' }, tls: { mode: 'require', pskFile } } });
+  const uris = (node: string) => ({
+    plain: (volume: string) => plain.node(node).uri(volume),
+    tls: (volume: string) => `nbds://bench@${secure.node(node).host}:${secure.node(node).port}/${volume}?tls-psk-file=${pskFile}`,
   });
-  const tlsUri = (node: FtvmNode): string => `nbds://bench@${node.host}:${node.port}/vol0?tls-psk-file=${pskFile}`;
+  const fileOf = (volume: keyof typeof COPY_VOLUMES): string => path.join(scratch, `${volume}.img`);
   try {
-    for (const job of COPY_JOBS) {
-      const source = path.join(scratch, `source-${job.totalBytes}`);
-      await fs.access(source).catch(() => fs.writeFile(source, randomBytes(job.totalBytes)));
+    for (const volume of ['small', 'large'] as const) {
+      await fs.writeFile(fileOf(volume), randomBytes(COPY_VOLUMES[volume]));
+      // Written once through each cluster, so reads find written pages, as nbdkit's would.
+      for (const uri of [uris('a').plain(volume), uris('a').tls(volume)]) await run('nbdcopy', ['--request-size=1048576', fileOf(volume), uri]);
     }
-    for (const [suffix, name] of [[' via owner', 'a'], [' via partner', 'b']] as const) {
+    for (const [suffix, node] of [[' via owner', 'a'], [' via partner', 'b']] as const) {
       for (const job of COPY_JOBS) {
-        const source = path.join(scratch, `source-${job.totalBytes}`);
-        const theirs = await copyRate(plain.node(name).uri('vol0'), job, source);
-        const ours = await copyRate(tlsUri(secure.node(name)), job, source);
+        const theirs = await copyRate(uris(node).plain(job.volume), job, fileOf(job.volume));
+        const ours = await copyRate(uris(node).tls(job.volume), job, fileOf(job.volume));
         rows.push([`${job.name}${suffix} (nbdcopy)`, ours, theirs]);
         process.stderr.write(`bench: TLS ${job.name}${suffix} done\n`);
       }
@@ -217,6 +221,7 @@ async function runTlsComparison(rows: Array<[string, Result, Result]>, memoryByt
     for (const directory of [plain.directory, secure.directory, scratch]) await fs.rm(directory, { recursive: true, force: true });
   }
 }
+
 async function runJobs(rows: Array<[string, Result, Result]>, suffix: string, nbdkitUri: string, ftvmUri: string, seconds: number, sizeBytes: number): Promise<void> {
   for (const job of JOBS) {
     const theirs = await fio(nbdkitUri, job, seconds, sizeBytes);

@@ -136,10 +136,10 @@ export class HolderClaim {
 async function writeClaim(directory: string, temporary: string, file: string, body: string): Promise<void> {
   for (let attempt = 1; ; attempt++) {
     try {
-      await fs.mkdir(directory).catch((error: NodeJS.ErrnoException) => {
+      await fs.mkdir(directory, { mode: 0o700 }).catch((error: NodeJS.ErrnoException) => {
         if (error.code !== 'EEXIST') throw error;
       });
-      await fs.writeFile(temporary, body, { flag: 'wx' });
+      await fs.writeFile(temporary, body, { flag: 'wx', mode: 0o600 });
       await fs.rename(temporary, file);
       return;
     } catch (error) {
