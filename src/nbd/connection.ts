@@ -32,7 +32,7 @@ import { nbdErrnoOf, RequestError } from './errors.js';
 import { Negotiator, type ExportCatalog, type Session } from './negotiation.js';
 import { OptionFramer } from './option-framer.js';
 import { FramingError, RequestFramer, type RequestSink } from './request-framer.js';
-import type { ReplyPool } from './reply-pool.js';
+import { REPLY_HEADER_ROOM, type ReplyPool } from './reply-pool.js';
 import type { NbdTls } from './tls.js';
 import { encodeServerGreeting, writeOffset64, writeSimpleReplyHeader, writeStructuredReplyHeader, type Request } from './wire.js';
 import type { Logger } from '../observe/index.js';
@@ -397,9 +397,9 @@ export class Connection implements RequestSink, BudgetWaiter {
   /** Reads straight into a pooled reply buffer, behind room for whichever reply header this session uses. */
   private async read(request: Request): Promise<Buffer> {
     const headerBytes = this.readReplyHeaderBytes();
-    const pooled = this.context.replies.take(headerBytes + request.length);
+    const pooled = this.context.replies.take(request.length);
     this.pooled.set(request, pooled);
-    const reply = pooled.subarray(0, headerBytes + request.length);
+    const reply = pooled.subarray(REPLY_HEADER_ROOM - headerBytes, REPLY_HEADER_ROOM + request.length);
     await (this.session as Session).entry.volume.read(request.offset, reply.subarray(headerBytes));
     if ((this.session as Session).structuredReplies) {
       writeStructuredReplyHeader(reply, 0, REPLY_FLAG_DONE, ReplyType.OffsetData, request, 8 + request.length);
@@ -521,10 +521,15 @@ export class Connection implements RequestSink, BudgetWaiter {
     if (this.inFlight === 0) this.finishDisconnect();
   }
 
+  /**
+   * Every reply is written: close. destroySoon, not end: a client that sent more after DISC (its
+   * bytes sit unread in the paused socket) would otherwise keep a half-closed connection, and its
+   * slot, for ever (found by the fuzzer, test/fuzz/regressions.test.ts).
+   */
   private finishDisconnect(): void {
     if (this.closed) return;
     this.closed = true;
-    this.socket.end();
+    this.socket.destroySoon();
   }
 
   /** Closes at once; a close the client asked for (ABORT) is routine, anything else is worth a warning. */

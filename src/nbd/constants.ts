@@ -1,5 +1,6 @@
-// NBD wire constants (NetworkBlockDevice/nbd doc/proto.md) and the limits this server enforces.
-// Every limit is checked before a buffer of that size is allocated.
+// NBD wire constants (NetworkBlockDevice/nbd doc/proto.md) and the protocol limits this server
+// enforces; every limit is checked before a buffer of that size is allocated. What a client may
+// hold in flight, how many connections and for how long are configurable (server.ts, ServerLimits).
 
 export const NBD_MAGIC = 0x4e42444d41474943n; // "NBDMAGIC"
 export const IHAVEOPT = 0x49484156454f5054n; // "IHAVEOPT"
@@ -134,14 +135,9 @@ export const MAX_OPTION_BYTES = 64 * 1024;
 export const MAX_STRING_BYTES = 4096;
 /** Options a client may send before choosing an export; stops a client that haggles forever. */
 export const MAX_OPTIONS_PER_HANDSHAKE = 256;
-/** Per connection: past either bound the socket stops being read until replies drain. */
-export const MAX_IN_FLIGHT_REQUESTS = 512;
-export const MAX_IN_FLIGHT_BYTES = 256 * 1024 * 1024;
 /** Advertised block size constraints: byte-granular, 4 KiB preferred. */
 export const MIN_BLOCK_BYTES = 1;
 export const PREFERRED_BLOCK_BYTES = 4096;
-/** A connection that has not finished haggling in this time is closed. */
-export const HANDSHAKE_TIMEOUT_MS = 30_000;
 
 /** Header sizes on the wire. */
 export const REQUEST_HEADER_BYTES = 28;

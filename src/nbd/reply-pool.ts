@@ -3,11 +3,14 @@
 // A 1 MiB read used to allocate a fresh 1 MiB ArrayBuffer for its reply. V8 counts such memory as
 // external and collects garbage whenever enough of it was allocated since the last collection: a
 // client reading 600 MiB made the node collect every few dozen requests, up to 300 ms at a time,
-// and heartbeats waited. Buffers here come in power-of-two sizes from 4 KiB up; the connection
-// gives each back once its reply has been written to the socket (the write callback), and up to
-// `retainBytes` of them are kept for the next reads. The bytes-in-flight bounds already cap how many
-// are out at once.
-const MIN_CLASS_BYTES = 4096;
+// and heartbeats waited. A buffer here has room for any reply header, then a power-of-two payload
+// of at least 4 KiB; the connection gives it back once its reply has been written to the socket
+// (the write callback). Up to `retainBytes` of free buffers are kept; the bytes-in-flight bounds
+// already cap how many are out at once.
+const MIN_PAYLOAD_CLASS_BYTES = 4096;
+
+/** Room in front of the payload for the largest read reply header (structured: 20 + 8 bytes). */
+export const REPLY_HEADER_ROOM = 32;
 
 export class ReplyPool {
   private readonly free = new Map<number, Buffer[]>();
@@ -15,11 +18,10 @@ export class ReplyPool {
 
   constructor(private readonly retainBytes: number) {}
 
-  /** A buffer of at least `bytes` (its class size: power of two, at least 4 KiB). */
-  take(bytes: number): Buffer {
-    const size = classOf(bytes);
-    const list = this.free.get(size);
-    const buffer = list?.pop();
+  /** A buffer whose payload (from REPLY_HEADER_ROOM on) holds at least `payloadBytes`. */
+  take(payloadBytes: number): Buffer {
+    const size = REPLY_HEADER_ROOM + payloadClassOf(payloadBytes);
+    const buffer = this.free.get(size)?.pop();
     if (buffer) {
       this.retainedBytes -= size;
       return buffer;
@@ -37,11 +39,12 @@ export class ReplyPool {
     this.retainedBytes += size;
   }
 
+  /** Bytes of free buffers kept for the next reads. */
   get retained(): number {
     return this.retainedBytes;
   }
 }
 
-export function classOf(bytes: number): number {
-  return Math.max(MIN_CLASS_BYTES, 2 ** Math.ceil(Math.log2(bytes)));
+export function payloadClassOf(bytes: number): number {
+  return Math.max(MIN_PAYLOAD_CLASS_BYTES, 2 ** Math.ceil(Math.log2(bytes)));
 }

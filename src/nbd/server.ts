@@ -26,6 +26,9 @@ export const DEFAULT_SERVER_LIMITS: ServerLimits = {
   idleTimeoutMs: 0,
 };
 
+/** Free read reply buffers kept for reuse: enough for 1 MiB reads at a queue depth of 16. */
+export const REPLY_BUFFERS_KEPT_BYTES = 16 * 1024 * 1024;
+
 /** How often connections are checked for deadlines (handshake, stalled replies, idleness). */
 const SWEEP_INTERVAL_MS = 1000;
 /** A client that vanished without a FIN or RST is found by TCP keepalive after about this long plus the probes. */
@@ -81,14 +84,18 @@ export class NbdServer {
     this.limits = options.limits ?? DEFAULT_SERVER_LIMITS;
     this.context = {
       catalog: exports,
-      // As many reply buffers kept for reuse as a connection may have in flight.
-      replies: new ReplyPool(this.limits.bytesInFlight),
+      replies: new ReplyPool(REPLY_BUFFERS_KEPT_BYTES),
       logger,
       limits: this.limits,
       budget: new RequestBudget(this.limits.nodeBytesInFlight),
       tls: options.tls ?? TLS_OFF,
       now: () => performance.now(),
     };
+  }
+
+  /** Bytes of free read reply buffers the server keeps for reuse (at most REPLY_BUFFERS_KEPT_BYTES). */
+  get replyBuffersKept(): number {
+    return this.context.replies.retained;
   }
 
   /** Bytes of all clients' requests read and not yet answered on the wire. */
