@@ -2,7 +2,8 @@
 // flight, answered at once by the other end. Shows what mirroring can move before the memory
 // manager or the disks take a share. Usage: node dist/scripts/bench-partner-link.js [--page 65536] [--count 4000]
 import { silentLogger } from '../src/observe/index.js';
-import { commandComplete, connectPartner, derivePartnerKey, MessageType, PartnerListener, Status, type LinkSecurity } from '../src/partner/index.js';
+import { systemClock } from '../src/core/index.js';
+import { commandComplete, connectPartner, derivePartnerKey, MessageType, PartnerListener, Status, tcpTransport, type LinkContext, type LinkSecurity, type RequestHandler } from '../src/partner/index.js';
 
 const CLUSTER = '5f0c7a1e-2b3d-4c5e-8f90-a1b2c3d4e5f6';
 const ALLOCATION = '0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9';
@@ -23,9 +24,10 @@ async function main(): Promise<void> {
     knownAddress: () => true,
     plausibleEpoch: () => true,
   };
-  const listener = new PartnerListener({ clusterId: CLUSTER, nodeId: 2, epoch: 0 }, security, (message) => commandComplete(message, Status.Ok), silentLogger());
+  const context = (nodeId: number, handler: RequestHandler): LinkContext => ({ local: { clusterId: CLUSTER, nodeId, epoch: 0 }, security, transport: tcpTransport(security.tls ? security.key : null), handler, logger: silentLogger(), clock: systemClock });
+  const listener = new PartnerListener(context(2, (message) => commandComplete(message, Status.Ok)));
   await listener.listen({ host: '127.0.0.1', port: 0 });
-  const link = await connectPartner({ host: '127.0.0.1', port: listener.port, nodeId: 2 }, { clusterId: CLUSTER, nodeId: 1, epoch: 0 }, security, () => null, silentLogger());
+  const link = await connectPartner({ host: '127.0.0.1', port: listener.port, nodeId: 2 }, context(1, () => null));
   const data = Buffer.alloc(pageBytes, 7);
   const lines = ['| in flight | MB/s | requests/s |', '| --- | --- | --- |'];
   for (const depth of [1, 16, 128]) {

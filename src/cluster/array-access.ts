@@ -6,24 +6,26 @@
 //   blocks enqueued while remote are kept until a flush on the same target covers them; a switch
 //   re-enqueues them on the new target, so a destage the dead holder never synced is written again
 //   (the same bytes at the same offsets: writing them twice is harmless)
-import type { PageStore } from '../memory/index.js';
+import type { Clock } from '../core/index.js';
+import type { BlockStore } from '../storage/index.js';
 import { HolderUnavailableError } from './remote-array.js';
 
 const RETRY_PAUSE_MS = 100;
 
-export class ArrayAccess implements PageStore {
+export class ArrayAccess implements BlockStore {
   private pending: Array<{ sequence: number; offset: number; data: Buffer }> = [];
   private sequence = 0;
   private changed: Array<() => void> = [];
 
   constructor(
-    private current: PageStore,
+    private current: BlockStore,
     /** Whether the current target may go away (a remote holder): only then are blocks kept. */
     private remote: boolean,
     private readonly retryMs: number,
+    private readonly clock: Clock,
   ) {}
 
-  switchTo(target: PageStore, remote: boolean): void {
+  switchTo(target: BlockStore, remote: boolean): void {
     this.current = target;
     this.remote = remote;
     for (const block of this.pending) target.enqueueBlocks(block.offset, block.data);
@@ -58,21 +60,21 @@ export class ArrayAccess implements PageStore {
   }
 
   private async retrying(work: () => Promise<void>): Promise<void> {
-    const deadline = performance.now() + this.retryMs;
+    const deadline = this.clock.now() + this.retryMs;
     for (;;) {
       try {
         return await work();
       } catch (error) {
-        if (!(error instanceof HolderUnavailableError) || performance.now() >= deadline) throw error;
+        if (!(error instanceof HolderUnavailableError) || this.clock.now() >= deadline) throw error;
       }
       await new Promise<void>((resolve) => {
         const done = (): void => {
-          clearTimeout(timer);
+          cancel();
           const at = this.changed.indexOf(done);
           if (at >= 0) this.changed.splice(at, 1);
           resolve();
         };
-        const timer = setTimeout(done, RETRY_PAUSE_MS);
+        const cancel = this.clock.setTimer(RETRY_PAUSE_MS, done);
         this.changed.push(done);
       });
     }

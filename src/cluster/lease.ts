@@ -16,6 +16,7 @@
 // Why the margin is safe: an observer starts counting leaseMs at the earliest when it reads a new
 // sequence, which is after that renewal started; the writer stops at renewalStart + leaseMs − margin.
 // The state machine takes its clock, timers and disk as arguments so test/sim can drive it.
+import { ClusterError, type Clock } from '../core/index.js';
 import type { Lease } from '../storage/index.js';
 
 /** Where lease slots live: read all slots (newest copy each), write one slot. */
@@ -25,24 +26,6 @@ export interface LeaseDisk {
   /** Writes and syncs the slot on a majority of the lease files; rejects otherwise. */
   write(lease: Lease): Promise<void>;
 }
-
-export interface LeaseClock {
-  /** Monotonic milliseconds. */
-  now(): number;
-  /** Wall-clock milliseconds, only for humans reading a slot. */
-  wallNow(): number;
-  setTimer(ms: number, work: () => void): () => void;
-}
-
-/** The process's own clock: monotonic time and real timers. */
-export const systemClock: LeaseClock = {
-  now: () => performance.now(),
-  wallNow: () => Date.now(),
-  setTimer(ms, work) {
-    const timer = setTimeout(work, ms);
-    return () => clearTimeout(timer);
-  },
-};
 
 export interface ProcessIdentity {
   pid: number;
@@ -79,7 +62,7 @@ export const MAX_EPOCH_LEAD = 16;
 /** Two: one per copy of the slot (sequence parity); a third would wait for its copy's last write anyway. */
 const RENEWALS_IN_FLIGHT_MAX = 2;
 
-export class ClaimLostError extends Error {
+export class ClaimLostError extends ClusterError {
   override name = 'ClaimLostError';
 }
 
@@ -121,7 +104,7 @@ export class LeaseKeeper {
     private readonly name: string,
     private readonly identity: ProcessIdentity,
     private readonly disk: LeaseDisk,
-    private readonly clock: LeaseClock,
+    private readonly clock: Clock,
     private readonly options: LeaseOptions,
   ) {}
 

@@ -5,6 +5,7 @@
 // be private to its owner (like an ssh key, a readable one is refused), and every node needs a copy.
 // A node id is bound to the host the config gives its partner address: a link claiming node 0 from
 // any other address is refused, so one compromised node cannot pose as another from its own host.
+import { InputError } from '../core/index.js';
 import { randomBytes } from 'node:crypto';
 import dns from 'node:dns/promises';
 import fs from 'node:fs/promises';
@@ -13,7 +14,7 @@ import type { ClusterConfig } from '../config/index.js';
 import type { Logger } from '../observe/index.js';
 import { derivePartnerKey, MIN_PARTNER_SECRET_BYTES, plainAddress, type LinkSecurity, type PartnerKey } from '../partner/index.js';
 
-export class PartnerSecurityError extends Error {
+export class PartnerSecurityError extends InputError {
   override name = 'PartnerSecurityError';
 }
 

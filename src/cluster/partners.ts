@@ -1,8 +1,7 @@
 // The partner links of one node: a listener for the nodes after it in the config and a connector,
 // with a reconnect loop, to each node before it. One link per pair: the node later in the config
 // always dials, so two nodes never race each other into two links.
-import type { Logger } from '../observe/index.js';
-import { connectPartner, HelloRefusedError, UnprovenPeerError, RefusalReason, PartnerListener, type Identity, type LinkSecurity, type PartnerLink, type RequestHandler } from '../partner/index.js';
+import { connectPartner, HelloRefusedError, UnprovenPeerError, RefusalReason, PartnerListener, type LinkContext, type PartnerLink } from '../partner/index.js';
 
 /**
  * A partner not heard from for this long counts as gone. The disk lease, not the link, decides a
@@ -24,7 +23,7 @@ export interface PartnerAddress {
 export class Partners {
   private readonly links = new Map<number, PartnerLink>();
   private listener: PartnerListener | null = null;
-  private readonly timers = new Set<NodeJS.Timeout>();
+  private readonly timers = new Set<() => void>();
   private stopped = false;
   /** Told about every link that comes up and every one that goes down. */
   onUp: (link: PartnerLink) => void = () => undefined;
@@ -33,10 +32,7 @@ export class Partners {
   onStaleEpoch: (message: string) => void = () => undefined;
 
   constructor(
-    private readonly local: Identity,
-    private readonly security: LinkSecurity,
-    private readonly handler: RequestHandler,
-    private readonly logger: Logger,
+    private readonly context: LinkContext,
     readonly names: ReadonlyMap<number, string>,
     /** A link silent this long is closed; heartbeats go out four times as often. */
     private readonly deadAfterMs: number = DEFAULT_PARTNER_TIMEOUT_MS,
@@ -45,7 +41,7 @@ export class Partners {
   ) {}
 
   async listen(address: { host: string; port: number }): Promise<void> {
-    const listener = new PartnerListener(this.local, this.security, this.handler, this.logger);
+    const listener = new PartnerListener(this.context);
     listener.onLink = (link) => this.adopt(link);
     await listener.listen(address);
     this.listener = listener;
@@ -57,16 +53,16 @@ export class Partners {
       if (this.stopped || this.links.get(partner.nodeId)?.isOpen) return;
       try {
         const address = { host: partner.host, port: partner.port, nodeId: partner.nodeId, localAddress: this.sourceAddress };
-        await connectPartner(address, this.local, this.security, this.handler, this.logger, (link) => this.adopt(link, () => this.later(attempt)));
+        await connectPartner(address, this.context, (link) => this.adopt(link, () => this.later(attempt)));
       } catch (error) {
         // A refusal or a failed proof is a configuration problem worth a line each time (another
         // key file, another cluster); a partner that is down is not.
         if (error instanceof HelloRefusedError) {
-          this.logger.error(`partner ${partner.name} (${partner.host}:${partner.port}): ${error.message}`);
+          this.context.logger.error(`partner ${partner.name} (${partner.host}:${partner.port}): ${error.message}`);
           if (error.reason === RefusalReason.StaleEpoch) return this.onStaleEpoch(error.message);
         } else if (error instanceof UnprovenPeerError) {
-          this.logger.error(`partner ${partner.name} (${partner.host}:${partner.port}): ${error.message}`);
-        } else this.logger.debug(`partner ${partner.name} (${partner.host}:${partner.port}) not reachable: ${(error as Error).message}`);
+          this.context.logger.error(`partner ${partner.name} (${partner.host}:${partner.port}): ${error.message}`);
+        } else this.context.logger.debug(`partner ${partner.name} (${partner.host}:${partner.port}) not reachable: ${(error as Error).message}`);
         this.later(attempt);
       }
     };
@@ -85,7 +81,7 @@ export class Partners {
 
   async stop(): Promise<void> {
     this.stopped = true;
-    for (const timer of this.timers) clearTimeout(timer);
+    for (const cancel of this.timers) cancel();
     this.timers.clear();
     for (const link of this.links.values()) link.close('node stopping');
     await this.listener?.close();
@@ -107,13 +103,13 @@ export class Partners {
     }
     this.links.set(nodeId, link);
     this.generation++;
-    link.watch({ intervalMs: Math.max(10, Math.floor(this.deadAfterMs / 4)), deadAfterMs: this.deadAfterMs, epoch: () => this.local.epoch });
+    link.watch({ intervalMs: Math.max(10, Math.floor(this.deadAfterMs / 4)), deadAfterMs: this.deadAfterMs, epoch: () => this.context.local.epoch });
     const previous = link.onClose;
     link.onClose = (reason) => {
       previous(reason);
       if (this.links.get(nodeId) === link) this.links.delete(nodeId);
       if (!this.stopped) {
-        this.logger.warn(`partner ${this.names.get(nodeId) ?? nodeId} lost: ${reason}`);
+        this.context.logger.warn(`partner ${this.names.get(nodeId) ?? nodeId} lost: ${reason}`);
         this.onDown(nodeId, reason);
         afterClose?.();
       }
@@ -123,10 +119,11 @@ export class Partners {
 
   private later(work: () => Promise<void>): void {
     if (this.stopped) return;
-    const timer = setTimeout(() => {
-      this.timers.delete(timer);
+    const cancel = this.context.clock.setTimer(RECONNECT_INTERVAL_MS, () => {
+      this.timers.delete(cancel);
       void work();
-    }, RECONNECT_INTERVAL_MS);
-    this.timers.add(timer);
+    });
+    this.timers.add(cancel);
   }
+
 }

@@ -2,10 +2,11 @@
 // forwarded I/O (NIL allocation = array offsets) to the node that does. At most one process has
 // the member files open, so superblocks, the write-intent bitmap and the checksum pages keep a
 // single writer (docs/architecture.md, "one array holder").
+import { ClusterError } from '../core/index.js';
 import { IoOp, MessageType, NIL_ALLOCATION, Status, type Message, type PartnerLink } from '../partner/index.js';
-import type { PageStore } from '../memory/index.js';
+import type { BlockStore } from '../storage/index.js';
 
-export class RemoteArrayError extends Error {
+export class RemoteArrayError extends ClusterError {
   override name = 'RemoteArrayError';
 }
 
@@ -19,7 +20,7 @@ export function isUnavailable(reply: Message): boolean {
   return reply.type === MessageType.CommandComplete && (reply.status === Status.ShuttingDown || reply.status === Status.NotPartner || reply.status === Status.NotResident || reply.status === Status.UnknownAllocation);
 }
 
-export class RemoteArray implements PageStore {
+export class RemoteArray implements BlockStore {
   /**
    * Destage writes not yet covered by a flush, each resolving to its failure or null. A flush
    * takes the ones sent before it and reports any of them that failed; a write stays here until a

@@ -7,7 +7,7 @@
 // a failed disk read says nothing about the stream.
 import type { MirrorStore, ResyncStage } from '../memory/index.js';
 import type { Logger } from '../observe/index.js';
-import { commandComplete, IoOp, MAX_IO_BYTES, MessageType, NIL_ALLOCATION, pagesTouched, Status, type ForwardedIo, type Message, type Takeover } from '../partner/index.js';
+import { commandComplete, IoOp, MAX_IO_BYTES, MessageType, NIL_ALLOCATION, pagesTouched, Status, type ForwardedIo, type Message, type OwnershipMessage } from '../partner/index.js';
 import { BLOCK_BYTES, type StorageStack } from '../storage/index.js';
 import type { Volume } from '../volume/index.js';
 import { OwnerUnavailableError } from './volume-switch.js';
@@ -40,8 +40,8 @@ export interface ResponderTargets {
   extents: () => readonly ArrayExtent[];
   /** A partner's heartbeat carried its epoch (a newer one is adopted). */
   epoch: ((epoch: number) => void) | null;
-  /** Ownership moved (takeover, failback); null until the node is built. */
-  takeover: ((message: Takeover) => Promise<Message>) | null;
+  /** The ownership loop's messages (volume handover, holder announcement, mirror reclaim, owner notice); null until the node is built. */
+  ownership: ((message: OwnershipMessage) => Promise<Message>) | null;
   /** Set before the array is opened, so a probe during the (possibly long) assembly already says so. */
   holding: boolean;
   /** Structures built: array and volume requests are served. */
@@ -78,8 +78,11 @@ export class Responder {
       case MessageType.Heartbeat:
         this.targets.epoch?.(message.epoch);
         return null;
-      case MessageType.Takeover:
-        return this.targets.takeover ? this.targets.takeover(message) : commandComplete(message, Status.NotPartner);
+      case MessageType.VolumeHandover:
+      case MessageType.HolderAnnouncement:
+      case MessageType.MirrorReclaim:
+      case MessageType.OwnerNotice:
+        return this.targets.ownership ? this.targets.ownership(message) : commandComplete(message, Status.NotPartner);
       default:
         return commandComplete(message, Status.Invalid);
     }

@@ -11,7 +11,7 @@
 // Before a write, trim, zero or flush is acknowledged, the node must still hold its lease: a node
 // that lost it may have been taken over, and its acknowledgement would promise what it cannot keep.
 import { VolumeError, type Extent, type Volume, type ZeroOptions } from '../volume/index.js';
-import { systemClock, type LeaseClock } from './lease.js';
+import { systemClock, type Clock } from '../core/index.js';
 
 /** The volume's owner cannot be reached, or no longer owns it: retry once ownership has settled. */
 export class OwnerUnavailableError extends VolumeError {
@@ -41,7 +41,7 @@ export class VolumeSwitch implements Volume {
     /** This node may acknowledge (it holds its lease). */
     private readonly mayAcknowledge: () => boolean,
     private readonly retryMs: number = DEFAULT_RETRY_MS,
-    private readonly clock: LeaseClock = systemClock,
+    private readonly clock: Clock = systemClock,
   ) {}
 
   setTarget(target: Volume): void {

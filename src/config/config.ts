@@ -1,5 +1,6 @@
 // The cluster configuration file: schema, loading and validation. Every error names the file and
 // the path inside it, so a typo is found without reading code.
+import { InputError, BLOCK_BYTES, MAX_PAGE_BYTES, MIN_PAGE_BYTES, VOLUME_ALIGNMENT_BYTES } from '../core/index.js';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -7,20 +8,20 @@ import { z } from 'zod';
 import { formatSize, parseSize } from './size.js';
 
 /** Volumes are block devices: sizes in whole 4 KiB blocks keep every client's block size valid. */
-export const VOLUME_SIZE_ALIGNMENT_BYTES = 4096;
+export const VOLUME_SIZE_ALIGNMENT_BYTES = VOLUME_ALIGNMENT_BYTES;
 export const CONFIG_VERSION = 1;
 /** Each node's frame pool (`memory`) is counted in whole MiB. */
 export const MEMORY_ALIGNMENT_BYTES = 1024 * 1024;
 export const DEFAULT_MEMORY_BYTES = 256 * 1024 * 1024;
 /** A volume's memory-manager page size (`pageSize`): a power of two in this range. */
-export const MIN_PAGE_SIZE_BYTES = 4 * 1024;
-export const MAX_PAGE_SIZE_BYTES = 1024 * 1024;
+export const MIN_PAGE_SIZE_BYTES = MIN_PAGE_BYTES;
+export const MAX_PAGE_SIZE_BYTES = MAX_PAGE_BYTES;
 /**
  * 4 KiB from measurement (docs/benchmarks.md): a random 4 KiB write into a larger page costs a
  * page-in, a whole-page mirror the first time and a whole-page destage, which cut 4k randwrite from
  * 0.46x to 0.07x nbdkit at 64 KiB; larger pages win only for large reads. Filesystems write 4 KiB.
  */
-export const DEFAULT_PAGE_SIZE_BYTES = 4 * 1024;
+export const DEFAULT_PAGE_SIZE_BYTES = BLOCK_BYTES;
 
 const sizeField = z.union([z.string(), z.number()]).transform((value, context) => {
   const bytes = parseSize(value);
@@ -265,7 +266,7 @@ export type StorageConfig = ClusterConfig['storage'];
 export type NbdTlsConfig = ClusterConfig['tls'];
 export type PartnerLinkConfig = ClusterConfig['partnerLink'];
 
-export class ConfigError extends Error {
+export class ConfigError extends InputError {
   override name = 'ConfigError';
 }
 

@@ -9,13 +9,16 @@
 // Why buddy and not one frame size: a node holds pages of several allocations with different page
 // sizes (its own and its partners' mirrors) in one pool, and buddy keeps every page contiguous, so a
 // page is one Buffer view and one I/O, with bounded, self-healing fragmentation.
+import { InputError, BLOCK_BYTES, MAX_PAGE_BYTES } from '../core/index.js';
 import assert from 'node:assert/strict';
 
-export const FRAME_BYTES = 4096;
-export const MAX_PAGE_BYTES = 1024 * 1024;
+
+/** A frame is one block: the smallest page. */
+export const FRAME_BYTES = BLOCK_BYTES;
+export { MAX_PAGE_BYTES };
 const MAX_ORDER = Math.log2(MAX_PAGE_BYTES / FRAME_BYTES);
 
-export class FramePoolError extends Error {
+export class FramePoolError extends InputError {
   override name = 'FramePoolError';
 }
 

@@ -3,7 +3,7 @@
 // write-through, so nothing is acknowledged that lives in one node's memory only.
 import { LinkClosedError, MessageType, Status, type PartnerLink } from '../partner/index.js';
 import type { Logger } from '../observe/index.js';
-import type { AllocationSpec, PageRunWrite, PageWrite, Replicator } from './memory-manager.js';
+import type { AllocationSpec, PageWrite, Replicator } from './memory-manager.js';
 
 export class LinkReplicator implements Replicator {
   private readonly links = new Set<PartnerLink>();
@@ -64,12 +64,8 @@ export class LinkReplicator implements Replicator {
     return live;
   }
 
-  writePage(write: PageWrite): Promise<boolean> {
-    return this.toEveryPartner(write.allocation, write.virtualPage, write.version, write.pageBytes, write.offset, write.data.length, write.data);
-  }
-
   /** A run of pages: one write page per partner, the frames' bytes sent by reference. */
-  writePages(write: PageRunWrite): Promise<boolean> {
+  writePage(write: PageWrite): Promise<boolean> {
     return this.toEveryPartner(write.allocation, write.virtualPage, write.version, write.pageBytes, write.offset, write.length, write.data);
   }
 

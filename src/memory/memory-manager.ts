@@ -16,32 +16,18 @@
 // A partner that has not seen a page since it was last clean gets the whole page, later only the
 // modified ranges, so its mirror is always a complete page image.
 import assert from 'node:assert/strict';
-import { FRAME_BYTES, MAX_PAGE_BYTES, type FramePool } from './frame-pool.js';
-import { MAX_PAGE_CLEAN_PAGES } from '../partner/constants.js';
+import { MAX_RUN_BYTES } from '../core/index.js';
+import type { BlockStore } from '../storage/index.js';
+import { FRAME_BYTES, type FramePool } from './frame-pool.js';
+import { MAX_PAGE_CLEAN_PAGES } from '../partner/index.js';
 
 /** Below the memory manager: whole 4 KiB blocks at array offsets (the storage stack). */
-export interface PageStore {
-  readBlocks(offset: number, into: Buffer): Promise<void>;
-  enqueueBlocks(offset: number, data: Buffer): void;
-  flush(): Promise<void>;
-}
-
-export interface PageWrite {
-  allocation: string;
-  virtualPage: number;
-  version: number;
-  pageBytes: number;
-  offset: number;
-  data: Buffer;
-}
-
 /**
- * The change of a run of consecutive pages of one allocation, as one replication: the bytes
- * from `offset` in page `virtualPage` on, running on into the following pages. `data` are views of
- * the frames, one per page, in page order; together they are `length` bytes. Every page of the run
- * gets the same version.
+ * The change of a run of consecutive pages of one allocation (one page, or many), as one
+ * replication: the bytes `offset` … `offset + length` counted from the start of page `virtualPage`,
+ * in pieces that are views into the pages' frames (sent by reference, never copied).
  */
-export interface PageRunWrite {
+export interface PageWrite {
   allocation: string;
   virtualPage: number;
   version: number;
@@ -55,19 +41,17 @@ export interface PageRunWrite {
  * The most bytes one run replicates: what one write page frame carries (a whole 1 MiB NBD write of
  * 4 KiB pages is one run, one message and one answer, not 256 of each).
  */
-export const MAX_RUN_BYTES = MAX_PAGE_BYTES;
+export { MAX_RUN_BYTES };
 
 /** Beside the memory manager: the partners. */
 export interface Replicator {
   /** Partners that must hold a change before it is acknowledged. */
   livePartners(): number;
   /**
-   * Sends the write to every live partner; resolves true once all of them applied it, false if any
-   * partner could not (then the caller falls back to write-through for this write).
+   * Sends the write (one message per partner) to every live partner; resolves true once all of
+   * them applied it, false if any could not (then the caller falls back to write-through for it).
    */
   writePage(write: PageWrite): Promise<boolean>;
-  /** The same for a run of pages in one message per partner; without it a run is sent page by page. */
-  writePages?(write: PageRunWrite): Promise<boolean>;
   /** Pages `virtualPage` … `virtualPage + pageCount - 1` (a run, one version) are on the disks. */
   pageClean(allocation: string, virtualPage: number, version: number, pageCount?: number): void;
   /** Resolves once every live partner has handled what was sent to it before the call. */
@@ -156,7 +140,7 @@ export class MemoryManager {
 
   constructor(
     private readonly pool: FramePool,
-    private readonly store: PageStore,
+    private readonly store: BlockStore,
     private readonly replicator: Replicator,
     private readonly options: MemoryManagerOptions,
   ) {}
@@ -468,15 +452,7 @@ export class MemoryManager {
     const start = (pages[0] as Page).mirrored ? range.offset : 0;
     const end = (pages[last] as Page).mirrored ? range.offset + range.length : pages.length * pageBytes;
     const data = pages.map((page, index) => page.data.subarray(index === 0 ? start : 0, index === last ? end - last * pageBytes : pageBytes));
-    if (pages.length === 1) {
-      return this.replicator.writePage({ allocation: allocation.guid, virtualPage: firstPage, version, pageBytes, offset: start, data: data[0] as Buffer });
-    }
-    if (this.replicator.writePages) {
-      return this.replicator.writePages({ allocation: allocation.guid, virtualPage: firstPage, version, pageBytes, offset: start, length: end - start, data });
-    }
-    return Promise.all(
-      data.map((bytes, index) => this.replicator.writePage({ allocation: allocation.guid, virtualPage: firstPage + index, version, pageBytes, offset: index === 0 ? start : 0, data: bytes })),
-    ).then((held) => held.every(Boolean));
+    return this.replicator.writePage({ allocation: allocation.guid, virtualPage: firstPage, version, pageBytes, offset: start, length: end - start, data });
   }
 
   private queueDestage(allocation: Allocation, virtualPage: number, page: Page): void {

@@ -14,6 +14,7 @@
 // Staging takes free frames only (never this node's pages): a page with none is skipped, and the
 // giver stops sending.
 import { commandComplete, MessageType, Status, type Message, type ResyncBegin, type ResyncEnd, type WritePage } from '../partner/index.js';
+import { systemClock, type Clock } from '../core/index.js';
 import type { FramePool } from './frame-pool.js';
 
 /** How long staged pages wait for the takeover that installs them. */
@@ -29,18 +30,6 @@ interface Session {
   cancelTimer: () => void;
 }
 
-export interface StageTimers {
-  setTimer(ms: number, fire: () => void): () => void;
-}
-
-export const systemTimers: StageTimers = {
-  setTimer: (ms, fire) => {
-    const timer = setTimeout(fire, ms);
-    timer.unref();
-    return () => clearTimeout(timer);
-  },
-};
-
 export class ResyncStage {
   /** By giver. */
   private readonly sessions = new Map<number, Session>();
@@ -49,7 +38,7 @@ export class ResyncStage {
     private readonly pool: FramePool,
     /** The allocation's shape as its owner announced it (allocate memory), or undefined. */
     private readonly shapeOf: (guid: string) => { sizeBytes: number; pageBytes: number } | undefined,
-    private readonly timers: StageTimers = systemTimers,
+    private readonly clock: Clock = systemClock,
   ) {}
 
   /** Resync begin, a clean write page, resync end, from the partner `from`. */
@@ -161,7 +150,7 @@ export class ResyncStage {
   }
 
   private expire(peer: number): () => void {
-    return this.timers.setTimer(STAGE_TTL_MS, () => this.discardSession(peer));
+    return this.clock.setTimer(STAGE_TTL_MS, () => this.discardSession(peer));
   }
 
   private discardSession(peer: number): void {

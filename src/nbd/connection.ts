@@ -28,7 +28,7 @@ import {
   SIMPLE_REPLY_HEADER_BYTES,
   STRUCTURED_REPLY_HEADER_BYTES,
 } from './constants.js';
-import { nbdErrnoOf, RequestError } from './errors.js';
+import { isProgrammerError, nbdErrnoOf, RequestError } from './errors.js';
 import { Negotiator, type ExportCatalog, type Session } from './negotiation.js';
 import { OptionFramer } from './option-framer.js';
 import { FramingError, RequestFramer, type RequestSink } from './request-framer.js';
@@ -442,7 +442,7 @@ export class Connection implements RequestSink, BudgetWaiter {
       const message = error instanceof Error ? error.message : String(error);
       const fields = { conn: this.id, command: request.type, offset: request.offset, length: request.length, errno };
       if (expected) this.logger.debug(`request refused: ${message}`, fields);
-      else this.logger.error(`request failed: ${message}`, fields);
+      else this.logger.error(`request failed: ${message}`, isProgrammerError(error) && error instanceof Error ? { ...fields, stack: error.stack } : fields);
       this.send(this.errorReply(request, errno, message), cost, null);
     } else {
       this.send(reply ?? this.okReply(request), cost, pooled);

@@ -2,6 +2,8 @@
 // enforces; every limit is checked before a buffer of that size is allocated. What a client may
 // hold in flight, how many connections and for how long are configurable (server.ts, ServerLimits).
 
+import { MAX_REQUEST_BYTES, PREFERRED_REQUEST_BYTES } from '../core/index.js';
+
 export const NBD_MAGIC = 0x4e42444d41474943n; // "NBDMAGIC"
 export const IHAVEOPT = 0x49484156454f5054n; // "IHAVEOPT"
 export const OPTION_REPLY_MAGIC = 0x3e889045565a9n;
@@ -128,7 +130,7 @@ export const enum AllocationFlag {
 // ---- Limits ----
 
 /** Largest READ/WRITE payload accepted; advertised as the maximum block size. */
-export const MAX_PAYLOAD_BYTES = 32 * 1024 * 1024;
+export const MAX_PAYLOAD_BYTES = MAX_REQUEST_BYTES;
 /** Largest option payload read during haggling: names are at most 4096 bytes, plus a few queries. */
 export const MAX_OPTION_BYTES = 64 * 1024;
 /** Spec: strings (export names, contexts) must be no longer than 4096 bytes. */
@@ -137,7 +139,7 @@ export const MAX_STRING_BYTES = 4096;
 export const MAX_OPTIONS_PER_HANDSHAKE = 256;
 /** Advertised block size constraints: byte-granular, 4 KiB preferred. */
 export const MIN_BLOCK_BYTES = 1;
-export const PREFERRED_BLOCK_BYTES = 4096;
+export const PREFERRED_BLOCK_BYTES = PREFERRED_REQUEST_BYTES;
 
 /** Header sizes on the wire. */
 export const REQUEST_HEADER_BYTES = 28;

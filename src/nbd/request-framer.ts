@@ -12,10 +12,11 @@
 // framer then stops right there, keeps the rest of the chunk, and goes on when resume() is called.
 // So however many requests one chunk holds, no more than the bound are ever started, and the
 // connection stops reading its socket meanwhile.
+import { InputError } from '../core/index.js';
 import { Command, MAX_PAYLOAD_BYTES, REQUEST_HEADER_BYTES, REQUEST_MAGIC } from './constants.js';
 import { decodeRequestHeader, type Request } from './wire.js';
 
-export class FramingError extends Error {
+export class FramingError extends InputError {
   override name = 'FramingError';
 }
 

@@ -12,6 +12,7 @@
 // The upgrade goes through a tls.Server given the plain socket as a new connection: a bare
 // server-side TLSSocket never sets `authorized`, so it cannot tell a verified client certificate
 // from one signed by any other CA.
+import { InputError } from '../core/index.js';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import tls from 'node:tls';
@@ -27,7 +28,7 @@ export interface TlsCredentials {
   verifyPeer: boolean;
 }
 
-export class TlsConfigError extends Error {
+export class TlsConfigError extends InputError {
   override name = 'TlsConfigError';
 }
 

@@ -13,6 +13,7 @@
 // Hello and hello refusal are version-neutral: their layouts are frozen, and the framer decodes
 // them under any protocol version, so a node can tell a peer of another version why it refuses it
 // instead of just dropping the link. Every other type must carry PROTOCOL_VERSION.
+import { InputError } from '../core/index.js';
 import assert from 'node:assert';
 import layout, { type Layout, type Structure } from 'buffer-layout';
 import {
@@ -40,7 +41,7 @@ import type { ForwardedIo, Header, HeaderPageEntry, IoData, Message, WritePage }
 export type FramingFailure = 'bad-magic' | 'wrong-version' | 'unknown-type' | 'oversized' | 'bad-length' | 'bad-field';
 
 /** The byte stream is not a partner link we can follow: the link must be closed (with a log line). */
-export class PartnerFramingError extends Error {
+export class PartnerFramingError extends InputError {
   override name = 'PartnerFramingError';
   constructor(
     readonly reason: FramingFailure,
@@ -171,7 +172,8 @@ const REFUSAL_REASONS = [
 const COMPLETABLE_TYPES = [
   MessageType.SpaceRequest, MessageType.AllocateMemory, MessageType.ReleaseMemory, MessageType.LockRequest,
   MessageType.ReadHeader, MessageType.WritePage, MessageType.SenseRequest, MessageType.AllocateRead,
-  MessageType.AllocateWrite, MessageType.ReleasePointer, MessageType.PageClean, MessageType.Takeover,
+  MessageType.AllocateWrite, MessageType.ReleasePointer, MessageType.PageClean, MessageType.VolumeHandover,
+  MessageType.HolderAnnouncement, MessageType.MirrorReclaim, MessageType.OwnerNotice,
   MessageType.ResyncBegin, MessageType.ResyncEnd, MessageType.ForwardedIo,
 ];
 
@@ -373,7 +375,10 @@ const CODECS = new Map<number, MessageCodec>([
   [MessageType.HelloRefusal, { name: 'hello refusal', fixed: struct([choice(2, 'reason', REFUSAL_REASONS), ...identity()]) }],
   [MessageType.Heartbeat, { name: 'heartbeat', fixed: struct([u64('epoch')]) }],
   [MessageType.PageClean, { name: 'page clean', fixed: struct([...pageAddress(), u64('version'), new BoundedU32Layout(1, MAX_PAGE_CLEAN_PAGES, 'pageCount')]) }],
-  [MessageType.Takeover, { name: 'takeover', fixed: struct([uuid('allocation'), u32('fromNodeId'), u32('toNodeId'), u64('epoch')]) }],
+  [MessageType.VolumeHandover, { name: 'volume handover', fixed: struct([uuid('allocation'), u32('fromNodeId'), u32('toNodeId'), u64('epoch')]) }],
+  [MessageType.HolderAnnouncement, { name: 'holder announcement', fixed: struct([u32('previousNodeId'), u32('holderNodeId'), u64('epoch')]) }],
+  [MessageType.MirrorReclaim, { name: 'mirror reclaim', fixed: struct([uuid('allocation'), u32('nodeId'), u64('epoch')]) }],
+  [MessageType.OwnerNotice, { name: 'owner notice', fixed: struct([uuid('allocation'), u32('ownerNodeId'), u64('epoch')]) }],
   [MessageType.ResyncBegin, { name: 'resync begin', fixed: resyncMark() }],
   [MessageType.ResyncEnd, { name: 'resync end', fixed: resyncMark() }],
   [

@@ -1,6 +1,7 @@
 // Partner link wire values (docs/protocol.md) and the limits the link enforces.
 // Every limit is checked before a buffer of that size is allocated; the relations between the
 // limits and the message layouts are asserted when codec.ts loads.
+import { MAX_PAGE_BYTES, MAX_RUN_BYTES, MIN_PAGE_BYTES } from '../core/index.js';
 
 /** "FTVM": a frame that does not start with it is not ours (a stray client, a desynchronised stream). */
 export const PARTNER_MAGIC = 0x4654564d;
@@ -10,8 +11,10 @@ export const PARTNER_MAGIC = 0x4654564d;
  * into the following pages (one message per run of pages). 3: the link opens with a challenge
  * exchange and an authenticated hello (handshake.ts); nothing else is read before it. Only the
  * challenge layout is frozen for every later version, so a node can tell which version a peer speaks.
+ * 4: takeover's four meanings became four messages (volume handover, holder announcement, mirror
+ * reclaim, owner notice).
  */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 /**
  * Message types. 0x00xx are the patent's Figure 10 messages, 0x01xx our extensions. A response has
@@ -39,11 +42,15 @@ export const enum MessageType {
   Hello = 0x0101,
   Heartbeat = 0x0102,
   PageClean = 0x0103,
-  Takeover = 0x0104,
+  /** The holder moves a volume: `toNodeId` serves it from now on, `fromNodeId` served it. */
+  VolumeHandover = 0x0104,
   ResyncBegin = 0x0105,
   ResyncEnd = 0x0106,
   ForwardedIo = 0x0107,
   Challenge = 0x0108,
+  HolderAnnouncement = 0x0109,
+  MirrorReclaim = 0x010a,
+  OwnerNotice = 0x010b,
   HelloReply = 0x0181,
   HelloRefusal = 0x0182,
   IoData = 0x0187,
@@ -132,11 +139,10 @@ export const PROOF_BYTES = 32;
 export const MAX_HANDSHAKE_PAYLOAD_BYTES = 128;
 
 /** Page sizes the policy assignment module may pick (DESIGN §3). */
-export const MIN_PAGE_BYTES = 4 * 1024;
-export const MAX_PAGE_BYTES = 1024 * 1024;
+export { MAX_PAGE_BYTES, MIN_PAGE_BYTES };
 
 /** The most data one forwarded read or write carries; the sender splits bigger NBD requests. */
-export const MAX_IO_BYTES = MAX_PAGE_BYTES;
+export const MAX_IO_BYTES = MAX_RUN_BYTES;
 
 /** Room for the fixed fields in front of a whole page in one write page frame. */
 export const PAYLOAD_HEADER_ALLOWANCE_BYTES = 4 * 1024;

@@ -19,6 +19,7 @@
 //
 // The partner key file holds the shared secret; two keys are derived from it, one for these proofs
 // and one for TLS-PSK, so the secret itself is never used for two purposes.
+import { InputError } from '../core/index.js';
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { encodeMessage } from './codec.js';
 import { NONCE_BYTES, PROOF_BYTES } from './constants.js';
@@ -40,7 +41,7 @@ export interface PartnerKey {
   readonly tls: Buffer;
 }
 
-export class PartnerKeyError extends Error {
+export class PartnerKeyError extends InputError {
   override name = 'PartnerKeyError';
 }
 

@@ -3,11 +3,12 @@
 // messages are interpreted before that. What a stranger can make a node do: read at most a few
 // hundred bytes, compute one HMAC, write one challenge, close. A refusal is sent only to a peer
 // that proved itself, so who a node is (cluster, node id, epoch) is never told to a stranger.
-import type net from 'node:net';
+import { ClusterError, type Clock } from '../core/index.js';
 import { MessageFramer, messageTypeName } from './codec.js';
 import { MAX_HANDSHAKE_PAYLOAD_BYTES, MAX_PAYLOAD_BYTES, MessageType, PROOF_BYTES, PROTOCOL_VERSION, RefusalReason } from './constants.js';
 import { newNonce, proofHolds, signed, type PartnerKey } from './handshake.js';
 import type { Challenge, Hello, HelloRefusal, HelloReply, Message } from './messages.js';
+import type { LinkSocket } from './transport.js';
 
 /** A peer that has not finished its handshake within this time is dropped. */
 export const HANDSHAKE_TIMEOUT_MS = 5_000;
@@ -31,7 +32,7 @@ export interface LinkSecurity {
   plausibleEpoch(epoch: number): boolean;
 }
 
-export class HelloRefusedError extends Error {
+export class HelloRefusedError extends ClusterError {
   override name = 'HelloRefusedError';
   constructor(
     readonly reason: RefusalReason,
@@ -42,7 +43,7 @@ export class HelloRefusedError extends Error {
 }
 
 /** The handshake failed before either side proved anything: a stranger, a wrong key, a dropped connection. */
-export class HandshakeError extends Error {
+export class HandshakeError extends ClusterError {
   override name = 'HandshakeError';
 }
 
@@ -83,7 +84,7 @@ class HandshakeReader {
   private readonly queued: Message[] = [];
   private waiter: (() => void) | null = null;
   private failure: Error | null = null;
-  private readonly timer: NodeJS.Timeout;
+  private readonly cancelTimer: () => void;
   private readonly onData = (chunk: Buffer): void => {
     try {
       for (const message of this.framer.push(chunk)) this.queued.push(message);
@@ -96,10 +97,11 @@ class HandshakeReader {
   private readonly onError = (error: Error): void => this.fail(new HandshakeError(error.message));
 
   constructor(
-    private readonly socket: net.Socket,
+    private readonly socket: LinkSocket,
     readonly framer: MessageFramer,
+    clock: Clock,
   ) {
-    this.timer = setTimeout(() => this.fail(new HandshakeError(`no handshake within ${HANDSHAKE_TIMEOUT_MS} ms`)), HANDSHAKE_TIMEOUT_MS);
+    this.cancelTimer = clock.setTimer(HANDSHAKE_TIMEOUT_MS, () => this.fail(new HandshakeError(`no handshake within ${HANDSHAKE_TIMEOUT_MS} ms`)));
     socket.on('data', this.onData);
     socket.on('close', this.onClose);
     socket.on('error', this.onError);
@@ -116,7 +118,7 @@ class HandshakeReader {
 
   /** Stops reading; what arrived behind the handshake, for the link. */
   finish(): Message[] {
-    clearTimeout(this.timer);
+    this.cancelTimer();
     this.socket.off('data', this.onData);
     this.socket.off('close', this.onClose);
     this.socket.off('error', this.onError);
@@ -157,15 +159,16 @@ export interface Introduced {
  * the node id this node dialled: a reply from any other is not the partner it wanted.
  */
 export async function introduceAsConnector(
-  socket: net.Socket,
+  socket: LinkSocket,
   local: Identity,
   security: LinkSecurity,
   expected: number,
   send: (message: Message) => void,
+  clock: Clock,
 ): Promise<Introduced> {
   // The listener is at a configured address, but anything could answer there: its frames are
   // bounded like a stranger's until it has proved itself.
-  const reader = new HandshakeReader(socket, new MessageFramer(MAX_HANDSHAKE_PAYLOAD_BYTES));
+  const reader = new HandshakeReader(socket, new MessageFramer(MAX_HANDSHAKE_PAYLOAD_BYTES), clock);
   try {
     const ownNonce = newNonce();
     send(challenge(ownNonce));
@@ -200,13 +203,14 @@ export type ListenerVerdict =
  * sent; one that proved itself gets a signed reply or a signed refusal.
  */
 export async function introduceAsListener(
-  socket: net.Socket,
+  socket: LinkSocket,
   local: Identity,
   security: LinkSecurity,
   connected: ReadonlySet<number>,
   send: (message: Message) => void,
+  clock: Clock,
 ): Promise<ListenerVerdict> {
-  const reader = new HandshakeReader(socket, new MessageFramer(MAX_HANDSHAKE_PAYLOAD_BYTES));
+  const reader = new HandshakeReader(socket, new MessageFramer(MAX_HANDSHAKE_PAYLOAD_BYTES), clock);
   const address = socket.remoteAddress ?? '';
   try {
     const theirs = await reader.expect<Challenge>(MessageType.Challenge);

@@ -6,14 +6,13 @@
 // holds up another. Outgoing frames queue and leave in one socket write per event-loop turn. A frame
 // that does not decode, a response nobody asked for, or an epoch no claim could have made closes
 // the link with a log line: after such a frame the stream cannot be trusted, and the peer reconnects.
-import net from 'node:net';
-import tls from 'node:tls';
+import { ClusterError, every, type Clock } from '../core/index.js';
 import type { Logger } from '../observe/index.js';
 import { encodeBatch, encodeBatchParts, expectsResponse, isResponseType, type MessageFramer, messageTypeName, PartnerFramingError } from './codec.js';
 import { MAX_REQUESTS_IN_FLIGHT, MessageType } from './constants.js';
-import { PARTNER_TLS_IDENTITY } from './handshake.js';
-import { HandshakeError, introduceAsConnector, introduceAsListener, type Identity, type LinkSecurity } from './introduce.js';
+import { introduceAsConnector, introduceAsListener, type Identity, type LinkSecurity } from './introduce.js';
 import type { Message } from './messages.js';
+import type { LinkListening, LinkSocket, PartnerTransport } from './transport.js';
 
 /** Forwarded I/O in flight per link and direction: half the room, the rest is kept for replication. */
 export const MAX_FORWARDED_IN_FLIGHT = MAX_REQUESTS_IN_FLIGHT / 2;
@@ -27,16 +26,10 @@ export const MAX_PENDING_HANDSHAKES = 32;
 /** Failed handshakes are logged at most this often per listener (the rest are counted into the next line). */
 const REFUSAL_LOG_INTERVAL_MS = 1000;
 
-/** TLS 1.3 with a PSK: AES-GCM first (hardware-accelerated almost everywhere). */
-const PARTNER_TLS_OPTIONS = { minVersion: 'TLSv1.3', ciphers: 'TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256' } as const;
-
-/** Node's TLSSocket takes a server's pskCallback as tls.createServer does; its typings lack it. */
-export type PskServerOptions = tls.TLSSocketOptions & { pskCallback(socket: tls.TLSSocket, identity: string): Buffer | null };
-
 /** Answers the peer's requests; returns the response (same request id), or null for one-way messages. */
 export type RequestHandler = (message: Message, link: PartnerLink) => Promise<Message | null> | Message | null;
 
-export class LinkClosedError extends Error {
+export class LinkClosedError extends ClusterError {
   override name = 'LinkClosedError';
 }
 
@@ -56,8 +49,8 @@ export class PartnerLink {
   private flushScheduled = false;
   private nextRequestId = 1;
   private closedReason: string | null = null;
-  private lastHeardMs = Date.now();
-  private heartbeatTimer: NodeJS.Timeout | null = null;
+  private lastHeardMs: number;
+  private stopHeartbeats: (() => void) | null = null;
   private epochNow: (() => number) | null = null;
   private heartbeatSequence = 0;
   private forwardedPending = 0;
@@ -65,16 +58,18 @@ export class PartnerLink {
   onClose: (reason: string) => void = () => undefined;
 
   constructor(
-    private readonly socket: net.Socket,
+    private readonly socket: LinkSocket,
     private readonly framer: MessageFramer,
     readonly peer: Identity,
     private readonly handler: RequestHandler,
     private readonly logger: Logger,
     /** An epoch no claim could have made (heartbeat, takeover) closes the link instead of being adopted. */
     private readonly plausibleEpoch: (epoch: number) => boolean,
+    private readonly clock: Clock,
   ) {
+    this.lastHeardMs = clock.now();
     socket.on('data', (chunk: Buffer) => {
-      this.lastHeardMs = Date.now();
+      this.lastHeardMs = clock.now();
       this.onData(chunk);
     });
     socket.on('close', () => this.closed('connection closed'));
@@ -92,11 +87,11 @@ export class PartnerLink {
    * link fails, and the memory manager goes write-through.
    */
   watch(liveness: { intervalMs: number; deadAfterMs: number; epoch: () => number }): void {
-    if (this.heartbeatTimer || !this.isOpen) return;
+    if (this.stopHeartbeats || !this.isOpen) return;
     this.epochNow = liveness.epoch;
-    this.lastHeardMs = Date.now();
-    this.heartbeatTimer = setInterval(() => {
-      const silentMs = Date.now() - this.lastHeardMs;
+    this.lastHeardMs = this.clock.now();
+    this.stopHeartbeats = every(this.clock, liveness.intervalMs, () => {
+      const silentMs = Math.round(this.clock.now() - this.lastHeardMs);
       if (silentMs > liveness.deadAfterMs) {
         this.logger.error(`partner link to node ${this.peer.nodeId}: nothing heard for ${silentMs} ms (limit ${liveness.deadAfterMs}); closing it`);
         this.socket.destroy();
@@ -104,8 +99,7 @@ export class PartnerLink {
         return;
       }
       this.beat();
-    }, liveness.intervalMs);
-    this.heartbeatTimer.unref();
+    });
   }
 
   /**
@@ -229,7 +223,7 @@ export class PartnerLink {
 
   private dispatch(message: Message): void {
     this.statistics.framesReceived++;
-    if ((message.type === MessageType.Heartbeat || message.type === MessageType.Takeover) && !this.plausibleEpoch(message.epoch)) {
+    if (carriesEpoch(message) && !this.plausibleEpoch(message.epoch)) {
       return this.fail(`${messageTypeName(message.type)} states epoch ${message.epoch}, further ahead than any claim could take it`);
     }
     if (isResponseType(message.type)) this.onResponse(message);
@@ -261,8 +255,8 @@ export class PartnerLink {
   private closed(reason: string): void {
     if (this.closedReason !== null) return;
     this.closedReason = reason;
-    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
-    this.heartbeatTimer = null;
+    this.stopHeartbeats?.();
+    this.stopHeartbeats = null;
     const error = new LinkClosedError(`link to node ${this.peer.nodeId} closed: ${reason}`);
     for (const waiter of this.pending.values()) waiter.reject(error);
     this.pending.clear();
@@ -273,8 +267,22 @@ export class PartnerLink {
 }
 
 
+/** Messages that state the sender's epoch, which a receiver may adopt: only plausible ones are. */
+function carriesEpoch(message: Message): message is Message & { epoch: number } {
+  switch (message.type) {
+    case MessageType.Heartbeat:
+    case MessageType.VolumeHandover:
+    case MessageType.HolderAnnouncement:
+    case MessageType.MirrorReclaim:
+    case MessageType.OwnerNotice:
+      return true;
+    default:
+      return false;
+  }
+}
+
 /** How the socket of a new link is written during the handshake (before the link owns it). */
-function writer(socket: net.Socket): (message: Message) => void {
+function writer(socket: LinkSocket): (message: Message) => void {
   return (message) => {
     if (!socket.destroyed) socket.write(encodeBatch([message]));
   };
@@ -285,6 +293,16 @@ export function plainAddress(address: string): string {
   return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
 }
 
+/** What a node brings to each of its links: who it is, how it judges peers, what it runs over. */
+export interface LinkContext {
+  readonly local: Identity;
+  readonly security: LinkSecurity;
+  readonly transport: PartnerTransport;
+  readonly handler: RequestHandler;
+  readonly logger: Logger;
+  readonly clock: Clock;
+}
+
 /**
  * Connects to a partner, proves this node and checks the partner's proof, and resolves once the
  * partner accepted. `localAddress` binds the connection to this node's own partner host, which is
@@ -292,22 +310,19 @@ export function plainAddress(address: string): string {
  */
 export async function connectPartner(
   address: { host: string; port: number; nodeId: number; localAddress?: string },
-  local: Identity,
-  security: LinkSecurity,
-  handler: RequestHandler,
-  logger: Logger,
+  context: LinkContext,
   /**
    * Called with the link before anything that arrived with the hello reply is handled, so the
    * caller's bookkeeping for a new partner happens before the partner's first message does.
    */
   onReady: (link: PartnerLink) => void = () => undefined,
 ): Promise<PartnerLink> {
-  const socket = await dial(address, security);
+  const { local, security, handler, logger, clock } = context;
+  const socket = await context.transport.dial(address);
   try {
-    socket.setNoDelay(true);
-    const introduced = await introduceAsConnector(socket, local, security, address.nodeId, writer(socket));
+    const introduced = await introduceAsConnector(socket, local, security, address.nodeId, writer(socket), clock);
     logger.info(`partner link to node ${introduced.peer.nodeId} up (${address.host}:${address.port}${security.tls ? ', TLS' : ''})`);
-    const link = new PartnerLink(socket, introduced.framer, introduced.peer, handler, logger, security.plausibleEpoch);
+    const link = new PartnerLink(socket, introduced.framer, introduced.peer, handler, logger, security.plausibleEpoch, clock);
     onReady(link);
     link.deliver(introduced.rest);
     return link;
@@ -317,81 +332,56 @@ export async function connectPartner(
   }
 }
 
-function dial(address: { host: string; port: number; localAddress?: string }, security: LinkSecurity): Promise<net.Socket> {
-  const where = { host: address.host, port: address.port, ...(address.localAddress ? { localAddress: address.localAddress } : {}) };
-  return new Promise((resolve, reject) => {
-    const socket = security.tls
-      ? tls.connect({ ...where, ...PARTNER_TLS_OPTIONS, pskCallback: () => ({ psk: security.key.tls, identity: PARTNER_TLS_IDENTITY }), checkServerIdentity: () => undefined })
-      : net.connect(where);
-    const ready = security.tls ? 'secureConnect' : 'connect';
-    const failed = (error: Error): void => reject(new HandshakeError(security.tls ? `TLS: ${error.message}` : error.message));
-    socket.once(ready, () => {
-      socket.off('error', failed);
-      resolve(socket);
-    });
-    socket.once('error', failed);
-  });
-}
-
 /**
  * Accepts partner links. A connection from an address no node of the config has is closed before a
  * byte is read; the others must finish the handshake, and only then does anything they send count.
  */
 export class PartnerListener {
-  private server: net.Server | null = null;
+  private listening: LinkListening | null = null;
   private readonly links = new Map<number, PartnerLink>();
-  private readonly pending = new Set<net.Socket>();
-  private lastRefusalLogMs = 0;
+  private readonly pending = new Set<LinkSocket>();
+  private lastRefusalLogMs = Number.NEGATIVE_INFINITY;
   private refusalsUnlogged = 0;
   onLink: (link: PartnerLink) => void = () => undefined;
 
-  constructor(
-    private readonly local: Identity,
-    private readonly security: LinkSecurity,
-    private readonly handler: RequestHandler,
-    private readonly logger: Logger,
-  ) {}
+  constructor(private readonly context: LinkContext) {}
 
   async listen(address: { host: string; port: number }): Promise<void> {
-    const server = net.createServer((socket) => void this.accept(socket));
-    await new Promise<void>((resolve, reject) => server.once('error', reject).listen(address.port, address.host, () => resolve()));
-    this.server = server;
+    this.listening = await this.context.transport.listen(address, (socket) => void this.accept(socket));
   }
 
   get port(): number {
-    return (this.server?.address() as net.AddressInfo).port;
+    return this.listening?.port ?? 0;
   }
 
   async close(): Promise<void> {
     for (const link of this.links.values()) link.close('listener closing');
     for (const socket of this.pending) socket.destroy();
-    const server = this.server;
-    this.server = null;
-    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+    const listening = this.listening;
+    this.listening = null;
+    await listening?.close();
   }
 
-  private async accept(raw: net.Socket): Promise<void> {
-    raw.on('error', () => undefined);
-    const address = plainAddress(raw.remoteAddress ?? '');
-    const from = `${address}:${raw.remotePort}`;
-    if (!this.security.knownAddress(address)) {
+  private async accept(socket: LinkSocket): Promise<void> {
+    const { local, security, handler, logger, clock } = this.context;
+    socket.on('error', () => undefined);
+    const address = plainAddress(socket.remoteAddress ?? '');
+    const from = `${address}:${socket.remotePort}`;
+    if (!security.knownAddress(address)) {
       this.refused(from, 'no node of the config is at that address');
-      raw.destroy();
+      socket.destroy();
       return;
     }
     if (this.pending.size >= MAX_PENDING_HANDSHAKES) {
-      const oldest = this.pending.values().next().value as net.Socket;
+      const oldest = this.pending.values().next().value as LinkSocket;
       this.pending.delete(oldest);
       oldest.destroy();
     }
-    const socket = this.security.tls ? new tls.TLSSocket(raw, this.tlsServerOptions()) : raw;
-    socket.on('error', () => undefined);
-    socket.setNoDelay(true);
     this.pending.add(socket);
-    const verdict = await introduceAsListener(socket, this.local, this.security, new Set(this.links.keys()), writer(socket));
+    const verdict = await introduceAsListener(socket, local, security, new Set(this.links.keys()), writer(socket), clock);
     this.pending.delete(socket);
     if (!verdict.accepted) {
-      if (verdict.authenticated) this.logger.error(`partner port: refusing ${from}: ${verdict.reason}`);
+      if (verdict.authenticated) logger.error(`partner port: refusing ${from}: ${verdict.reason}`);
       else this.refused(from, verdict.reason);
       // A refusal, if one was written, leaves before the close.
       socket.end();
@@ -399,29 +389,24 @@ export class PartnerListener {
       return;
     }
     const { peer, framer, rest } = verdict.introduced;
-    if (!this.server) {
+    if (!this.listening) {
       socket.destroy();
       return;
     }
-    const link = new PartnerLink(socket, framer, peer, this.handler, this.logger, this.security.plausibleEpoch);
+    const link = new PartnerLink(socket, framer, peer, handler, logger, security.plausibleEpoch, clock);
     this.links.set(peer.nodeId, link);
     link.onClose = (reason) => {
       this.links.delete(peer.nodeId);
-      this.logger.warn(`partner link from node ${peer.nodeId} down: ${reason}`);
+      logger.warn(`partner link from node ${peer.nodeId} down: ${reason}`);
     };
-    this.logger.info(`partner link from node ${peer.nodeId} up (${from}${this.security.tls ? ', TLS' : ''})`);
+    logger.info(`partner link from node ${peer.nodeId} up (${from}${security.tls ? ', TLS' : ''})`);
     this.onLink(link);
     link.deliver(rest);
   }
 
-  private tlsServerOptions(): tls.TLSSocketOptions {
-    const psk: PskServerOptions = { isServer: true, ...PARTNER_TLS_OPTIONS, pskCallback: (_socket, identity) => (identity === PARTNER_TLS_IDENTITY ? this.security.key.tls : null) };
-    return psk;
-  }
-
   /** A stranger, a wrong key or a broken handshake: one warning a second at most, however many try. */
   private refused(from: string, reason: string): void {
-    const now = Date.now();
+    const now = this.context.clock.now();
     if (now - this.lastRefusalLogMs < REFUSAL_LOG_INTERVAL_MS) {
       this.refusalsUnlogged++;
       return;
@@ -429,6 +414,6 @@ export class PartnerListener {
     const more = this.refusalsUnlogged > 0 ? ` (and ${this.refusalsUnlogged} more refused since the last such line)` : '';
     this.refusalsUnlogged = 0;
     this.lastRefusalLogMs = now;
-    this.logger.warn(`partner port: dropping ${from}: ${reason}${more}`);
+    this.context.logger.warn(`partner port: dropping ${from}: ${reason}${more}`);
   }
 }

@@ -240,14 +240,48 @@ export interface PageClean extends Framed, PageAddress {
   pageCount: number;
 }
 
-/** Allocations owned by `fromNodeId` (one, or all with NIL_ALLOCATION) now belong to `toNodeId`. */
-export interface Takeover extends Framed {
-  type: MessageType.Takeover;
+/**
+ * From the array holder: volume `allocation`, served by `fromNodeId`, is served by `toNodeId` from
+ * now on. To `toNodeId`: serve it. To `fromNodeId` (when it is not the holder): release it (Fig. 9),
+ * then forward. To every other node: forward to `toNodeId`.
+ */
+export interface VolumeHandover extends Framed {
+  type: MessageType.VolumeHandover;
   allocation: string;
   fromNodeId: number;
   toNodeId: number;
   epoch: number;
 }
+
+/** From a node that now holds the shared array (after `previousNodeId`): page in and destage through it. */
+export interface HolderAnnouncement extends Framed {
+  type: MessageType.HolderAnnouncement;
+  previousNodeId: number;
+  holderNodeId: number;
+  epoch: number;
+}
+
+/**
+ * From `nodeId`, about to serve `allocation`: what you mirror of it for my previous process goes to
+ * the disks (through the holder), synced, before you answer; Locked if you serve it yourself.
+ */
+export interface MirrorReclaim extends Framed {
+  type: MessageType.MirrorReclaim;
+  allocation: string;
+  nodeId: number;
+  epoch: number;
+}
+
+/** From the holder, repeated to a partner not told yet: `ownerNodeId` serves `allocation`. */
+export interface OwnerNotice extends Framed {
+  type: MessageType.OwnerNotice;
+  allocation: string;
+  ownerNodeId: number;
+  epoch: number;
+}
+
+/** What the ownership loop tells other nodes; each carries the sender's epoch. */
+export type OwnershipMessage = VolumeHandover | HolderAnnouncement | MirrorReclaim | OwnerNotice;
 
 /** Brackets the copy of page tables and pages to a returning node; the counts let it check it got all. */
 export interface ResyncBegin extends Framed {
@@ -310,7 +344,10 @@ export type Message =
   | HelloRefusal
   | Heartbeat
   | PageClean
-  | Takeover
+  | VolumeHandover
+  | HolderAnnouncement
+  | MirrorReclaim
+  | OwnerNotice
   | ResyncBegin
   | ResyncEnd
   | ForwardedIo

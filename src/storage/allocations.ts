@@ -2,6 +2,7 @@
 //
 // Allocations start after the node-state region and on stripe boundaries, so no two allocations
 // share a stripe: nodes that own different allocations then never update the same parity.
+import { StorageError } from '../core/index.js';
 import { randomUUID } from 'node:crypto';
 import { NODE_STATE_REGION_BYTES, type Allocation, type ClusterRecord } from './node-state.js';
 
@@ -12,7 +13,7 @@ export interface VolumeRequest {
   owner: string;
 }
 
-export class AllocationError extends Error {
+export class AllocationError extends StorageError {
   override name = 'AllocationError';
 }
 

@@ -4,6 +4,7 @@
 // Every record that must survive a torn write (superblock, cluster record, lease) is stored twice.
 // A writer puts sequence n into copy n mod 2, so a write torn by a crash damages only the copy being
 // replaced; the reader takes the valid copy with the higher counter and falls back to the older one.
+import { StorageError } from '../core/index.js';
 import { crc32c } from '@node-rs/crc32';
 import { BLOCK_BYTES } from './layout.js';
 
@@ -27,7 +28,7 @@ export type FormatErrorCode =
   | 'no-valid-copy';
 
 /** On-disk bytes that cannot be decoded: an operating error the caller recovers from. */
-export class FormatError extends Error {
+export class FormatError extends StorageError {
   override name = 'FormatError';
   constructor(
     readonly code: FormatErrorCode,

@@ -15,6 +15,7 @@
 // Claim-then-list makes two simultaneous claimants safe without a lock: whichever lists last sees
 // the other's claim (at worst both see each other and both give way). A claim of another host cannot
 // be checked here (alive: null); the caller decides with what else it knows (the cluster's leases).
+import { StorageError } from '../core/index.js';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -39,7 +40,7 @@ export interface HolderClaimRecord extends ProcessIdentity {
 }
 
 /** A member file is in use by another holder: the command (or node) refuses to touch it. */
-export class MemberInUseError extends Error {
+export class MemberInUseError extends StorageError {
   override name = 'MemberInUseError';
   constructor(
     readonly member: string,

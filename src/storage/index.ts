@@ -8,8 +8,7 @@ export { BLOCK_BYTES, stripeDataBytes, dataChunksPerStripe, type RaidLevel } fro
 export { ArrayFailedError, survives } from './member-set.js';
 export { MemberError } from './member.js';
 export { StorageStack, DEFAULT_STACK_OPTIONS, type StorageStackOptions } from './storage-stack.js';
-export { StorageVolume } from './storage-volume.js';
-export { NodeStateStore, type BlockDevice } from './node-state-store.js';
+export { NodeStateStore, type BlockStore } from './node-state-store.js';
 export { placeAllocations, AllocationError, type VolumeRequest } from './allocations.js';
 export { NODE_STATE_REGION_BYTES, LEASE_COPY_BYTES, LEASE_SLOT_COUNT, encodeLease, newestLease, type Allocation, type ClusterRecord, type Lease } from './node-state.js';
 export { FormatError } from './crc.js';

@@ -22,7 +22,9 @@ import assert from 'node:assert/strict';
 export type RaidLevel = 'raid1' | 'raid10' | 'raid5';
 
 /** The RAID's I/O and checksum granularity. */
-export const BLOCK_BYTES = 4096;
+import { BLOCK_BYTES } from '../core/index.js';
+
+export { BLOCK_BYTES };
 /** Members per array; bounds per-stripe fan-out and the parity work of one stripe write. */
 export const MEMBER_COUNT_MAX = 32;
 /** Largest chunk; a raid5 read-modify-write holds a few chunks in memory per stripe. */

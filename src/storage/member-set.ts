@@ -4,6 +4,7 @@
 //
 // Metadata pages are written through a coalescing writer: concurrent updates of one page share one
 // write that starts after the last of them, so a slow early write can never overwrite a newer page.
+import { StorageError } from '../core/index.js';
 import type { Logger } from '../observe/index.js';
 import { ChecksumTable, CHECKSUM_PAGE_BYTES } from './checksum-table.js';
 import { crc32cOf } from './crc.js';
@@ -29,7 +30,7 @@ export interface Slot {
 /** What stays the same on every member of the array (the superblock minus per-member fields). */
 export type ArrayIdentity = Omit<Superblock, 'memberIndex' | 'memberStates' | 'eventCounter' | 'clean' | 'rebuildPositionBytes'>;
 
-export class ArrayFailedError extends Error {
+export class ArrayFailedError extends StorageError {
   override name = 'ArrayFailedError';
 }
 

@@ -1,6 +1,7 @@
 // One RAID member: a backing file opened by descriptor, with positional asynchronous I/O.
 // Every failure becomes a MemberError naming the file, so the array can mark the member failed and
 // say why; nothing here retries or decides.
+import { StorageError } from '../core/index.js';
 import fs from 'node:fs';
 import { promisify } from 'node:util';
 import { memberIo } from './disk-queue.js';
@@ -9,7 +10,7 @@ const openRaw = promisify(fs.open);
 const closeRaw = promisify(fs.close);
 const fstatRaw = promisify(fs.fstat);
 
-export class MemberError extends Error {
+export class MemberError extends StorageError {
   override name = 'MemberError';
   constructor(
     readonly path: string,

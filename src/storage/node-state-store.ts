@@ -5,7 +5,12 @@ import { FormatError } from './crc.js';
 import { CLUSTER_RECORD_COPY_BYTES, clusterRecordOffset, encodeClusterRecord, newestClusterRecord, type ClusterRecord } from './node-state.js';
 
 /** Where the region is read and written: the storage stack, or the array through the node that holds it. */
-export interface BlockDevice {
+/**
+ * Whole 4 KiB blocks of the array, wherever it is reached from: the storage stack on the holder, or
+ * the holder over the partner link elsewhere. The one interface every layer above storage reads and
+ * writes the array through (the memory manager's page-in and destage, the node-state region).
+ */
+export interface BlockStore {
   readBlocks(offset: number, into: Buffer): Promise<void>;
   enqueueBlocks(offset: number, data: Buffer): void;
   flush(): Promise<void>;
@@ -14,7 +19,7 @@ export interface BlockDevice {
 export class NodeStateStore {
   private sequence = -1;
 
-  constructor(private readonly stack: BlockDevice) {}
+  constructor(private readonly stack: BlockStore) {}
 
   /** The newest valid cluster record, or null on a fresh array (both copies never written). */
   async readClusterRecord(): Promise<ClusterRecord | null> {

@@ -1,6 +1,7 @@
 // Administrative operations on an assembled array, with the checks that make a refused request
 // change nothing: the member exists, losing it leaves the data intact, a new file does not exist.
 // The CLI runs them offline on member files; a running node runs them for its control socket.
+import { InputError } from '../core/index.js';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { survives } from './member-set.js';
@@ -8,7 +9,7 @@ import type { RaidArray } from './raid-array.js';
 import { rebuildMember, replaceMember, type ProgressCallback } from './raid-maintenance.js';
 
 /** A refused administrative request: printed as `ftvm: <message>`, exit code 1. */
-export class RaidAdminError extends Error {
+export class RaidAdminError extends InputError {
   override name = 'RaidAdminError';
 }
 

@@ -5,6 +5,7 @@
 // array; a member with a lower counter missed changes (it was away while the others were written)
 // and is stale: kept out of reads and writes until rebuilt. A file from another array, or one that
 // is not a member at all, is refused with its reason rather than silently ignored.
+import { InputError } from '../core/index.js';
 import { randomUUID } from 'node:crypto';
 import { ChecksumTable } from './checksum-table.js';
 import { FormatError, ZERO_BLOCK_CRC } from './crc.js';
@@ -26,7 +27,7 @@ import { WriteIntentBitmap } from './write-intent-bitmap.js';
 
 export const DEFAULT_CHUNK_BYTES = 64 * 1024;
 
-export class RaidConfigError extends Error {
+export class RaidConfigError extends InputError {
   override name = 'RaidConfigError';
 }
 

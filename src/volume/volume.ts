@@ -1,5 +1,6 @@
 // The Volume interface: what an NBD export needs from the storage below it.
 // The NBD layer validates ranges before calling; a Volume may assume offset + length <= sizeBytes.
+import { FtvmError } from '../core/index.js';
 
 export interface Extent {
   lengthBytes: number;
@@ -35,7 +36,7 @@ export interface Volume {
 /** Operating errors a volume may report; the NBD layer maps each code to an NBD errno in one place. */
 export type VolumeErrorCode = 'EIO' | 'ENOSPC' | 'ENOTSUP' | 'EPERM' | 'ESHUTDOWN' | 'ENOMEM' | 'EINVAL';
 
-export class VolumeError extends Error {
+export class VolumeError extends FtvmError {
   override name = 'VolumeError';
   constructor(
     readonly code: VolumeErrorCode,

@@ -145,7 +145,7 @@ describe('attacks on a running cluster', function () {
 
   it('frames behind a refused hello (a forwarded write, a takeover, a heartbeat at epoch 2^53-1) are never processed', async () => {
     const write: Message = { type: MessageType.ForwardedIo, requestId: 5, op: IoOp.Write, fua: true, allocation: NIL_ALLOCATION, offset: 0, length: 4096, data: Buffer.alloc(4096, 0xee) };
-    const takeover: Message = { type: MessageType.Takeover, requestId: 6, allocation: NIL_ALLOCATION, fromNodeId: 0, toNodeId: 7, epoch: 99 };
+    const takeover: Message = { type: MessageType.HolderAnnouncement, requestId: 6, previousNodeId: 0, holderNodeId: 7, epoch: 99 };
     const heartbeat: Message = { type: MessageType.Heartbeat, requestId: 1, epoch: 2 ** 53 - 1 };
     for (const name of ['a', 'b']) {
         const reply = await toPartnerPort(name, [challenge, forgedHello(1 - ['a', 'b'].indexOf(name)), write, takeover, heartbeat]);

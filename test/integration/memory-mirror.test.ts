@@ -7,7 +7,7 @@ import fs from 'node:fs/promises';
 import { FramePool, LinkReplicator, MemoryManager, MemoryVolume, MirrorStore } from '../../src/memory/index.js';
 import { silentLogger } from '../../src/observe/index.js';
 import { connectPartner, PartnerListener, type PartnerLink } from '../../src/partner/index.js';
-import { testSecurity } from '../support/partner-security.js';
+import { testContext } from '../support/partner-security.js';
 import { assembleArray, DEFAULT_STACK_OPTIONS, NODE_STATE_REGION_BYTES, provisionArray, StorageStack } from '../../src/storage/index.js';
 import { makeTempDirectory } from '../support/ftvm-process.js';
 import { randomBytes, randomInt, seededRandom } from '../support/seeded-random.js';
@@ -47,7 +47,7 @@ describe('mirrored memory manager', function () {
   /** Node B: a partner listener whose responder is a mirror store. */
   async function partner(poolBytes: number): Promise<{ mirror: MirrorStore; port: number }> {
     const mirror = new MirrorStore(new FramePool(poolBytes));
-    listener = new PartnerListener({ clusterId: CLUSTER, nodeId: 2, epoch: 1 }, testSecurity(), (message) => mirror.handle(message), deps.logger);
+    listener = new PartnerListener(testContext({ clusterId: CLUSTER, nodeId: 2, epoch: 1 }, (message) => mirror.handle(message), deps.logger));
     await listener.listen({ host: '127.0.0.1', port: 0 });
     return { mirror, port: listener.port };
   }
@@ -58,7 +58,7 @@ describe('mirrored memory manager', function () {
     const replicator = new LinkReplicator();
     let link: PartnerLink | null = null;
     if (partnerPort !== null) {
-      link = await connectPartner({ host: '127.0.0.1', port: partnerPort, nodeId: 2 }, { clusterId: CLUSTER, nodeId: 1, epoch: 1 }, testSecurity(), () => null, deps.logger);
+      link = await connectPartner({ host: '127.0.0.1', port: partnerPort, nodeId: 2 }, testContext({ clusterId: CLUSTER, nodeId: 1, epoch: 1 }, () => null, deps.logger));
       replicator.add(link);
     }
     const manager = new MemoryManager(new FramePool(poolBytes), stack, replicator, { highWatermarkPages: 8, lowWatermarkPages: 2 });

@@ -9,7 +9,7 @@
 // durable bytes only: the memory manager reads a page only once it is clean, so a cache of waiting
 // blocks in between would not change what it reads.
 import assert from 'node:assert/strict';
-import type { PageStore } from '../../src/memory/index.js';
+import type { BlockStore } from '../../src/storage/index.js';
 import { randomInt } from '../support/seeded-random.js';
 import type { Action, ActionSource } from './scheduler.js';
 
@@ -54,8 +54,8 @@ export class SimDisk {
     this.durable = Buffer.alloc(sizeBytes);
   }
 
-  /** The PageStore one node sees: its writes are tagged with its id, so a crash can tear them. */
-  storeFor(writer: number): PageStore {
+  /** The BlockStore one node sees: its writes are tagged with its id, so a crash can tear them. */
+  storeFor(writer: number): BlockStore {
     return {
       readBlocks: (offset, into) => this.read(offset, into),
       enqueueBlocks: (offset, data) => this.enqueue(writer, offset, data),

@@ -20,7 +20,8 @@
 // only changes at events and holds() only falls between them, so this covers every instant), and
 // each new authority's epoch is above every earlier one. After the faults stop, a quiet period must
 // end with an authority (liveness); recovery times after an authority is lost are counted.
-import { ClaimLostError, LeaseKeeper, type LeaseClock, type LeaseDisk } from '../../src/cluster/lease.js';
+import type { Clock } from '../../src/core/index.js';
+import { ClaimLostError, LeaseKeeper, type LeaseDisk } from '../../src/cluster/lease.js';
 import type { Lease } from '../../src/storage/index.js';
 import { randomInt, seededRandom } from '../support/seeded-random.js';
 
@@ -300,7 +301,7 @@ export async function runLeaseSimulation(seed: number, options: LeaseSimOptions 
     clockFor(() => inc).setTimer(between(DECIDE_MS / 2, DECIDE_MS * 1.5), () => decide(inc));
   };
 
-  const clockFor = (self: () => Incarnation): LeaseClock => ({
+  const clockFor = (self: () => Incarnation): Clock => ({
     now: () => now,
     wallNow: () => 1_700_000_000_000 + now,
     setTimer: (ms, work) => {

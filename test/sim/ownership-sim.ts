@@ -34,11 +34,12 @@
 // writes submitted. At the end, after a quiet period without faults: every node is up, one holds
 // the array, every volume is served by its home node again (failback), and a read of every page
 // returns at least the last acknowledged write.
+import type { Clock } from '../../src/core/index.js';
 import { Authority, type OwnedVolume, type OwnershipHost, type OwnershipLink } from '../../src/cluster/authority.js';
-import { LeaseKeeper, type LeaseClock } from '../../src/cluster/lease.js';
+import { LeaseKeeper } from '../../src/cluster/lease.js';
 import { localView, OwnerUnavailableError, VolumeSwitch } from '../../src/cluster/volume-switch.js';
 import type { Logger } from '../../src/observe/index.js';
-import { MessageType, Status, type Message, type Takeover } from '../../src/partner/index.js';
+import { MessageType, Status, type Message, type OwnershipMessage } from '../../src/partner/index.js';
 import type { Lease } from '../../src/storage/index.js';
 import { VolumeError, type Extent, type Volume } from '../../src/volume/index.js';
 import { randomInt, seededRandom } from '../support/seeded-random.js';
@@ -105,7 +106,7 @@ const TRACE_LINES = Number(process.env.OWNERSHIP_SIM_TRACE_LINES ?? 120);
 type Payload =
   | { kind: 'heartbeat'; epoch: number }
   | { kind: 'probe' }
-  | { kind: 'takeover'; message: Takeover }
+  | { kind: 'takeover'; message: OwnershipMessage }
   | { kind: 'mirror'; guid: string; page: number; value: number }
   | { kind: 'clean'; guid: string; page: number; value: number }
   | { kind: 'clean-all'; guid: string; upTo: number }
@@ -230,7 +231,7 @@ class LinkEnd implements OwnershipLink {
   }
 
   async request(message: Message): Promise<Message> {
-    const reply = await this.call({ kind: 'takeover', message: message as Takeover });
+    const reply = await this.call({ kind: 'takeover', message: message as OwnershipMessage });
     return reply.message ?? { type: MessageType.CommandComplete, requestId: message.requestId, requestType: message.type, status: Status.IoError };
   }
 }
@@ -476,7 +477,7 @@ class SimNode implements Actor, OwnershipHost<SimVolume> {
   started = false;
   readonly label: string;
   readonly keeper: LeaseKeeper;
-  readonly clock: LeaseClock;
+  readonly clock: Clock;
   readonly authority: Authority<SimVolume>;
   holderId = -1;
   /** Says so to probes from the start of its claim (as targets.holding), writes the disks once `holding`. */
@@ -665,9 +666,11 @@ class SimNode implements Actor, OwnershipHost<SimVolume> {
       case 'probe':
         return this.claimingArray || this.holding ? OK : refused('not the holder');
       case 'takeover': {
-        if (!this.started) return { ...OK, message: { type: MessageType.CommandComplete, requestId: 0, requestType: MessageType.Takeover, status: Status.UnknownAllocation } };
-        if (payload.message.toNodeId !== this.node) this.invalidateStage(payload.message.allocation);
-        return { ...OK, message: await this.authority.onTakeover(payload.message) };
+        if (!this.started) return { ...OK, message: { type: MessageType.CommandComplete, requestId: 0, requestType: payload.message.type, status: Status.UnknownAllocation } };
+        const message = payload.message;
+        if (message.type === MessageType.VolumeHandover && message.toNodeId !== this.node) this.invalidateStage(message.allocation);
+        if (message.type === MessageType.OwnerNotice && message.ownerNodeId !== this.node) this.invalidateStage(message.allocation);
+        return { ...OK, message: await this.authority.onOwnershipMessage(payload.message) };
       }
       case 'mirror': {
         this.invalidateStage(payload.guid, payload.page);

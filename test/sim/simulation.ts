@@ -25,6 +25,7 @@
 //   always             requests finish (no deadlock), links close only when the simulation says so,
 //                      a block handed to the disk does not change before it lands (disk.ts)
 //   when quiet         partners mirror only pages the owner holds dirty; with no partner left, the disks alone hold every acknowledged write
+import { systemClock } from '../../src/core/index.js';
 import { FramePool, LinkReplicator, MemoryVolume, MirrorStore, type Replicator } from '../../src/memory/index.js';
 import type { Logger } from '../../src/observe/index.js';
 import { MessageFramer, MessageType, PartnerLink, Status, type Message } from '../../src/partner/index.js';
@@ -256,8 +257,8 @@ class Simulation {
     const partner: Partner = { id, mirror, ownerSocket, partnerSocket, state: 'linked' };
     const identity = (nodeId: number): { clusterId: string; nodeId: number; epoch: number } => ({ clusterId: CLUSTER, nodeId, epoch: 1 });
     // The partner's responder is its mirror store, as in a cluster node; the owner answers nothing.
-    const partnerEnd = new PartnerLink(partnerSocket.asNetSocket(), new MessageFramer(), identity(OWNER), (message) => this.mirrorHandles(partner, message), this.logger, () => true);
-    const ownerEnd = new PartnerLink(ownerSocket.asNetSocket(), new MessageFramer(), identity(id), () => null, this.logger, () => true);
+    const partnerEnd = new PartnerLink(partnerSocket.asNetSocket(), new MessageFramer(), identity(OWNER), (message) => this.mirrorHandles(partner, message), this.logger, () => true, systemClock);
+    const ownerEnd = new PartnerLink(ownerSocket.asNetSocket(), new MessageFramer(), identity(id), () => null, this.logger, () => true, systemClock);
     partnerEnd.onClose = (reason) => this.partnerLostOwner(partner, reason);
     ownerEnd.onClose = (reason) => {
       if (partner.state === 'linked') this.fail(`the owner's link to node ${id} closed unasked: ${reason}`);

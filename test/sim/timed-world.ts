@@ -3,7 +3,7 @@
 // event owned by the node incarnation whose process runs it, or by nobody (the kernel, the disks,
 // the network). A paused node (SIGSTOP) runs nothing of its own until it resumes, while time, and
 // so every lease, runs on; a dead incarnation's events are dropped.
-import type { LeaseClock } from '../../src/cluster/lease.js';
+import type { Clock } from '../../src/core/index.js';
 
 /** One process: a node's incarnation between a start and a crash, a fence or a stop. */
 export interface Actor {
@@ -42,7 +42,7 @@ export class TimedWorld {
   }
 
   /** Timers owned by `owner`: held while its node is paused, gone once it is dead. */
-  clockFor(owner: Actor, wallBase = 1_700_000_000_000): LeaseClock {
+  clockFor(owner: Actor, wallBase = 1_700_000_000_000): Clock {
     return {
       now: () => this.now,
       wallNow: () => wallBase + this.now,

@@ -2,11 +2,12 @@
 // renewal start + leaseMs − margin, another's lease expires only after leaseMs without a change seen
 // here (or at once when released or proven dead), a failing disk fences, a newer epoch from a node
 // that is not a live partner fences, and competing claims leave exactly one winner.
+import type { Clock } from '../../../src/core/index.js';
 import { expect } from 'chai';
-import { ClaimLostError, LeaseKeeper, type LeaseClock, type LeaseDisk } from '../../../src/cluster/lease.js';
+import { ClaimLostError, LeaseKeeper, type LeaseDisk } from '../../../src/cluster/lease.js';
 import type { Lease } from '../../../src/storage/index.js';
 
-class FakeClock implements LeaseClock {
+class FakeClock implements Clock {
   time = 0;
   private timers: Array<{ at: number; work: () => void }> = [];
   now(): number {

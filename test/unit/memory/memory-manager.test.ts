@@ -4,13 +4,14 @@
 // until a page can be replaced; page clean follows a destage; a run of pages is one replication
 // (whole end pages for a partner that lacks them), and MemoryVolume sends a long write as runs.
 import { expect } from 'chai';
-import { FramePool, MemoryManager, MemoryVolume, type PageRunWrite, type PageStore, type PageWrite, type Replicator } from '../../../src/memory/index.js';
+import { FramePool, MemoryManager, MemoryVolume, type PageWrite, type Replicator } from '../../../src/memory/index.js';
+import type { BlockStore } from '../../../src/storage/index.js';
 
 const PAGE = 64 * 1024;
 const GUID = '11111111-2222-4333-8444-555555555555';
 const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
-class FakeStore implements PageStore {
+class FakeStore implements BlockStore {
   readonly disk = Buffer.alloc(16 * PAGE);
   pending: Array<[number, Buffer]> = [];
   flushes = 0;
@@ -26,9 +27,10 @@ class FakeStore implements PageStore {
   }
 }
 
+/** Partners that take each run in one message, as LinkReplicator does. */
 class FakePartners implements Replicator {
   live = 1;
-  writes: PageWrite[] = [];
+  writes: Array<{ virtualPage: number; offset: number; length: number; version: number; pieces: number; bytes: Buffer }> = [];
   cleans: Array<[number, number]> = [];
   hold: Promise<void> | null = null;
   accept = true;
@@ -36,22 +38,12 @@ class FakePartners implements Replicator {
     return this.live;
   }
   async writePage(write: PageWrite): Promise<boolean> {
-    this.writes.push({ ...write, data: Buffer.from(write.data) });
+    this.writes.push({ virtualPage: write.virtualPage, offset: write.offset, length: write.length, version: write.version, pieces: write.data.length, bytes: Buffer.concat(write.data) });
     if (this.hold) await this.hold;
     return this.accept;
   }
   pageClean(_allocation: string, virtualPage: number, version: number, pageCount = 1): void {
     for (let index = 0; index < pageCount; index++) this.cleans.push([virtualPage + index, version]);
-  }
-}
-
-/** Partners that take runs in one message, as LinkReplicator does. */
-class FakeRunPartners extends FakePartners {
-  runs: Array<{ virtualPage: number; offset: number; length: number; version: number; pieces: number; bytes: Buffer }> = [];
-  async writePages(write: PageRunWrite): Promise<boolean> {
-    this.runs.push({ virtualPage: write.virtualPage, offset: write.offset, length: write.length, version: write.version, pieces: write.data.length, bytes: Buffer.concat(write.data) });
-    if (this.hold) await this.hold;
-    return this.accept;
   }
 }
 
@@ -114,11 +106,11 @@ describe('MemoryManager', () => {
     const next = await manager.obtainWritePointer(GUID, 2);
     next.data.fill(8, 30, 34);
     await manager.releasePointer(next, { offset: 30, length: 4 });
-    expect(partners.writes.map((write) => [write.offset, write.data.length, write.version])).to.deep.equal([
+    expect(partners.writes.map((write) => [write.offset, write.length, write.version])).to.deep.equal([
       [0, PAGE, 1],
       [30, 4, 2],
     ]);
-    expect(partners.writes[1]?.data.every((byte) => byte === 8)).to.equal(true);
+    expect(partners.writes[1]?.bytes.every((byte) => byte === 8)).to.equal(true);
   });
 
   it('goes write-through with no partner, or when a partner cannot take the page', async () => {
@@ -177,7 +169,7 @@ describe('MemoryManager', () => {
 
   it('replicates a run of pages once, whole end pages first, then ranges; all pages take one version', async () => {
     const store = new FakeStore();
-    const partners = new FakeRunPartners();
+    const partners = new FakePartners();
     const manager = new MemoryManager(new FramePool(4 * 1024 * 1024), store, partners, { highWatermarkPages: 100, lowWatermarkPages: 0 });
     manager.createAllocation({ guid: GUID, arrayOffset: 0, sizeBytes: 16 * PAGE, pageBytes: PAGE });
     const write = async (offset: number, length: number, byte: number): Promise<void> => {
@@ -191,12 +183,11 @@ describe('MemoryManager', () => {
     };
     await write(PAGE + 100, 2 * PAGE, 3);
     await write(PAGE + 200, 2 * PAGE - 150, 4);
-    expect(partners.runs.map(({ virtualPage, offset, length, version, pieces }) => [virtualPage, offset, length, version, pieces])).to.deep.equal([
+    expect(partners.writes.map(({ virtualPage, offset, length, version, pieces }) => [virtualPage, offset, length, version, pieces])).to.deep.equal([
       [1, 0, 3 * PAGE, 1, 3],
       [1, 200, 2 * PAGE - 150, 2, 3],
     ]);
-    expect(partners.writes, 'no page-by-page replication').to.have.length(0);
-    const second = partners.runs[1]?.bytes as Buffer;
+    const second = partners.writes[1]?.bytes as Buffer;
     expect(second.every((byte) => byte === 4)).to.equal(true);
     expect(manager.dirtyPages).to.equal(3);
     await manager.flush();
@@ -210,36 +201,38 @@ describe('MemoryManager', () => {
 
   it('makes a run durable before the acknowledgement when a partner cannot take it', async () => {
     const store = new FakeStore();
-    const partners = new FakeRunPartners();
+    const partners = new FakePartners();
     partners.accept = false;
     const manager = new MemoryManager(new FramePool(4 * 1024 * 1024), store, partners, { highWatermarkPages: 100, lowWatermarkPages: 0 });
     manager.createAllocation({ guid: GUID, arrayOffset: 0, sizeBytes: 16 * PAGE, pageBytes: PAGE });
     const volume = new MemoryVolume(manager, 'v', GUID, PAGE, 16 * PAGE);
     await volume.write(2 * PAGE, [Buffer.alloc(PAGE, 8), Buffer.alloc(PAGE, 9)], false);
-    expect(partners.runs.map((run) => [run.virtualPage, run.length])).to.deep.equal([[2, 2 * PAGE]]);
+    expect(partners.writes.map((run) => [run.virtualPage, run.length])).to.deep.equal([[2, 2 * PAGE]]);
     expect([store.disk[2 * PAGE], store.disk[4 * PAGE - 1]], 'written through').to.deep.equal([8, 9]);
     expect(manager.dirtyPages).to.equal(0);
   });
 
   it('MemoryVolume cuts a write into runs of at most 1 MiB and waits for a locked page only after sending what it holds', async () => {
     const store = new FakeStore();
-    const partners = new FakeRunPartners();
+    const partners = new FakePartners();
     const small = 4096;
     const manager = new MemoryManager(new FramePool(4 * 1024 * 1024), store, partners, { highWatermarkPages: 10_000, lowWatermarkPages: 0 });
     manager.createAllocation({ guid: GUID, arrayOffset: 0, sizeBytes: 32 * PAGE, pageBytes: small });
     const volume = new MemoryVolume(manager, 'v', GUID, small, 32 * PAGE);
     await volume.write(0, [Buffer.alloc(1024 * 1024 + small, 1)], false);
-    expect(partners.runs.map((run) => [run.virtualPage, run.length])).to.deep.equal([[0, 1024 * 1024]]);
-    expect(partners.writes.map((write) => [write.virtualPage, write.data.length]), 'a run of one page is a plain write page').to.deep.equal([[256, small]]);
+    expect(partners.writes.map((run) => [run.virtualPage, run.length]), 'a 1 MiB run, then a run of one page').to.deep.equal([
+      [0, 1024 * 1024],
+      [256, small],
+    ]);
     // Page 3 locked by a reader: pages 1-2 travel at once, page 3 and on once the reader lets go.
-    partners.runs = [];
+    partners.writes = [];
     const reader = await manager.obtainReadPointer(GUID, 3);
     const writing = volume.write(small, [Buffer.alloc(4 * small, 2)], false);
     await tick();
-    expect(partners.runs.map((run) => [run.virtualPage, run.length])).to.deep.equal([[1, 2 * small]]);
+    expect(partners.writes.map((run) => [run.virtualPage, run.length])).to.deep.equal([[1, 2 * small]]);
     await manager.releasePointer(reader);
     await writing;
-    expect(partners.runs.map((run) => [run.virtualPage, run.length])).to.deep.equal([[1, 2 * small], [3, 2 * small]]);
+    expect(partners.writes.map((run) => [run.virtualPage, run.length])).to.deep.equal([[1, 2 * small], [3, 2 * small]]);
   });
 
   it('locks only clean, loaded, unlocked pages for a warm handover, and keeps them from being replaced or written while locked', async () => {

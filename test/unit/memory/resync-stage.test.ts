@@ -4,7 +4,8 @@
 // giver's link closing, a takeover at another epoch, a count that does not add up, the time limit.
 // Malformed clean pages are refused and change nothing.
 import { expect } from 'chai';
-import { FramePool, ResyncStage, STAGE_TTL_MS, type StageTimers } from '../../../src/memory/index.js';
+import type { Clock } from '../../../src/core/index.js';
+import { FramePool, ResyncStage, STAGE_TTL_MS } from '../../../src/memory/index.js';
 import { MessageType, Status, type Message, type ResyncBegin, type ResyncEnd, type WritePage } from '../../../src/partner/index.js';
 
 const GUID = '0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9';
@@ -14,22 +15,30 @@ const POOL = 1024 * 1024;
 const PAGES = 64;
 const GIVER = 1;
 
-class ManualTimers implements StageTimers {
-  now = 0;
+class ManualTimers implements Clock {
+  private time = 0;
   private timers: Array<{ at: number; fire: () => void; live: boolean }> = [];
 
   setTimer(ms: number, fire: () => void): () => void {
-    const timer = { at: this.now + ms, fire, live: true };
+    const timer = { at: this.time + ms, fire, live: true };
     this.timers.push(timer);
     return () => {
       timer.live = false;
     };
   }
 
+  now(): number {
+    return this.time;
+  }
+
+  wallNow(): number {
+    return this.time;
+  }
+
   advance(ms: number): void {
-    this.now += ms;
+    this.time += ms;
     for (const timer of this.timers.splice(0)) {
-      if (timer.live && timer.at <= this.now) timer.fire();
+      if (timer.live && timer.at <= this.time) timer.fire();
       else if (timer.live) this.timers.push(timer);
     }
   }

@@ -1,0 +1,139 @@
+// Holder succession: who holds the shared array after the holder is gone, and what a member does
+// meanwhile. Runs on every node that does not hold the array (and, for the announcements, on the
+// holder):
+//
+//   holder's link gone, its lease expired (or its process proven dead), this node the lowest live one
+//      → claim a new epoch, assemble the array here, destage the holder's mirrored pages, tell every
+//        partner (holder announcement)
+//   holder's link gone but the same process renews its lease, at least YIELD_RENEWALS renewals since
+//   (a partition)
+//      → stop renewing this node's lease: it runs out, this node is fenced, the holder takes over its
+//        volumes; at most one side ever acknowledges for a volume
+//   holder's node linked again, but a probe says its new process does not hold the array
+//      → the lowest live node opens it, as at a start
+import type { Clock } from '../core/index.js';
+import { MessageType, Status, type HolderAnnouncement, type Message } from '../partner/index.js';
+import type { Lease } from '../storage/index.js';
+import { isOk } from './remote-array.js';
+import { reply, sameProcess, type LinkWatch, type OwnedVolume, type OwnershipHost } from './ownership.js';
+
+/**
+ * Renewals of the holder's slot seen since its link went before this node gives way to it: two may
+ * have been in flight when it died (lease.ts overlaps two), and one more may have landed unseen.
+ */
+const YIELD_RENEWALS = 4;
+
+export class HolderSuccession<V extends OwnedVolume> {
+  private holderLostAt: number | null = null;
+  /** The holder's process as its lease slot named it while linked (a restart changes it). */
+  private holderProcess: Lease | null = null;
+  private holderSequenceAtLoss = 0;
+  /** False from a new link to the holder's node until a probe shows it holds the array. */
+  private holderConfirmed = true;
+  private yielded = false;
+  /** Partners told that this node holds the array (since their link came up). */
+  private readonly holderTold = new Set<number>();
+
+  constructor(
+    private readonly node: OwnershipHost<V>,
+    private readonly links: LinkWatch,
+    private readonly clock: Clock,
+    /** Called after this node took the array over: what was told about volumes must be told again. */
+    private readonly tookArray: () => void,
+  ) {}
+
+  partnerUp(peer: number): void {
+    this.holderTold.delete(peer);
+    // A new link to the holder's node may be to a new process of it, which holds nothing yet.
+    if (peer === this.node.holderId && peer !== this.node.nodeId) this.holderConfirmed = false;
+  }
+
+  /** One pass on a node that does not hold the array; true when the loop should run again at once. */
+  async asMember(): Promise<boolean> {
+    const { node } = this;
+    const holder = node.holderId;
+    if (node.partners.link(holder)) {
+      this.holderLostAt = null;
+      if (!this.holderConfirmed) {
+        if (await node.probeHolder(holder)) this.holderConfirmed = true;
+        else {
+          // Its process restarted and has not opened the array (ownership simulator, seed 13): the
+          // lowest live node opens it, as at a start. Its slot is renewed by the new process, so
+          // the claim does not require it to be gone.
+          if (!this.lowestLive()) return false;
+          await this.takeArray(holder, 'its process restarted and does not hold it', []);
+          return true;
+        }
+      }
+      this.holderProcess = node.leases.leaseOf(holder);
+      return false;
+    }
+    const now = this.clock.now();
+    if (this.holderLostAt === null) {
+      this.holderLostAt = now;
+      this.holderSequenceAtLoss = node.leases.leaseOf(holder)?.sequence ?? 0;
+    }
+    if (node.leases.expired(holder)) {
+      if (!this.lowestLive()) return false;
+      const why = node.leases.leaseOf(holder)?.holder === '' ? 'it released its lease' : this.links.sawDie(holder) ? 'its link closed and its lease is void' : 'its lease expired';
+      await this.takeArray(holder, why, [holder]);
+      return true;
+    }
+    // Giving way costs this node its memory, so only for a holder proven to run on: the same process
+    // (a restarted one holds nothing yet) renewing since the link went. A dead one's renewals still
+    // in flight, or not yet seen here, count for up to YIELD_RENEWALS − 1 (ownership simulator, seed 13).
+    const renewing = node.leases.leaseOf(holder);
+    const same = !!renewing && !!this.holderProcess && sameProcess(renewing, this.holderProcess);
+    const renewals = (renewing?.sequence ?? 0) - this.holderSequenceAtLoss;
+    if (!this.yielded && same && renewals >= YIELD_RENEWALS && now - this.holderLostAt >= node.leases.leaseMs && node.leases.renewedWithin(holder, node.leases.leaseMs)) {
+      this.yielded = true;
+      node.logger.warn(`cut off from node ${node.name(holder)}, which holds the shared array and still renews its lease: giving way (this node's lease runs out, its volumes move there)`);
+      node.leases.yieldLease(`cut off from the array holder ${node.name(holder)}`);
+    }
+    return false;
+  }
+
+  /**
+   * Tells every live partner not told yet that this node holds the array now, so that members page
+   * in and destage here: they may still name a node that is gone or restarted (ownership simulator,
+   * three nodes, seed 414). Repeated by the holder's loop for partners a first message missed.
+   */
+  async announceHolder(previous: number): Promise<void> {
+    const { node } = this;
+    const message: HolderAnnouncement = { type: MessageType.HolderAnnouncement, requestId: 0, previousNodeId: previous, holderNodeId: node.nodeId, epoch: node.leases.epoch };
+    const untold = node.partners.live().filter((link) => !this.holderTold.has(link.peer.nodeId));
+    await Promise.all(
+      untold.map(async (link) => {
+        const answer = await link.request(message).catch(() => null);
+        if (answer && isOk(answer)) this.holderTold.add(link.peer.nodeId);
+      }),
+    );
+  }
+
+  /** `holderNodeId` holds the array now: page-in and destage go there (a member that did not take it over). */
+  onHolderAnnouncement(message: HolderAnnouncement): Message {
+    this.node.holderIs(message.holderNodeId);
+    this.holderConfirmed = true;
+    this.holderLostAt = null;
+    return reply(message, Status.Ok);
+  }
+
+  private lowestLive(): boolean {
+    const live = this.node.partners.live().map((link) => link.peer.nodeId);
+    return Math.min(this.node.nodeId, ...live) === this.node.nodeId;
+  }
+
+  private async takeArray(dead: number, why: string, mustBeGone: readonly number[]): Promise<void> {
+    const { node } = this;
+    node.logger.warn(`node ${node.name(dead)}, the array holder, is gone (${why}): taking over the shared array`);
+    const epoch = await node.leases.claimEpoch(node.claimPauseMs(), mustBeGone);
+    node.setEpoch(epoch);
+    await node.holdArray();
+    const pages = node.destageMirrors([...node.served.values()].filter((entry) => entry.ownerId === dead));
+    await node.flushArray();
+    await this.announceHolder(dead);
+    this.tookArray();
+    node.logger.warn(`this node holds the shared array now (epoch ${epoch}); ${pages} page(s) node ${node.name(dead)} had mirrored here are on the disks`);
+  }
+}
+

@@ -1,0 +1,4 @@
+// What every layer shares: the clock, the error tree, the limits that span layers.
+export { every, sleep, systemClock, type Clock } from './clock.js';
+export * from './constants.js';
+export { ClusterError, FtvmError, InputError, StorageError } from './errors.js';
