@@ -1,5 +1,5 @@
 // `ftvm serve`: one node in the foreground until SIGINT/SIGTERM.
-import { ClusterNode } from '../cluster/index.js';
+import { ClusterNode, FencedError } from '../cluster/index.js';
 import { loadConfig } from '../config/index.js';
 import { createLogger, watchEventLoop, type LogLevel } from '../observe/index.js';
 
@@ -10,7 +10,14 @@ export async function serve(options: { config: string; node: string; logLevel: L
   const logger = createLogger({ level: options.logLevel, node: options.node });
   const stalls = watchEventLoop(logger);
   const config = await loadConfig(options.config);
-  const node = await ClusterNode.start(config, options.node, logger);
+  const node = await ClusterNode.start(config, options.node, logger).catch((error: Error) => {
+    // Fenced while starting (a takeover happened meanwhile): exit as fenced, to be started again.
+    if (error instanceof FencedError) {
+      logger.error(error.message);
+      process.exit(FENCED_EXIT_CODE);
+    }
+    throw error;
+  });
   // A fenced node must not serve on: it exits with EX_TEMPFAIL so a supervisor (ftvm up, systemd's
   // Restart=on-failure) starts it again, and it rejoins as a fresh partner.
   node.onFenced = () => {

@@ -6,6 +6,12 @@
 //   blocks enqueued while remote are kept until a flush on the same target covers them; a switch
 //   re-enqueues them on the new target, so a destage the dead holder never synced is written again
 //   (the same bytes at the same offsets: writing them twice is harmless)
+//
+//   a failed flush has consumed the failures of the writes it covered: the kept blocks are sent
+//   again before the next flush attempt, whoever's it is, and an attempt counts only if no flush
+//   failed while it ran (cluster simulation, seed 304 of three nodes: a destage refused by a holder
+//   still starting was dropped as covered by another caller's flush that never re-sent it, and an
+//   acknowledged write was lost when its owner died next)
 import type { Clock } from '../core/index.js';
 import type { BlockStore } from '../storage/index.js';
 import { HolderUnavailableError } from './remote-array.js';
@@ -16,6 +22,10 @@ export class ArrayAccess implements BlockStore {
   private pending: Array<{ sequence: number; offset: number; data: Buffer }> = [];
   private sequence = 0;
   private changed: Array<() => void> = [];
+  /** A flush failed since the kept blocks were last sent: send them again before the next attempt. */
+  private resendOwed = false;
+  /** Failed flush attempts so far: an attempt during which another failed proves nothing. */
+  private failures = 0;
 
   constructor(
     private current: BlockStore,
@@ -28,6 +38,7 @@ export class ArrayAccess implements BlockStore {
   switchTo(target: BlockStore, remote: boolean): void {
     this.current = target;
     this.remote = remote;
+    this.resendOwed = false;
     for (const block of this.pending) target.enqueueBlocks(block.offset, block.data);
     if (!remote) this.pending = [];
     for (const wake of this.changed.splice(0)) wake();
@@ -44,15 +55,24 @@ export class ArrayAccess implements BlockStore {
 
   async flush(): Promise<void> {
     const covered = this.sequence;
-    let attempt = 0;
     await this.retrying(async () => {
-      // A failed flush may have consumed the failures of writes that never landed (the link dropped
-      // under them): send every kept block again, to whichever target is current now.
-      if (attempt++ > 0) for (const block of this.pending) this.current.enqueueBlocks(block.offset, block.data);
+      if (this.resendOwed) {
+        this.resendOwed = false;
+        for (const block of this.pending) this.current.enqueueBlocks(block.offset, block.data);
+      }
       const target = this.current;
-      await target.flush();
+      const failuresBefore = this.failures;
+      try {
+        await target.flush();
+      } catch (error) {
+        this.failures++;
+        this.resendOwed = true;
+        throw error;
+      }
       // A switch during the flush re-enqueued everything on the new target: flush that one too.
       if (target !== this.current) throw new HolderUnavailableError('the array changed hands during the flush');
+      // Another caller's flush failed meanwhile: it may have consumed failures of blocks this one covers.
+      if (this.failures !== failuresBefore) throw new HolderUnavailableError('another flush failed meanwhile');
     });
     let done = 0;
     while (done < this.pending.length && (this.pending[done]?.sequence ?? Infinity) <= covered) done++;

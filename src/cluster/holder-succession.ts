@@ -106,13 +106,25 @@ export class HolderSuccession<V extends OwnedVolume> {
       untold.map(async (link) => {
         const answer = await link.request(message).catch(() => null);
         if (answer && isOk(answer)) this.holderTold.add(link.peer.nodeId);
+        else if (answer && 'status' in answer && answer.status === Status.StaleEpoch) node.fence(`node ${node.name(link.peer.nodeId)} holds the shared array as well`);
       }),
     );
   }
 
   /** `holderNodeId` holds the array now: page-in and destage go there (a member that did not take it over). */
   onHolderAnnouncement(message: HolderAnnouncement): Message {
-    this.node.holderIs(message.holderNodeId);
+    const { node } = this;
+    if (node.holderId === node.nodeId && message.holderNodeId !== node.nodeId) {
+      // Two holders: a race the start and succession rules are meant to exclude. The higher node id
+      // stops (both sides agree without another message): fenced, its volumes taken over from mirrors.
+      if (message.holderNodeId < node.nodeId) {
+        node.fence(`node ${node.name(message.holderNodeId)} holds the shared array as well`);
+        return reply(message, Status.ShuttingDown);
+      }
+      node.logger.error(`node ${node.name(message.holderNodeId)} says it holds the shared array, which this node holds: it must stop`);
+      return reply(message, Status.StaleEpoch);
+    }
+    node.holderIs(message.holderNodeId);
     this.holderConfirmed = true;
     this.holderLostAt = null;
     return reply(message, Status.Ok);
@@ -126,7 +138,17 @@ export class HolderSuccession<V extends OwnedVolume> {
   private async takeArray(dead: number, why: string, mustBeGone: readonly number[]): Promise<void> {
     const { node } = this;
     node.logger.warn(`node ${node.name(dead)}, the array holder, is gone (${why}): taking over the shared array`);
-    const epoch = await node.leases.claimEpoch(node.claimPauseMs(), mustBeGone);
+    // Said at once, before the claim: a node that started meanwhile probed this one while it was
+    // still claiming and assembling, heard "not the holder" and opened the array beside it
+    // (cluster simulation, seed 79 of two nodes).
+    node.openingArray(true);
+    let epoch: number;
+    try {
+      epoch = await node.leases.claimEpoch(node.claimPauseMs(), mustBeGone);
+    } catch (error) {
+      node.openingArray(false);
+      throw error;
+    }
     node.setEpoch(epoch);
     await node.holdArray();
     const pages = node.destageMirrors([...node.served.values()].filter((entry) => entry.ownerId === dead));

@@ -26,11 +26,13 @@ export class MirrorTakeover {
     private readonly stack: () => BlockSink | null,
     /** The array whichever node holds it (through the holder when another does). */
     private readonly access: BlockSink,
+    /** A bug planted by test/sim (NodeEnvironment.faults): mirrored pages dropped at a takeover. */
+    private readonly dropAtTakeover = false,
   ) {}
 
   /** On the holder: to the storage stack (the caller flushes); elsewhere dropped. The count. */
   destageMirrors(allocations: readonly Allocation[]): number {
-    return this.takeMirrors(allocations, this.stack()).length;
+    return this.takeMirrors(allocations, this.dropAtTakeover ? null : this.stack()).length;
   }
 
   /** From any node: through the holder if it is another, and synced. The count. */
@@ -47,10 +49,10 @@ export class MirrorTakeover {
    */
   async serveFromMirrors(allocation: Allocation, fresh: boolean, own: () => void): Promise<number> {
     const stack = this.stack();
-    const pages = this.takeMirrors([allocation], stack);
+    const pages = this.takeMirrors([allocation], this.dropAtTakeover ? null : stack);
     await stack?.flush();
     own();
-    if (fresh && stack) for (const page of pages) this.manager.installCleanPage(allocation.guid, page.virtualPage, page.data);
+    if (fresh && stack && !this.dropAtTakeover) for (const page of pages) this.manager.installCleanPage(allocation.guid, page.virtualPage, page.data);
     return pages.length;
   }
 

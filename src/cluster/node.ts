@@ -17,7 +17,7 @@
 // Everything that waits, talks or touches a disk comes from the NodeEnvironment, so test/sim builds
 // real nodes on simulated time, links and disks.
 import path from 'node:path';
-import type { Clock } from '../core/index.js';
+import { ClusterError, sleep, type Clock } from '../core/index.js';
 import { clusterUuid, findNode, type ClusterConfig } from '../config/index.js';
 import { FramePool, LinkReplicator, MemoryManager, MirrorStore, ResyncStage } from '../memory/index.js';
 import { Exports, loadNbdTls, NbdServer } from '../nbd/index.js';
@@ -29,22 +29,27 @@ import { ArrayAccess } from './array-access.js';
 import { Authority, type OwnershipHost } from './authority.js';
 import { ControlServer, type ClusterStatus } from './control.js';
 import { claimPauseMs, findHolder, probe, type DiscoveryTimings } from './holder-discovery.js';
-import { LeaseKeeper } from './lease.js';
+import { ClaimLostError, LeaseKeeper } from './lease.js';
 import { MirrorTakeover } from './mirror-takeover.js';
 import { NbdAddresses } from './nbd-addresses.js';
 import { productionEnvironment, type LeaseArea, type NodeEnvironment } from './node-environment.js';
-import { partnerSecurity, partnerSourceAddress } from './partner-security.js';
+import { partnerSourceAddress } from './partner-security.js';
 import { Partners } from './partners.js';
 import { RemoteArray } from './remote-array.js';
 import { Responder, type ResponderTargets } from './responder.js';
 import { ServedVolumes, type Served } from './served-volumes.js';
-import { openArray, readClusterRecord, writeOwners } from './shared-array.js';
+import { HolderMovedError, openArray, readClusterRecord, writeOwners } from './shared-array.js';
 import { VolumeSwitch, DEFAULT_RETRY_MS } from './volume-switch.js';
 import { WarmHandover } from './warm-handover.js';
 
 export type { Served } from './served-volumes.js';
 export type NodeTimings = DiscoveryTimings;
 export const DEFAULT_TIMINGS: NodeTimings = { discoveryMs: 1500, holderWaitMs: 30_000 };
+
+/** This node was fenced: it must not serve on; started again, it rejoins (exit code 75 in serve). */
+export class FencedError extends ClusterError {
+  override name = 'FencedError';
+}
 
 /** How long a starting node waits for the holder to hand it its own volumes before it reports ready anyway. */
 const HOME_VOLUMES_WAIT_MS = 10_000;
@@ -79,6 +84,8 @@ interface Parts {
   stage: ResyncStage;
   server: NbdServer | null;
   exports: Exports;
+  /** Ends a start that is under way: the lease keeper, or the node itself, fenced it meanwhile. */
+  fenceStart: (reason: string) => void;
 }
 
 /** Where the shared array is, as this node knows it; the holder changes at a takeover. */
@@ -92,6 +99,8 @@ export class ClusterNode {
   private mode: 'mirrored' | 'write-through' | null = null;
   private fenced = false;
   private stopping = false;
+  /** ClusterNode.start has returned it: from then on onFenced is its owner's to hear. */
+  private started = false;
   private readonly clock: Clock;
   private readonly authority: Authority<Served>;
   private readonly volumes: ServedVolumes;
@@ -112,51 +121,93 @@ export class ClusterNode {
     this.clock = env.clock;
     this.volumes = new ServedVolumes(nodeId, manager, stage, targets.owned, (peer) => partners.link(peer), (peer) => this.name(peer), logger);
     this.handover = new WarmHandover(manager, (peer) => partners.link(peer), () => parts.leases.epoch, config.warmFailback, (peer) => this.name(peer), logger);
-    this.mirrors = new MirrorTakeover(parts.mirror, manager, () => this.array.stack, access);
+    this.mirrors = new MirrorTakeover(parts.mirror, manager, () => this.array.stack, access, env.faults?.dropMirrorsAtTakeover === true);
     this.addresses = parts.server ? new NbdAddresses(parts.server, this.clock, logger) : null;
     this.authority = new Authority(this.ownershipHost(), this.clock);
   }
 
-  /** Joins or forms the cluster, then listens; on any failure, what was opened is closed again. */
+  /**
+   * Joins or forms the cluster, then listens; on any failure, what was opened is closed again. A
+   * fence while starting ends the start at once with a FencedError (the caller exits as fenced).
+   */
   static async start(config: ClusterConfig, nodeName: string, logger: Logger, timings: NodeTimings = DEFAULT_TIMINGS, env: NodeEnvironment = productionEnvironment): Promise<ClusterNode> {
     const parts = await ClusterNode.buildParts(config, nodeName, logger, env);
-    const { leases, partners, server, leaseArea } = parts;
-    let stack: StorageStack | null = null;
+    const opened: { stack: StorageStack | null } = { stack: null };
+    const fenced = new Promise<never>((_, reject) => {
+      parts.fenceStart = (reason) => reject(new FencedError(`fenced while starting: ${reason}`));
+    });
     try {
-      await leases.acquire();
-      parts.identity.epoch = leases.epoch;
-      const own = config.nodes[parts.nodeId];
-      if (own?.partner) await partners.listen(own.partner);
-      config.nodes.forEach((other, index) => {
-        if (index < parts.nodeId && other.partner) partners.dial({ nodeId: index, name: other.name, ...other.partner });
-      });
+      const node = await Promise.race([ClusterNode.join(parts, timings, opened), fenced]);
+      node.started = true;
+      return node;
+    } catch (error) {
+      await parts.server?.close();
+      await parts.partners.stop();
+      await opened.stack?.stop().catch(() => undefined);
+      parts.leases.abandon();
+      await parts.leaseArea.close();
+      throw error;
+    }
+  }
+
+  /** Finds or becomes the array holder, reads the cluster record, builds the node and lets it serve. */
+  private static async join(parts: Parts, timings: NodeTimings, opened: { stack: StorageStack | null }): Promise<ClusterNode> {
+    const { config, leases, partners, env, logger } = parts;
+    await leases.acquire();
+    parts.identity.epoch = leases.epoch;
+    const own = config.nodes[parts.nodeId];
+    if (own?.partner) await partners.listen(own.partner);
+    config.nodes.forEach((other, index) => {
+      if (index < parts.nodeId && other.partner) partners.dial({ nodeId: index, name: other.name, ...other.partner });
+    });
+    for (;;) {
       const holderId = await findHolder(config.nodes, parts.nodeId, partners, leases, timings, env.clock, logger);
       const array: ArrayState = { holderId, stack: null, record: null as unknown as ClusterRecord };
       if (holderId === parts.nodeId) {
         parts.targets.holding = true;
         if (config.nodes.length > 1) {
-          parts.identity.epoch = await leases.claimEpoch(claimPauseMs(config.nodes.length, config.leaseMs, leases, partners, parts.nodeId));
+          try {
+            parts.identity.epoch = await leases.claimEpoch(claimPauseMs(config.nodes.length, config.leaseMs, leases, partners, parts.nodeId));
+          } catch (error) {
+            // Another node started meanwhile (its lease was blank a moment ago) or claimed at the
+            // same time: look again rather than give up the start (cluster simulation, seed 58).
+            if (!(error instanceof ClaimLostError)) throw error;
+            parts.targets.holding = false;
+            logger.warn(`${error.message}: looking for the array holder again`);
+            await sleep(env.clock, Math.floor(config.leaseMs / 4));
+            continue;
+          }
           partners.announceEpoch();
         }
-        stack = await openArray(config, leases, env.openMember, env.clock, logger);
+        const stack = await openArray(config, leases, env.openMember, env.claimMembers, env.clock, logger);
+        opened.stack = stack;
         array.stack = stack;
         parts.targets.stack = stack;
       } else {
         logger.info(`node ${config.nodes[holderId]?.name} holds the shared array: paging in and destaging through it`);
       }
       // Through whichever node holds the array now: another may take it over (holderIs).
-      const access = stack ? new ArrayAccess(stack, false, DEFAULT_RETRY_MS, env.clock) : new ArrayAccess(new RemoteArray(() => partners.link(array.holderId)), true, DEFAULT_RETRY_MS, env.clock);
-      array.record = await readClusterRecord(config, access, stack, env.clock, logger);
+      const access = array.stack ? new ArrayAccess(array.stack, false, DEFAULT_RETRY_MS, env.clock) : new ArrayAccess(new RemoteArray(() => partners.link(array.holderId)), true, DEFAULT_RETRY_MS, env.clock);
+      // The holder may die while this node reads its record, and another take the array over: the
+      // record is then read from that one (cluster simulation, seed 58 of three nodes: a starting
+      // node asked a restarted process that no longer held the array, for two minutes).
+      const stillHolder = async (): Promise<boolean> => {
+        const link = partners.link(holderId);
+        return link !== null && (await probe(link).catch(() => false));
+      };
+      try {
+        // Straight to the holder, not through the access's retries: a holder that died must show
+        // here at once so that stillHolder is asked.
+        const recordSource = array.stack ?? new RemoteArray(() => partners.link(holderId));
+        array.record = await readClusterRecord(config, recordSource, array.stack, env.clock, logger, stillHolder);
+      } catch (error) {
+        if (!(error instanceof HolderMovedError)) throw error;
+        logger.warn(`${error.message}: looking for the array holder again`);
+        continue;
+      }
       const node = new ClusterNode(parts, array, access, ClusterNode.memoryManager(parts, array, access));
       await node.begin();
       return node;
-    } catch (error) {
-      await server?.close();
-      await partners.stop();
-      await stack?.stop();
-      leases.abandon();
-      await leaseArea.close();
-      throw error;
     }
   }
 
@@ -169,7 +220,7 @@ export class ClusterNode {
     // A cluster needs its partner key before it writes anything: without it no link can be trusted.
     let security = NO_PARTNERS;
     if (clustered) {
-      security = await partnerSecurity(config, (epoch) => leases.plausibleEpoch(epoch), logger).catch(async (error: Error) => {
+      security = await env.linkSecurity(config, (epoch) => leases.plausibleEpoch(epoch), logger).catch(async (error: Error) => {
         await leaseArea.close();
         throw error;
       });
@@ -202,7 +253,23 @@ export class ClusterNode {
     const replicator = new LinkReplicator(nodeId, logger);
     const exports = new Exports();
     const server = env.doors ? new NbdServer(exports, logger, { limits: config.limits, tls: await loadNbdTls(config.tls) }) : null;
-    return { config, nodeId, env, logger, leaseArea, leases, identity, targets, responder, partners, replicator, pool, mirror, reclaimer, stage, server, exports };
+    const parts: Parts = { config, nodeId, env, logger, leaseArea, leases, identity, targets, responder, partners, replicator, pool, mirror, reclaimer, stage, server, exports, fenceStart: () => undefined };
+    // Wired before the lease is acquired: a start takes seconds (holder discovery, array assembly),
+    // and meanwhile a partner's newer epoch is a live partner's, not a takeover's; and a fence then
+    // must end the start, not be dropped (cluster simulation, seed 2 of three nodes: a node fenced
+    // while starting went on serving without a lease).
+    leases.isLivePartner = (slot) => partners.link(slot) !== null;
+    leases.onSlow = (what) => logger.warn(what);
+    leases.onEpoch = (epoch) => {
+      identity.epoch = epoch;
+      partners.announceEpoch();
+    };
+    leases.onFenced = (reason) => {
+      logger.error(`fenced while starting: ${reason}`);
+      parts.fenceStart(reason);
+    };
+    partners.onStaleEpoch = (message) => leases.onFenced(message);
+    return parts;
   }
 
   private static memoryManager(parts: Parts, array: ArrayState, access: ArrayAccess): MemoryManager {
@@ -232,7 +299,7 @@ export class ClusterNode {
 
   /** The exports, the ownership loop and the doors: from here on the node serves. */
   private async begin(): Promise<void> {
-    const { config, nodeId, targets, partners, leases, logger, replicator, stage, identity, exports, env } = this.parts;
+    const { config, nodeId, targets, partners, leases, replicator, stage, exports, env } = this.parts;
     targets.extents = () => this.array.record.allocations;
     for (const volume of config.volumes) {
       const allocation = this.array.record.allocations.find((candidate) => candidate.name === volume.name);
@@ -270,13 +337,7 @@ export class ClusterNode {
       stage.peerLost(peer);
       this.partnerLost(peer);
     };
-    leases.isLivePartner = (slot) => partners.link(slot) !== null;
     leases.onFenced = (reason) => this.fence(reason);
-    leases.onSlow = (what) => logger.warn(what);
-    leases.onEpoch = (epoch) => {
-      identity.epoch = epoch;
-      partners.announceEpoch();
-    };
     partners.onStaleEpoch = (message) => this.fence(message);
     this.modeChanged();
     await this.openDoors();
@@ -338,6 +399,9 @@ export class ClusterNode {
         if (!link) return false;
         return probe(link).catch(() => false);
       },
+      openingArray: (opening) => {
+        this.parts.targets.holding = opening || !!array.stack;
+      },
       holdArray: () => this.holdArray(),
       flushArray: async () => {
         await array.stack?.flush();
@@ -364,7 +428,7 @@ export class ClusterNode {
   /** Becomes the array holder: the array assembled here, page-in and destage switched to it. */
   private async holdArray(): Promise<void> {
     const { config, nodeId, leases, env, logger, targets } = this.parts;
-    const stack = await openArray(config, leases, env.openMember, env.clock, logger);
+    const stack = await openArray(config, leases, env.openMember, env.claimMembers, env.clock, logger);
     this.array.stack = stack;
     targets.stack = stack;
     targets.holding = true;
@@ -399,9 +463,24 @@ export class ClusterNode {
     return this.parts.config.nodes[nodeId]?.name ?? String(nodeId);
   }
 
-  /** The volumes this node exports (test/sim drives them directly). */
+  /** The volumes this node exports, by allocation GUID (test/sim drives them directly). */
   get exports(): ReadonlyMap<string, Served> {
     return this.volumes.entries;
+  }
+
+  /** Whether this node may acknowledge now: it holds its lease and was not fenced. */
+  get holdsLease(): boolean {
+    return !this.fenced && this.parts.leases.holds();
+  }
+
+  /** Partners linked now. */
+  get livePartners(): number {
+    return this.parts.partners.live().length;
+  }
+
+  /** Whether this node holds the shared array open. */
+  get holdsArray(): boolean {
+    return this.array.stack !== null && !this.fenced;
   }
 
   status(): ClusterStatus {
@@ -471,7 +550,10 @@ export class ClusterNode {
     this.parts.leases.abandon();
     this.parts.server?.abort();
     void this.parts.partners.stop();
-    this.onFenced(reason);
+    // Fenced while its volumes were being handed to it: its start ends here (nobody else would hear:
+    // the caller sets onFenced once start returns; cluster simulation, seed 6 of four nodes).
+    if (!this.started) this.parts.fenceStart(reason);
+    else this.onFenced(reason);
   }
 
   /** Drains clients, destages everything, stops the array cleanly. */

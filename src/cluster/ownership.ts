@@ -61,6 +61,11 @@ export interface OwnershipHost<V extends OwnedVolume> {
   holderIs(nodeId: number): void;
   /** Whether the partner says it holds the array (or is opening it); false if it cannot be asked. */
   probeHolder(peer: number): Promise<boolean>;
+  /**
+   * From the decision to take the array over until the claim is lost (or for good once it is held):
+   * probes are answered "holds it", so a node starting meanwhile does not open it beside this one.
+   */
+  openingArray(opening: boolean): void;
   /** Assembles the shared array here: this node becomes the holder. */
   holdArray(): Promise<void>;
   /** Everything handed to the array so far is on the disks and synced (holder only). */

@@ -5,12 +5,12 @@
 // (remote-array.ts, behind array-access.ts). The holder alone writes the cluster record, and its
 // member writes and syncs are refused once this node's lease has run out (fencedMember): a node
 // that may have been taken over writes nothing to the disks.
-import { sleep, type Clock } from '../core/index.js';
+import { ClusterError, sleep, type Clock } from '../core/index.js';
 import type { ClusterConfig } from '../config/index.js';
 import type { Logger } from '../observe/index.js';
 import {
   assembleArray,
-  MemberError,
+  WriteRefusedError,
   NodeStateStore,
   placeAllocations,
   StorageStack,
@@ -31,12 +31,14 @@ export async function openArray(
   config: ClusterConfig,
   leases: LeaseKeeper,
   openMember: (path: string) => Promise<MemberDevice>,
+  /** Record this node as the holder beside the members, for offline commands (holder-claims). */
+  claimMembers: boolean,
   clock: Clock,
   logger: Logger,
 ): Promise<StorageStack> {
   const open = async (path: string): Promise<MemberDevice> => fencedMember(await openMember(path), leases);
   const holder = config.nodes[leases.slot]?.name ?? String(leases.slot);
-  const array = await assembleArray(config.storage.members, { logger, now: () => clock.wallNow() }, open, { holder });
+  const array = await assembleArray(config.storage.members, { logger, now: () => clock.wallNow() }, open, claimMembers ? { holder } : {});
   if (array.geometry.level !== config.storage.level) {
     await array.stop();
     throw new Error(`the member files hold a ${array.geometry.level} array, the config says ${config.storage.level}`);
@@ -44,10 +46,26 @@ export async function openArray(
   return new StorageStack(array, { ...DEFAULT_STACK_OPTIONS, capacityBytes: config.storage.cache, readAheadBytes: config.storage.readAhead });
 }
 
-/** The cluster record; the holder places allocations for configured volumes the array lacks. */
-export async function readClusterRecord(config: ClusterConfig, device: BlockStore, stack: StorageStack | null, clock: Clock, logger: Logger): Promise<ClusterRecord> {
+/** The node taken for the holder while starting no longer holds the array: look for it again. */
+export class HolderMovedError extends ClusterError {
+  override name = 'HolderMovedError';
+}
+
+/**
+ * The cluster record; the holder places allocations for configured volumes the array lacks. A
+ * member reads it through the holder, which answers array reads only once it is ready (it may be
+ * assembling the array, a resync included): it waits for that, unless `stillHolder` says the node
+ * it asks holds the array no more (it died and another took it over meanwhile).
+ */
+export async function readClusterRecord(
+  config: ClusterConfig,
+  device: BlockStore,
+  stack: StorageStack | null,
+  clock: Clock,
+  logger: Logger,
+  stillHolder: () => Promise<boolean> = async () => true,
+): Promise<ClusterRecord> {
   const store = new NodeStateStore(device);
-  // A holder found while it is still assembling the array answers array reads only once ready.
   let found: ClusterRecord | null;
   for (const deadline = clock.now() + HOLDER_READY_WAIT_MS; ; ) {
     try {
@@ -55,6 +73,7 @@ export async function readClusterRecord(config: ClusterConfig, device: BlockStor
       break;
     } catch (error) {
       if (stack || clock.now() > deadline) throw error;
+      if (!(await stillHolder())) throw new HolderMovedError(`the node taken for the array holder holds it no more (${(error as Error).message})`);
       await sleep(clock, RECORD_RETRY_MS);
     }
   }
@@ -93,7 +112,7 @@ export async function writeOwners(stack: StorageStack, fallback: ClusterRecord, 
 
 /** A member whose writes and syncs are refused once this node's lease has run out (it may be taken over). */
 function fencedMember(member: MemberDevice, leases: LeaseKeeper): MemberDevice {
-  const refuse = (): Promise<never> => Promise.reject(new MemberError(member.path, "not written: this node's lease has run out"));
+  const refuse = (): Promise<never> => Promise.reject(new WriteRefusedError(`${member.path}: not written: this node's lease has run out`));
   return {
     path: member.path,
     read: (offset, into) => member.read(offset, into),

@@ -6,7 +6,7 @@ export { processAlive, processAliveAsync, thisHost, thisProcess, type ProcessIde
 export { rebuildMember, replaceMember, scrubArray, type ProgressCallback, type ScrubReport } from './raid-maintenance.js';
 export { BLOCK_BYTES, stripeDataBytes, dataChunksPerStripe, type RaidLevel } from './layout.js';
 export { ArrayFailedError, survives } from './member-set.js';
-export { MemberError } from './member.js';
+export { MemberError, WriteRefusedError } from './member.js';
 export { StorageStack, DEFAULT_STACK_OPTIONS, type StorageStackOptions } from './storage-stack.js';
 export { NodeStateStore, type BlockStore } from './node-state-store.js';
 export { placeAllocations, AllocationError, type VolumeRequest } from './allocations.js';

@@ -9,7 +9,7 @@ import type { Logger } from '../observe/index.js';
 import { ChecksumTable, CHECKSUM_PAGE_BYTES } from './checksum-table.js';
 import { crc32cOf } from './crc.js';
 import { BLOCK_BYTES, type Geometry, type RaidLevel } from './layout.js';
-import type { MemberDevice } from './member.js';
+import { WriteRefusedError, type MemberDevice } from './member.js';
 import { encodeSuperblock, superblockCopyOffset, type MemberState, type Superblock } from './superblock.js';
 import { BITMAP_PAGE_BYTES, WriteIntentBitmap } from './write-intent-bitmap.js';
 
@@ -98,8 +98,14 @@ export class MemberSet {
     return survives(this.identity.level, this.slots.map((slot) => slot.device !== null && slot.state === 'active'));
   }
 
-  /** Takes a member out of service; the array goes on degraded if its level allows. */
-  async markFailed(index: number, reason: string): Promise<void> {
+  /**
+   * Takes a member out of service; the array goes on degraded if its level allows. A refused write
+   * (WriteRefusedError) is thrown on instead: a node fenced for a moment must not fail healthy
+   * members (cluster simulation, seed 121: two members failed by a late lease renewal).
+   */
+  async markFailed(index: number, cause: string | Error): Promise<void> {
+    if (cause instanceof WriteRefusedError) throw cause;
+    const reason = typeof cause === 'string' ? cause : cause.message;
     const slot = this.slots[index] as Slot;
     if (slot.state === 'failed' || slot.state === 'missing') return;
     slot.state = 'failed';
@@ -215,7 +221,7 @@ export class MemberSet {
     await Promise.all(
       this.slots
         .filter((slot) => this.writable(slot.index))
-        .map((slot) => (slot.device as MemberDevice).sync().catch((error: Error) => this.markFailed(slot.index, error.message))),
+        .map((slot) => (slot.device as MemberDevice).sync().catch((error: Error) => this.markFailed(slot.index, error))),
     );
   }
 
@@ -242,7 +248,7 @@ export class MemberSet {
               await device.write(offset, bytes);
               await device.sync();
             } catch (error) {
-              await this.markFailed(slot.index, (error as Error).message);
+              await this.markFailed(slot.index, error as Error);
             }
           }),
       );

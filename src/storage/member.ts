@@ -21,6 +21,14 @@ export class MemberError extends StorageError {
   }
 }
 
+/**
+ * A write or sync this process may not do any more (its node's lease has run out): the member is
+ * not at fault, so the array passes it up instead of failing the member.
+ */
+export class WriteRefusedError extends StorageError {
+  override name = 'WriteRefusedError';
+}
+
 /** The I/O surface the array needs from a member; tests wrap it to inject faults. */
 export interface MemberDevice {
   readonly path: string;

@@ -216,7 +216,7 @@ export class RaidArray {
     try {
       await (slot.device as MemberDevice).read(this.members.identity.dataOffset + memberOffset, into);
     } catch (error) {
-      await this.members.markFailed(member, (error as Error).message);
+      await this.members.markFailed(member, error as Error);
       return null;
     }
     const bad = this.members.badBlocks(member, memberOffset, into);
@@ -237,7 +237,7 @@ export class RaidArray {
       await (slot.device as MemberDevice).write(this.members.identity.dataOffset + memberOffset, data);
       slot.repairedBlocks += data.length / BLOCK_BYTES;
     } catch (error) {
-      await this.members.markFailed(member, (error as Error).message);
+      await this.members.markFailed(member, error as Error);
     }
   }
 
@@ -290,7 +290,7 @@ export class RaidArray {
       this.members.recordBlocks(member, memberOffset, data);
       return true;
     } catch (error) {
-      await this.members.markFailed(member, (error as Error).message);
+      await this.members.markFailed(member, error as Error);
       return false;
     }
   }

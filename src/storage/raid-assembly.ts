@@ -40,8 +40,12 @@ export interface CreateOptions {
   bitmapRegionBytes?: number;
 }
 
-/** Creates new member files (never overwriting) and returns the running array. */
-export async function createArray(options: CreateOptions, deps: RaidDependencies): Promise<RaidArray> {
+/** Creates new member files (never overwriting) and returns the running array; `create` makes one member (test/sim: in memory). */
+export async function createArray(
+  options: CreateOptions,
+  deps: RaidDependencies,
+  create: (path: string, sizeBytes: number) => Promise<MemberDevice> = FileMember.create,
+): Promise<RaidArray> {
   const chunkBytes = options.chunkBytes ?? DEFAULT_CHUNK_BYTES;
   const geometry = { level: options.level, memberCount: options.memberPaths.length, chunkBytes, memberDataBytes: options.memberDataBytes };
   const problem = validateGeometry(geometry);
@@ -68,7 +72,7 @@ export async function createArray(options: CreateOptions, deps: RaidDependencies
   const slots: Slot[] = [];
   try {
     for (const [index, path] of options.memberPaths.entries()) {
-      const device = await FileMember.create(path, layout.fileBytes);
+      const device = await create(path, layout.fileBytes);
       const checksums = ChecksumTable.filledWith(blockCount, ZERO_BLOCK_CRC);
       slots.push(newSlot(index, path, device, 'active', checksums));
       await device.write(identity.checksumOffset, checksums.encode());

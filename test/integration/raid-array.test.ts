@@ -4,7 +4,7 @@ import { expect } from 'chai';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { silentLogger } from '../../src/observe/index.js';
-import { assembleArray, createArray, rebuildMember, replaceMember, scrubArray, type RaidArray, type RaidLevel } from '../../src/storage/index.js';
+import { assembleArray, createArray, FileMember, rebuildMember, replaceMember, scrubArray, WriteRefusedError, type MemberDevice, type RaidArray, type RaidLevel } from '../../src/storage/index.js';
 import { WriteIntentBitmap } from '../../src/storage/write-intent-bitmap.js';
 import { makeTempDirectory } from '../support/ftvm-process.js';
 import { randomBytes, randomInt, seededRandom } from '../support/seeded-random.js';
@@ -123,6 +123,34 @@ describe('RAID array on files', function () {
     expect(error).to.be.instanceOf(Error);
     expect(error?.code).to.equal('EIO');
     expect(error?.message).to.match(/cannot be reconstructed|no readable copy/);
+  });
+
+  it('a refused write (the node lost its lease) fails the I/O but no member: the array stays optimal', async () => {
+    const directory = await makeTempDirectory('ftvm-raid-');
+    const paths = [0, 1, 2].map((index) => path.join(directory, `m${index}.img`));
+    let refusing = false;
+    const refusable = (member: MemberDevice): MemberDevice => ({
+      path: member.path,
+      read: (offset, into) => member.read(offset, into),
+      write: (offset, data) => (refusing ? Promise.reject(new WriteRefusedError(`${member.path}: not written`)) : member.write(offset, data)),
+      sync: () => (refusing ? Promise.reject(new WriteRefusedError(`${member.path}: not synced`)) : member.sync()),
+      sizeBytes: () => member.sizeBytes(),
+      close: () => member.close(),
+    });
+    const array = await createArray({ level: 'raid5', memberPaths: paths, memberDataBytes: 1 << 20, chunkBytes: 16384 }, deps, async (file, size) => refusable(await FileMember.create(file, size)));
+    const f: Fixture = { directory, paths, array, model: Buffer.alloc(array.sizeBytes) };
+    made.push(f);
+    await randomWrites(f, 31, 20);
+    refusing = true;
+    const refused = await array.write(0, Buffer.alloc(3 * BLOCK, 0x5a)).catch((caught: unknown) => caught);
+    expect(refused).to.be.instanceOf(WriteRefusedError);
+    expect(await array.sync().catch((caught: unknown) => caught)).to.be.instanceOf(WriteRefusedError);
+    expect(array.status().state).to.equal('optimal');
+    expect(array.status().members.map((member) => member.state)).to.deep.equal(['active', 'active', 'active']);
+    refusing = false;
+    await randomWrites(f, 32, 20);
+    await array.sync();
+    await expectModel(f, 'after the refusals');
   });
 
   it('raid5: silently corrupted blocks are detected by checksum, served correctly and repaired', async () => {

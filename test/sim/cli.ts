@@ -2,29 +2,33 @@
 //   npm run sim -- --seeds N [--start S]    runs seeds S … S+N-1, stops at the first failure
 //   npm run sim -- --seed S                 replays one seed and prints its last steps
 //   npm run sim -- --lease-seeds N [--start S]  the lease simulation (lease-sim.ts) instead
-//   npm run sim -- --ownership-seeds N [--start S] [--nodes 2|3]  failover and failback (ownership-sim.ts)
-//   npm run sim -- --ownership-seed S [--nodes 2|3]   replays one, printing its last steps
+//   npm run sim -- --cluster-seeds N [--start S] [--nodes 2-5] [--workers W]
+//                                           real nodes under failover and failback (cluster-sim.ts),
+//                                           W worker threads sharing the seeds (default: one per core)
+//   npm run sim -- --cluster-seed S [--nodes 2-5]  replays one, printing its last steps
 // Exit code 1 when a seed fails; the output ends with the command that replays it.
 import { describeFailure, describeSummary, runSeeds, type RunSummary } from './seeds.js';
 import { runSeed, type SimOptions } from './simulation.js';
 import { runLeaseSeeds } from './lease-sim.js';
-import { runOwnershipSeeds, runOwnershipSimulation } from './ownership-sim.js';
+import { runClusterSimulation } from './cluster-sim.js';
+import { runClusterSeedsInWorkers } from './cluster-workers.js';
 
 interface Arguments {
   seeds: number;
   start: number;
   seed: number | null;
   leaseSeeds: number | null;
-  ownershipSeeds: number | null;
-  ownershipSeed: number | null;
+  clusterSeeds: number | null;
+  clusterSeed: number | null;
   nodes: number | undefined;
+  workers: number | undefined;
   strict: boolean;
 }
 
-const USAGE = 'usage: npm run sim -- [--seeds N] [--start S] [--seed S] [--lease-seeds N] [--ownership-seeds N] [--ownership-seed S] [--nodes 2|3]';
+const USAGE = 'usage: npm run sim -- [--seeds N] [--start S] [--seed S] [--lease-seeds N] [--cluster-seeds N] [--cluster-seed S] [--nodes 2-5] [--workers W]';
 
 function parseArguments(argv: readonly string[]): Arguments {
-  const parsed: Arguments = { seeds: 100, start: 1, seed: null, leaseSeeds: null, ownershipSeeds: null, ownershipSeed: null, nodes: undefined, strict: false };
+  const parsed: Arguments = { seeds: 100, start: 1, seed: null, leaseSeeds: null, clusterSeeds: null, clusterSeed: null, nodes: undefined, workers: undefined, strict: false };
   for (let index = 0; index < argv.length; index++) {
     const name = argv[index] as string;
     if (name === '--strict') {
@@ -37,10 +41,11 @@ function parseArguments(argv: readonly string[]): Arguments {
     else if (name === '--start') parsed.start = value;
     else if (name === '--seed') parsed.seed = value;
     else if (name === '--lease-seeds') parsed.leaseSeeds = value;
-    else if (name === '--ownership-seeds') parsed.ownershipSeeds = value;
-    else if (name === '--ownership-seed') parsed.ownershipSeed = value;
+    else if (name === '--cluster-seeds') parsed.clusterSeeds = value;
+    else if (name === '--cluster-seed') parsed.clusterSeed = value;
+    else if (name === '--workers') parsed.workers = Math.max(1, value);
     else if (name === '--nodes') {
-      if (value !== 2 && value !== 3) throw new Error(`--nodes is 2 or 3\n${USAGE}`);
+      if (value < 2 || value > 5) throw new Error(`--nodes is 2 to 5\n${USAGE}`);
       parsed.nodes = value;
     }
     else throw new Error(`unknown option ${name}\n${USAGE}`);
@@ -50,15 +55,15 @@ function parseArguments(argv: readonly string[]): Arguments {
 
 async function main(argv: readonly string[]): Promise<number> {
   const args = parseArguments(argv);
-  if (args.ownershipSeed !== null) {
-    const result = await runOwnershipSimulation(args.ownershipSeed, { nodes: args.nodes, trace: true });
+  if (args.clusterSeed !== null) {
+    const result = await runClusterSimulation(args.clusterSeed, { nodes: args.nodes, trace: true });
     process.stdout.write(`${indent(result.trace)}\n${JSON.stringify(result.stats)}\n${result.ok ? 'passed' : `FAILED: ${result.failure}`}\n`);
     return result.ok ? 0 : 1;
   }
-  if (args.ownershipSeeds !== null) {
-    const summary = await runOwnershipSeeds(args.start, args.ownershipSeeds, { nodes: args.nodes });
+  if (args.clusterSeeds !== null) {
+    const summary = await runClusterSeedsInWorkers(args.start, args.clusterSeeds, { nodes: args.nodes }, args.workers, (done) => process.stdout.write(`  ${done}/${args.clusterSeeds} seeds\n`));
     process.stdout.write(`${JSON.stringify(summary, null, 2)}\n`);
-    if (summary.failed) process.stdout.write(`replay: npm run sim -- --ownership-seed ${summary.failed.seed}${args.nodes ? ` --nodes ${args.nodes}` : ''}\n`);
+    if (summary.failed) process.stdout.write(`replay: npm run sim -- --cluster-seed ${summary.failed.seed}${args.nodes ? ` --nodes ${args.nodes}` : ''}\n`);
     return summary.failed ? 1 : 0;
   }
   if (args.leaseSeeds !== null) {

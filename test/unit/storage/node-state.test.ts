@@ -104,6 +104,16 @@ describe('cluster record', () => {
     );
     expectError(() => newestClusterRecord(Buffer.alloc(4096), Buffer.alloc(4096)), 'blank', /never written/);
   });
+
+  it('calls a whole copy blank only if every byte is zero, however far in the first non-zero one lies', () => {
+    const copy = (): Buffer => Buffer.alloc(CLUSTER_RECORD_COPY_BYTES);
+    expectError(() => newestClusterRecord(copy(), copy()), 'blank', /never written/);
+    for (const at of [8, 65_535, 65_536, CLUSTER_RECORD_COPY_BYTES - 1]) {
+      const damaged = copy();
+      damaged[at] = 1;
+      expectError(() => newestClusterRecord(damaged, copy()), 'no-valid-copy', /copy A: not an ftvm cluster record; copy B: .*never written/);
+    }
+  });
 });
 
 /** A cluster record whose body is `json`, with a correct CRC. */
