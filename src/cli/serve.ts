@@ -1,13 +1,14 @@
 // `ftvm serve`: one node in the foreground until SIGINT/SIGTERM.
 import { ClusterNode } from '../cluster/index.js';
 import { loadConfig } from '../config/index.js';
-import { createLogger, watchEventLoop, type LogLevel } from '../observe/index.js';
+import { createLogger, watchEventLoop, type LogFormat, type LogLevel } from '../observe/index.js';
+import { EXIT } from './failure.js';
 
 /** EX_TEMPFAIL: this node was fenced; starting it again makes it rejoin. */
-export const FENCED_EXIT_CODE = 75;
+export const FENCED_EXIT_CODE = EXIT.fenced;
 
-export async function serve(options: { config: string; node: string; logLevel: LogLevel }): Promise<void> {
-  const logger = createLogger({ level: options.logLevel, node: options.node });
+export async function serve(options: { config: string; node: string; logLevel: LogLevel; logFormat: LogFormat }): Promise<void> {
+  const logger = createLogger({ level: options.logLevel, node: options.node, format: options.logFormat });
   const stalls = watchEventLoop(logger);
   const config = await loadConfig(options.config);
   const node = await ClusterNode.start(config, options.node, logger);
