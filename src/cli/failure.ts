@@ -71,6 +71,14 @@ const ERRNO: Record<string, { exitCode: number; hint: string }> = {
   EAGAIN: { exitCode: EXIT.osError, hint: 'a system resource is exhausted; try again' },
 };
 
+/** Built-in error types that only a programming mistake throws. */
+const BUG_TYPES: readonly ErrorClass[] = [TypeError, RangeError, ReferenceError, SyntaxError, EvalError, URIError];
+
+function isBug(error: Error): boolean {
+  const code = (error as NodeJS.ErrnoException).code;
+  return BUG_TYPES.some((kind) => error instanceof kind) || error.name === 'AssertionError' || (typeof code === 'string' && code.startsWith('ERR_'));
+}
+
 /** An error class, for instanceof. */
 export type ErrorClass = abstract new (...args: never[]) => Error;
 
@@ -101,6 +109,11 @@ export function describeFailure(error: unknown, kinds: { explained: readonly Err
     // Node's messages already name the call and the path ("EACCES: permission denied, mkdir '/x'").
     return { line: `ftvm: ${message.split('\n')[0]}: ${known.hint}`, exitCode: known.exitCode };
   }
+  // An Error (or an ftvm error class: AllocationError, SuperblockError, ...) was thrown on purpose
+  // with a message for the operator ("the member files hold a raid1 array, the config says raid5",
+  // "volume vol1 ... does not fit"); a TypeError, RangeError, AssertionError or one of Node's own
+  // ERR_* errors is a mistake in ftvm.
+  if (error instanceof Error && !isBug(error)) return { line: `ftvm: ${message}`, exitCode: EXIT.failure };
   const stack = error instanceof Error ? (error.stack ?? message) : message;
   return { line: `ftvm: internal error (a bug: please report it with this trace): ${stack}`, exitCode: EXIT.software };
 }

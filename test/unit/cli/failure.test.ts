@@ -1,6 +1,7 @@
 // Proves how a failed command ends: one line and an exit code per kind of failure; a stack trace
 // only for an error ftvm did not expect.
 import { expect } from 'chai';
+import assert from 'node:assert';
 import { CliError, describeFailure, EXIT, UsageError } from '../../../src/cli/failure.js';
 import { ConfigError } from '../../../src/config/index.js';
 
@@ -47,10 +48,32 @@ describe('describeFailure', () => {
     expect(describeFailure(new UsageError('--size 0: no'), kinds).exitCode).to.equal(EXIT.usage);
   });
 
-  it('prints the stack of anything else, exit 70: that is a bug', () => {
-    const failure = describeFailure(new TypeError('x is undefined'), kinds);
-    expect(failure.exitCode).to.equal(EXIT.software);
-    expect(failure.line).to.match(/^ftvm: internal error \(a bug: please report it with this trace\): TypeError: x is undefined\n\s+at /);
+  it('prints a plain Error as its message, exit 1: it was thrown with a message for the operator', () => {
+    expect(describeFailure(new Error('the member files hold a raid1 array, the config says raid5'), kinds)).to.deep.equal({
+      line: 'ftvm: the member files hold a raid1 array, the config says raid5',
+      exitCode: EXIT.failure,
+    });
+  });
+
+  it('prints an error of an ftvm class as its message, exit 1', () => {
+    class AllocationError extends Error {
+      override name = 'AllocationError';
+    }
+    expect(describeFailure(new AllocationError('volume vol1 (1 bytes) does not fit'), kinds)).to.deep.equal({ line: 'ftvm: volume vol1 (1 bytes) does not fit', exitCode: EXIT.failure });
+  });
+
+  it('prints the stack of a programming mistake, exit 70: that is a bug', () => {
+    let assertion: Error | null = null;
+    try {
+      assert.equal(1, 2);
+    } catch (error) {
+      assertion = error as Error;
+    }
+    for (const error of [new TypeError('x is undefined'), new RangeError('offset out of range'), assertion as Error, Object.assign(new Error('Cannot find module'), { code: 'ERR_MODULE_NOT_FOUND' })]) {
+      const failure = describeFailure(error, kinds);
+      expect(failure.exitCode).to.equal(EXIT.software);
+      expect(failure.line).to.match(/^ftvm: internal error \(a bug: please report it with this trace\): \w*Error[^]*\n\s+at /);
+    }
   });
 
   it('keeps 75 for a fenced node, which systemd restarts', () => {
