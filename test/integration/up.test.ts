@@ -8,7 +8,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { EXIT } from '../../src/cli/failure.js';
 import { checkPortsFree, LOCK_FILE, upPorts } from '../../src/cli/up-checks.js';
-import { FTVM_BIN, makeTempDirectory } from '../support/ftvm-process.js';
+import { FTVM_BIN, freeUpBasePort, makeTempDirectory } from '../support/ftvm-process.js';
 
 interface Run {
   code: number | null;
@@ -43,20 +43,6 @@ async function upStarted(...args: string[]): Promise<{ child: ChildProcess; outp
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
   return { child, output: () => output, exited };
-}
-
-/** A base port whose four ports are all free now. */
-async function freeBase(): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20000 + Math.floor(Math.random() * 40000);
-    try {
-      await checkPortsFree('127.0.0.1', base);
-      return base;
-    } catch {
-      // Taken: try another.
-    }
-  }
-  throw new Error('no free base port');
 }
 
 async function waitPortsFree(base: number): Promise<void> {
@@ -124,7 +110,7 @@ describe('ftvm up refuses before it writes anything', function () {
     const data = path.join(scratch, 'mine');
     await fs.mkdir(data, { mode: 0o755 });
     await fs.writeFile(path.join(data, 'notes.txt'), 'mine');
-    const run = await upRun('--data', data, '--base-port', String(await freeBase()));
+    const run = await upRun('--data', data, '--base-port', String(await freeUpBasePort()));
     expect(run.code, run.stderr).to.equal(EXIT.cannotCreate);
     expect(run.stderr).to.match(/holds files but no cluster\.json/);
     expect(await fs.readdir(data)).to.deep.equal(['notes.txt']);
@@ -133,7 +119,7 @@ describe('ftvm up refuses before it writes anything', function () {
   });
 
   it('a port another process holds: exit 69 naming it, before any node starts or any file is written', async () => {
-    const base = await freeBase();
+    const base = await freeUpBasePort();
     const holder = net.createServer();
     const held = (upPorts(base).find((entry) => entry.node === 'b' && entry.role === 'partner link') as { port: number }).port;
     await new Promise<void>((resolve) => holder.listen(held, '127.0.0.1', resolve));
@@ -162,12 +148,12 @@ describe('ftvm up: one at a time on a data directory', function () {
 
   it('refuses a second ftvm up naming the first, leaves cluster.json alone; after a SIGKILL of the first, the next one starts', async () => {
     const data = path.join(scratch, 'data');
-    const base = await freeBase();
+    const base = await freeUpBasePort();
     const first = await upStarted('--data', data, '--base-port', String(base), '--size', '16MiB');
     running.push(first.child);
     const config = await fs.readFile(path.join(data, 'cluster.json'));
 
-    const otherBase = await freeBase();
+    const otherBase = await freeUpBasePort();
     const second = await upRun('--data', data, '--base-port', String(otherBase));
     expect(second.code, second.stderr).to.equal(EXIT.unavailable);
     expectOneLine(second);
