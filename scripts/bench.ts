@@ -10,7 +10,8 @@
 //               partner link encrypted, against the same cluster without TLS, via owner and via
 //               partner (where every byte crosses both links)
 // Prints IOPS, MB/s and the ftvm/nbdkit ratio (for tls: TLS on / TLS off).
-// Usage: scripts/bench [--seconds 5] [--size 1GiB] [--markdown] [--modes mirrored,forwarded,single,degraded,tls]
+// --json FILE also writes the rows as JSON (date, commit, command), for scripts/plot-bench.
+// Usage: scripts/bench [--seconds 5] [--size 1GiB] [--markdown] [--modes mirrored,forwarded,single,degraded,tls] [--json FILE]
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
@@ -105,6 +106,7 @@ async function main(): Promise<void> {
     .option('modes', { type: 'string', default: 'mirrored,forwarded,single,degraded', describe: 'which ftvm set-ups to run (comma-separated)' })
     .option('memory', { type: 'string', describe: 'frame pool per node in the cluster modes (default 1.5 × size: the working set fits, as the file fits nbdkit\'s page cache)' })
     .option('page-size', { type: 'string', describe: 'memory manager page size in the cluster modes (default: the config default)' })
+    .option('json', { type: 'string', describe: 'also write the results to this file as JSON (scripts/plot-bench reads it)' })
     .strict()
     .parseAsync();
   const sizeBytes = parseSize(args.size);
@@ -160,6 +162,31 @@ async function main(): Promise<void> {
   }
   if (rows.length > 0) process.stdout.write(`${format(rows, args.markdown)}\n`);
   if (tlsRows.length > 0) process.stdout.write(`${rows.length > 0 ? '\n' : ''}${format(tlsRows, args.markdown, ['TLS', 'plain'])}\n`);
+  if (args.json) await writeJson(args.json, rows, tlsRows);
+}
+
+/**
+ * The rows as JSON: each with its job and set-up (the label's parenthesis), both sides' figures
+ * and the ratio, plus when, on which commit and with which command they were measured.
+ */
+async function writeJson(file: string, rows: Array<[string, Result, Result]>, tlsRows: Array<[string, Result, Result]>): Promise<void> {
+  const commit = await run('git', ['rev-parse', '--short', 'HEAD'], { cwd: path.dirname(new URL(import.meta.url).pathname) }).then(
+    ({ stdout }) => stdout.trim(),
+    () => null,
+  );
+  const entry = (compared: [string, string]) => ([label, ours, theirs]: [string, Result, Result]) => {
+    const match = /^(.*?) \((.*)\)$/.exec(label);
+    return { label, job: match?.[1] ?? label, setup: match?.[2] ?? '', names: compared, ours, theirs, ratio: ours.iops / theirs.iops };
+  };
+  const report = {
+    tool: 'scripts/bench',
+    date: new Date().toISOString(),
+    commit,
+    command: `scripts/bench ${process.argv.slice(2).join(' ')}`,
+    fio: (await run('fio', ['--version'])).stdout.trim(),
+    rows: [...rows.map(entry(['ftvm', 'nbdkit'])), ...tlsRows.map(entry(['TLS', 'plain']))],
+  };
+  await fs.writeFile(file, `${JSON.stringify(report, null, 2)}\n`);
 }
 
 /**

@@ -2,8 +2,9 @@
 // volume node a owns and serves (so every write is forwarded to a and mirrored back to b); node a
 // is killed (SIGKILL) or frozen (SIGSTOP, a silent hang) mid-job. Reports the longest gap between two
 // completions (the pause the client saw) and fio's verify errors after the job (an acknowledged
-// write that was lost shows up there). Prints each run and the median.
-// Usage: scripts/failover-pause [--runs 10] [--mode kill|hang] [--markdown]
+// write that was lost shows up there). Prints each run and the median. --keep-log DIR keeps each
+// run's completion log and a summary (DIR/failover-<mode>.json) for scripts/plot-bench.
+// Usage: scripts/failover-pause [--runs 10] [--mode kill|hang] [--markdown] [--keep-log DIR]
 import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -21,9 +22,11 @@ interface RunResult {
   verifyErrors: number;
   completions: number;
   killedAtMs: number;
+  /** Unix time (ms) of the kill or SIGSTOP, on the clock fio's log uses (log_unix_epoch). */
+  killedAtEpochMs: number;
 }
 
-async function oneRun(mode: 'kill' | 'hang', seed: number): Promise<RunResult> {
+async function oneRun(mode: 'kill' | 'hang', seed: number, keepLog: string | undefined): Promise<RunResult> {
   const cluster = await startCluster([{ name: 'vol0', sizeBytes: 256 * MiB, owner: 'a' }], { logLevel: 'warn', memoryBytes: 128 * MiB });
   const work = await makeTempDirectory('ftvm-pause-');
   try {
@@ -35,6 +38,8 @@ async function oneRun(mode: 'kill' | 'hang', seed: number): Promise<RunResult> {
       [
         '--name=pause', '--ioengine=nbd', `--uri=${b.uri('vol0')}`, '--rw=randwrite', '--bs=4k', '--iodepth=16',
         '--size=48M', '--verify=crc32c', '--do_verify=1', '--verify_fatal=0', `--write_lat_log=${logPrefix}`, '--log_avg_msec=0',
+        // Unix times in the log, so a kept log lines up with the kill (gaps are the same either way).
+        '--log_unix_epoch=1',
         `--randseed=${seed}`, '--output-format=json',
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
@@ -45,7 +50,8 @@ async function oneRun(mode: 'kill' | 'hang', seed: number): Promise<RunResult> {
     const finished = new Promise<number>((resolve) => fio.once('exit', (code) => resolve(code ?? -1)));
     const started = Date.now();
     await new Promise((resolve) => setTimeout(resolve, 700 + (seed % 7) * 100));
-    const killedAtMs = Date.now() - started;
+    const killedAtEpochMs = Date.now();
+    const killedAtMs = killedAtEpochMs - started;
     if (mode === 'kill') await a.kill();
     else a.child.kill('SIGSTOP');
     const code = await finished;
@@ -54,10 +60,11 @@ async function oneRun(mode: 'kill' | 'hang', seed: number): Promise<RunResult> {
       await a.kill();
     }
     const times = await completionTimes(`${logPrefix}_clat.1.log`);
+    if (keepLog) await fs.copyFile(`${logPrefix}_clat.1.log`, path.join(keepLog, `failover-${mode}-${seed}.clat.log`));
     const pauseMs = longestGap(times);
     if (process.env.FTVM_PAUSE_LOG) process.stderr.write(b.log());
     const verifyErrors = (output.match(/verify: bad/g) ?? []).length + (code === 0 ? 0 : 1);
-    return { pauseMs, verifyErrors, completions: times.length, killedAtMs };
+    return { pauseMs, verifyErrors, completions: times.length, killedAtMs, killedAtEpochMs };
   } finally {
     await cluster.stop().catch(() => undefined);
     await fs.rm(work, { recursive: true, force: true });
@@ -70,12 +77,14 @@ async function main(): Promise<void> {
     .option('runs', { type: 'number', default: 10 })
     .option('mode', { choices: ['kill', 'hang'] as const, default: 'kill' as const })
     .option('markdown', { type: 'boolean', default: false })
+    .option('keep-log', { type: 'string', describe: 'keep each run\'s fio completion log and a JSON summary in this directory (scripts/plot-bench reads them)' })
     .strict()
     .parseAsync();
-  await run('fio', ['--version']);
+  const fioVersion = (await run('fio', ['--version'])).stdout.trim();
+  if (args['keep-log']) await fs.mkdir(args['keep-log'], { recursive: true });
   const results: RunResult[] = [];
   for (let index = 0; index < args.runs; index++) {
-    const result = await oneRun(args.mode, index + 1);
+    const result = await oneRun(args.mode, index + 1, args['keep-log']);
     results.push(result);
     process.stdout.write(`run ${index + 1}: ${args.mode} at ${result.killedAtMs} ms, pause ${result.pauseMs} ms, ${result.completions} completions, ${result.verifyErrors} verify error(s)\n`);
   }
@@ -84,6 +93,19 @@ async function main(): Promise<void> {
   const errors = results.reduce((sum, result) => sum + result.verifyErrors, 0);
   const line = `${args.mode}: ${results.length} runs, pause median ${middle} ms, min ${pauses[0]} ms, max ${pauses.at(-1)} ms; verify errors ${errors}`;
   process.stdout.write(args.markdown ? `| ${args.mode} | ${results.length} | ${middle} | ${pauses[0]} | ${pauses.at(-1)} | ${errors} |\n` : `${line}\n`);
+  if (args['keep-log']) {
+    const summary = {
+      tool: 'scripts/failover-pause',
+      date: new Date().toISOString(),
+      command: `scripts/failover-pause ${process.argv.slice(2).join(' ')}`,
+      fio: fioVersion,
+      mode: args.mode,
+      runs: results.map((result, index) => ({ ...result, log: `failover-${args.mode}-${index + 1}.clat.log` })),
+      pauseMs: { median: middle, min: pauses[0], max: pauses.at(-1) },
+      verifyErrors: errors,
+    };
+    await fs.writeFile(path.join(args['keep-log'], `failover-${args.mode}.json`), `${JSON.stringify(summary, null, 2)}\n`);
+  }
   if (errors > 0) process.exitCode = 1;
 }
 

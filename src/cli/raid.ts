@@ -12,8 +12,9 @@
 // refused command leaves the data as it was (the assembly has rewritten the superblocks by then).
 import path from 'node:path';
 import type { Argv } from 'yargs';
-import { DEFAULT_GUARD_LEASE_MS, guardMembers, memberUsers, requestControl, type ControlRequest, type ControlResult, type MemberHolder } from '../cluster/index.js';
+import { DEFAULT_GUARD_LEASE_MS, guardMembers, memberUsers, type ControlRequest, type ControlResult, type MemberHolder } from '../cluster/index.js';
 import { formatSize, parseSize } from '../config/index.js';
+import { askNode } from './control-client.js';
 import { createLogger, type Logger, type LogLevel } from '../observe/index.js';
 import {
   assembleArray,
@@ -355,7 +356,7 @@ async function online(label: string, args: CommonArgs & { control: string }, req
   const reporter = progressReporter(label, { logger: deps.logger, stream: process.stderr, now: deps.now });
   let result: ControlResult;
   try {
-    result = await requestControl(args.control, request, reporter.onProgress);
+    result = await askNode(args.control, request, reporter.onProgress);
   } finally {
     reporter.finish();
   }
@@ -371,7 +372,7 @@ async function onlineStatus(args: CommonArgs & { control: string; json: boolean;
   if (!args.test) return online('status', args, { op: 'status' }, args.json);
   let result: ControlResult;
   try {
-    result = await requestControl(args.control, { op: 'status' });
+    result = await askNode(args.control, { op: 'status' });
   } catch (error) {
     result = { ok: false, error: (error as Error).message };
   }

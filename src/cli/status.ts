@@ -1,10 +1,11 @@
 // `ftvm status --control SOCKET`: what one running node says about the cluster: the array holder,
 // the write mode (mirrored write-back or write-through), epoch, partners, volumes, their owners now
 // and their home nodes.
-import { requestControl, type ClusterStatus } from '../cluster/index.js';
+import type { ClusterStatus } from '../cluster/index.js';
+import { askNode } from './control-client.js';
 
 export async function status(options: { control: string; json: boolean }): Promise<void> {
-  const result = await requestControl(options.control, { op: 'cluster' });
+  const result = await askNode(options.control, { op: 'cluster' });
   if (!result.ok || !result.cluster) throw new Error(`node at ${options.control}: ${result.error ?? 'no cluster status'}`);
   if (options.json) {
     process.stdout.write(`${JSON.stringify(result.cluster, null, 2)}\n`);

@@ -8,9 +8,23 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CONFIG_VERSION, formatSize, loadConfig, type ClusterConfig } from '../config/index.js';
-import { createLogger, type Logger, type LogLevel } from '../observe/index.js';
+import { createLogger, type LogFormat, type Logger, type LogLevel } from '../observe/index.js';
 import { requestControl, writePartnerKey } from '../cluster/index.js';
 import { provisionArray } from '../storage/index.js';
+import { CliError, EXIT } from './failure.js';
+import {
+  checkFreeSpace,
+  checkPortsFree,
+  DataDirectoryLock,
+  inspectDataDirectory,
+  isLockEntry,
+  PARTNER_PORT_OFFSET,
+  refuseForeignFiles,
+  UP_MEMBER_COUNT,
+  UP_NODES,
+  validateUpFlags,
+  type UpPlan,
+} from './up-checks.js';
 
 const BIN = fileURLToPath(new URL('../../../bin/ftvm', import.meta.url));
 const CHILD_READY_TIMEOUT_MS = 30_000;
@@ -22,12 +36,14 @@ const RESTARTS_MAX = 5;
 
 export interface UpOptions {
   data: string;
-  basePort: number;
+  basePort: string | number;
   host: string;
-  size: number;
+  /** --size as typed, or undefined when not given (1 GiB for a new data directory). */
+  size: string | undefined;
   /** NBD TLS: `on` or `require` make a PSK file (identity `ftvm`) on first use and print nbds:// URIs. */
   tls: 'off' | 'on' | 'require';
   logLevel: LogLevel;
+  logFormat: LogFormat;
 }
 
 /** The PSK identity `ftvm up --tls` writes; clients name it (libnbd: tls-username=ftvm). */
@@ -35,9 +51,38 @@ export const UP_TLS_IDENTITY = 'ftvm';
 const UP_PSK_FILE = 'tls/nbd.psk';
 
 export async function up(options: UpOptions): Promise<void> {
-  const logger = createLogger({ level: options.logLevel, node: 'up' });
-  const dataDirectory = path.resolve(options.data);
-  const configFile = await prepareDataDirectory(dataDirectory, options, logger);
+  const logger = createLogger({ level: options.logLevel, node: 'up', format: options.logFormat });
+  // Everything that can be checked without writing is checked first: a refused `ftvm up` leaves
+  // the disk as it found it.
+  const plan = validateUpFlags(options);
+  const found = await inspectDataDirectory(plan.dataDirectory);
+  if (!found.initialised) {
+    const warning = await checkFreeSpace(found.existingAncestor, plan.sizeBytes);
+    if (warning) logger.warn(warning);
+  }
+  const created = found.exists ? undefined : await fs.mkdir(plan.dataDirectory, { recursive: true, mode: 0o700 });
+  const undoCreate = async (): Promise<void> => {
+    if (created) await fs.rm(created, { recursive: true, force: true });
+  };
+  let lock: DataDirectoryLock;
+  try {
+    lock = await DataDirectoryLock.acquire(plan.dataDirectory, { nbdHost: plan.host, basePort: plan.basePort });
+  } catch (error) {
+    await undoCreate();
+    throw error;
+  }
+  process.once('exit', () => lock.releaseSync());
+  let configFile: string;
+  try {
+    // Again under the lock: a first run still creating its array was named as in use above.
+    refuseForeignFiles(plan.dataDirectory, await inspectDataDirectory(plan.dataDirectory));
+    await checkPortsFree(plan.host, plan.basePort);
+    configFile = await prepareDataDirectory(plan, options.tls, logger);
+  } catch (error) {
+    await lock.release();
+    await undoCreate();
+    throw error;
+  }
   const config = await loadConfig(configFile);
   const children = new Map<string, ChildProcess>();
   let stopping = false;
@@ -47,14 +92,16 @@ export async function up(options: UpOptions): Promise<void> {
     const holder = await arrayHolder(config);
     const order = [...children.entries()].sort(([a], [b]) => Number(a === holder) - Number(b === holder) || b.localeCompare(a));
     for (const [, child] of order) await stopChild(child);
+    await lock.release();
     process.exit(code);
   };
   process.once('SIGINT', () => void stopAll(0));
   process.once('SIGTERM', () => void stopAll(0));
+  const childOptions = { logLevel: options.logLevel, logFormat: options.logFormat };
   const restart = (name: string, failures: number): void => {
     setTimeout(() => {
       if (stopping) return;
-      startChild(configFile, name, options.logLevel).then(
+      startChild(configFile, name, childOptions).then(
         (again) => {
           logger.info(`node ${name} is back`);
           supervise(name, again);
@@ -75,57 +122,102 @@ export async function up(options: UpOptions): Promise<void> {
       restart(name, 0);
     });
   };
-  for (const node of config.nodes) supervise(node.name, await startChild(configFile, node.name, options.logLevel));
+  for (const node of config.nodes) {
+    let child: ChildProcess;
+    try {
+      child = await startChild(configFile, node.name, childOptions);
+    } catch (error) {
+      // The node printed its reason above; the nodes already up stop with this process.
+      stopping = true;
+      for (const started of [...children.values()].reverse()) await stopChild(started);
+      await lock.release();
+      throw new CliError(`${(error as Error).message} (its log above says why); the data directory is kept`, EXIT.failure);
+    }
+    supervise(node.name, child);
+  }
   printAttachInstructions(config);
 }
 
-/** Creates config and the raid5 member files on first run; later runs keep the data and update the ports. */
-async function prepareDataDirectory(dataDirectory: string, options: UpOptions, logger: Logger): Promise<string> {
+/**
+ * Creates config and the raid5 member files on first run; later runs keep the data and update the
+ * ports. A first run that fails removes what it wrote, so the next one starts from an empty directory.
+ */
+async function prepareDataDirectory(plan: UpPlan, tls: UpOptions['tls'], logger: Logger): Promise<string> {
+  const dataDirectory = plan.dataDirectory;
   const configFile = path.join(dataDirectory, 'cluster.json');
   // The member files hold every volume's bytes and the key lets anyone join the cluster: the
   // directory is its owner's alone.
-  await fs.mkdir(dataDirectory, { recursive: true, mode: 0o700 });
   await fs.chmod(dataDirectory, 0o700);
-  const keyFile = path.join(dataDirectory, 'partner.key');
-  if (!(await exists(keyFile))) {
-    await writePartnerKey(keyFile);
-    logger.info(`wrote a new partner key to ${keyFile} (mode 600): the nodes prove to each other that they hold it`);
-  }
   let config: Record<string, unknown>;
-  try {
-    config = JSON.parse(await fs.readFile(configFile, 'utf8')) as Record<string, unknown>;
+  if (await exists(configFile)) {
+    config = await readUpConfig(configFile);
     logger.info(`using existing data directory ${dataDirectory}`);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-    logger.info(`creating data directory ${dataDirectory}: raid5 over 3 files for two ${formatSize(options.size)} volumes`);
-    const members = await provisionArray(dataDirectory, { level: 'raid5', memberCount: 3, volumeBytes: [options.size, options.size] }, { logger, now: () => Date.now() });
-    config = {
-      version: CONFIG_VERSION,
-      cluster: `ftvm-${Date.now().toString(36)}`,
-      nodes: [],
-      storage: { level: 'raid5', members: members.map((member) => path.basename(member)) },
-      volumes: [
-        { name: 'vol0', size: options.size, owner: 'a', description: 'ftvm volume owned by node a' },
-        { name: 'vol1', size: options.size, owner: 'b', description: 'ftvm volume owned by node b' },
-      ],
-    };
+    await writePartnerKeyIfMissing(dataDirectory, logger);
+    const sizes = Array.isArray(config.volumes) ? (config.volumes as Array<{ size?: unknown }>).map((volume) => volume.size) : [];
+    if (plan.sizeGiven && sizes.some((size) => size !== plan.sizeBytes)) {
+      logger.warn(`--size ${formatSize(plan.sizeBytes)} is ignored: the volumes of ${dataDirectory} were created with their sizes (${sizes.map((size) => (typeof size === 'number' ? formatSize(size) : String(size))).join(', ')}); use another --data for other sizes`);
+    }
+  } else {
+    try {
+      config = await createDataDirectory(plan, logger);
+    } catch (error) {
+      for (const entry of await fs.readdir(dataDirectory)) if (!isLockEntry(entry)) await fs.rm(path.join(dataDirectory, entry), { recursive: true, force: true });
+      throw error;
+    }
   }
   // A survivor also serves a dead node's NBD address, so a client of either port rides over a failover.
   config.takeoverAddresses = true;
-  if (options.tls === 'off') delete config.tls;
+  if (tls === 'off') delete config.tls;
   else {
     await writePskFileIfMissing(path.join(dataDirectory, UP_PSK_FILE), logger);
-    config.tls = { mode: options.tls, pskFile: UP_PSK_FILE };
+    config.tls = { mode: tls, pskFile: UP_PSK_FILE };
   }
-  // Node a on the base port, b on the next; partner links 100 ports up. Every node exports every volume.
-  config.nodes = ['a', 'b'].map((name, index) => ({
+  // Node a on the base port, b on the next; partner links PARTNER_PORT_OFFSET up. Every node exports every volume.
+  config.nodes = UP_NODES.map((name, index) => ({
     name,
-    listen: [{ host: options.host, port: options.basePort + index }, { path: `${name}.sock` }],
-    partner: { host: options.host, port: options.basePort + 100 + index },
+    listen: [{ host: plan.host, port: plan.basePort + index }, { path: `${name}.sock` }],
+    partner: { host: plan.host, port: plan.basePort + PARTNER_PORT_OFFSET + index },
   }));
   await fs.writeFile(`${configFile}.tmp`, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
   await fs.rename(`${configFile}.tmp`, configFile);
   return configFile;
+}
+
+/** An existing data directory's cluster.json, as JSON; its schema is checked when it is loaded. */
+async function readUpConfig(configFile: string): Promise<Record<string, unknown>> {
+  const text = await fs.readFile(configFile, 'utf8');
+  try {
+    const parsed = JSON.parse(text) as unknown;
+    if (parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed)) return parsed as Record<string, unknown>;
+  } catch (error) {
+    throw new CliError(`${configFile} is not valid JSON (${(error as Error).message}): fix it, or remove the data directory to start afresh`, EXIT.config);
+  }
+  throw new CliError(`${configFile} is not a JSON object: fix it, or remove the data directory to start afresh`, EXIT.config);
+}
+
+/** First run: the partner key, the raid5 array over three files, and the config's storage and volumes. */
+async function createDataDirectory(plan: UpPlan, logger: Logger): Promise<Record<string, unknown>> {
+  const dataDirectory = plan.dataDirectory;
+  await writePartnerKeyIfMissing(dataDirectory, logger);
+  logger.info(`creating data directory ${dataDirectory}: raid5 over ${UP_MEMBER_COUNT} files for two ${formatSize(plan.sizeBytes)} volumes`);
+  const members = await provisionArray(dataDirectory, { level: 'raid5', memberCount: UP_MEMBER_COUNT, volumeBytes: [plan.sizeBytes, plan.sizeBytes] }, { logger, now: () => Date.now() });
+  return {
+    version: CONFIG_VERSION,
+    cluster: `ftvm-${Date.now().toString(36)}`,
+    nodes: [],
+    storage: { level: 'raid5', members: members.map((member) => path.basename(member)) },
+    volumes: [
+      { name: 'vol0', size: plan.sizeBytes, owner: 'a', description: 'ftvm volume owned by node a' },
+      { name: 'vol1', size: plan.sizeBytes, owner: 'b', description: 'ftvm volume owned by node b' },
+    ],
+  };
+}
+
+async function writePartnerKeyIfMissing(dataDirectory: string, logger: Logger): Promise<void> {
+  const keyFile = path.join(dataDirectory, 'partner.key');
+  if (await exists(keyFile)) return;
+  await writePartnerKey(keyFile);
+  logger.info(`wrote a new partner key to ${keyFile} (mode 600): the nodes prove to each other that they hold it`);
 }
 
 async function exists(file: string): Promise<boolean> {
@@ -145,8 +237,8 @@ async function writePskFileIfMissing(file: string, logger: Logger): Promise<void
   logger.info(`wrote a TLS pre-shared key for identity '${UP_TLS_IDENTITY}' to ${file}`);
 }
 
-function startChild(configFile: string, node: string, logLevel: LogLevel): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [BIN, 'serve', '--config', configFile, '--node', node, '--log-level', logLevel], {
+function startChild(configFile: string, node: string, log: { logLevel: LogLevel; logFormat: LogFormat }): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [BIN, 'serve', '--config', configFile, '--node', node, '--log-level', log.logLevel, '--log-format', log.logFormat], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
   return new Promise((resolve, reject) => {

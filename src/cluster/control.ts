@@ -141,7 +141,9 @@ export class ControlServer {
       socket.write(`${JSON.stringify({ progress: { doneBytes, totalBytes } })}\n`);
     };
     try {
-      this.logger.info(`control: ${line}`);
+      // Status reads are polls (monitoring, `ftvm status`, ftvm up at every stop): debug. What
+      // changes the array (fail, rebuild, replace, scrub) stays in the log at info.
+      this.logger.log(request.op === 'status' || request.op === 'cluster' ? 'debug' : 'info', `control: ${line}`);
       const result = await this.run(request, onProgress);
       if (request.op === 'replace') {
         this.logger.warn(`member ${request.member} is now ${request.new}: put that path in storage.members of the config, or the next start assembles the old file`);

@@ -41,7 +41,7 @@ const listenSchema = z.union([tcpAddressSchema, z.strictObject({ path: z.string(
 const nodeSchema = z.strictObject({
   name,
   listen: z.array(listenSchema).min(1, 'a node needs at least one NBD listen address'),
-  /** Unix socket for `ftvm raid --control`; defaults to `<name>.control` beside the config. */
+  /** Unix socket for `ftvm raid --control`; defaults to defaultControlSocket(). */
   control: z.string().min(1).optional(),
   /** Where this node's partner link (paging synchronization between nodes) listens; required with more than one node. */
   partner: tcpAddressSchema.optional(),
@@ -270,6 +270,19 @@ export class ConfigError extends InputError {
   override name = 'ConfigError';
 }
 
+/** Where the control sockets of configs installed under /etc go (systemd's RuntimeDirectory=ftvm). */
+export const INSTALLED_CONTROL_DIRECTORY = '/run/ftvm';
+
+/**
+ * A node's control socket when the config names none: `/run/ftvm/<name>.control` for a config
+ * under /etc (a socket belongs in /run, not beside a config in /etc), `<name>.control` beside the
+ * config anywhere else (a data directory such as `ftvm up`'s).
+ */
+export function defaultControlSocket(configDirectory: string, nodeName: string): string {
+  const installed = configDirectory === '/etc' || configDirectory.startsWith('/etc/');
+  return path.join(installed ? INSTALLED_CONTROL_DIRECTORY : configDirectory, `${nodeName}.control`);
+}
+
 /** Validates parsed JSON; relative file and socket paths are resolved against `baseDirectory`. */
 export function parseConfig(raw: unknown, source: string, baseDirectory: string): ClusterConfig {
   const result = configSchema.safeParse(raw);
@@ -281,7 +294,7 @@ export function parseConfig(raw: unknown, source: string, baseDirectory: string)
   config.storage.members = config.storage.members.map((member) => path.resolve(baseDirectory, member));
   for (const node of config.nodes) {
     for (const address of node.listen) if ('path' in address) address.path = path.resolve(baseDirectory, address.path);
-    node.control = path.resolve(baseDirectory, node.control ?? `${node.name}.control`);
+    node.control = path.resolve(baseDirectory, node.control ?? defaultControlSocket(baseDirectory, node.name));
   }
   config.partnerLink.keyFile = path.resolve(baseDirectory, config.partnerLink.keyFile);
   if (config.tls.pskFile !== undefined) config.tls.pskFile = path.resolve(baseDirectory, config.tls.pskFile);
@@ -294,7 +307,7 @@ export async function loadConfig(file: string): Promise<ClusterConfig> {
   try {
     text = await fs.readFile(file, 'utf8');
   } catch (error) {
-    throw new ConfigError(`cannot read config ${file}: ${(error as Error).message}`);
+    throw new ConfigError(`cannot read config ${file}: ${(error as Error).message}`, { cause: error });
   }
   let raw: unknown;
   try {

@@ -47,6 +47,16 @@ export function describeAddress(address: ListenAddress): string {
   return 'path' in address ? `unix:${address.path}` : `${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`;
 }
 
+/**
+ * The export a connection had chosen, for its detach line (none if it left during negotiation), so
+ * the open and close lines of one client carry the same fields. Connection keeps its session
+ * private; this reads only the name (test/integration/logs.test.ts checks the field).
+ */
+function exportField(connection: Connection): { export?: string } {
+  const name = (connection as unknown as { session: { entry: { name: string } } | null }).session?.entry.name;
+  return name === undefined ? {} : { export: name };
+}
+
 /** Exports by name; the first one added also answers to the empty (default) name. */
 export class Exports implements ExportCatalog {
   private readonly byName = new Map<string, ExportEntry>();
@@ -178,7 +188,7 @@ export class NbdServer {
         const left = (this.perAddress.get(closed.address) ?? 1) - 1;
         if (left > 0) this.perAddress.set(closed.address, left);
         else this.perAddress.delete(closed.address);
-        this.logger.info('client detached', { conn: closed.id, peer: closed.peer });
+        this.logger.info('client detached', { conn: closed.id, peer: closed.peer, ...exportField(closed) });
       },
     });
     this.connections.add(connection);

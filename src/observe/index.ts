@@ -1,2 +1,2 @@
-export { createLogger, silentLogger, LOG_LEVELS, type LogLevel, type Logger } from './logger.js';
+export { createLogger, silentLogger, setDefaultLogFormat, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel, type Logger } from './logger.js';
 export { watchEventLoop, STALL_WARNING_MS, type StallWatch } from './stall-watch.js';

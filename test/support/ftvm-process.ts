@@ -6,6 +6,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { checkPortsFree } from '../../src/cli/up-checks.js';
 import { writePartnerKey } from '../../src/cluster/index.js';
 import { silentLogger } from '../../src/observe/index.js';
 import { provisionArray, type RaidLevel } from '../../src/storage/index.js';
@@ -44,6 +45,15 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
   const { port } = server.address() as net.AddressInfo;
   await new Promise<void>((resolve) => server.close(() => resolve()));
   return port;
+}
+
+/** A base port for `ftvm up --base-port` whose ports (NBD and partner links of a and b) are all free now. */
+export async function freeUpBasePort(host = '127.0.0.1'): Promise<number> {
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = 20000 + Math.floor(Math.random() * 40000);
+    if (await checkPortsFree(host, base).then(() => true, () => false)) return base;
+  }
+  throw new Error('no free base port for ftvm up');
 }
 
 export async function makeTempDirectory(prefix = 'ftvm-test-'): Promise<string> {

@@ -228,4 +228,16 @@ describe('config', () => {
     expect(formatSize(1 << 30)).to.equal('1 GiB');
     expect(formatSize(1536)).to.equal('1536 bytes');
   });
+
+  it('puts control sockets beside the config, and under /run/ftvm for a config under /etc', () => {
+    const controls = (directory: string): unknown[] => parseConfig(twoNodes(), 'x.json', directory).nodes.map((node) => node.control);
+    expect(controls('/data')).to.deep.equal(['/data/a.control', '/data/b.control']);
+    expect(controls('/etc/ftvm')).to.deep.equal(['/run/ftvm/a.control', '/run/ftvm/b.control']);
+    expect(controls('/etc')).to.deep.equal(['/run/ftvm/a.control', '/run/ftvm/b.control']);
+    // Only /etc itself and what is below it: a directory that merely starts with the letters is not.
+    expect(controls('/etcetera')).to.deep.equal(['/etcetera/a.control', '/etcetera/b.control']);
+    const named = twoNodes();
+    (named.nodes as Entry[])[0]!.control = 'ctl/a.sock';
+    expect(parseConfig(named, 'x.json', '/etc/ftvm').nodes[0]?.control).to.equal('/etc/ftvm/ctl/a.sock');
+  });
 });

@@ -1,0 +1,28 @@
+// The commands' side of a node's control socket: requestControl, with the ways it fails when the
+// node is not there said in one line with an exit code of their own.
+import fs from 'node:fs/promises';
+import { requestControl, type ControlRequest, type ControlResult } from '../cluster/index.js';
+import { CliError, EXIT } from './failure.js';
+
+const WHERE = "a node's control socket is its config's nodes[].control: <node>.control beside the config, /run/ftvm/<node>.control for a config under /etc";
+
+export async function askNode(socket: string, request: ControlRequest, onProgress?: (doneBytes: number, totalBytes: number) => void): Promise<ControlResult> {
+  try {
+    await fs.stat(socket);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new CliError(`control socket ${socket} does not exist: is the node running? (${WHERE})`, EXIT.noInput);
+    if (code === 'EACCES') throw new CliError(`control socket ${socket}: not allowed to look there (EACCES): run as the node's user`, EXIT.noPermission);
+    throw error;
+  }
+  try {
+    return await requestControl(socket, request, onProgress);
+  } catch (error) {
+    // requestControl names the socket and keeps the system error's text, not its code.
+    const message = (error as Error).message;
+    if (/ECONNREFUSED/.test(message)) throw new CliError(`control socket ${socket}: nothing listens there (ECONNREFUSED): the node is not running`, EXIT.unavailable);
+    if (/EACCES|EPERM/.test(message)) throw new CliError(`control socket ${socket}: permission denied: run as the node's user (the socket is mode 600)`, EXIT.noPermission);
+    if (/ENOTSOCK/.test(message)) throw new CliError(`${socket} is not a socket (ENOTSOCK): give the node's control socket (${WHERE})`, EXIT.noInput);
+    throw new CliError(message, EXIT.failure);
+  }
+}
