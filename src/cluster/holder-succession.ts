@@ -11,6 +11,12 @@
 //        volumes; at most one side ever acknowledges for a volume
 //   holder's node linked again, but a probe says its new process does not hold the array
 //      → the lowest live node opens it, as at a start
+//
+// Either way only once every other node is linked here or its lease has run out: a node this one
+// cannot reach may be taking the array over itself (cluster simulation, seed 392 of five nodes: two
+// members cut off from each other both took it over when the holder died). Of two such nodes the
+// one with the higher id gives way after BLOCKED_YIELD_LEASES leases, so the other can go on.
+
 import type { Clock } from '../core/index.js';
 import { MessageType, Status, type HolderAnnouncement, type Message } from '../partner/index.js';
 import type { Lease } from '../storage/index.js';
@@ -23,6 +29,9 @@ import { reply, sameProcess, type LinkWatch, type OwnedVolume, type OwnershipHos
  */
 const YIELD_RENEWALS = 4;
 
+/** Leases a node waits for an unreachable node that comes first before it gives way to it. */
+const BLOCKED_YIELD_LEASES = 2;
+
 export class HolderSuccession<V extends OwnedVolume> {
   private holderLostAt: number | null = null;
   /** The holder's process as its lease slot named it while linked (a restart changes it). */
@@ -31,6 +40,8 @@ export class HolderSuccession<V extends OwnedVolume> {
   /** False from a new link to the holder's node until a probe shows it holds the array. */
   private holderConfirmed = true;
   private yielded = false;
+  /** Since when a takeover this node should make waits for a node it cannot reach. */
+  private blockedSince: number | null = null;
   /** Partners told that this node holds the array (since their link came up). */
   private readonly holderTold = new Set<number>();
 
@@ -60,7 +71,7 @@ export class HolderSuccession<V extends OwnedVolume> {
           // Its process restarted and has not opened the array (ownership simulator, seed 13): the
           // lowest live node opens it, as at a start. Its slot is renewed by the new process, so
           // the claim does not require it to be gone.
-          if (!this.lowestLive()) return false;
+          if (!this.lowestLive() || this.waitsForUnreachable(holder)) return false;
           await this.takeArray(holder, 'its process restarted and does not hold it', []);
           return true;
         }
@@ -74,7 +85,7 @@ export class HolderSuccession<V extends OwnedVolume> {
       this.holderSequenceAtLoss = node.leases.leaseOf(holder)?.sequence ?? 0;
     }
     if (node.leases.expired(holder)) {
-      if (!this.lowestLive()) return false;
+      if (!this.lowestLive() || this.waitsForUnreachable(holder)) return false;
       const why = node.leases.leaseOf(holder)?.holder === '' ? 'it released its lease' : this.links.sawDie(holder) ? 'its link closed and its lease is void' : 'its lease expired';
       await this.takeArray(holder, why, [holder]);
       return true;
@@ -128,6 +139,35 @@ export class HolderSuccession<V extends OwnedVolume> {
     this.holderConfirmed = true;
     this.holderLostAt = null;
     return reply(message, Status.Ok);
+  }
+
+  /**
+   * Whether a node other than the holder cannot be reached from here and still renews its lease: it
+   * may take the array over too, so this node waits; if that node comes first, it gives way once
+   * blocked for BLOCKED_YIELD_LEASES leases.
+   */
+  private waitsForUnreachable(holder: number): boolean {
+    const { node } = this;
+    const blocking: number[] = [];
+    for (let peer = 0; peer < node.nodeCount; peer++) {
+      if (peer !== node.nodeId && peer !== holder && !node.partners.link(peer) && !node.leases.expired(peer)) blocking.push(peer);
+    }
+    if (blocking.length === 0) {
+      this.blockedSince = null;
+      return false;
+    }
+    const now = this.clock.now();
+    if (this.blockedSince === null) {
+      this.blockedSince = now;
+      node.logger.warn(`the array holder ${node.name(holder)} is gone, but node ${blocking.map((peer) => node.name(peer)).join(', ')} cannot be reached and still renews its lease: waiting before taking the array over`);
+    }
+    const first = blocking.find((peer) => peer < node.nodeId);
+    if (first !== undefined && !this.yielded && now - this.blockedSince >= BLOCKED_YIELD_LEASES * node.leases.leaseMs) {
+      this.yielded = true;
+      node.logger.warn(`cut off from node ${node.name(first)}, which comes first to take the shared array over: giving way (this node's lease runs out)`);
+      node.leases.yieldLease(`cut off from node ${node.name(first)} while the array had no holder`);
+    }
+    return true;
   }
 
   private lowestLive(): boolean {

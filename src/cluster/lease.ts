@@ -62,6 +62,9 @@ export const MAX_EPOCH_LEAD = 16;
 /** Two: one per copy of the slot (sequence parity); a third would wait for its copy's last write anyway. */
 const RENEWALS_IN_FLIGHT_MAX = 2;
 
+/** A renewal in flight this fraction of the lease is late: the next one is due already. */
+const LATE_FRACTION = 1 / 4;
+
 export class ClaimLostError extends ClusterError {
   override name = 'ClaimLostError';
 }
@@ -98,6 +101,12 @@ export class LeaseKeeper {
   onEpoch: (epoch: number) => void = () => undefined;
   /** Told when a renewal ran late or slow: the warning that comes before a lease runs out. */
   onSlow: (what: string) => void = () => undefined;
+  /**
+   * Told true when a renewal has been in flight for LATE_FRACTION of the lease, false once a
+   * renewal lands within that time again: the node paces its own member I/O meanwhile (disk-queue.ts).
+   */
+  onLate: (late: boolean) => void = () => undefined;
+  private late = false;
 
   constructor(
     readonly slot: number,
@@ -334,12 +343,26 @@ export class LeaseKeeper {
     const work = (async () => {
       await previous;
       const started = this.clock.now();
+      const lateMs = Math.max(1, Math.floor(this.options.leaseMs * LATE_FRACTION));
+      const cancelLate = this.clock.setTimer(lateMs, () => {
+        if (this.late) return;
+        this.late = true;
+        this.onLate(true);
+      });
+      const settled = (landed: boolean): void => {
+        cancelLate();
+        if (landed && this.late && this.clock.now() - started < lateMs) {
+          this.late = false;
+          this.onLate(false);
+        }
+      };
       try {
         await this.disk.write(record);
         this.lastFailure = '';
         // Only a write that raises the newest sequence on the disks is news to an observer: an
         // older one landing after a newer one (the other copy) renews nothing (lease simulator,
         // seed 5256). A renewal that took longer than the lease protects nothing either.
+        settled(true);
         if (record.sequence <= this.highestLanded) return true;
         this.highestLanded = record.sequence;
         // Started after the lease had run out: the node is fenced, whatever lands (after acquire).
@@ -348,6 +371,7 @@ export class LeaseKeeper {
         if (until > this.validUntil) this.validUntil = until;
         return true;
       } catch (error) {
+        settled(false);
         this.lastFailure = (error as Error).message;
         return false;
       }

@@ -6,7 +6,7 @@ import { systemClock, type Clock } from '../core/index.js';
 import type { ClusterConfig } from '../config/index.js';
 import type { Logger } from '../observe/index.js';
 import { tcpTransport, type LinkSecurity, type PartnerTransport } from '../partner/index.js';
-import { FileMember, type Lease, type MemberDevice } from '../storage/index.js';
+import { FileMember, memberIo, type Lease, type MemberDevice } from '../storage/index.js';
 import type { LeaseDisk, ProcessIdentity } from './lease.js';
 import { LeaseFiles, processGone, thisProcess } from './lease-files.js';
 import { partnerSecurity } from './partner-security.js';
@@ -43,6 +43,8 @@ export interface NodeEnvironment {
   readonly doors: boolean;
   /** Whether the holder records itself in claim files beside the members, for offline commands (real files only). */
   readonly claimMembers: boolean;
+  /** One member operation at a time while a lease renewal is late (true), all again after (false). */
+  paceMemberIo(on: boolean): void;
   readonly faults?: PlantedFaults;
 }
 
@@ -56,4 +58,5 @@ export const productionEnvironment: NodeEnvironment = {
   processGone,
   doors: true,
   claimMembers: true,
+  paceMemberIo: (on) => memberIo.pace(on),
 };

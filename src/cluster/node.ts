@@ -260,6 +260,11 @@ export class ClusterNode {
     // while starting went on serving without a lease).
     leases.isLivePartner = (slot) => partners.link(slot) !== null;
     leases.onSlow = (what) => logger.warn(what);
+    leases.onLate = (late) => {
+      env.paceMemberIo(late);
+      if (late) logger.warn(`a lease renewal is late: this node's member I/O goes one operation at a time until it lands`);
+      else logger.info('lease renewals on time again: member I/O at full concurrency');
+    };
     leases.onEpoch = (epoch) => {
       identity.epoch = epoch;
       partners.announceEpoch();
@@ -371,6 +376,7 @@ export class ClusterNode {
     const array = this.array;
     return {
       nodeId,
+      nodeCount: config.nodes.length,
       get holderId() {
         return array.holderId;
       },

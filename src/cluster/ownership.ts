@@ -32,6 +32,8 @@ export type OwnershipLeases = Pick<LeaseKeeper, 'epoch' | 'leaseMs' | 'expired' 
 /** What the loop may see and do on its node. */
 export interface OwnershipHost<V extends OwnedVolume> {
   readonly nodeId: number;
+  /** Nodes in the config: ids 0 … nodeCount − 1. */
+  readonly nodeCount: number;
   /** The node that holds the shared array (and so decides ownership). */
   readonly holderId: number;
   readonly leases: OwnershipLeases;

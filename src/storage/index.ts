@@ -15,3 +15,4 @@ export { FormatError } from './crc.js';
 export { FileMember, type MemberDevice } from './member.js';
 export { memberDataBytesFor, provisionArray, type ProvisionOptions } from './provision.js';
 export { failArrayMember, rebuildArrayMember, replaceArrayMember, refuseExisting, checkMemberIndex, RaidAdminError } from './raid-admin.js';
+export { memberIo, DiskQueue } from './disk-queue.js';

@@ -249,6 +249,7 @@ class ClusterSimulation {
       processGone: (lease) => (this.options.ignoreLeases ? true : this.processGone(inc, lease)),
       doors: false,
       claimMembers: false,
+      paceMemberIo: () => undefined,
       faults: { dropMirrorsAtTakeover: this.options.dropMirrorsAtTakeover === true },
     };
   }

@@ -225,6 +225,36 @@ describe('lease keeper', () => {
     expect([alone.holds(), fenced]).to.deep.equal([true, false]);
   });
 
+  it('says a renewal is late once one has been in flight a quarter lease, and on time again when one lands within that', async () => {
+    const disk = new SharedDisk();
+    const clock = new FakeClock();
+    const base = disk.view(0);
+    let writeMs = 20;
+    const variable: LeaseDisk = {
+      readAll: () => base.readAll(),
+      write: async (lease) => {
+        await new Promise<void>((resolve) => clock.setTimer(writeMs, resolve));
+        await base.write(lease);
+      },
+    };
+    const a = new LeaseKeeper(0, 'n0', identity, variable, clock, { leaseMs: LEASE_MS, processGone: () => null });
+    const told: Array<[number, boolean]> = [];
+    a.onLate = (late) => told.push([clock.time, late]);
+    const acquired = a.acquire();
+    await clock.advance(100);
+    await acquired;
+    await clock.advance(1000);
+    expect(told, 'quick renewals are never late').to.deep.equal([]);
+    writeMs = 400;
+    await clock.advance(1500);
+    writeMs = 20;
+    await clock.advance(1500);
+    expect(told.map(([, late]) => late)).to.deep.equal([true, false]);
+    const [[lateAt], [onTimeAt]] = told as [[number, boolean], [number, boolean]];
+    expect(onTimeAt - lateAt).to.be.greaterThan(100);
+    expect(a.holds()).to.equal(true);
+  });
+
   it('giving way stops renewals and fences once the lease has run out', async () => {
     const { disk, clock, a, fenced } = await oneKeeper();
     await clock.advance(500);
