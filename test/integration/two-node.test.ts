@@ -109,7 +109,9 @@ describe('two-node cluster (real processes)', function () {
   });
 
   it(`after kill -9 of the owner, the disks plus the partner's memory hold every acknowledged write (seed ${SEED})`, async () => {
-    cluster = await startCluster([{ name: 'vol0', sizeBytes: SIZE }], { pageBytes: PAGE, logLevel: 'warn' });
+    // A long lease: a frozen owner keeps the array, so the partner cannot take it over (and write
+    // its mirror to the disks) while the test reads the disks as the owner left them.
+    cluster = await startCluster([{ name: 'vol0', sizeBytes: SIZE }], { pageBytes: PAGE, logLevel: 'warn', leaseMs: 60_000 });
     const random = seededRandom(SEED + 1);
     const model = Buffer.alloc(SIZE);
     const client = await attach(cluster.node('a'), 'vol0');
@@ -118,8 +120,10 @@ describe('two-node cluster (real processes)', function () {
       await writeAll(client, writes);
       for (const write of writes) write.data.copy(model, write.offset);
     }
-    // The moment the last batch is acknowledged: the owner dies, with its destage queue and memory.
-    await cluster.node('a').kill();
+    // The moment the last batch is acknowledged the owner stops dead (SIGSTOP: not one more disk
+    // write; alive in /proc, so the partner waits for the lease instead of taking over at once). What
+    // the disks and the partner hold now is what a kill -9 leaves; the kill follows once both are read.
+    cluster.node('a').child.kill('SIGSTOP');
     const dump = path.join(cluster.directory, 'mirror.dump');
     const result = await requestControl(path.join(cluster.directory, 'b.control'), { op: 'mirror-dump', path: dump });
     expect(result.ok, result.error).to.equal(true);
@@ -128,6 +132,7 @@ describe('two-node cluster (real processes)', function () {
     expect(mirrored.size, 'pages held only by the partner').to.be.greaterThan(0);
     const reader = await ArrayReader.fromConfig(cluster.configFile);
     const disks = await reader.readVolume('vol0', 0, SIZE);
+    await cluster.node('a').kill();
     const survivor = Buffer.from(disks);
     for (const [page, { data }] of mirrored) data.copy(survivor, page * PAGE);
     expect(firstDifference(survivor, model), 'first byte where disks + mirror differ from what was acknowledged').to.equal(-1);
