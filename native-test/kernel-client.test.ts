@@ -41,7 +41,7 @@ describe('kernel nbd-client in a VM', function () {
       // cores and one virtual disk here, and lease syncs took 1075 ms during the resync (session 6
       // CI: the survivor was fenced as it took the array over). A kill -9 is proven through /proc,
       // so the takeover does not wait for the lease; the lease only sets the fencing margin.
-    ], { memoryBytes: 64 << 20, partnerTimeoutMs: 500, leaseMs: 5000 });
+    ], { memoryBytes: 64 << 20, partnerTimeoutMs: 500, leaseMs: 2000 });
     for (const [name, port] of [['a', PORT_A], ['b', PORT_B]] as const) {
       nodes.push(await launch(configFile, name, { host: HOST_IP, port, directory, prefix: ['ip', 'netns', 'exec', namespace] }));
     }

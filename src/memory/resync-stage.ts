@@ -1,4 +1,4 @@
-// The receiving side of a warm handover (DESIGN §6, failback): a node about to be handed a volume
+// The receiving side of a warm handover (failback): a node about to be handed a volume
 // gets the giver's clean resident pages first, bracketed by resync begin / resync end, and keeps
 // them here, in frames of its pool, until the takeover message makes it the owner. Then they become
 // its memory manager's resident pages (installCleanFrame) and its first reads take no page-in.

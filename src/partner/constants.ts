@@ -138,7 +138,7 @@ export const PROOF_BYTES = 32;
  */
 export const MAX_HANDSHAKE_PAYLOAD_BYTES = 128;
 
-/** Page sizes the policy assignment module may pick (DESIGN §3). */
+/** Page sizes the policy assignment module may pick (docs/protocol.md). */
 export { MAX_PAGE_BYTES, MIN_PAGE_BYTES };
 
 /** The most data one forwarded read or write carries; the sender splits bigger NBD requests. */

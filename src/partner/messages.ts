@@ -1,5 +1,5 @@
 // Every partner link message as a tagged union on `type` (the wire code). Field names are the
-// patent's concepts (Fig. 10) and DESIGN §3's; byte layouts are in codec.ts and docs/protocol.md.
+// patent's concepts (Fig. 10) and the design's; byte layouts are in codec.ts and docs/protocol.md.
 //
 // Conventions: an allocation is named by its GUID as a canonical lowercase uuid string; node ids
 // are u32 (NO_NODE for none); 64-bit counters (bytes, virtual pages, versions, epochs) are safe

@@ -1,4 +1,4 @@
-// A seeded simulation of the fencing layer (DESIGN: "at most one authority"): two or three real
+// A seeded simulation of the fencing layer (the rule: "at most one authority"): two or three real
 // LeaseKeepers over one simulated lease disk and one simulated clock, under faults.
 //
 //   time      one global clock (ms); events run in time order, ties in the order they were queued
