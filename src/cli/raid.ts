@@ -351,12 +351,33 @@ async function maintenanceCommand(label: string, args: CommonArgs & GuardArgs & 
  * Runs a request on a serving node through its control socket: the same operations, online, with
  * the node's array doing the work while it keeps serving.
  */
+/**
+ * The control socket of the node that holds the array open. Only that node runs RAID operations;
+ * asked of another node, a command goes to the holder's socket when it sits beside the one given
+ * (as `ftvm up` and the default config put them), else it stops with one line naming the holder.
+ * After a failover the holder is not the node the banner named, so an admin should not need to know.
+ */
+export async function holderSocket(control: string, ask: typeof askNode = askNode): Promise<string> {
+  const answer = await ask(control, { op: 'cluster' });
+  if (!answer.ok) throw new RaidAdminError(answer.error ?? 'the node refused the request');
+  const cluster = answer.cluster;
+  if (answer.status || !cluster || cluster.arrayHolder === cluster.node) return control;
+  const beside = path.join(path.dirname(control), `${cluster.arrayHolder}.control`);
+  const there = await ask(beside, { op: 'cluster' }).catch(() => null);
+  if (there?.ok && there.cluster?.node === cluster.arrayHolder && there.status) {
+    process.stderr.write(`ftvm: node ${cluster.node} does not hold the array; asking node ${cluster.arrayHolder}, which does (${beside})\n`);
+    return beside;
+  }
+  throw new RaidAdminError(`node ${cluster.node} does not hold the array; node ${cluster.arrayHolder} does: run again with --control and that node's control socket`);
+}
+
 async function online(label: string, args: CommonArgs & { control: string }, request: ControlRequest, json = false): Promise<void> {
   const deps = dependencies(args.logLevel);
+  const control = await holderSocket(args.control);
   const reporter = progressReporter(label, { logger: deps.logger, stream: process.stderr, now: deps.now });
   let result: ControlResult;
   try {
-    result = await askNode(args.control, request, reporter.onProgress);
+    result = await askNode(control, request, reporter.onProgress);
   } finally {
     reporter.finish();
   }
@@ -372,7 +393,7 @@ async function onlineStatus(args: CommonArgs & { control: string; json: boolean;
   if (!args.test) return online('status', args, { op: 'status' }, args.json);
   let result: ControlResult;
   try {
-    result = await askNode(args.control, { op: 'status' });
+    result = await askNode(await holderSocket(args.control), { op: 'status' });
   } catch (error) {
     result = { ok: false, error: (error as Error).message };
   }

@@ -3,7 +3,7 @@ import { expect } from 'chai';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { ArrayStatus, MemberExamination } from '../../src/storage/index.js';
-import { makeTempDirectory, startNode, type FtvmNode } from '../support/ftvm-process.js';
+import { makeTempDirectory, startCluster, startNode, type FtvmCluster, type FtvmNode } from '../support/ftvm-process.js';
 import { eventually, freeze, keepWriting, memberAndLeaseFiles, memberPaths, raid, snapshot, succeed } from '../support/member-files.js';
 
 const VOLUME_BYTES = 16 << 20;
@@ -219,5 +219,46 @@ describe('raid status --test exit codes', function () {
     const run = await raid('status', ...files, '--test');
     expect(run.code).to.equal(1);
     expect(run.stdout).to.match(/member 1 \(.*t1\.img\) stays out, recorded failed/);
+  });
+});
+
+describe('online raid commands through a node that does not hold the array', function () {
+  this.timeout(90_000);
+  let cluster: FtvmCluster;
+
+  before(async () => {
+    cluster = await startCluster([{ name: 'vol0', sizeBytes: 4 * 1024 * 1024 }], { logLevel: 'warn' });
+  });
+
+  after(async () => {
+    await cluster.stop();
+    await fs.rm(cluster.directory, { recursive: true, force: true });
+  });
+
+  it("go to the holder's socket beside the one named, and say so", async () => {
+    const viaB = await raid('status', '--control', path.join(cluster.directory, 'b.control'), '--json');
+    expect(viaB.code, viaB.stderr).to.equal(0);
+    expect(viaB.stderr).to.match(/node b does not hold the array; asking node a, which does/);
+    const status = JSON.parse(viaB.stdout) as ArrayStatus;
+    expect(status.state).to.equal('optimal');
+    const viaA = JSON.parse((await raid('status', '--control', path.join(cluster.directory, 'a.control'), '--json')).stdout) as ArrayStatus;
+    expect(status.members.length).to.equal(viaA.members.length);
+    expect((await raid('status', '--control', path.join(cluster.directory, 'b.control'), '--test')).code).to.equal(0);
+  });
+
+  it('name the holder when its socket is not beside the one given (exit 4 under --test); scrub is refused the same way', async () => {
+    const elsewhere = await makeTempDirectory('ftvm-control-');
+    try {
+      await fs.symlink(path.join(cluster.directory, 'b.control'), path.join(elsewhere, 'b.control'));
+      const status = await raid('status', '--control', path.join(elsewhere, 'b.control'));
+      expect(status.code).to.not.equal(0);
+      expect(status.stderr).to.match(/node b does not hold the array; node a does: run again with --control and that node's control socket/);
+      expect((await raid('status', '--control', path.join(elsewhere, 'b.control'), '--test')).code).to.equal(4);
+      const scrub = await raid('scrub', '--control', path.join(elsewhere, 'b.control'));
+      expect(scrub.code).to.not.equal(0);
+      expect(scrub.stderr).to.match(/node a does/);
+    } finally {
+      await fs.rm(elsewhere, { recursive: true, force: true });
+    }
   });
 });
