@@ -9,6 +9,7 @@ import { LOG_FORMATS, LOG_LEVELS, setDefaultLogFormat, type LogFormat, type LogL
 import { TlsConfigError } from '../nbd/index.js';
 import { ArrayFailedError, MemberError, MemberInUseError, RaidAdminError, RaidConfigError } from '../storage/index.js';
 import { VolumeError } from '../volume/index.js';
+import { events } from './events.js';
 import { CliError, describeFailure, EXIT } from './failure.js';
 import { raidCommands } from './raid.js';
 import { serve } from './serve.js';
@@ -61,6 +62,12 @@ export async function main(argv: string[]): Promise<void> {
           .option('control', { type: 'string', demandOption: true, describe: 'the node\'s control socket: <node>.control beside the config, or /run/ftvm/<node>.control for a config under /etc' })
           .option('json', { type: 'boolean', default: false, describe: 'print JSON' }),
       (args) => status({ control: args.control, json: args.json }),
+    )
+    .command(
+      'events',
+      'stream a running node\'s cluster events (link up/down, mode, takeover, handover, fenced, member failed, progress) as JSON lines until Ctrl-C',
+      (command) => command.option('control', { type: 'string', demandOption: true, describe: 'the node\'s control socket (as for ftvm status)' }),
+      (args) => events({ control: args.control }),
     )
     .command(
       'keygen <file>',
