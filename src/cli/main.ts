@@ -39,7 +39,7 @@ export async function main(argv: string[]): Promise<void> {
       (command) =>
         command
           .option('data', { type: 'string', default: './ftvm-data', describe: 'data directory, created on first run; one ftvm up at a time runs on it (<data>/up.lock)' })
-          .option('base-port', { type: 'string', default: '10809', describe: 'NBD port of node a; node b uses the next, their partner links the same +100' })
+          .option('base-port', { type: 'string', default: '10809', describe: 'NBD port of node a; node b uses the next, their partner links the same +100, their metrics endpoints +200' })
           .option('host', { type: 'string', default: '127.0.0.1', describe: 'address the NBD and partner listeners bind to' })
           .option('size', { type: 'string', describe: 'size of vol0 and vol1 when the data directory is created [default: 1GiB]' })
           .option('tls', { choices: ['off', 'on', 'require'] as const, default: 'off' as const, describe: 'NBD TLS: on/require write a PSK file (identity ftvm) to <data>/tls/nbd.psk' }),
