@@ -60,8 +60,9 @@ export async function main(argv: string[]): Promise<void> {
       (command) =>
         command
           .option('control', { type: 'string', demandOption: true, describe: 'the node\'s control socket: <node>.control beside the config, or /run/ftvm/<node>.control for a config under /etc' })
-          .option('json', { type: 'boolean', default: false, describe: 'print JSON' }),
-      (args) => status({ control: args.control, json: args.json }),
+          .option('json', { type: 'boolean', default: false, describe: 'print JSON (with --watch: one line per second)' })
+          .option('watch', { type: 'boolean', default: false, describe: 'redraw every second until Ctrl-C; a node that stops answering is shown as such and asked again' }),
+      (args) => status({ control: args.control, json: args.json, watch: args.watch }),
     )
     .command(
       'events',

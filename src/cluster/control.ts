@@ -67,6 +67,8 @@ export interface ControlResult {
   pages?: number;
   /** events: the node streams events on this connection from now on. */
   subscribed?: boolean;
+  /** The rebuild, replace or scrub running on this node now, if any (`ftvm status` shows its rate and ETA). */
+  operation?: RunningOperation;
 }
 
 /** The rebuild, replace or scrub running now, as far as it got (metrics). */
@@ -75,6 +77,8 @@ export interface RunningOperation {
   member?: number;
   doneBytes: number;
   totalBytes: number;
+  /** How long it has run, at the time of the answer. */
+  elapsedMs: number;
 }
 
 /** One mirrored page in a mirror dump file: header, then `pageBytes` of data. */
@@ -86,8 +90,8 @@ export class ControlServer {
   private busy: string | null = null;
   /** Connections streaming events: ended at close, or the server would wait for them forever. */
   private readonly subscribers = new Set<net.Socket>();
-  /** The long operation running now and its progress (set while `busy`). */
-  operation: RunningOperation | null = null;
+  /** The long operation running now and its progress (set while `busy`); elapsedMs counts from startedMs. */
+  private running: (Omit<RunningOperation, 'elapsedMs'> & { startedMs: number }) | null = null;
   /** Set by the node: what `ftvm events` streams. */
   events: ClusterEvents | null = null;
 
@@ -121,6 +125,14 @@ export class ControlServer {
     await fs.chmod(socketPath, 0o600);
     this.server = server;
     this.logger.info(`control socket at ${socketPath}`);
+  }
+
+  /** The rebuild, replace or scrub running now, as far as it got; null when none runs. */
+  get operation(): RunningOperation | null {
+    const running = this.running;
+    if (!running) return null;
+    const { startedMs, ...progress } = running;
+    return { ...progress, elapsedMs: Math.round(performance.now() - startedMs) };
   }
 
   async close(): Promise<void> {
@@ -159,13 +171,13 @@ export class ControlServer {
     const member = 'member' in request ? request.member : undefined;
     if (long) {
       this.busy = `${request.op}${member !== undefined ? ` of member ${member}` : ''}`;
-      this.operation = { operation: longOp, ...(member !== undefined ? { member } : {}), doneBytes: 0, totalBytes: 0 };
+      this.running = { operation: longOp, ...(member !== undefined ? { member } : {}), doneBytes: 0, totalBytes: 0, startedMs: performance.now() };
     }
     let lastProgressMs = 0;
     const onProgress = (doneBytes: number, totalBytes: number): void => {
-      if (this.operation) {
-        this.operation.doneBytes = doneBytes;
-        this.operation.totalBytes = totalBytes;
+      if (this.running) {
+        this.running.doneBytes = doneBytes;
+        this.running.totalBytes = totalBytes;
       }
       const now = Date.now();
       if (now - lastProgressMs < PROGRESS_INTERVAL_MS && doneBytes < totalBytes) return;
@@ -181,14 +193,21 @@ export class ControlServer {
       if (request.op === 'replace') {
         this.logger.warn(`member ${request.member} is now ${request.new}: put that path in storage.members of the config, or the next start assembles the old file`);
       }
-      this.finish(socket, { ok: true, ...(this.array ? { status: this.array.status() } : {}), ...(this.cluster() ? { cluster: this.cluster() as ClusterStatus } : {}), ...result });
+      const operation = this.operation;
+      this.finish(socket, {
+        ok: true,
+        ...(this.array ? { status: this.array.status() } : {}),
+        ...(this.cluster() ? { cluster: this.cluster() as ClusterStatus } : {}),
+        ...(operation && request.op !== 'scrub' && request.op !== 'rebuild' && request.op !== 'replace' ? { operation } : {}),
+        ...result,
+      });
     } catch (error) {
       this.logger.warn(`control request failed: ${(error as Error).message}`);
       this.finish(socket, { ok: false, error: (error as Error).message });
     } finally {
       if (long) {
         this.busy = null;
-        this.operation = null;
+        this.running = null;
       }
     }
   }

@@ -16,6 +16,8 @@ const SIZE = 8 * MiB;
 const NBD_CMD_READ = 0;
 const NBD_CMD_WRITE = 1;
 const NBD_CMD_FLUSH = 3;
+/** What `ftvm status --watch` starts each redraw with: cursor home, clear screen. */
+const CLEAR = '\x1b[H\x1b[2J';
 
 interface Sample {
   name: string;
@@ -230,6 +232,23 @@ describe('observability (real processes): /metrics and ftvm events', function ()
     // Ctrl-C ends a watch normally.
     onB.child.kill('SIGINT');
     expect(await onB.exited).to.equal(0);
+  });
+
+  it('ftvm status --watch redraws every second until Ctrl-C, and shows the holder\'s array', async () => {
+    const child = spawn(process.execPath, [FTVM_BIN, 'status', '--watch', '--control', control('a')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    watchers.push(child);
+    let output = '';
+    child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    await until('three redraws', async () => output.split(CLEAR).length > 3, 10_000);
+    const frames = output.split(CLEAR).filter(Boolean);
+    for (const frame of frames.slice(0, 3)) {
+      expect(frame).to.match(/^\d{4}-\d\d-\d\dT\S+Z {2}\(every 1 s; Ctrl-C stops\)\ncluster test-cluster, node a\n/);
+      expect(frame).to.include('  array:         optimal (raid5)\n');
+      expect(frame).to.not.include('running:');
+    }
+    child.kill('SIGINT');
+    expect(await exited).to.equal(0);
   });
 
   it('a node whose metrics port another process holds does not start, and says which', async () => {
