@@ -232,6 +232,13 @@ describe('observability (real processes): /metrics and ftvm events', function ()
     // Ctrl-C ends a watch normally.
     onB.child.kill('SIGINT');
     expect(await onB.exited).to.equal(0);
+    // A node that stops with a subscriber attached ends the stream (its stop does not wait for it).
+    const again = await watchEvents(control('b'));
+    watchers.push(again.child);
+    const b = (cluster as FtvmCluster).node('b');
+    await b.stop();
+    expect(b.log()).to.include('stopped cleanly');
+    expect(await again.exited).to.equal(EXIT.unavailable);
   });
 
   it('ftvm status --watch redraws every second until Ctrl-C, and shows the holder\'s array', async () => {
