@@ -54,6 +54,8 @@ export class FencedError extends ClusterError {
 /** How long a starting node waits for the holder to hand it its own volumes before it reports ready anyway. */
 const HOME_VOLUMES_WAIT_MS = 10_000;
 const HOME_VOLUMES_POLL_MS = 100;
+/** How often a running resync is looked at, to tell `ftvm events` when it ends. */
+const RESYNC_POLL_MS = 100;
 
 /** A node alone has no partner port and dials nobody: nothing ever asks this. */
 const NO_PARTNERS: LinkSecurity = {
@@ -112,6 +114,8 @@ export class ClusterNode {
   private readonly mirrors: MirrorTakeover;
   private readonly addresses: NbdAddresses | null;
   private control: ControlServer | null = null;
+  /** A resync's end is being looked for (reportResync). */
+  private resyncWatched = false;
   /** Told when this node was fenced and must stop serving (the process exits and may rejoin). */
   onFenced: (reason: string) => void = () => undefined;
 
@@ -347,6 +351,7 @@ export class ClusterNode {
     partners.onUp = (link) => {
       this.parts.events.emit({ kind: 'link-up', peer: this.name(link.peer.nodeId) });
       this.manager.partnerJoined();
+      this.reportResync();
       replicator.add(link);
       this.modeChanged();
       this.authority.partnerUp(link.peer.nodeId, link.peer.epoch);
@@ -537,6 +542,27 @@ export class ClusterNode {
       mirroredPages: mirror.mirroredPages,
       resync: this.manager.resyncState,
     };
+  }
+
+  /**
+   * `ftvm events` hears a partner join's resync start and end. The memory manager keeps only its
+   * state, so it is looked at while one runs (cold path: one timer, only then).
+   */
+  private reportResync(): void {
+    if (this.resyncWatched || this.manager.resyncState !== 'running') return;
+    this.resyncWatched = true;
+    const { events } = this.parts;
+    events.emit({ kind: 'resync', state: 'running' });
+    const look = (): void => {
+      const state = this.manager.resyncState;
+      if (state === 'running' && !this.stopping && !this.fenced) {
+        this.clock.setTimer(RESYNC_POLL_MS, look);
+        return;
+      }
+      this.resyncWatched = false;
+      events.emit({ kind: 'resync', state });
+    };
+    this.clock.setTimer(RESYNC_POLL_MS, look);
   }
 
   /** What a metrics scrape reads: the status plus the NBD server's, the array's and the cache's counts. */

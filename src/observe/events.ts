@@ -16,6 +16,8 @@ export type ClusterEventBody =
   | { kind: 'handover'; volume: string; from: string; to: string }
   /** This node lost its lease or saw a newer epoch: it stops serving and must rejoin. */
   | { kind: 'fenced'; reason: string }
+  /** The resync after a partner joined (dirty pages flushed, partners' stale mirrors dropped) began or ended. */
+  | { kind: 'resync'; state: 'running' | 'done' | 'failed' }
   /** A RAID member was taken out of service (I/O errors, checksums, or an administrator). */
   | { kind: 'member-failed'; member: number; path: string; reason: string }
   /** A rebuild, replace or scrub run through the control socket moved on (at most every 200 ms, and at its end). */
@@ -25,7 +27,7 @@ export type ClusterEventKind = ClusterEventBody['kind'];
 export type ClusterEvent = { time: string; node: string } & ClusterEventBody;
 export type ClusterEventListener = (event: ClusterEvent) => void;
 
-export const CLUSTER_EVENT_KINDS: readonly ClusterEventKind[] = ['link-up', 'link-down', 'mode', 'takeover', 'handover', 'fenced', 'member-failed', 'progress'];
+export const CLUSTER_EVENT_KINDS: readonly ClusterEventKind[] = ['link-up', 'link-down', 'mode', 'takeover', 'handover', 'fenced', 'resync', 'member-failed', 'progress'];
 
 export class ClusterEvents {
   private readonly listeners = new Set<ClusterEventListener>();

@@ -189,7 +189,7 @@ describe('observability (real processes): /metrics and ftvm events', function ()
     client.close();
   });
 
-  it('ftvm events: member-failed and rebuild progress on the holder; kill -9 of the holder: link-down, mode, takeover of the array and of its volume, in order', async () => {
+  it('ftvm events: member-failed and rebuild progress on the holder; kill -9 of the holder: link-down, mode, takeover of the array and of its volume, in order; the holder back: link-up, resync, mode, handover', async () => {
     const onA = await watchEvents(control('a'));
     const onB = await watchEvents(control('b'));
     watchers.push(onA.child, onB.child);
@@ -228,6 +228,16 @@ describe('observability (real processes): /metrics and ftvm events', function ()
     expect(volume).to.include({ volume: 'vol0', from: 'a' });
     expect(volume?.epoch as number).to.be.at.least(array?.epoch as number);
     for (const event of onB.events) expect(Number.isNaN(Date.parse(event.time as string)), 'time is ISO 8601').to.equal(false);
+
+    // a is back: b links, resyncs, mirrors again and hands vol0 back to it.
+    const seen = onB.events.length;
+    await (cluster as FtvmCluster).start('a');
+    await until('b handed vol0 back to a', async () => onB.events.slice(seen).some((event) => event.kind === 'handover'), 60_000);
+    const back = onB.events.slice(seen);
+    const label = (event: Record<string, unknown>): string => `${String(event.kind)}${event.kind === 'resync' ? `:${String(event.state)}` : event.kind === 'mode' ? `:${String(event.mode)}` : ''}`;
+    expect(back.map(label), JSON.stringify(back)).to.deep.equal(['link-up', 'resync:running', 'mode:mirrored', 'resync:done', 'handover']);
+    expect(back[0]).to.include({ peer: 'a' });
+    expect(back[4]).to.include({ volume: 'vol0', from: 'b', to: 'a' });
 
     // Ctrl-C ends a watch normally.
     onB.child.kill('SIGINT');
