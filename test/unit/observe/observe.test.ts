@@ -35,12 +35,26 @@ describe('NodeMetrics', () => {
     expect(text).to.include('ftvm_nbd_request_errors_total{volume="vol1",command="read",node="a"} 1');
     expect(text).to.include('ftvm_nbd_requests_total{volume="vol1",command="unknown",node="a"} 1');
     expect(text).to.not.include('ftvm_nbd_request_errors_total{volume="vol0"');
-    expect(text).to.include('ftvm_nbd_request_duration_seconds_count{node="a",command="write"} 2');
-    expect(text).to.include('ftvm_nbd_request_duration_seconds_bucket{le="0.0025",node="a",command="read"} 0');
-    expect(text).to.include('ftvm_nbd_request_duration_seconds_bucket{le="0.005",node="a",command="read"} 1');
+    expect(text).to.include('ftvm_nbd_request_duration_seconds_count{command="write",node="a"} 2');
+    expect(text).to.include('ftvm_nbd_request_duration_seconds_bucket{le="0.0025",command="read",node="a"} 0');
+    expect(text).to.include('ftvm_nbd_request_duration_seconds_bucket{le="0.005",command="read",node="a"} 1');
     // No node state yet (before the node serves): no per-peer or per-member series.
     expect(text).to.not.match(/^ftvm_partner_link_up/m);
     expect(text).to.not.match(/^ftvm_array_member_state/m);
+  });
+
+  it('puts a latency equal to a bound in that bound\'s bucket (le), past the last in +Inf; sum and count exact', async () => {
+    const metrics = new NodeMetrics('a', [], new ClusterEvents('a'));
+    metrics.requestDone('vol0', 3, 0, 1, false);
+    metrics.requestDone('vol0', 3, 0, 60_000, false);
+    const text = await metrics.text();
+    expect(text).to.include('ftvm_nbd_request_duration_seconds_bucket{le="0.0005",command="flush",node="a"} 0\n');
+    expect(text).to.include('ftvm_nbd_request_duration_seconds_bucket{le="0.001",command="flush",node="a"} 1\n');
+    expect(text).to.include('ftvm_nbd_request_duration_seconds_bucket{le="10",command="flush",node="a"} 1\n');
+    expect(text).to.include('ftvm_nbd_request_duration_seconds_bucket{le="+Inf",command="flush",node="a"} 2\n');
+    expect(text).to.include('ftvm_nbd_request_duration_seconds_sum{command="flush",node="a"} 60.001\n');
+    expect(text).to.include('ftvm_nbd_request_duration_seconds_count{command="flush",node="a"} 2\n');
+    expect(text).to.not.include('command="write"');
   });
 
   it('reads the node once per scrape, and counts takeovers and link losses from the events', async () => {
