@@ -9,6 +9,7 @@ import path from 'node:path';
 import { requestControl } from '../../src/cluster/index.js';
 import { EXIT } from '../../src/cli/failure.js';
 import { FTVM_BIN, freePort, startCluster, type FtvmCluster } from '../support/ftvm-process.js';
+import { scrape, value } from '../support/prometheus.js';
 import { RawClient } from '../support/raw-client.js';
 
 const MiB = 1024 * 1024;
@@ -18,39 +19,6 @@ const NBD_CMD_WRITE = 1;
 const NBD_CMD_FLUSH = 3;
 /** What `ftvm status --watch` starts each redraw with: cursor home, clear screen. */
 const CLEAR = '\x1b[H\x1b[2J';
-
-interface Sample {
-  name: string;
-  labels: Record<string, string>;
-  value: number;
-}
-
-/** The samples of a Prometheus text exposition (no escaped quotes in ftvm's label values). */
-function parseExposition(text: string): Sample[] {
-  const samples: Sample[] = [];
-  for (const line of text.split('\n')) {
-    const match = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!match) continue;
-    const labels: Record<string, string> = {};
-    for (const pair of (match[2] ?? '').matchAll(/([a-zA-Z_]\w*)="([^"]*)"/g)) labels[pair[1] as string] = pair[2] as string;
-    samples.push({ name: match[1] as string, labels, value: Number(match[3]) });
-  }
-  return samples;
-}
-
-async function scrape(port: number): Promise<Sample[]> {
-  const response = await fetch(`http://127.0.0.1:${port}/metrics`);
-  expect(response.status).to.equal(200);
-  expect(response.headers.get('content-type')).to.match(/^text\/plain; version=0\.0\.4/);
-  return parseExposition(await response.text());
-}
-
-/** The one sample of `name` whose labels include `labels`; undefined if there is none. */
-function value(samples: Sample[], name: string, labels: Record<string, string> = {}): number | undefined {
-  const found = samples.filter((sample) => sample.name === name && Object.entries(labels).every(([key, wanted]) => sample.labels[key] === wanted));
-  if (found.length > 1) throw new Error(`${name} ${JSON.stringify(labels)} matches ${found.length} samples`);
-  return found[0]?.value;
-}
 
 async function until<T>(what: string, probe: () => Promise<T | null | undefined | false>, timeoutMs = 30_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
