@@ -1,12 +1,32 @@
 // The commands' side of a node's control socket: requestControl, with the ways it fails when the
 // node is not there said in one line with an exit code of their own.
 import fs from 'node:fs/promises';
-import { requestControl, type ControlRequest, type ControlResult } from '../cluster/index.js';
+import { requestControl, subscribeEvents, type ControlRequest, type ControlResult } from '../cluster/index.js';
+import type { ClusterEvent } from '../observe/index.js';
 import { CliError, EXIT } from './failure.js';
 
 const WHERE = "a node's control socket is its config's nodes[].control: <node>.control beside the config, /run/ftvm/<node>.control for a config under /etc";
 
 export async function askNode(socket: string, request: ControlRequest, onProgress?: (doneBytes: number, totalBytes: number) => void): Promise<ControlResult> {
+  await checkSocket(socket);
+  try {
+    return await requestControl(socket, request, onProgress);
+  } catch (error) {
+    throw explain(socket, error);
+  }
+}
+
+/** Streams the node's events to `onEvent`; resolves with the stream once the node accepted it. */
+export async function watchNode(socket: string, onEvent: (event: ClusterEvent) => void): Promise<{ ended: Promise<void>; close: () => void }> {
+  await checkSocket(socket);
+  try {
+    return await subscribeEvents(socket, onEvent);
+  } catch (error) {
+    throw explain(socket, error);
+  }
+}
+
+async function checkSocket(socket: string): Promise<void> {
   try {
     await fs.stat(socket);
   } catch (error) {
@@ -15,14 +35,13 @@ export async function askNode(socket: string, request: ControlRequest, onProgres
     if (code === 'EACCES') throw new CliError(`control socket ${socket}: not allowed to look there (EACCES): run as the node's user`, EXIT.noPermission);
     throw error;
   }
-  try {
-    return await requestControl(socket, request, onProgress);
-  } catch (error) {
-    // requestControl names the socket and keeps the system error's text, not its code.
-    const message = (error as Error).message;
-    if (/ECONNREFUSED/.test(message)) throw new CliError(`control socket ${socket}: nothing listens there (ECONNREFUSED): the node is not running`, EXIT.unavailable);
-    if (/EACCES|EPERM/.test(message)) throw new CliError(`control socket ${socket}: permission denied: run as the node's user (the socket is mode 600)`, EXIT.noPermission);
-    if (/ENOTSOCK/.test(message)) throw new CliError(`${socket} is not a socket (ENOTSOCK): give the node's control socket (${WHERE})`, EXIT.noInput);
-    throw new CliError(message, EXIT.failure);
-  }
+}
+
+function explain(socket: string, error: unknown): CliError {
+  // The client functions name the socket and keep the system error's text, not its code.
+  const message = (error as Error).message;
+  if (/ECONNREFUSED/.test(message)) return new CliError(`control socket ${socket}: nothing listens there (ECONNREFUSED): the node is not running`, EXIT.unavailable);
+  if (/EACCES|EPERM/.test(message)) return new CliError(`control socket ${socket}: permission denied: run as the node's user (the socket is mode 600)`, EXIT.noPermission);
+  if (/ENOTSOCK/.test(message)) return new CliError(`${socket} is not a socket (ENOTSOCK): give the node's control socket (${WHERE})`, EXIT.noInput);
+  return new CliError(message, EXIT.failure);
 }

@@ -9,6 +9,7 @@ import { LOG_FORMATS, LOG_LEVELS, setDefaultLogFormat, type LogFormat, type LogL
 import { TlsConfigError } from '../nbd/index.js';
 import { ArrayFailedError, MemberError, MemberInUseError, RaidAdminError, RaidConfigError } from '../storage/index.js';
 import { VolumeError } from '../volume/index.js';
+import { events } from './events.js';
 import { CliError, describeFailure, EXIT } from './failure.js';
 import { raidCommands } from './raid.js';
 import { serve } from './serve.js';
@@ -38,7 +39,7 @@ export async function main(argv: string[]): Promise<void> {
       (command) =>
         command
           .option('data', { type: 'string', default: './ftvm-data', describe: 'data directory, created on first run; one ftvm up at a time runs on it (<data>/up.lock)' })
-          .option('base-port', { type: 'string', default: '10809', describe: 'NBD port of node a; node b uses the next, their partner links the same +100' })
+          .option('base-port', { type: 'string', default: '10809', describe: 'NBD port of node a; node b uses the next, their partner links the same +100, their metrics endpoints +200' })
           .option('host', { type: 'string', default: '127.0.0.1', describe: 'address the NBD and partner listeners bind to' })
           .option('size', { type: 'string', describe: 'size of vol0 and vol1 when the data directory is created [default: 1GiB]' })
           .option('tls', { choices: ['off', 'on', 'require'] as const, default: 'off' as const, describe: 'NBD TLS: on/require write a PSK file (identity ftvm) to <data>/tls/nbd.psk' }),
@@ -59,8 +60,15 @@ export async function main(argv: string[]): Promise<void> {
       (command) =>
         command
           .option('control', { type: 'string', demandOption: true, describe: 'the node\'s control socket: <node>.control beside the config, or /run/ftvm/<node>.control for a config under /etc' })
-          .option('json', { type: 'boolean', default: false, describe: 'print JSON' }),
-      (args) => status({ control: args.control, json: args.json }),
+          .option('json', { type: 'boolean', default: false, describe: 'print JSON (with --watch: one line per second)' })
+          .option('watch', { type: 'boolean', default: false, describe: 'redraw every second until Ctrl-C; a node that stops answering is shown as such and asked again' }),
+      (args) => status({ control: args.control, json: args.json, watch: args.watch }),
+    )
+    .command(
+      'events',
+      'stream a running node\'s cluster events (link up/down, mode, takeover, handover, fenced, member failed, progress) as JSON lines until Ctrl-C',
+      (command) => command.option('control', { type: 'string', demandOption: true, describe: 'the node\'s control socket (as for ftvm status)' }),
+      (args) => events({ control: args.control }),
     )
     .command(
       'keygen <file>',

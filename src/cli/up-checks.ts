@@ -15,6 +15,8 @@ import { CliError, EXIT, UsageError } from './failure.js';
 export const UP_NODES = ['a', 'b'] as const;
 /** Partner link ports sit this far above the NBD ports. */
 export const PARTNER_PORT_OFFSET = 100;
+/** Metrics endpoints (http://HOST:PORT/metrics) sit this far above the NBD ports. */
+export const METRICS_PORT_OFFSET = 200;
 export const UP_DEFAULT_SIZE = '1GiB';
 /** raid5 over this many member files. */
 export const UP_MEMBER_COUNT = 3;
@@ -41,18 +43,19 @@ export interface UpPlan {
 }
 
 /** Every TCP port `ftvm up` listens on, with what it is for (the config is built from these too). */
-export function upPorts(basePort: number): Array<{ node: string; role: 'NBD' | 'partner link'; port: number }> {
+export function upPorts(basePort: number): Array<{ node: string; role: 'NBD' | 'partner link' | 'metrics'; port: number }> {
   return UP_NODES.flatMap((node, index) => [
     { node, role: 'NBD' as const, port: basePort + index },
     { node, role: 'partner link' as const, port: basePort + PARTNER_PORT_OFFSET + index },
+    { node, role: 'metrics' as const, port: basePort + METRICS_PORT_OFFSET + index },
   ]);
 }
 
-/** `P and P+1 (NBD), P+100 and P+101 (partner links)` */
+/** `P and P+1 (NBD), P+100 and P+101 (partner links), P+200 and P+201 (metrics)` */
 function describePorts(): string {
   const ports = upPorts(0);
   const list = (role: string): string => ports.filter((entry) => entry.role === role).map((entry) => (entry.port === 0 ? 'P' : `P+${entry.port}`)).join(' and ');
-  return `${list('NBD')} (NBD), ${list('partner link')} (partner links)`;
+  return `${list('NBD')} (NBD), ${list('partner link')} (partner links), ${list('metrics')} (metrics)`;
 }
 
 /** Checks the flags alone (no disk, no network); throws a UsageError naming the flag. */

@@ -8,7 +8,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { CONFIG_VERSION, formatSize, loadConfig, type ClusterConfig } from '../config/index.js';
-import { createLogger, type LogFormat, type Logger, type LogLevel } from '../observe/index.js';
+import { createLogger, metricsUrl, type LogFormat, type Logger, type LogLevel } from '../observe/index.js';
 import { requestControl, writePartnerKey } from '../cluster/index.js';
 import { provisionArray } from '../storage/index.js';
 import { CliError, EXIT } from './failure.js';
@@ -18,6 +18,7 @@ import {
   DataDirectoryLock,
   inspectDataDirectory,
   isLockEntry,
+  METRICS_PORT_OFFSET,
   PARTNER_PORT_OFFSET,
   refuseForeignFiles,
   UP_MEMBER_COUNT,
@@ -172,11 +173,13 @@ async function prepareDataDirectory(plan: UpPlan, tls: UpOptions['tls'], logger:
     await writePskFileIfMissing(path.join(dataDirectory, UP_PSK_FILE), logger);
     config.tls = { mode: tls, pskFile: UP_PSK_FILE };
   }
-  // Node a on the base port, b on the next; partner links PARTNER_PORT_OFFSET up. Every node exports every volume.
+  // Node a on the base port, b on the next; partner links PARTNER_PORT_OFFSET up, metrics
+  // METRICS_PORT_OFFSET up. Every node exports every volume.
   config.nodes = UP_NODES.map((name, index) => ({
     name,
     listen: [{ host: plan.host, port: plan.basePort + index }, { path: `${name}.sock` }],
     partner: { host: plan.host, port: plan.basePort + PARTNER_PORT_OFFSET + index },
+    metrics: { host: plan.host, port: plan.basePort + METRICS_PORT_OFFSET + index },
   }));
   await fs.writeFile(`${configFile}.tmp`, `${JSON.stringify(config, null, 2)}\n`, { mode: 0o600 });
   await fs.rename(`${configFile}.tmp`, configFile);
@@ -309,6 +312,9 @@ function printAttachInstructions(config: ClusterConfig): void {
   lines.push('', `Cluster state (owner, mode, partners) and the RAID (raid5 over ${config.storage.members.length} files, held open by the first node up):`);
   for (const node of config.nodes) lines.push(`  ftvm status --control ${node.control}`);
   lines.push(`  ftvm raid status --control ${config.nodes[0]?.control}`);
+  lines.push('', 'Events (JSON lines) and Prometheus metrics:');
+  for (const node of config.nodes) lines.push(`  ftvm events --control ${node.control}`);
+  for (const node of config.nodes) if (node.metrics) lines.push(`  node ${node.name}: ${metricsUrl(node.metrics)}`);
   lines.push('', 'Stop with Ctrl-C.', '');
   process.stdout.write(lines.join('\n'));
 }

@@ -5,10 +5,13 @@
 //   → {"op":"replace","member":1,"new":"/disks/new.img"}
 //   ← {"progress":{"doneBytes":65536,"totalBytes":536870912}}   (any number of these)
 //   ← {"ok":true,"status":{...},"report":{...}}  or  {"ok":false,"error":"..."}
+//
+// One op keeps the connection open: events (`ftvm events`). The node answers {"ok":true,
+// "subscribed":true}, then writes one JSON line per ClusterEvent until either side closes.
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
-import type { Logger } from '../observe/index.js';
+import type { ClusterEvent, ClusterEvents, Logger } from '../observe/index.js';
 import {
   failArrayMember,
   rebuildArrayMember,
@@ -31,7 +34,8 @@ export type ControlRequest =
   | { op: 'fail'; member: number }
   | { op: 'rebuild'; member: number }
   | { op: 'replace'; member: number; new: string }
-  | { op: 'scrub' };
+  | { op: 'scrub' }
+  | { op: 'events' };
 
 /** What `ftvm status` shows about one node. */
 export interface ClusterStatus {
@@ -61,6 +65,20 @@ export interface ControlResult {
   cluster?: ClusterStatus;
   /** mirror-dump: pages written to the file. */
   pages?: number;
+  /** events: the node streams events on this connection from now on. */
+  subscribed?: boolean;
+  /** The rebuild, replace or scrub running on this node now, if any (`ftvm status` shows its rate and ETA). */
+  operation?: RunningOperation;
+}
+
+/** The rebuild, replace or scrub running now, as far as it got (metrics). */
+export interface RunningOperation {
+  operation: 'rebuild' | 'replace' | 'scrub';
+  member?: number;
+  doneBytes: number;
+  totalBytes: number;
+  /** How long it has run, at the time of the answer. */
+  elapsedMs: number;
 }
 
 /** One mirrored page in a mirror dump file: header, then `pageBytes` of data. */
@@ -70,6 +88,12 @@ export class ControlServer {
   private server: net.Server | null = null;
   /** Rebuild, replace and scrub walk the whole array: one at a time. */
   private busy: string | null = null;
+  /** Connections streaming events: ended at close, or the server would wait for them forever. */
+  private readonly subscribers = new Set<net.Socket>();
+  /** The long operation running now and its progress (set while `busy`); elapsedMs counts from startedMs. */
+  private running: (Omit<RunningOperation, 'elapsedMs'> & { startedMs: number }) | null = null;
+  /** Set by the node: what `ftvm events` streams. */
+  events: ClusterEvents | null = null;
 
   /** Set by the node: its cluster status, and the partners' pages it mirrors. */
   cluster: () => ClusterStatus | null = () => null;
@@ -103,9 +127,19 @@ export class ControlServer {
     this.logger.info(`control socket at ${socketPath}`);
   }
 
+  /** The rebuild, replace or scrub running now, as far as it got; null when none runs. */
+  get operation(): RunningOperation | null {
+    const running = this.running;
+    if (!running) return null;
+    const { startedMs, ...progress } = running;
+    return { ...progress, elapsedMs: Math.round(performance.now() - startedMs) };
+  }
+
   async close(): Promise<void> {
     const server = this.server;
     this.server = null;
+    for (const socket of this.subscribers) socket.end();
+    this.subscribers.clear();
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 
@@ -130,15 +164,26 @@ export class ControlServer {
     } catch (error) {
       return this.finish(socket, { ok: false, error: (error as Error).message });
     }
-    const long = request.op === 'rebuild' || request.op === 'replace' || request.op === 'scrub';
+    if (request.op === 'events') return this.subscribe(socket);
+    const longOp = request.op === 'rebuild' || request.op === 'replace' || request.op === 'scrub' ? request.op : null;
+    const long = longOp !== null;
     if (long && this.busy) return this.finish(socket, { ok: false, error: `busy: ${this.busy} is running` });
-    if (long) this.busy = `${request.op}${'member' in request ? ` of member ${request.member}` : ''}`;
+    const member = 'member' in request ? request.member : undefined;
+    if (long) {
+      this.busy = `${request.op}${member !== undefined ? ` of member ${member}` : ''}`;
+      this.running = { operation: longOp, ...(member !== undefined ? { member } : {}), doneBytes: 0, totalBytes: 0, startedMs: performance.now() };
+    }
     let lastProgressMs = 0;
     const onProgress = (doneBytes: number, totalBytes: number): void => {
+      if (this.running) {
+        this.running.doneBytes = doneBytes;
+        this.running.totalBytes = totalBytes;
+      }
       const now = Date.now();
       if (now - lastProgressMs < PROGRESS_INTERVAL_MS && doneBytes < totalBytes) return;
       lastProgressMs = now;
       socket.write(`${JSON.stringify({ progress: { doneBytes, totalBytes } })}\n`);
+      if (longOp) this.events?.emit({ kind: 'progress', operation: longOp, ...(member !== undefined ? { member } : {}), doneBytes, totalBytes });
     };
     try {
       // Status reads are polls (monitoring, `ftvm status`, ftvm up at every stop): debug. What
@@ -148,17 +193,45 @@ export class ControlServer {
       if (request.op === 'replace') {
         this.logger.warn(`member ${request.member} is now ${request.new}: put that path in storage.members of the config, or the next start assembles the old file`);
       }
-      this.finish(socket, { ok: true, ...(this.array ? { status: this.array.status() } : {}), ...(this.cluster() ? { cluster: this.cluster() as ClusterStatus } : {}), ...result });
+      const operation = this.operation;
+      this.finish(socket, {
+        ok: true,
+        ...(this.array ? { status: this.array.status() } : {}),
+        ...(this.cluster() ? { cluster: this.cluster() as ClusterStatus } : {}),
+        ...(operation && request.op !== 'scrub' && request.op !== 'rebuild' && request.op !== 'replace' ? { operation } : {}),
+        ...result,
+      });
     } catch (error) {
       this.logger.warn(`control request failed: ${(error as Error).message}`);
       this.finish(socket, { ok: false, error: (error as Error).message });
     } finally {
-      if (long) this.busy = null;
+      if (long) {
+        this.busy = null;
+        this.running = null;
+      }
     }
   }
 
+  /** Streams this node's events on the connection until the client (or the node) closes it. */
+  private subscribe(socket: net.Socket): void {
+    const events = this.events;
+    if (!events) return this.finish(socket, { ok: false, error: 'this node has no event stream' });
+    this.logger.debug('control: events subscriber attached');
+    socket.write(`${JSON.stringify({ ok: true, subscribed: true } satisfies ControlResult)}\n`);
+    this.subscribers.add(socket);
+    const unsubscribe = events.on((event) => {
+      if (!socket.destroyed) socket.write(`${JSON.stringify(event)}\n`);
+    });
+    socket.once('close', () => {
+      unsubscribe();
+      this.subscribers.delete(socket);
+    });
+    // Nothing more is read from a subscriber; what it sends is dropped.
+    socket.resume();
+  }
+
   private async run(request: ControlRequest, onProgress: (doneBytes: number, totalBytes: number) => void): Promise<Partial<ControlResult>> {
-    if (request.op === 'cluster') return {};
+    if (request.op === 'cluster' || request.op === 'events') return {};
     if (request.op === 'mirror-dump') return { pages: await this.dumpMirror(request.path) };
     const array = this.array;
     if (!array) {
@@ -236,6 +309,7 @@ export function parseRequest(line: string): ControlRequest {
     case 'status':
     case 'scrub':
     case 'cluster':
+    case 'events':
       return { op: request.op };
     case 'mirror-dump':
       if (typeof request.path !== 'string' || request.path === '') throw new Error('mirror-dump needs "path": the file to write');
@@ -249,6 +323,45 @@ export function parseRequest(line: string): ControlRequest {
     default:
       throw new Error(`unknown op ${JSON.stringify(request?.op)}`);
   }
+}
+
+/**
+ * Client side of `events`: calls `onEvent` with each event the node sends; resolves once the
+ * subscription is accepted, with `ended`, which settles when the stream ends (rejects if the node
+ * went away: it closed the connection, or it died).
+ */
+export function subscribeEvents(path: string, onEvent: (event: ClusterEvent) => void): Promise<{ ended: Promise<void>; close: () => void }> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(path);
+    let buffered = '';
+    let accepted = false;
+    let closedByUs = false;
+    let endStream: { resolve: () => void; reject: (error: Error) => void } = { resolve: () => undefined, reject: () => undefined };
+    const ended = new Promise<void>((resolveEnd, rejectEnd) => {
+      endStream = { resolve: resolveEnd, reject: rejectEnd };
+    });
+    socket.setEncoding('utf8');
+    socket.on('connect', () => socket.write(`${JSON.stringify({ op: 'events' } satisfies ControlRequest)}\n`));
+    socket.on('error', (error) => (accepted ? undefined : reject(new Error(`control socket ${path}: ${error.message}`))));
+    socket.on('data', (text: string) => {
+      buffered += text;
+      let newline: number;
+      while ((newline = buffered.indexOf('\n')) >= 0) {
+        const message = JSON.parse(buffered.slice(0, newline)) as ControlResult & Partial<ClusterEvent>;
+        buffered = buffered.slice(newline + 1);
+        if (accepted) onEvent(message as ClusterEvent);
+        else if (message.ok && message.subscribed) {
+          accepted = true;
+          resolve({ ended, close: () => ((closedByUs = true), socket.end()) });
+        } else reject(new Error(`control socket ${path}: ${message.error ?? 'events refused'}`));
+      }
+    });
+    socket.on('close', () => {
+      if (!accepted) return reject(new Error(`control socket ${path} closed before the event stream began`));
+      if (closedByUs) endStream.resolve();
+      else endStream.reject(new Error(`control socket ${path}: the node closed the event stream (it stopped, or died)`));
+    });
+  });
 }
 
 /** Client side: sends one request, reports progress, resolves with the final result. */

@@ -196,6 +196,7 @@ export class HolderSuccession<V extends OwnedVolume> {
     await this.announceHolder(dead);
     this.tookArray();
     node.logger.warn(`this node holds the shared array now (epoch ${epoch}); ${pages} page(s) node ${node.name(dead)} had mirrored here are on the disks`);
+    node.events?.emit({ kind: 'takeover', what: 'array', from: node.name(dead), epoch });
   }
 }
 

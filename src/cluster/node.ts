@@ -21,7 +21,7 @@ import { ClusterError, sleep, type Clock } from '../core/index.js';
 import { clusterUuid, findNode, type ClusterConfig } from '../config/index.js';
 import { FramePool, LinkReplicator, MemoryManager, MirrorStore, ResyncStage } from '../memory/index.js';
 import { Exports, loadNbdTls, NbdServer } from '../nbd/index.js';
-import type { Logger } from '../observe/index.js';
+import { ClusterEvents, metricsUrl, NodeMetrics, type Logger, type NodeSnapshot } from '../observe/index.js';
 import { MessageType, type Identity, type LinkSecurity, type Message, type OwnershipMessage } from '../partner/index.js';
 import { NodeStateStore, type ClusterRecord, type StorageStack } from '../storage/index.js';
 import { AcknowledgeGate } from './acknowledge-gate.js';
@@ -54,6 +54,8 @@ export class FencedError extends ClusterError {
 /** How long a starting node waits for the holder to hand it its own volumes before it reports ready anyway. */
 const HOME_VOLUMES_WAIT_MS = 10_000;
 const HOME_VOLUMES_POLL_MS = 100;
+/** How often a running resync is looked at, to tell `ftvm events` when it ends. */
+const RESYNC_POLL_MS = 100;
 
 /** A node alone has no partner port and dials nobody: nothing ever asks this. */
 const NO_PARTNERS: LinkSecurity = {
@@ -84,6 +86,10 @@ interface Parts {
   stage: ResyncStage;
   server: NbdServer | null;
   exports: Exports;
+  /** What `ftvm events` streams and the metrics count: emitted beside the log lines of the transitions. */
+  events: ClusterEvents;
+  /** The node's Prometheus metrics, when its config has `metrics` (and it has doors). */
+  metrics: NodeMetrics | null;
   /** Ends a start that is under way: the lease keeper, or the node itself, fenced it meanwhile. */
   fenceStart: (reason: string) => void;
 }
@@ -108,6 +114,8 @@ export class ClusterNode {
   private readonly mirrors: MirrorTakeover;
   private readonly addresses: NbdAddresses | null;
   private control: ControlServer | null = null;
+  /** A resync's end is being looked for (reportResync). */
+  private resyncWatched = false;
   /** Told when this node was fenced and must stop serving (the process exits and may rejoin). */
   onFenced: (reason: string) => void = () => undefined;
 
@@ -141,6 +149,7 @@ export class ClusterNode {
       node.started = true;
       return node;
     } catch (error) {
+      await parts.metrics?.close();
       await parts.server?.close();
       await parts.partners.stop();
       await opened.stack?.stop().catch(() => undefined);
@@ -180,6 +189,7 @@ export class ClusterNode {
           partners.announceEpoch();
         }
         const stack = await openArray(config, leases, env.openMember, env.claimMembers, env.clock, logger);
+        ClusterNode.reportMemberFailures(parts, stack);
         opened.stack = stack;
         array.stack = stack;
         parts.targets.stack = stack;
@@ -252,8 +262,11 @@ export class ClusterNode {
     const partners = new Partners(context, names, config.partnerTimeoutMs, partnerSourceAddress(config, nodeId));
     const replicator = new LinkReplicator(nodeId, logger);
     const exports = new Exports();
-    const server = env.doors ? new NbdServer(exports, logger, { limits: config.limits, tls: await loadNbdTls(config.tls) }) : null;
-    const parts: Parts = { config, nodeId, env, logger, leaseArea, leases, identity, targets, responder, partners, replicator, pool, mirror, reclaimer, stage, server, exports, fenceStart: () => undefined };
+    const events = new ClusterEvents(nodeName, () => env.clock.wallNow());
+    const ownConfig = config.nodes[nodeId];
+    const metrics = env.doors && ownConfig?.metrics ? new NodeMetrics(nodeName, config.nodes.filter((_, index) => index !== nodeId).map((node) => node.name), events) : null;
+    const server = env.doors ? new NbdServer(exports, logger, { limits: config.limits, tls: await loadNbdTls(config.tls), ...(metrics ? { observer: metrics } : {}) }) : null;
+    const parts: Parts = { config, nodeId, env, logger, leaseArea, leases, identity, targets, responder, partners, replicator, pool, mirror, reclaimer, stage, server, exports, events, metrics, fenceStart: () => undefined };
     // Wired before the lease is acquired: a start takes seconds (holder discovery, array assembly),
     // and meanwhile a partner's newer epoch is a live partner's, not a takeover's; and a fence then
     // must end the start, not be dropped (cluster simulation, seed 2 of three nodes: a node fenced
@@ -275,6 +288,11 @@ export class ClusterNode {
     };
     partners.onStaleEpoch = (message) => leases.onFenced(message);
     return parts;
+  }
+
+  /** The array's members tell `ftvm events` (and the metrics) when one is taken out of service. */
+  private static reportMemberFailures(parts: Parts, stack: StorageStack): void {
+    stack.array.members.onFailed = (member, memberPath, reason) => parts.events.emit({ kind: 'member-failed', member, path: memberPath, reason });
   }
 
   private static memoryManager(parts: Parts, array: ArrayState, access: ArrayAccess): MemoryManager {
@@ -331,13 +349,16 @@ export class ClusterNode {
     for (const entry of this.volumes.entries.values()) if (entry.ownerId === nodeId) this.volumes.own(entry);
     targets.ready = true;
     partners.onUp = (link) => {
+      this.parts.events.emit({ kind: 'link-up', peer: this.name(link.peer.nodeId) });
       this.manager.partnerJoined();
+      this.reportResync();
       replicator.add(link);
       this.modeChanged();
       this.authority.partnerUp(link.peer.nodeId, link.peer.epoch);
     };
     for (const link of partners.live()) replicator.add(link);
-    partners.onDown = (peer) => {
+    partners.onDown = (peer, reason) => {
+      this.parts.events.emit({ kind: 'link-down', peer: this.name(peer), reason });
       // Its later writes of a volume it copied here would reach no one here.
       stage.peerLost(peer);
       this.partnerLost(peer);
@@ -351,12 +372,19 @@ export class ClusterNode {
   }
 
   private async openDoors(): Promise<void> {
-    const { config, nodeId, logger } = this.parts;
+    const { config, nodeId, logger, metrics } = this.parts;
     const own = config.nodes[nodeId];
     if (!this.addresses || !own) return;
+    // First: a held metrics port ends the start before any client could attach.
+    if (metrics && own.metrics) {
+      metrics.source = () => this.metricsSnapshot();
+      await metrics.listen(own.metrics);
+      logger.info(`metrics at ${metricsUrl(own.metrics)}`);
+    }
     for (const address of own.listen) await this.addresses.listen(address, 'own');
     const control = new ControlServer(this.array.stack?.array ?? null, logger, path.dirname(own.control as string));
     control.cluster = () => this.status();
+    control.events = this.parts.events;
     control.mirrorPages = () => this.mirrors.mirrorPages((guid) => this.volumes.entries.get(guid)?.allocation.name ?? guid);
     await control.listen(own.control as string);
     this.control = control;
@@ -384,6 +412,7 @@ export class ClusterNode {
       partners,
       served: this.volumes.entries,
       logger,
+      events: this.parts.events,
       takeoverAddresses: config.takeoverAddresses,
       name: (peer) => this.name(peer),
       fence: (reason) => this.fence(reason),
@@ -435,6 +464,7 @@ export class ClusterNode {
   private async holdArray(): Promise<void> {
     const { config, nodeId, leases, env, logger, targets } = this.parts;
     const stack = await openArray(config, leases, env.openMember, env.claimMembers, env.clock, logger);
+    ClusterNode.reportMemberFailures(this.parts, stack);
     this.array.stack = stack;
     targets.stack = stack;
     targets.holding = true;
@@ -514,11 +544,57 @@ export class ClusterNode {
     };
   }
 
+  /**
+   * `ftvm events` hears a partner join's resync start and end. The memory manager keeps only its
+   * state, so it is looked at while one runs (cold path: one timer, only then).
+   */
+  private reportResync(): void {
+    if (this.resyncWatched || this.manager.resyncState !== 'running') return;
+    this.resyncWatched = true;
+    const { events } = this.parts;
+    events.emit({ kind: 'resync', state: 'running' });
+    const look = (): void => {
+      const state = this.manager.resyncState;
+      if (state === 'running' && !this.stopping && !this.fenced) {
+        this.clock.setTimer(RESYNC_POLL_MS, look);
+        return;
+      }
+      this.resyncWatched = false;
+      events.emit({ kind: 'resync', state });
+    };
+    this.clock.setTimer(RESYNC_POLL_MS, look);
+  }
+
+  /** What a metrics scrape reads: the status plus the NBD server's, the array's and the cache's counts. */
+  private metricsSnapshot(): NodeSnapshot {
+    const status = this.status();
+    const server = this.parts.server;
+    const stack = this.holdsArray ? this.array.stack : null;
+    const arrayStatus = stack?.array.status() ?? null;
+    return {
+      mode: status.mode,
+      holdsArray: this.holdsArray,
+      epoch: status.epoch,
+      leaseMs: this.parts.leases.leaseMs,
+      leaseRemainingMs: this.parts.leases.remainingMs(),
+      partners: status.partners,
+      residentPages: status.residentPages,
+      dirtyPages: status.dirtyPages,
+      mirroredPages: status.mirroredPages,
+      resync: status.resync,
+      nbd: server ? { connections: server.connectionCount, requestsInFlight: server.requestsInFlight, bytesInFlight: server.bytesInFlight } : null,
+      cache: stack ? { hits: stack.cache.statistics.hits, misses: stack.cache.statistics.misses } : null,
+      array: arrayStatus ? { state: arrayStatus.state, members: arrayStatus.members.map((member) => ({ index: member.index, state: member.state, readErrors: member.readErrors })) } : null,
+      operation: this.control?.operation ?? null,
+    };
+  }
+
   private modeChanged(): void {
     const mode = this.parts.partners.live().length > 0 ? 'mirrored' : 'write-through';
     if (mode === this.mode) return;
     const wasMirrored = this.mode === 'mirrored';
     this.mode = mode;
+    this.parts.events.emit({ kind: 'mode', mode });
     if (mode === 'mirrored') {
       this.parts.logger.info('a partner is live: writes are acknowledged once mirrored (write-back)');
       return;
@@ -551,6 +627,7 @@ export class ClusterNode {
     if (this.fenced || this.stopping) return;
     this.fenced = true;
     this.parts.logger.error(`fenced: ${reason}; this node stops serving and must rejoin`);
+    this.parts.events.emit({ kind: 'fenced', reason });
     this.authority.stop();
     this.addresses?.close();
     this.parts.leases.abandon();
@@ -569,6 +646,7 @@ export class ClusterNode {
     this.authority.stop();
     this.addresses?.close();
     await this.control?.close();
+    await this.parts.metrics?.close();
     await this.parts.server?.close();
     // Forwarded writes running now are acknowledged to another node's client: let them finish, and
     // take no new ones, before the final destage.

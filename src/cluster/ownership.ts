@@ -2,7 +2,7 @@
 // and of the cluster. ClusterNode provides it in production; nothing else in the loop touches a
 // socket, a disk or a clock of its own.
 import type { Clock } from '../core/index.js';
-import type { Logger } from '../observe/index.js';
+import type { ClusterEvents, Logger } from '../observe/index.js';
 import { commandComplete, type Message, type OwnershipMessage, type Status } from '../partner/index.js';
 import type { Lease } from '../storage/index.js';
 import type { LeaseKeeper } from './lease.js';
@@ -40,6 +40,8 @@ export interface OwnershipHost<V extends OwnedVolume> {
   readonly partners: { link(peer: number): OwnershipLink | null; live(): readonly OwnershipLink[] };
   readonly served: ReadonlyMap<string, V>;
   readonly logger: Logger;
+  /** Takeovers and handovers for `ftvm events` and the metrics; absent in the ownership simulator. */
+  readonly events?: ClusterEvents;
   /** Whether a dead node's NBD addresses are served here while it is gone. */
   readonly takeoverAddresses: boolean;
   name(nodeId: number): string;

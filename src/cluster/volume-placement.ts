@@ -179,6 +179,7 @@ export class VolumePlacement<V extends OwnedVolume> {
       // disks had it): on the disks first (ownership simulator, seed 3237).
       await this.reclaim([entry]);
       node.logger.info(`serving volume ${entry.allocation.name} (handed over by node ${node.name(from)}, epoch ${message.epoch})`);
+      node.events?.emit({ kind: 'handover', volume: entry.allocation.name, from: node.name(from), to: node.name(node.nodeId) });
     }
     node.own(entry, message.epoch);
     return reply(message, Status.Ok);
@@ -230,6 +231,7 @@ export class VolumePlacement<V extends OwnedVolume> {
       await node.writeOwners();
       await this.announce(entry, dead, node.nodeId, epoch);
       node.logger.warn(`took over volume ${name} from node ${node.name(dead)} at epoch ${epoch} (${pages} mirrored page(s) destaged and kept resident); serving it here`);
+      node.events?.emit({ kind: 'takeover', what: 'volume', volume: name, from: node.name(dead), epoch });
       if (node.takeoverAddresses) this.borrow(dead);
     } finally {
       entry.moving = '';
@@ -248,6 +250,7 @@ export class VolumePlacement<V extends OwnedVolume> {
       if (assigned === 'served') {
         this.confirmed.add(guid);
         node.logger.info(`volume ${name} is served by node ${node.name(home)} again`);
+        node.events?.emit({ kind: 'handover', volume: name, from: node.name(node.nodeId), to: node.name(home) });
         return;
       }
       if (assigned === 'unknown') {
@@ -292,6 +295,7 @@ export class VolumePlacement<V extends OwnedVolume> {
       if (home === node.nodeId) await this.announce(entry, owner, home, node.leases.epoch);
       else if ((await this.assign(entry, home)) === 'served') this.confirmed.add(guid);
       node.logger.info(`volume ${name} is served by node ${node.name(home)} again`);
+      node.events?.emit({ kind: 'handover', volume: name, from: node.name(owner), to: node.name(home) });
     } finally {
       entry.moving = '';
     }

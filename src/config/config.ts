@@ -36,6 +36,19 @@ const name = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'names use le
 
 const tcpAddressSchema = z.strictObject({ host: z.string().min(1), port: z.number().int().min(1).max(65535) });
 
+/**
+ * A node's Prometheus endpoint (GET /metrics). Per node, not per cluster: nodes on one host need
+ * ports of their own, as they do for NBD. Messages of their own, so a typo reads as what it is.
+ */
+const metricsSchema = z.strictObject({
+  host: z.string({ error: 'metrics.host must be a string: the address to listen on, e.g. 127.0.0.1' }).min(1, 'metrics.host must not be empty'),
+  port: z
+    .number({ error: 'metrics.port must be a number from 1 to 65535' })
+    .int('metrics.port must be a whole number from 1 to 65535')
+    .min(1, 'metrics.port must be from 1 to 65535')
+    .max(65535, 'metrics.port must be from 1 to 65535'),
+});
+
 const listenSchema = z.union([tcpAddressSchema, z.strictObject({ path: z.string().min(1) })]);
 
 const nodeSchema = z.strictObject({
@@ -45,6 +58,8 @@ const nodeSchema = z.strictObject({
   control: z.string().min(1).optional(),
   /** Where this node's partner link (paging synchronization between nodes) listens; required with more than one node. */
   partner: tcpAddressSchema.optional(),
+  /** Where this node serves Prometheus metrics (http://host:port/metrics); absent: no endpoint. */
+  metrics: metricsSchema.optional(),
 });
 
 const isPowerOfTwo = (bytes: number): boolean => bytes > 0 && 2 ** Math.round(Math.log2(bytes)) === bytes;
@@ -239,6 +254,7 @@ const configSchema = z
       else if (clustered) {
         context.addIssue({ code: 'custom', path: ['nodes', index, 'partner'], message: 'a cluster of more than one node needs a partner address on every node' });
       }
+      if (node.metrics) claim(node.metrics, 'metrics address', node.name, ['nodes', index, 'metrics']);
     });
 
     const nodeNames = config.nodes.map((node) => node.name);
@@ -262,6 +278,7 @@ export type NodeConfig = ClusterConfig['nodes'][number];
 export type VolumeConfig = ClusterConfig['volumes'][number];
 export type ListenConfig = NodeConfig['listen'][number];
 export type PartnerConfig = NonNullable<NodeConfig['partner']>;
+export type MetricsConfig = NonNullable<NodeConfig['metrics']>;
 export type StorageConfig = ClusterConfig['storage'];
 export type NbdTlsConfig = ClusterConfig['tls'];
 export type PartnerLinkConfig = ClusterConfig['partnerLink'];

@@ -22,6 +22,7 @@ export {
   type PartnerLinkConfig,
   type NodeConfig,
   type PartnerConfig,
+  type MetricsConfig,
   type StorageConfig,
   type VolumeConfig,
 } from './config.js';

@@ -76,6 +76,13 @@ export interface ConnectionContext {
   budget: RequestBudget;
   tls: NbdTls;
   now(): number;
+  /** Told of every reply (metrics); null when nobody counts. */
+  observer: RequestObserver | null;
+}
+
+/** Per-request accounting at the reply: one call, so the data path carries no metrics of its own. */
+export interface RequestObserver {
+  requestDone(exportName: string, command: number, bytes: number, durationMs: number, failed: boolean): void;
 }
 
 export interface ConnectionEvents {
@@ -124,6 +131,11 @@ export class Connection implements RequestSink, BudgetWaiter {
     this.address = socket.remoteAddress ?? 'unix';
     this.peer = socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : 'unix';
     this.openedAtMs = this.lastActivityMs = this.lastWriteProgressMs = context.now();
+  }
+
+  /** Requests read and not yet answered on the wire (metrics). */
+  get requestsInFlight(): number {
+    return this.inFlight;
   }
 
   private get logger(): Logger {
@@ -329,11 +341,12 @@ export class Connection implements RequestSink, BudgetWaiter {
   onRequest(request: Request): void {
     if (request.type === Command.Disc) return this.beginDisconnect();
     if (this.closed) return this.release(this.costOf(request));
+    const startedMs = this.context.observer ? this.context.now() : 0;
     const refusal = this.validate(request);
-    if (refusal !== null) return this.complete(request, refusal, null);
+    if (refusal !== null) return this.complete(request, refusal, null, startedMs);
     this.execute(request).then(
-      (result) => this.complete(request, null, result),
-      (error: unknown) => this.complete(request, error, null),
+      (result) => this.complete(request, null, result, startedMs),
+      (error: unknown) => this.complete(request, error, null, startedMs),
     );
   }
 
@@ -432,7 +445,8 @@ export class Connection implements RequestSink, BudgetWaiter {
     return reply;
   }
 
-  private complete(request: Request, error: unknown, reply: Buffer | null): void {
+  private complete(request: Request, error: unknown, reply: Buffer | null, startedMs: number): void {
+    this.context.observer?.requestDone((this.session as Session).entry.name, request.type, request.length, this.context.now() - startedMs, error !== null);
     const cost = this.costOf(request);
     const pooled = this.pooled.get(request) ?? null;
     if (pooled) this.pooled.delete(request);

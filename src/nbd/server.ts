@@ -3,7 +3,7 @@ import fs from 'node:fs/promises';
 import net from 'node:net';
 import { RequestBudget } from './budget.js';
 import { ReplyPool } from './reply-pool.js';
-import { Connection, type ConnectionContext, type ConnectionLimits } from './connection.js';
+import { Connection, type ConnectionContext, type ConnectionLimits, type RequestObserver } from './connection.js';
 import type { ExportCatalog, ExportEntry } from './negotiation.js';
 import { TLS_OFF, type NbdTls } from './tls.js';
 import type { Logger } from '../observe/index.js';
@@ -39,6 +39,7 @@ const REFUSAL_LOG_INTERVAL_MS = 1000;
 export interface ServerOptions {
   limits?: ServerLimits;
   tls?: NbdTls;
+  observer?: RequestObserver;
 }
 
 export type ListenAddress = { host: string; port: number } | { path: string };
@@ -100,6 +101,7 @@ export class NbdServer {
       budget: new RequestBudget(this.limits.nodeBytesInFlight),
       tls: options.tls ?? TLS_OFF,
       now: () => performance.now(),
+      observer: options.observer ?? null,
     };
   }
 
@@ -115,6 +117,13 @@ export class NbdServer {
 
   get connectionCount(): number {
     return this.connections.size;
+  }
+
+  /** Requests of all connections read and not yet answered on the wire (summed at a metrics scrape). */
+  get requestsInFlight(): number {
+    let requests = 0;
+    for (const connection of this.connections) requests += connection.requestsInFlight;
+    return requests;
   }
 
   /**

@@ -53,6 +53,8 @@ export class MemberSet {
   private readonly dirtyChecksumPages: Array<Set<number>>;
   /** Regions whose set bit is known to be on disk: writes to them need no bitmap write. */
   private readonly persistedDirty = new Set<number>();
+  /** Told of each member taken out of service (the node's `ftvm events`), after the log line. */
+  onFailed: (index: number, path: string, reason: string) => void = () => undefined;
 
   constructor(
     readonly identity: ArrayIdentity,
@@ -111,6 +113,7 @@ export class MemberSet {
     slot.state = 'failed';
     slot.reason = reason;
     this.logger.error(`raid member ${index} (${slot.path}) failed: ${reason}`);
+    this.onFailed(index, slot.path, reason);
     if (!this.intact) this.logger.error('raid array has lost more members than its level tolerates: I/O fails with EIO');
     await this.writeSuperblocks().catch((error: Error) => this.logger.error(`superblock update failed: ${error.message}`));
   }

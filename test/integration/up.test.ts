@@ -75,7 +75,7 @@ describe('ftvm up refuses before it writes anything', function () {
   const cases: Array<[string, (data: string) => string[], number, RegExp]> = [
     ['--size 0', (data) => ['--data', data, '--size', '0'], EXIT.usage, /--size 0: a volume is a positive whole number/],
     ['--size 1000', (data) => ['--data', data, '--size', '1000'], EXIT.usage, /4 KiB blocks/],
-    ['--base-port 65500', (data) => ['--data', data, '--base-port', '65500'], EXIT.usage, /--base-port 65500: give a whole number from 1 to 65434/],
+    ['--base-port 65500', (data) => ['--data', data, '--base-port', '65500'], EXIT.usage, /--base-port 65500: give a whole number from 1 to 65334/],
     ['--base-port 0', (data) => ['--data', data, '--base-port', '0'], EXIT.usage, /--base-port 0/],
     ["--host ''", (data) => ['--data', data, '--host', ''], EXIT.usage, /--host ''/],
     ['--host of another machine', (data) => ['--data', data, '--host', '192.0.2.1', '--base-port', '20000'], EXIT.noHost, /not an address of this machine/],
@@ -118,21 +118,26 @@ describe('ftvm up refuses before it writes anything', function () {
     await fs.rm(data, { recursive: true });
   });
 
-  it('a port another process holds: exit 69 naming it, before any node starts or any file is written', async () => {
-    const base = await freeUpBasePort();
-    const holder = net.createServer();
-    const held = (upPorts(base).find((entry) => entry.node === 'b' && entry.role === 'partner link') as { port: number }).port;
-    await new Promise<void>((resolve) => holder.listen(held, '127.0.0.1', resolve));
-    try {
-      const run = await upRun('--data', path.join(scratch, 'ports'), '--base-port', String(base), '--size', '16MiB');
-      expect(run.code, run.stderr).to.equal(EXIT.unavailable);
-      expectOneLine(run);
-      expect(run.stderr).to.include(`port ${held} on 127.0.0.1 (node b's partner link) is in use by another process`);
-      expect(await fs.readdir(scratch)).to.deep.equal([]);
-    } finally {
-      await new Promise((resolve) => holder.close(resolve));
-    }
-  });
+  for (const [node, role] of [
+    ['b', 'partner link'],
+    ['a', 'metrics'],
+  ] as const) {
+    it(`a port another process holds (node ${node}'s ${role}): exit 69 naming it, before any node starts or any file is written`, async () => {
+      const base = await freeUpBasePort();
+      const holder = net.createServer();
+      const held = (upPorts(base).find((entry) => entry.node === node && entry.role === role) as { port: number }).port;
+      await new Promise<void>((resolve) => holder.listen(held, '127.0.0.1', resolve));
+      try {
+        const run = await upRun('--data', path.join(scratch, 'ports'), '--base-port', String(base), '--size', '16MiB');
+        expect(run.code, run.stderr).to.equal(EXIT.unavailable);
+        expectOneLine(run);
+        expect(run.stderr).to.include(`port ${held} on 127.0.0.1 (node ${node}'s ${role}) is in use by another process`);
+        expect(await fs.readdir(scratch)).to.deep.equal([]);
+      } finally {
+        await new Promise((resolve) => holder.close(resolve));
+      }
+    });
+  }
 });
 
 describe('ftvm up: one at a time on a data directory', function () {
@@ -171,6 +176,13 @@ describe('ftvm up: one at a time on a data directory', function () {
     const third = await upStarted('--data', data, '--base-port', String(otherBase));
     running.push(third.child);
     expect(third.output()).to.include(`nbd://127.0.0.1:${otherBase}/vol0`);
+    // Metrics of each node at base + 200 and + 201, as the banner says, and they answer.
+    for (const [node, port] of [['a', otherBase + 200], ['b', otherBase + 201]] as const) {
+      expect(third.output()).to.include(`node ${node}: http://127.0.0.1:${port}/metrics`);
+      const scrape = await fetch(`http://127.0.0.1:${port}/metrics`);
+      expect(scrape.status).to.equal(200);
+      expect(await scrape.text()).to.match(new RegExp(`^ftvm_node_epoch\\{node="${node}"\\} [1-9]`, 'm'));
+    }
     const lock = JSON.parse(await fs.readFile(path.join(data, LOCK_FILE), 'utf8')) as { pid: number };
     expect(lock.pid).to.equal(third.child.pid);
     third.child.kill('SIGINT');

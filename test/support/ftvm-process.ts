@@ -172,6 +172,8 @@ export interface ClusterOptions {
   limits?: Record<string, number>;
   /** More top-level config fields (partnerLink, tls, ...), written as given. */
   extra?: Record<string, unknown>;
+  /** More fields of one node's entry in `nodes` (metrics, control, ...), written as given. */
+  nodeExtra?: (name: string) => Record<string, unknown>;
 }
 
 export interface FtvmCluster {
@@ -193,7 +195,7 @@ export interface FtvmCluster {
 export async function writeClusterConfig(
   directory: string,
   volumes: Array<VolumeSpec & { owner: string; pageBytes?: number }>,
-  nodes: Array<{ name: string; listen: { host: string; port: number }; partner: { host: string; port: number } }>,
+  nodes: Array<{ name: string; listen: { host: string; port: number }; partner: { host: string; port: number }; extra?: Record<string, unknown> }>,
   options: {
     memoryBytes?: number;
     cacheBytes?: number;
@@ -220,7 +222,7 @@ export async function writeClusterConfig(
     ...(options.warmFailback !== undefined ? { warmFailback: options.warmFailback } : {}),
     ...(options.limits !== undefined ? { limits: options.limits } : {}),
     ...options.extra,
-    nodes: nodes.map((node) => ({ name: node.name, listen: [node.listen, { path: `${node.name}.sock` }], partner: node.partner })),
+    nodes: nodes.map((node) => ({ name: node.name, listen: [node.listen, { path: `${node.name}.sock` }], partner: node.partner, ...node.extra })),
     storage: {
       level: 'raid5',
       members: members.map((member) => path.basename(member)),
@@ -255,7 +257,7 @@ export async function startCluster(volumes: Array<VolumeSpec & { owner?: string 
   const configFile = await writeClusterConfig(
     directory,
     volumes.map((volume, index) => ({ ...volume, owner: volume.owner ?? (names[index % names.length] as string), pageBytes: options.pageBytes })),
-    names.map((name) => ({ name, listen: { host, port: ports.get(name)?.nbd as number }, partner: { host, port: ports.get(name)?.partner as number } })),
+    names.map((name) => ({ name, listen: { host, port: ports.get(name)?.nbd as number }, partner: { host, port: ports.get(name)?.partner as number }, extra: options.nodeExtra?.(name) })),
     {
       memoryBytes: options.memoryBytes ?? 64 * 1024 * 1024,
       cacheBytes: options.cacheBytes,

@@ -42,7 +42,7 @@ describe('ftvm up: flag checks', () => {
     const plan = validateUpFlags(flags());
     expect(plan).to.include({ basePort: 10809, host: '127.0.0.1', sizeBytes: 1 << 30, sizeGiven: false });
     expect(plan.dataDirectory).to.equal(path.resolve('ftvm-data'));
-    expect(upPorts(10809).map((entry) => entry.port)).to.deep.equal([10809, 10909, 10810, 10910]);
+    expect(upPorts(10809).map((entry) => entry.port)).to.deep.equal([10809, 10909, 11009, 10810, 10910, 11010]);
   });
 
   const refused: Array<[string, Partial<Parameters<typeof validateUpFlags>[0]>, RegExp]> = [
@@ -51,8 +51,8 @@ describe('ftvm up: flag checks', () => {
     ['--size 0', { size: '0' }, /--size 0: a volume is a positive whole number of 4 KiB blocks/],
     ['--size not a multiple of 4 KiB', { size: '1000' }, /--size 1000: .*4 KiB blocks/],
     ['--size that is no size', { size: 'lots' }, /--size: 'lots' is not a size/],
-    ['--base-port 0', { basePort: '0' }, /--base-port 0: give a whole number from 1 to 65434/],
-    ['--base-port whose partner ports pass 65535', { basePort: '65435' }, /--base-port 65435: .*P\+100 and P\+101 \(partner links\)/],
+    ['--base-port 0', { basePort: '0' }, /--base-port 0: give a whole number from 1 to 65334/],
+    ['--base-port whose metrics ports pass 65535', { basePort: '65335' }, /--base-port 65335: .*P\+100 and P\+101 \(partner links\), P\+200 and P\+201 \(metrics\)/],
     ['--base-port that is no number', { basePort: 'abc' }, /--base-port abc:/],
     ['--base-port with a fraction', { basePort: '10809.5' }, /--base-port 10809.5:/],
     ['an empty --host', { host: '' }, /--host '': give an address/],
@@ -68,7 +68,7 @@ describe('ftvm up: flag checks', () => {
   }
 
   it('accepts the highest base port whose ports all fit', () => {
-    expect(validateUpFlags(flags({ basePort: '65434' })).basePort).to.equal(65434);
+    expect(validateUpFlags(flags({ basePort: '65334' })).basePort).to.equal(65334);
   });
 });
 

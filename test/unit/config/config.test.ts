@@ -240,4 +240,49 @@ describe('config', () => {
     (named.nodes as Entry[])[0]!.control = 'ctl/a.sock';
     expect(parseConfig(named, 'x.json', '/etc/ftvm').nodes[0]?.control).to.equal('/etc/ftvm/ctl/a.sock');
   });
+
+  describe('nodes[].metrics', () => {
+    const withMetrics = (metrics: unknown, node = 0): Record<string, unknown> => {
+      const config = twoNodes();
+      ((config.nodes as Entry[])[node] as Entry).metrics = metrics;
+      return config;
+    };
+    const refusal = (raw: Record<string, unknown>): string => {
+      try {
+        parseConfig(raw, 'x.json', '/data');
+      } catch (error) {
+        expect(error).to.be.instanceOf(ConfigError);
+        return (error as Error).message;
+      }
+      throw new Error('accepted');
+    };
+
+    it('is off when absent, and kept as given when present', () => {
+      expect(parseConfig(twoNodes(), 'x.json', '/data').nodes[0]?.metrics).to.equal(undefined);
+      expect(parseConfig(withMetrics({ host: '127.0.0.1', port: 11009 }), 'x.json', '/data').nodes[0]?.metrics).to.deep.equal({ host: '127.0.0.1', port: 11009 });
+    });
+
+    for (const [what, port] of [
+      ['above 65535', 70000],
+      ['zero', 0],
+      ['not whole', 9100.5],
+    ] as const) {
+      it(`refuses a port ${what}, naming the field`, () => {
+        expect(refusal(withMetrics({ host: '127.0.0.1', port }))).to.match(/nodes\.0\.metrics\.port: metrics\.port must be (a whole number )?from 1 to 65535/);
+      });
+    }
+
+    it('refuses a port given as a string, a missing host and an unknown key, each named', () => {
+      expect(refusal(withMetrics({ host: '127.0.0.1', port: '9100' }))).to.contain('nodes.0.metrics.port: metrics.port must be a number from 1 to 65535');
+      expect(refusal(withMetrics({ port: 9100 }, 1))).to.contain('nodes.1.metrics.host: metrics.host must be a string');
+      expect(refusal(withMetrics({ host: '127.0.0.1', port: 9100, path: '/metrics' }))).to.match(/nodes\.0\.metrics: .*path/);
+    });
+
+    it("refuses a metrics address that is another listener's", () => {
+      expect(refusal(withMetrics({ host: '127.0.0.1', port: 10910 }))).to.contain("nodes.1.partner: address 127.0.0.1:10910 is the metrics address of node 'a' and the partner address of node 'b'");
+      const both = withMetrics({ host: '127.0.0.1', port: 9100 });
+      ((both.nodes as Entry[])[1] as Entry).metrics = { host: '127.0.0.1', port: 9100 };
+      expect(refusal(both)).to.contain("nodes.1.metrics: address 127.0.0.1:9100 is the metrics address of node 'a' and the metrics address of node 'b'");
+    });
+  });
 });
