@@ -258,7 +258,7 @@ export class ClusterNode {
     };
     const responder = new Responder(targets, logger);
     const names = new Map(config.nodes.map((entry, index) => [index, entry.name]));
-    const context = { local: identity, security, transport: env.transport(security), handler: responder.handle, logger, clock: env.clock };
+    const context = { local: identity, security, transport: env.transport(security), handler: responder.handle, logger, clock: env.clock, nodeName: (id: number) => names.get(id) };
     const partners = new Partners(context, names, config.partnerTimeoutMs, partnerSourceAddress(config, nodeId));
     const replicator = new LinkReplicator(nodeId, logger);
     const exports = new Exports();

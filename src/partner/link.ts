@@ -66,6 +66,8 @@ export class PartnerLink {
     /** An epoch no claim could have made (heartbeat, takeover) closes the link instead of being adopted. */
     private readonly plausibleEpoch: (epoch: number) => boolean,
     private readonly clock: Clock,
+    /** How logs and errors name the peer: its name in the config where the node knows it. */
+    private readonly peerName = `node ${peer.nodeId}`,
   ) {
     this.lastHeardMs = clock.now();
     socket.on('data', (chunk: Buffer) => {
@@ -93,7 +95,7 @@ export class PartnerLink {
     this.stopHeartbeats = every(this.clock, liveness.intervalMs, () => {
       const silentMs = Math.round(this.clock.now() - this.lastHeardMs);
       if (silentMs > liveness.deadAfterMs) {
-        this.logger.error(`partner link to node ${this.peer.nodeId}: nothing heard for ${silentMs} ms (limit ${liveness.deadAfterMs}); closing it`);
+        this.logger.error(`partner link to ${this.peerName}: nothing heard for ${silentMs} ms (limit ${liveness.deadAfterMs}); closing it`);
         this.socket.destroy();
         this.closed(`no heartbeat for ${silentMs} ms`);
         return;
@@ -141,7 +143,7 @@ export class PartnerLink {
   }
 
   private send1(message: Outgoing): Promise<Message> {
-    if (!this.isOpen) throw new LinkClosedError(`link to node ${this.peer.nodeId} is closed: ${this.closedReason}`);
+    if (!this.isOpen) throw new LinkClosedError(`link to ${this.peerName} is closed: ${this.closedReason}`);
     const requestId = this.nextRequestId;
     this.nextRequestId = (this.nextRequestId % 0xffff_ffff) + 1;
     return new Promise<Message>((resolve, reject) => {
@@ -216,7 +218,7 @@ export class PartnerLink {
 
   /** The peer broke the protocol: nothing more it sent counts. */
   private fail(reason: string): void {
-    this.logger.error(`partner link to node ${this.peer.nodeId}: ${reason}; closing it`);
+    this.logger.error(`partner link to ${this.peerName}: ${reason}; closing it`);
     this.socket.destroy();
     this.closed(reason);
   }
@@ -257,7 +259,7 @@ export class PartnerLink {
     this.closedReason = reason;
     this.stopHeartbeats?.();
     this.stopHeartbeats = null;
-    const error = new LinkClosedError(`link to node ${this.peer.nodeId} closed: ${reason}`);
+    const error = new LinkClosedError(`link to ${this.peerName} closed: ${reason}`);
     for (const waiter of this.pending.values()) waiter.reject(error);
     this.pending.clear();
     for (const wake of this.waitingForRoom.splice(0)) wake();
@@ -301,6 +303,13 @@ export interface LinkContext {
   readonly handler: RequestHandler;
   readonly logger: Logger;
   readonly clock: Clock;
+  /** A node's name in the config, for log lines (`node 1` where absent or unknown). */
+  readonly nodeName?: (nodeId: number) => string | undefined;
+}
+
+/** "node b" where the config names the id, else "node 1". */
+function nodeLabel(context: LinkContext, nodeId: number): string {
+  return `node ${context.nodeName?.(nodeId) ?? nodeId}`;
 }
 
 /**
@@ -321,8 +330,9 @@ export async function connectPartner(
   const socket = await context.transport.dial(address);
   try {
     const introduced = await introduceAsConnector(socket, local, security, address.nodeId, writer(socket), clock);
-    logger.info(`partner link to node ${introduced.peer.nodeId} up (${address.host}:${address.port}${security.tls ? ', TLS' : ''})`);
-    const link = new PartnerLink(socket, introduced.framer, introduced.peer, handler, logger, security.plausibleEpoch, clock);
+    const name = nodeLabel(context, introduced.peer.nodeId);
+    logger.info(`partner link to ${name} up (${address.host}:${address.port}${security.tls ? ', TLS' : ''})`);
+    const link = new PartnerLink(socket, introduced.framer, introduced.peer, handler, logger, security.plausibleEpoch, clock, name);
     onReady(link);
     link.deliver(introduced.rest);
     return link;
@@ -393,13 +403,14 @@ export class PartnerListener {
       socket.destroy();
       return;
     }
-    const link = new PartnerLink(socket, framer, peer, handler, logger, security.plausibleEpoch, clock);
+    const name = nodeLabel(this.context, peer.nodeId);
+    const link = new PartnerLink(socket, framer, peer, handler, logger, security.plausibleEpoch, clock, name);
     this.links.set(peer.nodeId, link);
     link.onClose = (reason) => {
       this.links.delete(peer.nodeId);
-      logger.warn(`partner link from node ${peer.nodeId} down: ${reason}`);
+      logger.warn(`partner link from ${name} down: ${reason}`);
     };
-    logger.info(`partner link from node ${peer.nodeId} up (${from}${security.tls ? ', TLS' : ''})`);
+    logger.info(`partner link from ${name} up (${from}${security.tls ? ', TLS' : ''})`);
     this.onLink(link);
     link.deliver(rest);
   }
