@@ -111,7 +111,10 @@ describe('node logs', function () {
       .filter((entry) => entry.msg.startsWith('control: '));
     expect(controls.map((entry) => [entry.level, JSON.parse(entry.msg.slice('control: '.length)).op])).to.deep.equal([
       ['debug', 'cluster'],
+      // Each raid command first asks who holds the array (a read, at debug), then acts.
+      ['debug', 'cluster'],
       ['debug', 'status'],
+      ['debug', 'cluster'],
       ['info', 'fail'],
     ]);
   });
