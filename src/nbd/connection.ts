@@ -143,7 +143,9 @@ export class Connection implements RequestSink, BudgetWaiter {
 
   /** `socket` was accepted paused (the server's pauseOnConnect): nothing was read from it yet. */
   start(): void {
-    const reading = readingInto(this.socket, Buffer.allocUnsafeSlow(READ_BUFFER_BYTES), this.onPlainBytes);
+    // A TLS socket cannot be laid over a handle that reads into a user buffer (the TLS handshake
+    // never completes), so a node that offers TLS reads its sockets the usual way.
+    const reading = this.context.tls.mode === 'off' ? readingInto(this.socket, Buffer.allocUnsafeSlow(READ_BUFFER_BYTES), this.onPlainBytes) : null;
     if (reading) {
       this.socket = reading;
       this.readsReused = true;
@@ -156,7 +158,7 @@ export class Connection implements RequestSink, BudgetWaiter {
   }
 
   private listen(socket: Socket): void {
-    if (!this.readsReused || socket !== this.socket || this.tlsActive) socket.on('data', this.onData);
+    if (!this.readsReused) socket.on('data', this.onData);
     socket.on('error', (error) => this.logger.debug('connection error', { conn: this.id, error: error.message }));
   }
 
@@ -209,7 +211,7 @@ export class Connection implements RequestSink, BudgetWaiter {
 
   private onHandshakeData(chunk: Buffer): void {
     // The option framer keeps what it was given until a whole option is in: a reused read buffer is copied (cold path).
-    this.options.push(this.readsReused && !this.tlsActive ? Buffer.from(chunk) : chunk);
+    this.options.push(this.readsReused ? Buffer.from(chunk) : chunk);
     const clientFlags = this.options.flags;
     if (clientFlags === null) return;
     // The padding after EXPORT_NAME is dropped only when the client asked for that too.
