@@ -115,8 +115,6 @@ export class Connection implements RequestSink, BudgetWaiter {
   private closed = false;
   /** Reads land in one buffer of this connection's, overwritten by the next read: what is kept is copied. */
   private readsReused = false;
-  /** STARTTLS handed the plain socket's reads to TLS: nothing read from it in plain any more counts. */
-  private plainDone = false;
   private readonly openedAtMs: number;
   private lastActivityMs: number;
   /** When the replies last moved (or started to wait): a stalled backlog is measured from here. */
@@ -145,7 +143,7 @@ export class Connection implements RequestSink, BudgetWaiter {
   start(): void {
     // A TLS socket cannot be laid over a handle that reads into a user buffer (the TLS handshake
     // never completes), so a node that offers TLS reads its sockets the usual way.
-    const reading = this.context.tls.mode === 'off' ? readingInto(this.socket, Buffer.allocUnsafeSlow(READ_BUFFER_BYTES), this.onPlainBytes) : null;
+    const reading = this.context.tls.mode === 'off' ? readingInto(this.socket, Buffer.allocUnsafeSlow(READ_BUFFER_BYTES), this.onData) : null;
     if (reading) {
       this.socket = reading;
       this.readsReused = true;
@@ -161,10 +159,6 @@ export class Connection implements RequestSink, BudgetWaiter {
     if (!this.readsReused) socket.on('data', this.onData);
     socket.on('error', (error) => this.logger.debug('connection error', { conn: this.id, error: error.message }));
   }
-
-  private readonly onPlainBytes = (bytes: Buffer): void => {
-    if (!this.plainDone) this.onData(bytes);
-  };
 
   /** Closes now, sending nothing more: replies still being worked on are never sent (a fenced node). */
   kill(reason: string): void {
@@ -234,7 +228,6 @@ export class Connection implements RequestSink, BudgetWaiter {
     if (this.options.pendingBytes > 0) return this.abort('data behind NBD_OPT_STARTTLS before the TLS handshake');
     const plain = this.socket;
     plain.off('data', this.onData);
-    this.plainDone = true;
     this.context.tls.upgrade(
       plain,
       (secure) => {
@@ -468,13 +461,13 @@ export class Connection implements RequestSink, BudgetWaiter {
    * A WRITE's payload buffers go back to the pool once its write settled. One that failed may
    * still be referenced (a forwarded write queued on a partner link that closed): it is not reused.
    */
-  private releasePayload(request: Request, unused: boolean): void {
+  private releasePayload(request: Request, reusable: boolean): void {
     const buffers = request.payloadBuffers;
     if (buffers === null) return;
     request.payloadBuffers = null;
     request.payload = null;
     for (const buffer of buffers) {
-      if (unused) this.context.payloads.give(buffer);
+      if (reusable) this.context.payloads.give(buffer);
       else this.context.payloads.forget();
     }
   }
