@@ -37,7 +37,7 @@ import { Negotiator, type ExportCatalog, type Session } from './negotiation.js';
 import { OptionFramer } from './option-framer.js';
 import { FramingError, RequestFramer, type RequestSink } from './request-framer.js';
 import { REPLY_HEADER_ROOM, type BufferPool, type ReplyPool } from './reply-pool.js';
-import { READ_BUFFER_BYTES, readingInto } from './socket-reader.js';
+import { HANDSHAKE_READ_BUFFER_BYTES, READ_BUFFER_BYTES, readingInto } from './socket-reader.js';
 import type { NbdTls } from './tls.js';
 import { encodeServerGreeting, writeOffset64, writeSimpleReplyHeader, writeStructuredReplyHeader, type Request } from './wire.js';
 import type { Logger } from '../observe/index.js';
@@ -115,6 +115,8 @@ export class Connection implements RequestSink, BudgetWaiter {
   private closed = false;
   /** Reads land in one buffer of this connection's, overwritten by the next read: what is kept is copied. */
   private readsReused = false;
+  /** That buffer: small until the client chose an export (a handshake sends little), then READ_BUFFER_BYTES. */
+  private readBuffer: Buffer | null = null;
   private readonly openedAtMs: number;
   private lastActivityMs: number;
   /** When the replies last moved (or started to wait): a stalled backlog is measured from here. */
@@ -143,7 +145,7 @@ export class Connection implements RequestSink, BudgetWaiter {
   start(): void {
     // A TLS socket cannot be laid over a handle that reads into a user buffer (the TLS handshake
     // never completes), so a node that offers TLS reads its sockets the usual way.
-    const reading = this.context.tls.mode === 'off' ? readingInto(this.socket, Buffer.allocUnsafeSlow(READ_BUFFER_BYTES), this.onData) : null;
+    const reading = this.context.tls.mode === 'off' ? readingInto(this.socket, this.readBufferOf, this.onData) : null;
     if (reading) {
       this.socket = reading;
       this.readsReused = true;
@@ -154,6 +156,8 @@ export class Connection implements RequestSink, BudgetWaiter {
     this.socket.write(encodeServerGreeting());
     if (!reading) this.socket.resume();
   }
+
+  private readonly readBufferOf = (): Buffer => (this.readBuffer ??= Buffer.allocUnsafeSlow(HANDSHAKE_READ_BUFFER_BYTES));
 
   private listen(socket: Socket): void {
     if (!this.readsReused) socket.on('data', this.onData);
@@ -247,6 +251,8 @@ export class Connection implements RequestSink, BudgetWaiter {
   private enterTransmission(session: Session): void {
     this.session = session;
     this.requests = new RequestFramer(this, MAX_PAYLOAD_BYTES, this.context.payloads);
+    // From the next read on: requests carry payloads, and fewer, larger reads cost less.
+    if (this.readsReused) this.readBuffer = Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
     this.logger.info('client attached', {
       conn: this.id,
       peer: this.peer,

@@ -13,8 +13,13 @@
 // mode (the caller listens for 'data').
 import net from 'node:net';
 
-/** One read's worth: a 1 MiB WRITE arrives in a handful of reads, and a connection costs this much. */
+/** One read's worth in the transmission phase: a 1 MiB WRITE arrives in a handful of reads. */
 export const READ_BUFFER_BYTES = 256 * 1024;
+/**
+ * Before a client chose an export it sends only options (at most MAX_OPTION_BYTES each, framed
+ * across reads): a connection that never gets that far costs this much, not READ_BUFFER_BYTES.
+ */
+export const HANDSHAKE_READ_BUFFER_BYTES = 16 * 1024;
 
 interface HandleHolder {
   _handle: unknown;
@@ -22,10 +27,11 @@ interface HandleHolder {
 
 /**
  * `accepted` (just accepted, paused: the server was created with pauseOnConnect), re-homed in a
- * Socket that reads into `buffer` and calls `onBytes` with each read's bytes; null when the socket
- * cannot be re-homed (the caller then reads it as it is).
+ * Socket that reads into `bufferOf()` (asked before every read, so the caller can switch buffers)
+ * and calls `onBytes` with each read's bytes; null when the socket cannot be re-homed (the caller
+ * then reads it as it is).
  */
-export function readingInto(accepted: net.Socket, buffer: Buffer, onBytes: (bytes: Buffer) => void): net.Socket | null {
+export function readingInto(accepted: net.Socket, bufferOf: () => Buffer, onBytes: (bytes: Buffer) => void): net.Socket | null {
   const holder = accepted as unknown as HandleHolder;
   const handle = holder._handle;
   if (!(accepted instanceof net.Socket) || handle === null || handle === undefined || accepted.destroyed || accepted.readableLength > 0) return null;
@@ -36,7 +42,7 @@ export function readingInto(accepted: net.Socket, buffer: Buffer, onBytes: (byte
     readable: true,
     writable: true,
     onread: {
-      buffer,
+      buffer: bufferOf,
       callback: (bytes: number, into: Uint8Array) => {
         onBytes((into as Buffer).subarray(0, bytes));
       },
