@@ -1,7 +1,10 @@
 // The NBD front end alone: ftvm's NbdServer over a volume held in RAM (pre-touched, so no page
 // faults) against `nbdkit memory`, same fio jobs, same run. Shows what the protocol layer costs
-// without any storage below it. Usage: node dist/scripts/bench-nbd-layer.js [--seconds 5]
-import { execFile, spawn } from 'node:child_process';
+// without any storage below it, and what it costs the server process: CPU µs per MiB moved and the
+// collections V8 ran during each ftvm job (a 'gc' PerformanceObserver in the server child, asked
+// over the IPC channel, so nothing is profiled). Usage: node dist/scripts/bench-nbd-layer.js [--seconds 5]
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { constants as perfConstants, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
 import { promisify } from 'node:util';
 import { Exports, NbdServer } from '../src/nbd/index.js';
 import { silentLogger } from '../src/observe/index.js';
@@ -26,7 +29,38 @@ async function serveChild(): Promise<void> {
   exports.add({ name: 'vol0', description: '', volume, readOnly: false });
   const server = new NbdServer(exports, silentLogger());
   await server.listen({ host: '127.0.0.1', port: Number(process.env.FTVM_BENCH_PORT) });
+  const gcs = { minor: 0, major: 0 };
+  new PerformanceObserver((list) => {
+    for (const entry of list.getEntries() as Array<PerformanceEntry & { detail?: { kind?: number } }>) {
+      if (entry.detail?.kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR) gcs.major++;
+      else gcs.minor++;
+    }
+  }).observe({ entryTypes: ['gc'] });
+  let cpu = process.cpuUsage();
+  // The parent asks before and after each job: the answer is what happened since the last question.
+  process.on('message', () => {
+    const used = process.cpuUsage(cpu);
+    cpu = process.cpuUsage();
+    // Entries are delivered asynchronously: let the last ones of the job arrive.
+    setTimeout(() => {
+      process.send?.({ cpuMicros: used.user + used.system, ...gcs });
+      gcs.minor = gcs.major = 0;
+    }, 100);
+  });
   process.send?.('ready');
+}
+
+interface ServerStats {
+  cpuMicros: number;
+  minor: number;
+  major: number;
+}
+
+function statsOf(child: ChildProcess): Promise<ServerStats> {
+  return new Promise((resolve) => {
+    child.once('message', (message) => resolve(message as ServerStats));
+    child.send('stats');
+  });
 }
 
 async function iops(uri: string, rw: string, bs: string, depth: number, seconds: number): Promise<number> {
@@ -43,18 +77,26 @@ async function main(): Promise<void> {
   await new Promise((resolve) => child.once('message', resolve));
   const nbdkit = spawn('nbdkit', ['--foreground', '--exit-with-parent', '-i', '127.0.0.1', '-p', String(nbdkitPort), 'memory', String(SIZE)], { stdio: 'ignore' });
   await new Promise((resolve) => setTimeout(resolve, 1000));
-  const lines = ['| job | ftvm NBD layer IOPS | nbdkit memory IOPS | ratio |', '| --- | --- | --- | --- |'];
+  const lines = ['| job | ftvm NBD layer IOPS | nbdkit memory IOPS | ratio | server CPU µs/MiB | GCs minor/major |', '| --- | --- | --- | --- | --- | --- |'];
   try {
     for (const [name, rw, bs, depth] of JOBS) {
       const theirs = await iops(`nbd://127.0.0.1:${nbdkitPort}`, rw, bs, depth, seconds);
+      await statsOf(child);
       const ours = await iops(`nbd://127.0.0.1:${ftvmPort}/vol0`, rw, bs, depth, seconds);
-      lines.push(`| ${name} | ${ours.toFixed(0)} | ${theirs.toFixed(0)} | ${(ours / theirs).toFixed(2)} |`);
+      const stats = await statsOf(child);
+      const mib = (ours * seconds * blockBytes(bs)) / (1 << 20);
+      const cpuPerMiB = mib > 0 ? (stats.cpuMicros / mib).toFixed(0) : '-';
+      lines.push(`| ${name} | ${ours.toFixed(0)} | ${theirs.toFixed(0)} | ${(ours / theirs).toFixed(2)} | ${cpuPerMiB} | ${stats.minor}/${stats.major} |`);
     }
   } finally {
     child.kill('SIGKILL');
     nbdkit.kill('SIGTERM');
   }
   process.stdout.write(`${lines.join('\n')}\n`);
+}
+
+function blockBytes(bs: string): number {
+  return bs.endsWith('M') ? Number(bs.slice(0, -1)) << 20 : Number(bs.slice(0, -1)) << 10;
 }
 
 (process.argv.includes('--child') ? serveChild() : main()).catch((error: unknown) => {

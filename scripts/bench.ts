@@ -9,9 +9,14 @@
 //   tls         the cost of TLS: the mirrored cluster again with NBD TLS (PSK, required) and the
 //               partner link encrypted, against the same cluster without TLS, via owner and via
 //               partner (where every byte crosses both links)
-// Prints IOPS, MB/s and the ftvm/nbdkit ratio (for tls: TLS on / TLS off).
+//   cold        a fresh two-node cluster on a never-written volume, no fill and no flush first:
+//               what a new volume costs (page allocation, first writes), not the warm steady state
+// Every job is preceded by an NBD FLUSH to both servers, so one job's destage does not run into
+// the next. Prints IOPS, MB/s and the ftvm/nbdkit ratio (for tls: TLS on / TLS off), and for fio
+// jobs what the ftvm processes spent on them: CPU µs per MiB moved (utime + stime from /proc, no
+// profiler) and V8 collections (minor/major, from --trace-gc on the nodes' stdout).
 // --json FILE also writes the rows as JSON (date, commit, command), for scripts/plot-bench.
-// Usage: scripts/bench [--seconds 5] [--size 1GiB] [--markdown] [--modes mirrored,forwarded,single,degraded,tls] [--json FILE]
+// Usage: scripts/bench [--seconds 5] [--size 1GiB] [--markdown] [--modes cold,mirrored,forwarded,single,degraded,tls] [--json FILE]
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
@@ -21,7 +26,8 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { parseSize } from '../src/config/index.js';
 import { requestControl } from '../src/cluster/index.js';
-import { freePort, launch, makeTempDirectory, startCluster, writeSingleNodeConfig } from '../test/support/ftvm-process.js';
+import { RawClient } from '../test/support/raw-client.js';
+import { freePort, launch, makeTempDirectory, startCluster, writeSingleNodeConfig, type FtvmNode } from '../test/support/ftvm-process.js';
 
 const run = promisify(execFile);
 
@@ -42,7 +48,85 @@ const JOBS: Job[] = [
 interface Result {
   iops: number;
   bytesPerSecond: number;
+  /** What the ftvm processes spent on the job (fio jobs against ftvm only). */
+  server?: ServerCost;
 }
+
+interface ServerCost {
+  cpuMicrosPerMiB: number;
+  minorGcs: number;
+  majorGcs: number;
+}
+
+/**
+ * The CPU time and collections of the ftvm processes between two samples. CPU comes from
+ * /proc/PID/stat (Linux); collections from the lines V8's --trace-gc writes to each node's stdout
+ * (the nodes are started with it: TRACE_GC).
+ */
+class ServerMeter {
+  private minor = 0;
+  private major = 0;
+  private cpuTicks = 0;
+
+  constructor(private readonly nodes: readonly FtvmNode[]) {
+    for (const node of nodes) {
+      let partial = '';
+      node.child.stdout?.on('data', (chunk: Buffer) => {
+        const lines = (partial + chunk.toString()).split('\n');
+        partial = lines.pop() ?? '';
+        for (const line of lines) {
+          if (/Scavenge|Minor Mark-Compact/.test(line)) this.minor++;
+          else if (/Mark-Compact|Mark-sweep/.test(line)) this.major++;
+        }
+      });
+    }
+  }
+
+  /** Starts a measurement. */
+  async start(): Promise<void> {
+    this.minor = this.major = 0;
+    this.cpuTicks = await this.ticks();
+  }
+
+  /** What was spent since start(), for `bytes` moved. */
+  async stop(bytes: number): Promise<ServerCost> {
+    const ticks = (await this.ticks()) - this.cpuTicks;
+    return { cpuMicrosPerMiB: (ticks * (1e6 / CLOCK_TICKS_PER_SECOND)) / (bytes / 2 ** 20), minorGcs: this.minor, majorGcs: this.major };
+  }
+
+  private async ticks(): Promise<number> {
+    let total = 0;
+    for (const node of this.nodes) {
+      const stat = await fs.readFile(`/proc/${node.child.pid}/stat`, 'utf8').catch(() => '');
+      // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      total += Number(fields[11] ?? 0) + Number(fields[12] ?? 0);
+    }
+    return total;
+  }
+}
+
+/** USER_HZ: what /proc counts CPU time in on Linux. */
+const CLOCK_TICKS_PER_SECOND = 100;
+
+/** Node's own arguments for the ftvm processes: their collections traced to stdout, for ServerMeter. */
+const TRACE_GC = ['--trace-gc'];
+
+/** An NBD FLUSH, so the previous job's writes are on disk before the next job starts (our own client: no nbdsh/Python needed). */
+async function flush(uri: string): Promise<void> {
+  const { hostname, port, pathname } = new URL(uri);
+  const client = await RawClient.connect({ host: hostname, port: Number(port) });
+  try {
+    await client.attach(decodeURIComponent(pathname.slice(1)));
+    client.request(NBD_CMD_FLUSH, { handle: 1n });
+    const reply = await client.readReply();
+    if (reply.error !== 0) throw new Error(`FLUSH of ${uri} failed with errno ${reply.error}`);
+  } finally {
+    client.close();
+  }
+}
+
+const NBD_CMD_FLUSH = 3;
 
 /** A time-based run of `seconds`; 0 seconds means one pass over the whole size. */
 async function fio(uri: string, job: Job, seconds: number, sizeBytes: number, extra: readonly string[] = []): Promise<Result> {
@@ -82,7 +166,8 @@ async function startNbdkit(file: string): Promise<{ child: ChildProcess; uri: st
 
 function format(rows: Array<[string, Result, Result]>, markdown: boolean, names: [string, string] = ['ftvm', 'nbdkit']): string {
   const [ours, theirs] = names;
-  const header = ['job', `${ours} IOPS`, `${ours} MB/s`, `${theirs} IOPS`, `${theirs} MB/s`, `${ours}/${theirs}`];
+  const costs = rows.some(([, measured]) => measured.server !== undefined);
+  const header = ['job', `${ours} IOPS`, `${ours} MB/s`, `${theirs} IOPS`, `${theirs} MB/s`, `${ours}/${theirs}`, ...(costs ? [`${ours} CPU µs/MiB`, `${ours} GCs minor/major`] : [])];
   const lines = rows.map(([name, ours, theirs]) => [
     name,
     ours.iops.toFixed(0),
@@ -90,6 +175,7 @@ function format(rows: Array<[string, Result, Result]>, markdown: boolean, names:
     theirs.iops.toFixed(0),
     (theirs.bytesPerSecond / 1e6).toFixed(1),
     (ours.iops / theirs.iops).toFixed(2),
+    ...(costs ? [ours.server ? ours.server.cpuMicrosPerMiB.toFixed(0) : '-', ours.server ? `${ours.server.minorGcs}/${ours.server.majorGcs}` : '-'] : []),
   ]);
   if (markdown) {
     return [header, header.map(() => '---'), ...lines].map((cells) => `| ${cells.join(' | ')} |`).join('\n');
@@ -103,7 +189,7 @@ async function main(): Promise<void> {
     .option('seconds', { type: 'number', default: 5, describe: 'fio runtime per job and server' })
     .option('size', { type: 'string', default: '1GiB', describe: 'file size for each server' })
     .option('markdown', { type: 'boolean', default: false, describe: 'print a markdown table' })
-    .option('modes', { type: 'string', default: 'mirrored,forwarded,single,degraded', describe: 'which ftvm set-ups to run (comma-separated)' })
+    .option('modes', { type: 'string', default: 'mirrored,forwarded,single,degraded', describe: 'which ftvm set-ups to run (comma-separated: cold, mirrored, forwarded, single, degraded, tls)' })
     .option('memory', { type: 'string', describe: 'frame pool per node in the cluster modes (default 1.5 × size: the working set fits, as the file fits nbdkit\'s page cache)' })
     .option('page-size', { type: 'string', describe: 'memory manager page size in the cluster modes (default: the config default)' })
     .option('json', { type: 'string', describe: 'also write the results to this file as JSON (scripts/plot-bench reads it)' })
@@ -126,14 +212,26 @@ async function main(): Promise<void> {
   // of the fill's dirty pages, and measured 11k–36k IOPS instead of ~50k (session 6).
   const fill = (uri: string): Promise<unknown> => fio(uri, { name: 'fill', rw: 'write', bs: '1M', iodepth: 8 }, 0, sizeBytes, ['--end_fsync=1']).catch(() => undefined);
   try {
-    if (modes.has('mirrored') || modes.has('forwarded')) {
-      const pageBytes = args['page-size'] === undefined ? undefined : parseSize(args['page-size']);
-      if (typeof pageBytes === 'string') throw new Error(`--page-size: ${pageBytes}`);
-      const cluster = await startCluster([{ name: 'vol0', sizeBytes }], { memoryBytes, pageBytes, logLevel: 'warn' });
+    const pageBytes = args['page-size'] === undefined ? undefined : parseSize(args['page-size']);
+    if (typeof pageBytes === 'string') throw new Error(`--page-size: ${pageBytes}`);
+    if (modes.has('cold')) {
+      // First, on purpose: nothing has run on this machine's caches for ftvm yet either.
+      const cluster = await startCluster([{ name: 'vol0', sizeBytes }], { memoryBytes, pageBytes, logLevel: 'warn', nodeArgs: TRACE_GC });
       try {
+        const meter = new ServerMeter([...cluster.nodes.values()]);
+        await runJobs(rows, ' (2 nodes, cold volume)', nbdkit.uri, cluster.node('a').uri('vol0'), args.seconds, sizeBytes, meter, false);
+      } finally {
+        await cluster.stop();
+        await fs.rm(cluster.directory, { recursive: true, force: true });
+      }
+    }
+    if (modes.has('mirrored') || modes.has('forwarded')) {
+      const cluster = await startCluster([{ name: 'vol0', sizeBytes }], { memoryBytes, pageBytes, logLevel: 'warn', nodeArgs: TRACE_GC });
+      try {
+        const meter = new ServerMeter([...cluster.nodes.values()]);
         await fill(cluster.node('a').uri('vol0'));
-        if (modes.has('mirrored')) await runJobs(rows, ' (2 nodes, via owner)', nbdkit.uri, cluster.node('a').uri('vol0'), args.seconds, sizeBytes);
-        if (modes.has('forwarded')) await runJobs(rows, ' (2 nodes, via partner)', nbdkit.uri, cluster.node('b').uri('vol0'), args.seconds, sizeBytes);
+        if (modes.has('mirrored')) await runJobs(rows, ' (2 nodes, via owner)', nbdkit.uri, cluster.node('a').uri('vol0'), args.seconds, sizeBytes, meter);
+        if (modes.has('forwarded')) await runJobs(rows, ' (2 nodes, via partner)', nbdkit.uri, cluster.node('b').uri('vol0'), args.seconds, sizeBytes, meter);
       } finally {
         await cluster.stop();
         await fs.rm(cluster.directory, { recursive: true, force: true });
@@ -143,14 +241,15 @@ async function main(): Promise<void> {
     if (modes.has('single') || modes.has('degraded')) {
       const port = await freePort();
       const configFile = await writeSingleNodeConfig(directory, [{ name: 'vol0', sizeBytes }], { host: '127.0.0.1', port });
-      const ftvm = await launch(configFile, 'a', { host: '127.0.0.1', port, directory, logLevel: 'warn' });
+      const ftvm = await launch(configFile, 'a', { host: '127.0.0.1', port, directory, logLevel: 'warn', nodeArgs: TRACE_GC });
       try {
+        const meter = new ServerMeter([ftvm]);
         await fill(ftvm.uri('vol0'));
-        if (modes.has('single')) await runJobs(rows, ' (1 node, write-through)', nbdkit.uri, ftvm.uri('vol0'), args.seconds, sizeBytes);
+        if (modes.has('single')) await runJobs(rows, ' (1 node, write-through)', nbdkit.uri, ftvm.uri('vol0'), args.seconds, sizeBytes, meter);
         if (modes.has('degraded')) {
           const result = await requestControl(path.join(directory, 'a.control'), { op: 'fail', member: 1 });
           if (!result.ok) throw new Error(`could not fail a member: ${result.error}`);
-          await runJobs(rows, ' (1 node, raid5 degraded)', nbdkit.uri, ftvm.uri('vol0'), args.seconds, sizeBytes);
+          await runJobs(rows, ' (1 node, raid5 degraded)', nbdkit.uri, ftvm.uri('vol0'), args.seconds, sizeBytes, meter);
         }
       } finally {
         await ftvm.stop();
@@ -249,10 +348,28 @@ async function runTlsComparison(rows: Array<[string, Result, Result]>, memoryByt
   }
 }
 
-async function runJobs(rows: Array<[string, Result, Result]>, suffix: string, nbdkitUri: string, ftvmUri: string, seconds: number, sizeBytes: number): Promise<void> {
-  for (const job of JOBS) {
+/**
+ * Each job against nbdkit, then ftvm; both are flushed before each job (`flushFirst`; the cold
+ * mode's first job runs on a cluster that never wrote, and is not flushed: that is the point).
+ */
+async function runJobs(
+  rows: Array<[string, Result, Result]>,
+  suffix: string,
+  nbdkitUri: string,
+  ftvmUri: string,
+  seconds: number,
+  sizeBytes: number,
+  meter: ServerMeter,
+  flushFirst = true,
+): Promise<void> {
+  for (const [index, job] of JOBS.entries()) {
+    if (flushFirst || index > 0) await Promise.all([flush(nbdkitUri), flush(ftvmUri)]);
     const theirs = await fio(nbdkitUri, job, seconds, sizeBytes);
+    await meter.start();
     const ours = await fio(ftvmUri, job, seconds, sizeBytes);
+    // fio's ramp second is not in its figures but is in the server's: counted in the bytes too.
+    const movedBytes = ours.bytesPerSecond * (seconds > 0 ? seconds + 1 : 0) || sizeBytes;
+    ours.server = await meter.stop(movedBytes);
     rows.push([`${job.name}${suffix}`, ours, theirs]);
     process.stderr.write(`bench: ${job.name}${suffix} done\n`);
   }

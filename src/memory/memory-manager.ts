@@ -307,7 +307,7 @@ export class MemoryManager {
       assert(pointer.mode === 'write' && pointer.allocation === first.allocation && pointer.virtualPage === first.virtualPage + index, 'a run is write pointers of consecutive pages');
       return allocation.pages.get(pointer.virtualPage) as Page;
     });
-    assert(pages.length * pageBytes <= MAX_RUN_BYTES, `a run of ${pages.length} pages of ${pageBytes} bytes exceeds ${MAX_RUN_BYTES}`);
+    if (!(pages.length * pageBytes <= MAX_RUN_BYTES)) assert.fail(`a run of ${pages.length} pages of ${pageBytes} bytes exceeds ${MAX_RUN_BYTES}`);
     assert(!modified || modified.length === 0 || (modified.offset + modified.length > (pages.length - 1) * pageBytes && modified.offset < pageBytes && modified.offset + modified.length <= pages.length * pageBytes), 'the range must touch every page of the run');
     let changed = modified !== undefined && modified.length > 0;
     try {

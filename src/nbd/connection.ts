@@ -11,6 +11,10 @@
 // backlogTimeoutMs is dropped. Every request is admitted by the framer before it starts (requests
 // and bytes per connection, bytes per node, requests per turn); while one waits for admission the
 // socket is paused, so the kernel's buffers push back on the client.
+//
+// Per request, nothing large is allocated: a plain socket reads into one buffer per connection
+// (socket-reader.ts), WRITE payloads are assembled in pooled buffers that the request owns until
+// its write settled, and read replies are computed into pooled buffers given back once written.
 import type { Socket } from 'node:net';
 import type { RequestBudget, BudgetWaiter } from './budget.js';
 import {
@@ -32,7 +36,8 @@ import { isProgrammerError, nbdErrnoOf, RequestError } from './errors.js';
 import { Negotiator, type ExportCatalog, type Session } from './negotiation.js';
 import { OptionFramer } from './option-framer.js';
 import { FramingError, RequestFramer, type RequestSink } from './request-framer.js';
-import { REPLY_HEADER_ROOM, type ReplyPool } from './reply-pool.js';
+import { REPLY_HEADER_ROOM, type BufferPool, type ReplyPool } from './reply-pool.js';
+import { HANDSHAKE_READ_BUFFER_BYTES, READ_BUFFER_BYTES, readingInto } from './socket-reader.js';
 import type { NbdTls } from './tls.js';
 import { encodeServerGreeting, writeOffset64, writeSimpleReplyHeader, writeStructuredReplyHeader, type Request } from './wire.js';
 import type { Logger } from '../observe/index.js';
@@ -70,6 +75,8 @@ export interface ConnectionContext {
   catalog: ExportCatalog;
   /** Read reply buffers, shared by the node's connections. */
   replies: ReplyPool;
+  /** WRITE payload buffers, shared by the node's connections. */
+  payloads: BufferPool;
   logger: Logger;
   limits: ConnectionLimits;
   /** Shared by every connection of the node. */
@@ -113,6 +120,10 @@ export class Connection implements RequestSink, BudgetWaiter {
   private corked = false;
   private disconnecting = false;
   private closed = false;
+  /** Reads land in one buffer of this connection's, overwritten by the next read: what is kept is copied. */
+  private readsReused = false;
+  /** That buffer: small until the client chose an export (a handshake sends little), then READ_BUFFER_BYTES. */
+  private readBuffer: Buffer | null = null;
   private readonly openedAtMs: number;
   private lastActivityMs: number;
   /** When the replies last moved (or started to wait): a stalled backlog is measured from here. */
@@ -138,19 +149,35 @@ export class Connection implements RequestSink, BudgetWaiter {
     return this.inFlight;
   }
 
+  /** The export this connection chose, once in transmission (log lines at its close). */
+  get exportName(): string | undefined {
+    return this.session?.entry.name;
+  }
+
   private get logger(): Logger {
     return this.context.logger;
   }
 
+  /** `socket` was accepted paused (the server's pauseOnConnect): nothing was read from it yet. */
   start(): void {
+    // A TLS socket cannot be laid over a handle that reads into a user buffer (the TLS handshake
+    // never completes), so a node that offers TLS reads its sockets the usual way.
+    const reading = this.context.tls.mode === 'off' ? readingInto(this.socket, this.readBufferOf, this.onData) : null;
+    if (reading) {
+      this.socket = reading;
+      this.readsReused = true;
+    }
     this.socket.setNoDelay(true);
     this.listen(this.socket);
     this.socket.on('close', () => this.onSocketClosed());
     this.socket.write(encodeServerGreeting());
+    if (!reading) this.socket.resume();
   }
 
+  private readonly readBufferOf = (): Buffer => (this.readBuffer ??= Buffer.allocUnsafeSlow(HANDSHAKE_READ_BUFFER_BYTES));
+
   private listen(socket: Socket): void {
-    socket.on('data', this.onData);
+    if (!this.readsReused) socket.on('data', this.onData);
     socket.on('error', (error) => this.logger.debug('connection error', { conn: this.id, error: error.message }));
   }
 
@@ -198,7 +225,8 @@ export class Connection implements RequestSink, BudgetWaiter {
   };
 
   private onHandshakeData(chunk: Buffer): void {
-    this.options.push(chunk);
+    // The option framer keeps what it was given until a whole option is in: a reused read buffer is copied (cold path).
+    this.options.push(this.readsReused ? Buffer.from(chunk) : chunk);
     const clientFlags = this.options.flags;
     if (clientFlags === null) return;
     // The padding after EXPORT_NAME is dropped only when the client asked for that too.
@@ -239,7 +267,9 @@ export class Connection implements RequestSink, BudgetWaiter {
 
   private enterTransmission(session: Session): void {
     this.session = session;
-    this.requests = new RequestFramer(this, MAX_PAYLOAD_BYTES);
+    this.requests = new RequestFramer(this, MAX_PAYLOAD_BYTES, this.context.payloads);
+    // From the next read on: requests carry payloads, and fewer, larger reads cost less.
+    if (this.readsReused) this.readBuffer = Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
     this.logger.info('client attached', {
       conn: this.id,
       peer: this.peer,
@@ -340,10 +370,16 @@ export class Connection implements RequestSink, BudgetWaiter {
 
   onRequest(request: Request): void {
     if (request.type === Command.Disc) return this.beginDisconnect();
-    if (this.closed) return this.release(this.costOf(request));
+    if (this.closed) {
+      this.releasePayload(request, true);
+      return this.release(this.costOf(request));
+    }
     const startedMs = this.context.observer ? this.context.now() : 0;
     const refusal = this.validate(request);
-    if (refusal !== null) return this.complete(request, refusal, null, startedMs);
+    if (refusal !== null) {
+      this.releasePayload(request, true);
+      return this.complete(request, refusal, null, startedMs);
+    }
     this.execute(request).then(
       (result) => this.complete(request, null, result, startedMs),
       (error: unknown) => this.complete(request, error, null, startedMs),
@@ -445,9 +481,25 @@ export class Connection implements RequestSink, BudgetWaiter {
     return reply;
   }
 
+  /**
+   * A WRITE's payload buffers go back to the pool once its write settled. One that failed may
+   * still be referenced (a forwarded write queued on a partner link that closed): it is not reused.
+   */
+  private releasePayload(request: Request, reusable: boolean): void {
+    const buffers = request.payloadBuffers;
+    if (buffers === null) return;
+    request.payloadBuffers = null;
+    request.payload = null;
+    for (const buffer of buffers) {
+      if (reusable) this.context.payloads.give(buffer);
+      else this.context.payloads.forget();
+    }
+  }
+
   private complete(request: Request, error: unknown, reply: Buffer | null, startedMs: number): void {
     this.context.observer?.requestDone((this.session as Session).entry.name, request.type, request.length, this.context.now() - startedMs, error !== null);
     const cost = this.costOf(request);
+    this.releasePayload(request, error === null);
     const pooled = this.pooled.get(request) ?? null;
     if (pooled) this.pooled.delete(request);
     if (error !== null) {
@@ -516,6 +568,7 @@ export class Connection implements RequestSink, BudgetWaiter {
     const pooled = this.unwrittenBuffers.shift();
     // A write that failed may still be referenced by the dying socket: that buffer is not reused.
     if (pooled && !error) this.context.replies.give(pooled);
+    else if (pooled) this.context.replies.forget();
     this.release(this.unwritten.shift() as number);
   };
 
@@ -559,8 +612,11 @@ export class Connection implements RequestSink, BudgetWaiter {
     this.context.budget.leave(this);
     // Replies that will never be written give their share back now; late write callbacks find none.
     // Their buffers may still sit in the closed socket's queue: they are left to the collector.
-    this.unwrittenBuffers.length = 0;
+    for (const pooled of this.unwrittenBuffers.splice(0)) if (pooled) this.context.replies.forget();
     for (const cost of this.unwritten.splice(0)) this.release(cost);
+    // A WRITE whose payload was still arriving was admitted and will never run: its share and buffer go back.
+    const partial = this.requests?.dispose() ?? null;
+    if (partial) this.release(this.costOf(partial));
     this.events.onClose(this);
   }
 }

@@ -2,7 +2,7 @@
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import { RequestBudget } from './budget.js';
-import { ReplyPool } from './reply-pool.js';
+import { BufferPool, ReplyPool } from './reply-pool.js';
 import { Connection, type ConnectionContext, type ConnectionLimits, type RequestObserver } from './connection.js';
 import type { ExportCatalog, ExportEntry } from './negotiation.js';
 import { TLS_OFF, type NbdTls } from './tls.js';
@@ -28,6 +28,8 @@ export const DEFAULT_SERVER_LIMITS: ServerLimits = {
 
 /** Free read reply buffers kept for reuse: enough for 1 MiB reads at a queue depth of 16. */
 export const REPLY_BUFFERS_KEPT_BYTES = 16 * 1024 * 1024;
+/** Free WRITE payload buffers kept for reuse: a few clients' worth of 1 MiB writes at queue depth 8. */
+export const WRITE_BUFFERS_KEPT_BYTES = 32 * 1024 * 1024;
 
 /** How often connections are checked for deadlines (handshake, stalled replies, idleness). */
 const SWEEP_INTERVAL_MS = 1000;
@@ -54,7 +56,7 @@ export function describeAddress(address: ListenAddress): string {
  * private; this reads only the name (test/integration/logs.test.ts checks the field).
  */
 function exportField(connection: Connection): { export?: string } {
-  const name = (connection as unknown as { session: { entry: { name: string } } | null }).session?.entry.name;
+  const name = connection.exportName;
   return name === undefined ? {} : { export: name };
 }
 
@@ -96,6 +98,7 @@ export class NbdServer {
     this.context = {
       catalog: exports,
       replies: new ReplyPool(REPLY_BUFFERS_KEPT_BYTES),
+      payloads: new BufferPool(WRITE_BUFFERS_KEPT_BYTES),
       logger,
       limits: this.limits,
       budget: new RequestBudget(this.limits.nodeBytesInFlight),
@@ -108,6 +111,11 @@ export class NbdServer {
   /** Bytes of free read reply buffers the server keeps for reuse (at most REPLY_BUFFERS_KEPT_BYTES). */
   get replyBuffersKept(): number {
     return this.context.replies.retained;
+  }
+
+  /** Pooled reply and payload buffers out (taken, not yet given back): zero once every request settled. */
+  get buffersOut(): number {
+    return this.context.replies.outstanding + this.context.payloads.outstanding;
   }
 
   /** Bytes of all clients' requests read and not yet answered on the wire. */
@@ -133,7 +141,8 @@ export class NbdServer {
   async listen(address: ListenAddress, group = 'own'): Promise<void> {
     if ('path' in address) await removeStaleSocket(address.path);
     const entry = { server: null as unknown as net.Server, group, connections: new Set<Connection>() };
-    const server = net.createServer({ noDelay: true, keepAlive: true, keepAliveInitialDelay: KEEPALIVE_DELAY_MS }, (socket) => this.accept(socket, entry.connections));
+    // Paused: a connection re-homes the socket's handle to read into its own buffer before the first read (socket-reader.ts).
+    const server = net.createServer({ noDelay: true, keepAlive: true, keepAliveInitialDelay: KEEPALIVE_DELAY_MS, pauseOnConnect: true }, (socket) => this.accept(socket, entry.connections));
     entry.server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);

@@ -164,8 +164,13 @@ export interface Request {
   /** Offsets above 2^53 lose precision but stay above any export size, so range checks still hold. */
   offset: number;
   length: number;
-  /** WRITE payload as views into the socket chunks it arrived in, when it fitted the payload limit. */
+  /** WRITE payload in pieces (views of `payloadBuffers`, or of small unpooled buffers), when it fitted the payload limit. */
   payload: Buffer[] | null;
+  /**
+   * The pooled buffers a WRITE payload was assembled in. Their owner is the request: whoever settles
+   * the request gives them back to the pool they came from, once nothing reads the payload any more.
+   */
+  payloadBuffers: Buffer[] | null;
   /** A WRITE whose payload exceeded the limit was read and discarded. */
   oversized: boolean;
 }
@@ -180,6 +185,7 @@ export function decodeRequestHeader(source: Buffer, at: number): Request {
     offset: source.readUInt32BE(at + 16) * 0x1_0000_0000 + source.readUInt32BE(at + 20),
     length: source.readUInt32BE(at + 24),
     payload: null,
+    payloadBuffers: null,
     oversized: false,
   };
 }

@@ -36,6 +36,7 @@ import {
   SenseKind,
   Status,
 } from './constants.js';
+import { hotEncoders, type FixedEncoder } from './hot-encoders.js';
 import type { ForwardedIo, Header, HeaderPageEntry, IoData, Message, WritePage } from './messages.js';
 
 export type FramingFailure = 'bad-magic' | 'wrong-version' | 'unknown-type' | 'oversized' | 'bad-length' | 'bad-field';
@@ -209,6 +210,8 @@ interface Tail {
 interface MessageCodec {
   name: string;
   fixed: Structure<Fields>;
+  /** The fixed part written by hand (hot types, hot-encoders.ts): the same bytes as `fixed`. */
+  encodeFixed?: FixedEncoder;
   tail?: Tail;
   versionNeutral?: boolean;
 }
@@ -238,8 +241,8 @@ const writePageTail: Tail = {
   bytes(message) {
     const { data, offset, length, pageBytes, zeroFill } = message as WritePage;
     const bytes = bytesOf(data);
-    assert(bytes === (zeroFill ? 0 : length), `write page data is ${bytes} bytes for a length of ${length}${zeroFill ? ' (zero fill)' : ''}`);
-    assert(writePageRangeFits(pageBytes, offset, length), `write page range ${offset}+${length} does not start in a page of ${pageBytes} or runs past ${MAX_PAGE_BYTES} bytes`);
+    if (!(bytes === (zeroFill ? 0 : length))) assert.fail(`write page data is ${bytes} bytes for a length of ${length}${zeroFill ? ' (zero fill)' : ''}`);
+    if (!(writePageRangeFits(pageBytes, offset, length))) assert.fail(`write page range ${offset}+${length} does not start in a page of ${pageBytes} or runs past ${MAX_PAGE_BYTES} bytes`);
     return bytes;
   },
   write(message, target, at) {
@@ -267,8 +270,8 @@ const carriesData = (op: IoOp): boolean => op === IoOp.Read || op === IoOp.Write
 const forwardedIoTail: Tail = {
   bytes(message) {
     const { op, length, data } = message as ForwardedIo;
-    assert(!carriesData(op) || length <= MAX_IO_BYTES, `forwarded io of ${length} bytes, at most ${MAX_IO_BYTES}`);
-    assert(data.length === (op === IoOp.Write ? length : 0), `forwarded io data is ${data.length} bytes for op ${op} of length ${length}`);
+    if (!(!carriesData(op) || length <= MAX_IO_BYTES)) assert.fail(`forwarded io of ${length} bytes, at most ${MAX_IO_BYTES}`);
+    if (!(data.length === (op === IoOp.Write ? length : 0))) assert.fail(`forwarded io data is ${data.length} bytes for op ${op} of length ${length}`);
     return data.length;
   },
   write(message, target, at) {
@@ -291,7 +294,7 @@ const forwardedIoTail: Tail = {
 const ioDataTail: Tail = {
   bytes(message) {
     const { data } = message as IoData;
-    assert(data.length <= MAX_IO_BYTES, `io data of ${data.length} bytes, at most ${MAX_IO_BYTES}`);
+    if (!(data.length <= MAX_IO_BYTES)) assert.fail(`io data of ${data.length} bytes, at most ${MAX_IO_BYTES}`);
     return data.length;
   },
   write(message, target, at) {
@@ -392,6 +395,10 @@ const CODECS = new Map<number, MessageCodec>([
   [MessageType.IoData, { name: 'io data', fixed: struct([]), tail: ioDataTail }],
 ]);
 
+for (const [type, encodeFixed] of hotEncoders({ completable: COMPLETABLE_TYPES, statuses: STATUSES, ops: IO_OPS })) {
+  (CODECS.get(type) as MessageCodec).encodeFixed = encodeFixed;
+}
+
 // The limits in constants.ts must leave room for the largest payloads these layouts make.
 const codecOf = (type: number): MessageCodec => CODECS.get(type) as MessageCodec;
 assert(codecOf(MessageType.WritePage).fixed.span + MAX_PAGE_BYTES <= MAX_PAYLOAD_BYTES, 'a whole page must fit one write page frame');
@@ -458,10 +465,8 @@ export function encodeBatchParts(messages: readonly Message[]): Buffer[] {
     }
     // Header and fixed part here, the data by reference right after them.
     const codec = codecOf(message.type);
-    const fields = message as unknown as Fields;
-    for (const field of codec.fixed.fields) assert(fields[field.property as string] !== undefined, `${codec.name} lacks ${field.property}`);
-    frameHeaderLayout.encode({ magic: PARTNER_MAGIC, version: PROTOCOL_VERSION, type: message.type, requestId: message.requestId, payloadLength: payloadSizes[index] as number }, out, at);
-    codec.fixed.encode(fields, out, at + FRAME_HEADER_BYTES);
+    writeFrameHeader(message, payloadSizes[index] as number, out, at);
+    writeFixed(codec, message, out, at + FRAME_HEADER_BYTES);
     at += FRAME_HEADER_BYTES + codec.fixed.span;
     parts.push(out.subarray(partStart, at));
     if (Buffer.isBuffer(data)) parts.push(data);
@@ -473,22 +478,55 @@ export function encodeBatchParts(messages: readonly Message[]): Buffer[] {
 }
 
 function payloadBytesOf(message: Message): number {
+  // Messages of refusals are built only on failure: this runs for every frame sent.
   const codec = CODECS.get(message.type);
-  assert(codec, `no codec for message type ${message.type}`);
+  if (!codec) assert.fail(`no codec for message type ${message.type}`);
   const bytes = codec.fixed.span + (codec.tail?.bytes(message) ?? 0);
-  assert(bytes <= MAX_PAYLOAD_BYTES, `${codec.name} payload of ${bytes} bytes exceeds ${MAX_PAYLOAD_BYTES}`);
+  if (bytes > MAX_PAYLOAD_BYTES) assert.fail(`${codec.name} payload of ${bytes} bytes exceeds ${MAX_PAYLOAD_BYTES}`);
   return bytes;
 }
 
 function writeFrame(message: Message, payloadLength: number, target: Buffer, at: number): number {
   const codec = codecOf(message.type);
-  const fields = message as unknown as Fields;
-  for (const field of codec.fixed.fields) assert(fields[field.property as string] !== undefined, `${codec.name} lacks ${field.property}`);
-  frameHeaderLayout.encode({ magic: PARTNER_MAGIC, version: PROTOCOL_VERSION, type: message.type, requestId: message.requestId, payloadLength }, target, at);
+  writeFrameHeader(message, payloadLength, target, at);
   const payloadAt = at + FRAME_HEADER_BYTES;
-  codec.fixed.encode(fields, target, payloadAt);
+  writeFixed(codec, message, target, payloadAt);
   codec.tail?.write(message, target, payloadAt + codec.fixed.span);
   return payloadAt + payloadLength;
+}
+
+/** The frame header, as frameHeaderLayout lays it out. */
+function writeFrameHeader(message: Message, payloadLength: number, target: Buffer, at: number): void {
+  target.writeUInt32BE(PARTNER_MAGIC, at);
+  target.writeUInt16BE(PROTOCOL_VERSION, at + 4);
+  target.writeUInt16BE(message.type, at + 6);
+  target.writeUInt32BE(message.requestId, at + 8);
+  target.writeUInt32BE(payloadLength, at + 12);
+}
+
+function writeFixed(codec: MessageCodec, message: Message, target: Buffer, at: number): void {
+  if (codec.encodeFixed) codec.encodeFixed(message, target, at);
+  else writeFixedByLayout(codec, message, target, at);
+}
+
+function writeFixedByLayout(codec: MessageCodec, message: Message, target: Buffer, at: number): void {
+  const fields = message as unknown as Fields;
+  for (const field of codec.fixed.fields) assert(fields[field.property as string] !== undefined, `${codec.name} lacks ${field.property}`);
+  codec.fixed.encode(fields, target, at);
+}
+
+/**
+ * One message as one frame, every part through the buffer-layout structs (no hand-written
+ * encoder, frame header included): the reference the hand-written encoders are tested against.
+ */
+export function encodeMessageByLayout(message: Message): Buffer {
+  const payloadLength = payloadBytesOf(message);
+  const out = Buffer.alloc(FRAME_HEADER_BYTES + payloadLength);
+  frameHeaderLayout.encode({ magic: PARTNER_MAGIC, version: PROTOCOL_VERSION, type: message.type, requestId: message.requestId, payloadLength }, out, 0);
+  const codec = codecOf(message.type);
+  writeFixedByLayout(codec, message, out, FRAME_HEADER_BYTES);
+  codec.tail?.write(message, out, FRAME_HEADER_BYTES + codec.fixed.span);
+  return out;
 }
 
 // ---- Decoding ----

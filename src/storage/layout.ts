@@ -102,7 +102,7 @@ export function arrayDataBytes(g: Geometry): number {
 
 /** raid5 only: left-symmetric, the parity member walks down from the last member. */
 export function parityMemberOf(g: Geometry, stripe: number): number {
-  assert(g.level === 'raid5', `${g.level} has no parity`);
+  if (g.level !== 'raid5') assert.fail(`${g.level} has no parity`);
   assertStripe(g, stripe);
   return g.memberCount - 1 - (stripe % g.memberCount);
 }
@@ -110,7 +110,7 @@ export function parityMemberOf(g: Geometry, stripe: number): number {
 /** Members holding copies of data chunk `dataIndex` of `stripe`. */
 export function dataMembersOf(g: Geometry, stripe: number, dataIndex: number): number[] {
   assertStripe(g, stripe);
-  assert(Number.isInteger(dataIndex) && dataIndex >= 0 && dataIndex < dataChunksPerStripe(g), `no data chunk ${dataIndex} in a ${g.level} stripe`);
+  if (!(Number.isInteger(dataIndex) && dataIndex >= 0 && dataIndex < dataChunksPerStripe(g))) assert.fail(`no data chunk ${dataIndex} in a ${g.level} stripe`);
   switch (g.level) {
     case 'raid1':
       return Array.from({ length: g.memberCount }, (_, member) => member);
@@ -124,7 +124,7 @@ export function dataMembersOf(g: Geometry, stripe: number, dataIndex: number): n
 /** Which data chunk of `stripe` `member` holds; null for the raid5 parity member. */
 export function dataIndexOf(g: Geometry, stripe: number, member: number): number | null {
   assertStripe(g, stripe);
-  assert(Number.isInteger(member) && member >= 0 && member < g.memberCount, `no member ${member}`);
+  if (!(Number.isInteger(member) && member >= 0 && member < g.memberCount)) assert.fail(`no member ${member}`);
   switch (g.level) {
     case 'raid1':
       return 0;
@@ -182,7 +182,7 @@ function checkRange(g: Geometry, arrayOffset: number, lengthBytes: number): void
 }
 
 function assertStripe(g: Geometry, stripe: number): void {
-  assert(Number.isInteger(stripe) && stripe >= 0 && stripe < stripeCount(g), `no stripe ${stripe}`);
+  if (!(Number.isInteger(stripe) && stripe >= 0 && stripe < stripeCount(g))) assert.fail(`no stripe ${stripe}`);
 }
 
 function isPowerOfTwo(value: number): boolean {

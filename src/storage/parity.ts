@@ -20,7 +20,7 @@ const ZEROS = Buffer.alloc(64 * 1024);
 
 /** target ^= source. */
 export function xorInto(target: Buffer, source: Buffer): void {
-  assert(target.length === source.length, `xor of unequal lengths ${target.length} and ${source.length}`);
+  if (!(target.length === source.length)) assert.fail(`xor of unequal lengths ${target.length} and ${source.length}`);
   let done = 0;
   // BigUint64Array needs 8-byte aligned views; any tail shorter than a word goes byte by byte.
   if (target.byteOffset % WORD_BYTES === 0 && source.byteOffset % WORD_BYTES === 0) {
@@ -37,14 +37,14 @@ export function xorInto(target: Buffer, source: Buffer): void {
 export function computeParity(chunks: readonly Buffer[], into: Buffer): void {
   assert(chunks.length >= 1, 'parity of no chunks');
   assert(!chunks.includes(into, 1), 'into aliases a source chunk that is read after it is overwritten');
-  for (const chunk of chunks) assert(chunk.length === into.length, `chunk of ${chunk.length} bytes, expected ${into.length}`);
+  for (const chunk of chunks) if (!(chunk.length === into.length)) assert.fail(`chunk of ${chunk.length} bytes, expected ${into.length}`);
   if (chunks[0] !== into) into.set(chunks[0]);
   for (let i = 1; i < chunks.length; i++) xorInto(into, chunks[i]);
 }
 
 /** The missing chunk of a raid5 stripe: XOR of every surviving chunk, data and parity alike. */
 export function reconstructMissing(others: readonly Buffer[], into: Buffer): void {
-  assert(others.length >= 2, `a raid5 stripe has at least 2 surviving chunks, got ${others.length}`);
+  if (!(others.length >= 2)) assert.fail(`a raid5 stripe has at least 2 surviving chunks, got ${others.length}`);
   computeParity(others, into);
 }
 

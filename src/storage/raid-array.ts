@@ -12,6 +12,7 @@ import { BLOCK_BYTES, dataChunksPerStripe, dataMembersOf, mapRange, parityMember
 import type { MemberDevice } from './member.js';
 import { ArrayFailedError, MemberSet, type Slot } from './member-set.js';
 import { computeParity, reconstructMissing, updateParity, xorInto } from './parity.js';
+import { ScratchBuffers } from './scratch-buffers.js';
 import { StripeLocks } from './stripe-locks.js';
 
 export interface RaidDependencies {
@@ -68,6 +69,8 @@ export class RaidArray {
   private stopped = false;
   /** Run once the members are closed (stop or abandon): the holder claim goes with the open files. */
   private readonly closeHooks: Array<() => Promise<void>> = [];
+  /** Parity and old images of raid5 stripe writes: enough for a destage batch's writes in flight, each with a few. */
+  private readonly scratch = new ScratchBuffers(64);
 
   constructor(
     readonly members: MemberSet,
@@ -317,19 +320,27 @@ export class RaidArray {
     const imageOf = async (dataIndex: number): Promise<Buffer> => {
       const span = touched.get(dataIndex);
       if (fullyCovered(dataIndex)) return dataOf(span as ChunkSpan);
-      const image = await this.readMemberRange(stripe, memberOf(dataIndex), memberOffset, length);
+      const image = await this.readMemberRange(stripe, memberOf(dataIndex), memberOffset, length, take());
       if (span) dataOf(span).copy(image, span.offsetInChunk - lo);
       return image;
     };
 
-    const newParity = Buffer.allocUnsafe(length);
+    // Scratch taken here goes back once the member writes below settled; on an error it is dropped.
+    const scratch: Buffer[] = [];
+    const take = (): Buffer => {
+      const buffer = this.scratch.take(length);
+      scratch.push(buffer);
+      return buffer;
+    };
+    const newParity = take();
     if (rmwPossible && rmwReads < rcwReads) {
       // Read-modify-write: parity' = parity ^ old ^ new, for the touched chunks only.
-      const oldParity = await this.readMemberRange(stripe, parity, memberOffset, length);
+      const oldParity = await this.readMemberRange(stripe, parity, memberOffset, length, take());
       oldParity.copy(newParity);
       for (const dataIndex of touched.keys()) {
-        const old = await this.readMemberRange(stripe, memberOf(dataIndex), memberOffset, length);
-        const image = Buffer.from(old);
+        const old = await this.readMemberRange(stripe, memberOf(dataIndex), memberOffset, length, take());
+        const image = take();
+        old.copy(image);
         const span = touched.get(dataIndex) as ChunkSpan;
         dataOf(span).copy(image, span.offsetInChunk - lo);
         updateParity(newParity, old, image, newParity);
@@ -350,6 +361,7 @@ export class RaidArray {
     for (const [dataIndex, image] of newImages) writes.push(this.writeMember(memberOf(dataIndex), memberOffset, image));
     writes.push(this.writeMember(parity, memberOffset, newParity));
     await Promise.all(writes);
+    for (const buffer of scratch) this.scratch.give(buffer);
     if (!this.members.intact) throw this.lost(`stripe ${stripe} could not be written with redundancy`);
   }
 

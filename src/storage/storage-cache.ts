@@ -97,7 +97,8 @@ export class StorageCache {
     this.blocks.clear();
   }
 
-  private async load(offset: number, into: Buffer): Promise<void> {
+  /** `owned`: `into` is the cache's own (read-ahead), kept as it is; a caller's buffer is copied. */
+  private async load(offset: number, into: Buffer, owned = false): Promise<void> {
     const first = offset / BLOCK_BYTES;
     const count = into.length / BLOCK_BYTES;
     const token = {};
@@ -109,7 +110,7 @@ export class StorageCache {
       throw error;
     }
     // One copy for the whole run, cut into per-block views: the caller keeps `into`.
-    const copy = Buffer.from(into);
+    const copy = owned ? into : Buffer.from(into);
     for (let i = 0; i < count; i++) {
       if (this.loads.get(first + i) !== token) continue;
       this.loads.delete(first + i);
@@ -130,6 +131,7 @@ export class StorageCache {
     const firstBlock = blocks[0] as number;
     const length = ((blocks[blocks.length - 1] as number) - firstBlock + 1) * BLOCK_BYTES;
     this.statistics.readAheadBlocks += length / BLOCK_BYTES;
-    this.load(firstBlock * BLOCK_BYTES, Buffer.allocUnsafe(length)).catch(() => undefined);
+    // Read straight into the buffer the cached blocks will be views of: no second copy of the window.
+    this.load(firstBlock * BLOCK_BYTES, Buffer.allocUnsafe(length), true).catch(() => undefined);
   }
 }

@@ -109,7 +109,7 @@ export interface FramedRequest {
   offset: number;
   length: number;
   oversized: boolean;
-  /** The WRITE payload, joined (a copy: the framer hands out views). */
+  /** The WRITE payload, joined (a copy: its pieces belong to the request, and go back to a pool). */
   payload: Buffer | null;
 }
 

@@ -114,6 +114,42 @@ describe('NBD server over loopback', () => {
     expect(volume.bytes.subarray(0, 17)).to.deep.equal(Buffer.concat([Buffer.alloc(16, 4), Buffer.alloc(1)]));
   });
 
+  it('gives every pooled payload and reply buffer back: written, refused, failed, and large writes split across many reads', async () => {
+    const nbd = await client();
+    await nbd.attach('vol0');
+    const big = Buffer.from(Array.from({ length: 600_000 }, (_, index) => (index * 7) & 0xff));
+    for (let handle = 1n; handle <= 8n; handle++) nbd.request(WRITE, { handle, offset: Number(handle) * 4096, payload: big.subarray(0, 4096 * Number(handle) + 3) });
+    nbd.request(WRITE, { handle: 9n, offset: 0, payload: big });
+    nbd.request(WRITE, { handle: 10n, offset: SIZE, payload: Buffer.alloc(10) }); // refused: past the end
+    for (let i = 0; i < 10; i++) await nbd.readReply();
+    expect(volume.bytes.subarray(0, big.length).equals(big)).to.equal(true);
+    volume.failWith = new VolumeError('EIO', 'member gone');
+    nbd.request(WRITE, { handle: 11n, payload: Buffer.alloc(4096, 1) });
+    nbd.request(READ, { handle: 12n, length: 4096 });
+    expect((await nbd.readReply()).error).to.equal(EIO);
+    expect((await nbd.readReply()).error).to.equal(EIO);
+    volume.failWith = null;
+    nbd.request(READ, { handle: 13n, length: big.length });
+    expect((await nbd.readReply(big.length)).data.equals(big)).to.equal(true);
+    // The failed write's buffer is forgotten, not reused: it counts as back.
+    await until(() => server.buffersOut === 0 && server.bytesInFlight === 0);
+  });
+
+  it('gives back the share and buffer of a WRITE whose client left in the middle of its payload', async () => {
+    const nbd = await client();
+    await nbd.attach('vol0');
+    const header = Buffer.alloc(28);
+    header.writeUInt32BE(0x25609513, 0);
+    header.writeUInt16BE(WRITE, 6);
+    header.writeUInt32BE(65536, 24);
+    nbd.socket.write(Buffer.concat([header, Buffer.alloc(1000)]));
+    await until(() => server.bytesInFlight === 65536 && server.buffersOut === 1);
+    nbd.close();
+    await until(() => server.connectionCount === 0);
+    expect(server.bytesInFlight).to.equal(0);
+    expect(server.buffersOut).to.equal(0);
+  });
+
   it('refuses writes, trims and zeroes on a read-only export with EPERM', async () => {
     const nbd = await client();
     await nbd.attach('ro');
@@ -214,3 +250,11 @@ describe('NBD server over loopback', () => {
     expect(accepted[accepted.length - 1]?.type).to.equal(1);
   });
 });
+
+async function until(condition: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error('condition not reached in time');
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}

@@ -107,10 +107,11 @@ export async function startNode(volumes: VolumeSpec[], options: { host?: string;
 export async function launch(
   configFile: string,
   node: string,
-  where: { host: string; port: number; directory: string; logLevel?: string; prefix?: string[] },
+  where: { host: string; port: number; directory: string; logLevel?: string; prefix?: string[]; nodeArgs?: string[] },
 ): Promise<FtvmNode> {
   // `prefix` runs the node inside something, e.g. ['ip', 'netns', 'exec', NAME]; it must exec the command.
-  const command = [...(where.prefix ?? []), process.execPath, FTVM_BIN, 'serve', '--config', configFile, '--node', node];
+  // `nodeArgs` go to node itself (e.g. --trace-gc, which NODE_OPTIONS refuses).
+  const command = [...(where.prefix ?? []), process.execPath, ...(where.nodeArgs ?? []), FTVM_BIN, 'serve', '--config', configFile, '--node', node];
   const child = spawn(command[0] as string, [...command.slice(1), '--log-level', where.logLevel ?? 'info'], {
     stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
   });
@@ -168,6 +169,8 @@ export interface ClusterOptions {
   takeoverAddresses?: boolean;
   warmFailback?: boolean;
   logLevel?: string;
+  /** Arguments for node itself, before the ftvm script (e.g. --trace-gc). */
+  nodeArgs?: string[];
   /** The config's `limits` section (bounds on what NBD clients may hold). */
   limits?: Record<string, number>;
   /** More top-level config fields (partnerLink, tls, ...), written as given. */
@@ -271,7 +274,7 @@ export async function startCluster(volumes: Array<VolumeSpec & { owner?: string 
   );
   const nodes = new Map<string, FtvmNode>();
   const start = async (name: string): Promise<FtvmNode> => {
-    const node = await launch(configFile, name, { host, port: ports.get(name)?.nbd as number, directory, logLevel: options.logLevel ?? 'info' });
+    const node = await launch(configFile, name, { host, port: ports.get(name)?.nbd as number, directory, logLevel: options.logLevel ?? 'info', nodeArgs: options.nodeArgs });
     nodes.set(name, node);
     return node;
   };
