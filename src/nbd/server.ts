@@ -52,8 +52,7 @@ export function describeAddress(address: ListenAddress): string {
 
 /**
  * The export a connection had chosen, for its detach line (none if it left during negotiation), so
- * the open and close lines of one client carry the same fields. Connection keeps its session
- * private; this reads only the name (test/integration/logs.test.ts checks the field).
+ * the open and close lines of one client carry the same fields (test/integration/logs.test.ts).
  */
 function exportField(connection: Connection): { export?: string } {
   const name = connection.exportName;
