@@ -205,6 +205,22 @@ export class MemoryManager {
     return { allocation: guid, virtualPage, mode: 'read', data: page.data };
   }
 
+  /**
+   * Fig. 6, 8 in one synchronous step: copies `length` bytes from `inPage` of a page that is
+   * resident, loaded and not write-locked into `into` at `at`, and says whether it did; else
+   * nothing changed and the caller takes the read pointer. Nothing can run between the check and
+   * the copy, so the shared lock would be taken and released unseen: a read of resident pages costs
+   * no promise, closure or lock per page.
+   */
+  copyResident(guid: string, virtualPage: number, inPage: number, length: number, into: Buffer, at: number): boolean {
+    const allocation = this.allocationOf(guid, virtualPage);
+    const page = allocation.pages.get(virtualPage);
+    if (page === undefined || page.loading !== null || page.writer || page.unfilled) return false;
+    page.data.copy(into, at, inPage, inPage + length);
+    this.touch(allocation, virtualPage, page);
+    return true;
+  }
+
   /** Fig. 7: the exclusive lock. A whole-page overwrite need not page in what it replaces. */
   async obtainWritePointer(guid: string, virtualPage: number, pageIn = true): Promise<PagePointer> {
     const allocation = this.allocationOf(guid, virtualPage);
@@ -638,8 +654,10 @@ export class MemoryManager {
 
   private touch(allocation: Allocation, virtualPage: number, page: Page): void {
     if (page.queuedForDestage) return;
+    // The entry moves to the back as it is: a new object per touch was garbage on every page read.
+    const where = this.lru.get(page) ?? { allocation, virtualPage };
     this.lru.delete(page);
-    this.lru.set(page, { allocation, virtualPage });
+    this.lru.set(page, where);
   }
 
   private wake(page: Page): void {

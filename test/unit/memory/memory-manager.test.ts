@@ -235,6 +235,45 @@ describe('MemoryManager', () => {
     expect(partners.writes.map((run) => [run.virtualPage, run.length])).to.deep.equal([[1, 2 * small], [3, 2 * small]]);
   });
 
+  it('copies a resident, unlocked page in one step; a page not resident, loading or write-locked is left to the read pointer', async () => {
+    const { manager, store } = setup();
+    const into = Buffer.alloc(100, 0xee);
+    expect(manager.copyResident(GUID, 0, 0, 10, into, 0), 'not resident').to.equal(false);
+    store.disk.fill(3, 0, PAGE);
+    const loading = manager.obtainReadPointer(GUID, 0);
+    expect(manager.copyResident(GUID, 0, 0, 10, into, 0), 'page-in in flight').to.equal(false);
+    await manager.releasePointer(await loading);
+    const writer = await manager.obtainWritePointer(GUID, 0);
+    writer.data.fill(4, 0, 20);
+    expect(manager.copyResident(GUID, 0, 0, 10, into, 0), 'write-locked').to.equal(false);
+    expect(into.every((byte) => byte === 0xee), 'nothing copied while refused').to.equal(true);
+    await manager.releasePointer(writer, { offset: 0, length: 20 });
+    expect(manager.copyResident(GUID, 0, 15, 10, into, 50)).to.equal(true);
+    expect([...into.subarray(48, 62)]).to.deep.equal([0xee, 0xee, 4, 4, 4, 4, 4, 3, 3, 3, 3, 3, 0xee, 0xee]);
+    // A reader holding it does not stop the copy (readers share).
+    const reader = await manager.obtainReadPointer(GUID, 0);
+    expect(manager.copyResident(GUID, 0, 0, 1, into, 0)).to.equal(true);
+    await manager.releasePointer(reader);
+    expect(() => manager.copyResident(GUID, 16, 0, 1, into, 0), 'outside the allocation').to.throw();
+  });
+
+  it('MemoryVolume reads resident pages in one turn and pages in the rest, bytes in order', async () => {
+    const { manager, store } = setup();
+    const volume = new MemoryVolume(manager, 'v', GUID, PAGE, 16 * PAGE);
+    for (let page = 0; page < 16; page++) store.disk.fill(page + 1, page * PAGE, (page + 1) * PAGE);
+    // Pages 0-2 resident, 3 and on paged in: one read crosses from the fast part into page-ins.
+    await volume.read(0, Buffer.alloc(3 * PAGE));
+    const writer = await manager.obtainWritePointer(GUID, 1);
+    const into = Buffer.alloc(6 * PAGE - 200);
+    const reading = volume.read(100, into);
+    await tick();
+    writer.data.fill(0x77);
+    await manager.releasePointer(writer, { offset: 0, length: PAGE });
+    await reading;
+    const expected = Buffer.concat([Buffer.alloc(PAGE, 1), Buffer.alloc(PAGE, 0x77), ...[3, 4, 5, 6].map((fill) => Buffer.alloc(PAGE, fill))]).subarray(100, 6 * PAGE - 100);
+    expect(into.equals(expected)).to.equal(true);
+  });
+
   it('locks only clean, loaded, unlocked pages for a warm handover, and keeps them from being replaced or written while locked', async () => {
     // Locked pages must never be the ones replaced.
     const store = new FakeStore();
