@@ -1,6 +1,7 @@
 // The commands' side of a node's control socket: requestControl, with the ways it fails when the
 // node is not there said in one line with an exit code of their own.
 import fs from 'node:fs/promises';
+import path from 'node:path';
 import { requestControl, subscribeEvents, type ControlRequest, type ControlResult } from '../cluster/index.js';
 import type { ClusterEvent } from '../observe/index.js';
 import { CliError, EXIT } from './failure.js';
@@ -24,6 +25,28 @@ export async function watchNode(socket: string, onEvent: (event: ClusterEvent) =
   } catch (error) {
     throw explain(socket, error);
   }
+}
+
+/**
+ * The control socket to ask when the command names none: the first `<node>.control` in the data
+ * directory of `ftvm up` (./ftvm-data unless --data says otherwise) whose node answers, by name.
+ * Any node can answer for the cluster, so the first live one will do.
+ */
+export async function findControlSocket(dataDirectory: string): Promise<string> {
+  let names: string[];
+  try {
+    names = (await fs.readdir(dataDirectory)).filter((name) => name.endsWith('.control')).sort();
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') throw new CliError(`no --control given and no data directory ${dataDirectory}: give --control SOCKET (${WHERE}), or --data DIR of ftvm up`, EXIT.noInput);
+    throw explain(dataDirectory, error);
+  }
+  if (names.length === 0) throw new CliError(`no --control given and no control socket in ${dataDirectory}: is ftvm up running there? (or give --control SOCKET)`, EXIT.noInput);
+  for (const name of names) {
+    const socket = path.join(dataDirectory, name);
+    if (await requestControl(socket, { op: 'cluster' }).then((result) => result.ok, () => false)) return socket;
+  }
+  throw new CliError(`no node answers on the control sockets in ${dataDirectory} (${names.join(', ')}): is ftvm up running there?`, EXIT.unavailable);
 }
 
 async function checkSocket(socket: string): Promise<void> {

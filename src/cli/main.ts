@@ -9,6 +9,7 @@ import { LOG_FORMATS, LOG_LEVELS, setDefaultLogFormat, type LogFormat, type LogL
 import { TlsConfigError } from '../nbd/index.js';
 import { ArrayFailedError, MemberError, MemberInUseError, RaidAdminError, RaidConfigError } from '../storage/index.js';
 import { VolumeError } from '../volume/index.js';
+import { findControlSocket } from './control-client.js';
 import { events } from './events.js';
 import { CliError, describeFailure, EXIT } from './failure.js';
 import { raidCommands } from './raid.js';
@@ -59,16 +60,20 @@ export async function main(argv: string[]): Promise<void> {
       'show a running node\'s view of the cluster: array holder, write mode, partners, volume owners',
       (command) =>
         command
-          .option('control', { type: 'string', demandOption: true, describe: 'the node\'s control socket: <node>.control beside the config, or /run/ftvm/<node>.control for a config under /etc' })
+          .option('control', { type: 'string', describe: 'the node\'s control socket: <node>.control beside the config, or /run/ftvm/<node>.control for a config under /etc (default: the first node answering in --data)' })
+          .option('data', { type: 'string', default: './ftvm-data', describe: 'without --control: the data directory of ftvm up, whose <node>.control sockets are tried in order' })
           .option('json', { type: 'boolean', default: false, describe: 'print JSON (with --watch: one line per second)' })
           .option('watch', { type: 'boolean', default: false, describe: 'redraw every second until Ctrl-C; a node that stops answering is shown as such and asked again' }),
-      (args) => status({ control: args.control, json: args.json, watch: args.watch }),
+      async (args) => status({ control: args.control ?? (await findControlSocket(args.data)), json: args.json, watch: args.watch }),
     )
     .command(
       'events',
       'stream a running node\'s cluster events (link up/down, mode, takeover, handover, fenced, member failed, progress) as JSON lines until Ctrl-C',
-      (command) => command.option('control', { type: 'string', demandOption: true, describe: 'the node\'s control socket (as for ftvm status)' }),
-      (args) => events({ control: args.control }),
+      (command) =>
+        command
+          .option('control', { type: 'string', describe: 'the node\'s control socket (as for ftvm status; default: the first node answering in --data)' })
+          .option('data', { type: 'string', default: './ftvm-data', describe: 'without --control: the data directory of ftvm up' }),
+      async (args) => events({ control: args.control ?? (await findControlSocket(args.data)) }),
     )
     .command(
       'keygen <file>',

@@ -19,8 +19,13 @@ interface Run {
 
 /** Runs `ftvm up ...` to its end (a refusal must end it; 20 s is a hang, as /proc/x once was). */
 function upRun(...args: string[]): Promise<Run> {
+  return ftvmRun('up', ...args);
+}
+
+/** Runs `ftvm ...` to its end (20 s is a hang). */
+function ftvmRun(...args: string[]): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [FTVM_BIN, 'up', ...args], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 20_000 });
+    const child = spawn(process.execPath, [FTVM_BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 20_000 });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
@@ -183,6 +188,15 @@ describe('ftvm up: one at a time on a data directory', function () {
       expect(scrape.status).to.equal(200);
       expect(await scrape.text()).to.match(new RegExp(`^ftvm_node_epoch\\{node="${node}"\\} [1-9]`, 'm'));
     }
+    // Without --control, status asks the first node that answers in the data directory.
+    const found = await ftvmRun('status', '--data', data);
+    expect(found.code, found.stderr).to.equal(0);
+    expect(found.stdout).to.match(/^cluster \S+, node a\n/);
+    expect(found.stdout).to.include('  array holder:  a');
+    const none = await ftvmRun('status', '--data', path.join(scratch, 'nothing-here'));
+    expect(none.code).to.equal(EXIT.noInput);
+    expectOneLine(none);
+    expect(none.stderr).to.include('no --control given and no data directory');
     const lock = JSON.parse(await fs.readFile(path.join(data, LOCK_FILE), 'utf8')) as { pid: number };
     expect(lock.pid).to.equal(third.child.pid);
     third.child.kill('SIGINT');
