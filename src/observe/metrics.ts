@@ -91,20 +91,6 @@ export class NodeMetrics {
     perVolume('ftvm_nbd_request_errors_total', 'NBD requests answered with an error, by export and command', (counts) => counts.errors);
     // Not a prom-client class: registered as the plain metric object the registry asks for.
     registry.registerMetric(this.durations as unknown as Metric);
-    const gauge = (name: string, help: string, read: (snapshot: NodeSnapshot) => number | null, labelNames: string[] = []): void => {
-      new Gauge({
-        name,
-        help,
-        labelNames,
-        registers: [registry],
-        collect() {
-          const current = snapshot();
-          const value = current ? read(current) : null;
-          if (value === null) this.reset();
-          else this.set(value);
-        },
-      });
-    };
     const labelled = <L extends string>(name: string, help: string, labelNames: L[], fill: (snapshot: NodeSnapshot, set: (labels: Record<L, string | number>, value: number) => void) => void): void => {
       new Gauge({
         name,
@@ -118,6 +104,12 @@ export class NodeMetrics {
         },
       });
     };
+    // One series without labels; none at all while the node has nothing to say (null).
+    const gauge = (name: string, help: string, read: (snapshot: NodeSnapshot) => number | null): void =>
+      labelled(name, help, [], (current, set) => {
+        const value = read(current);
+        if (value !== null) set({}, value);
+      });
     gauge('ftvm_nbd_connections', 'NBD client connections open', (s) => s.nbd?.connections ?? null);
     gauge('ftvm_nbd_requests_in_flight', 'NBD requests read and not yet answered on the wire', (s) => s.nbd?.requestsInFlight ?? null);
     gauge('ftvm_nbd_bytes_in_flight', 'Bytes of NBD requests read and not yet answered on the wire (the limits.nodeBytesInFlight budget)', (s) => s.nbd?.bytesInFlight ?? null);
