@@ -13,6 +13,7 @@
 //   ownership       the loop that decides takeovers and failbacks (authority.ts), with the warm
 //                   handover (warm-handover.ts) and the mirrors' fate at a takeover (mirror-takeover.ts)
 //   doors           NBD listeners (nbd-addresses.ts) and the control socket (control.ts)
+//   report          what status, metrics and events say of the node (node-report.ts)
 //
 // Everything that waits, talks or touches a disk comes from the NodeEnvironment, so test/sim builds
 // real nodes on simulated time, links and disks.
@@ -21,7 +22,7 @@ import { ClusterError, sleep, type Clock } from '../core/index.js';
 import { clusterUuid, findNode, type ClusterConfig } from '../config/index.js';
 import { FramePool, LinkReplicator, MemoryManager, MirrorStore, ResyncStage } from '../memory/index.js';
 import { Exports, loadNbdTls, NbdServer } from '../nbd/index.js';
-import { ClusterEvents, metricsUrl, NodeMetrics, type Logger, type NodeSnapshot } from '../observe/index.js';
+import { ClusterEvents, metricsUrl, NodeMetrics, type Logger } from '../observe/index.js';
 import { MessageType, type Identity, type LinkSecurity, type Message, type OwnershipMessage } from '../partner/index.js';
 import { NodeStateStore, type ClusterRecord, type StorageStack } from '../storage/index.js';
 import { AcknowledgeGate } from './acknowledge-gate.js';
@@ -32,6 +33,7 @@ import { claimPauseMs, findHolder, probe, type DiscoveryTimings } from './holder
 import { ClaimLostError, LeaseKeeper } from './lease.js';
 import { MirrorTakeover } from './mirror-takeover.js';
 import { NbdAddresses } from './nbd-addresses.js';
+import { NodeReport } from './node-report.js';
 import { productionEnvironment, type LeaseArea, type NodeEnvironment } from './node-environment.js';
 import { partnerSourceAddress } from './partner-security.js';
 import { Partners } from './partners.js';
@@ -54,8 +56,6 @@ export class FencedError extends ClusterError {
 /** How long a starting node waits for the holder to hand it its own volumes before it reports ready anyway. */
 const HOME_VOLUMES_WAIT_MS = 10_000;
 const HOME_VOLUMES_POLL_MS = 100;
-/** How often a running resync is looked at, to tell `ftvm events` when it ends. */
-const RESYNC_POLL_MS = 100;
 
 /** A node alone has no partner port and dials nobody: nothing ever asks this. */
 const NO_PARTNERS: LinkSecurity = {
@@ -114,8 +114,7 @@ export class ClusterNode {
   private readonly mirrors: MirrorTakeover;
   private readonly addresses: NbdAddresses | null;
   private control: ControlServer | null = null;
-  /** A resync's end is being looked for (reportResync). */
-  private resyncWatched = false;
+  private readonly report: NodeReport;
   /** Told when this node was fenced and must stop serving (the process exits and may rejoin). */
   onFenced: (reason: string) => void = () => undefined;
 
@@ -132,6 +131,17 @@ export class ClusterNode {
     this.mirrors = new MirrorTakeover(parts.mirror, manager, () => this.array.stack, access, env.faults?.dropMirrorsAtTakeover === true);
     this.addresses = parts.server ? new NbdAddresses(parts.server, this.clock, logger) : null;
     this.authority = new Authority(this.ownershipHost(), this.clock);
+    this.report = new NodeReport({
+      ...parts,
+      clock: this.clock,
+      manager,
+      volumes: this.volumes,
+      name: (id) => this.name(id),
+      holderId: () => this.array.holderId,
+      heldStack: () => (this.holdsArray ? this.array.stack : null),
+      operation: () => this.control?.operation ?? null,
+      ended: () => this.stopping || this.fenced,
+    });
   }
 
   /**
@@ -351,7 +361,7 @@ export class ClusterNode {
     partners.onUp = (link) => {
       this.parts.events.emit({ kind: 'link-up', peer: this.name(link.peer.nodeId) });
       this.manager.partnerJoined();
-      this.reportResync();
+      this.report.watchResync();
       replicator.add(link);
       this.modeChanged();
       this.authority.partnerUp(link.peer.nodeId, link.peer.epoch);
@@ -377,7 +387,7 @@ export class ClusterNode {
     if (!this.addresses || !own) return;
     // First: a held metrics port ends the start before any client could attach.
     if (metrics && own.metrics) {
-      metrics.source = () => this.metricsSnapshot();
+      metrics.source = () => this.report.metricsSnapshot();
       await metrics.listen(own.metrics);
       logger.info(`metrics at ${metricsUrl(own.metrics)}`);
     }
@@ -520,73 +530,7 @@ export class ClusterNode {
   }
 
   status(): ClusterStatus {
-    const { config, nodeId, partners, leases, mirror } = this.parts;
-    const live = new Set(partners.live().map((link) => link.peer.nodeId));
-    return {
-      cluster: config.cluster,
-      node: this.name(nodeId),
-      arrayHolder: this.name(this.array.holderId),
-      mode: live.size > 0 ? 'mirrored' : 'write-through',
-      epoch: leases.epoch,
-      leaseRemainingMs: Math.max(0, Math.round(leases.remainingMs())),
-      partners: config.nodes.filter((_, index) => index !== nodeId).map((node) => ({ name: node.name, live: live.has(config.nodes.indexOf(node)) })),
-      volumes: [...this.volumes.entries.values()].map((entry) => ({
-        name: entry.allocation.name,
-        owner: this.name(entry.ownerId),
-        home: this.name(entry.homeId),
-        pageBytes: entry.pageBytes,
-        state: entry.moving || (entry.ownerId === nodeId ? 'served here' : 'forwarded'),
-      })),
-      residentPages: this.manager.residentPages,
-      dirtyPages: this.manager.dirtyPages,
-      mirroredPages: mirror.mirroredPages,
-      resync: this.manager.resyncState,
-    };
-  }
-
-  /**
-   * `ftvm events` hears a partner join's resync start and end. The memory manager keeps only its
-   * state, so it is looked at while one runs (cold path: one timer, only then).
-   */
-  private reportResync(): void {
-    if (this.resyncWatched || this.manager.resyncState !== 'running') return;
-    this.resyncWatched = true;
-    const { events } = this.parts;
-    events.emit({ kind: 'resync', state: 'running' });
-    const look = (): void => {
-      const state = this.manager.resyncState;
-      if (state === 'running' && !this.stopping && !this.fenced) {
-        this.clock.setTimer(RESYNC_POLL_MS, look);
-        return;
-      }
-      this.resyncWatched = false;
-      events.emit({ kind: 'resync', state });
-    };
-    this.clock.setTimer(RESYNC_POLL_MS, look);
-  }
-
-  /** What a metrics scrape reads: the status plus the NBD server's, the array's and the cache's counts. */
-  private metricsSnapshot(): NodeSnapshot {
-    const status = this.status();
-    const server = this.parts.server;
-    const stack = this.holdsArray ? this.array.stack : null;
-    const arrayStatus = stack?.array.status() ?? null;
-    return {
-      mode: status.mode,
-      holdsArray: this.holdsArray,
-      epoch: status.epoch,
-      leaseMs: this.parts.leases.leaseMs,
-      leaseRemainingMs: this.parts.leases.remainingMs(),
-      partners: status.partners,
-      residentPages: status.residentPages,
-      dirtyPages: status.dirtyPages,
-      mirroredPages: status.mirroredPages,
-      resync: status.resync,
-      nbd: server ? { connections: server.connectionCount, requestsInFlight: server.requestsInFlight, bytesInFlight: server.bytesInFlight } : null,
-      cache: stack ? { hits: stack.cache.statistics.hits, misses: stack.cache.statistics.misses } : null,
-      array: arrayStatus ? { state: arrayStatus.state, members: arrayStatus.members.map((member) => ({ index: member.index, state: member.state, readErrors: member.readErrors })) } : null,
-      operation: this.control?.operation ?? null,
-    };
+    return this.report.status();
   }
 
   private modeChanged(): void {
