@@ -7,7 +7,7 @@ import { PartnerSecurityError, writePartnerKey } from '../cluster/index.js';
 import { ConfigError } from '../config/index.js';
 import { LOG_FORMATS, LOG_LEVELS, setDefaultLogFormat, type LogFormat, type LogLevel } from '../observe/index.js';
 import { TlsConfigError } from '../nbd/index.js';
-import { ArrayFailedError, MemberError, MemberInUseError, RaidAdminError, RaidConfigError } from '../storage/index.js';
+import { AllocationError, ArrayFailedError, MemberError, MemberInUseError, RaidAdminError, RaidConfigError } from '../storage/index.js';
 import { VolumeError } from '../volume/index.js';
 import { findControlSocket } from './control-client.js';
 import { events } from './events.js';
@@ -16,6 +16,7 @@ import { raidCommands } from './raid.js';
 import { serve } from './serve.js';
 import { status } from './status.js';
 import { up } from './up.js';
+import { volumeCommands } from './volume.js';
 
 export async function main(argv: string[]): Promise<void> {
   await yargs(argv)
@@ -90,6 +91,7 @@ export async function main(argv: string[]): Promise<void> {
       },
     )
     .command('raid', 'administer a RAID array: offline on its member files, or online with --control', raidCommands)
+    .command('volume', 'list, create, grow and delete volumes on a running cluster', volumeCommands)
     .demandCommand(1, 'name a command; see --help')
     .strict()
     .help()
@@ -103,7 +105,7 @@ export async function main(argv: string[]): Promise<void> {
 
 main(hideBin(process.argv)).catch((error: unknown) => {
   const { line, exitCode } = describeFailure(error, {
-    explained: [VolumeError, RaidConfigError, RaidAdminError, ArrayFailedError, MemberError, MemberInUseError],
+    explained: [VolumeError, AllocationError, RaidConfigError, RaidAdminError, ArrayFailedError, MemberError, MemberInUseError],
     config: [ConfigError, PartnerSecurityError, TlsConfigError],
   });
   process.stderr.write(`${line}\n`);

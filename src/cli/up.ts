@@ -203,7 +203,10 @@ async function createDataDirectory(plan: UpPlan, logger: Logger): Promise<Record
   const dataDirectory = plan.dataDirectory;
   await writePartnerKeyIfMissing(dataDirectory, logger);
   logger.info(`creating data directory ${dataDirectory}: raid5 over ${UP_MEMBER_COUNT} files for two ${formatSize(plan.sizeBytes)} volumes`);
-  const members = await provisionArray(dataDirectory, { level: 'raid5', memberCount: UP_MEMBER_COUNT, volumeBytes: [plan.sizeBytes, plan.sizeBytes] }, { logger, now: () => Date.now() });
+  // Room for two more volumes of the same size, for `ftvm volume create`: the member files are
+  // sparse, so space nobody wrote costs nothing on the disk.
+  const volumeBytes = [plan.sizeBytes, plan.sizeBytes, plan.sizeBytes, plan.sizeBytes];
+  const members = await provisionArray(dataDirectory, { level: 'raid5', memberCount: UP_MEMBER_COUNT, volumeBytes }, { logger, now: () => Date.now() });
   return {
     version: CONFIG_VERSION,
     cluster: `ftvm-${Date.now().toString(36)}`,
@@ -312,6 +315,9 @@ function printAttachInstructions(config: ClusterConfig): void {
   lines.push('', `Cluster state (owner, mode, partners) and the RAID (raid5 over ${config.storage.members.length} files, held open by the first node up):`);
   for (const node of config.nodes) lines.push(`  ftvm status --control ${node.control}`);
   lines.push(`  ftvm raid status --control ${config.nodes[0]?.control}`);
+  lines.push('', 'Volumes, made, grown and deleted while the cluster runs:');
+  lines.push(`  ftvm volume list --control ${config.nodes[0]?.control}`);
+  lines.push(`  ftvm volume create vol2 --size 1GiB --control ${config.nodes[0]?.control}`);
   lines.push('', 'Events (JSON lines) and Prometheus metrics:');
   for (const node of config.nodes) lines.push(`  ftvm events --control ${node.control}`);
   for (const node of config.nodes) if (node.metrics) lines.push(`  node ${node.name}: ${metricsUrl(node.metrics)}`);

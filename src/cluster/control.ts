@@ -12,6 +12,7 @@ import fs from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import type { ClusterEvent, ClusterEvents, Logger } from '../observe/index.js';
+import type { VolumeCatalog, VolumeInfo } from './volume-catalog.js';
 import {
   failArrayMember,
   rebuildArrayMember,
@@ -35,7 +36,11 @@ export type ControlRequest =
   | { op: 'rebuild'; member: number }
   | { op: 'replace'; member: number; new: string }
   | { op: 'scrub' }
-  | { op: 'events' };
+  | { op: 'events' }
+  | { op: 'volume-list' }
+  | { op: 'volume-create'; name: string; size: number; pageSize?: number; owner?: string; readOnly?: boolean; description?: string }
+  | { op: 'volume-resize'; name: string; size: number }
+  | { op: 'volume-delete'; name: string; force: boolean };
 
 /** What `ftvm status` shows about one node. */
 export interface ClusterStatus {
@@ -69,6 +74,10 @@ export interface ControlResult {
   subscribed?: boolean;
   /** The rebuild, replace or scrub running on this node now, if any (`ftvm status` shows its rate and ETA). */
   operation?: RunningOperation;
+  /** volume-list: every volume of the cluster record. */
+  volumes?: VolumeInfo[];
+  /** volume-create, volume-resize: the volume as it is now. */
+  volume?: VolumeInfo;
 }
 
 /** The rebuild, replace or scrub running now, as far as it got (metrics). */
@@ -94,6 +103,9 @@ export class ControlServer {
   private running: (Omit<RunningOperation, 'elapsedMs'> & { startedMs: number }) | null = null;
   /** Set by the node: what `ftvm events` streams. */
   events: ClusterEvents | null = null;
+
+  /** Set by the node: its volumes, made, grown and deleted online (on the array holder). */
+  volumes: Pick<VolumeCatalog, 'list' | 'create' | 'resize' | 'delete'> | null = null;
 
   /** Set by the node: its cluster status, and the partners' pages it mirrors. */
   cluster: () => ClusterStatus | null = () => null;
@@ -188,7 +200,7 @@ export class ControlServer {
     try {
       // Status reads are polls (monitoring, `ftvm status`, ftvm up at every stop): debug. What
       // changes the array (fail, rebuild, replace, scrub) stays in the log at info.
-      this.logger.log(request.op === 'status' || request.op === 'cluster' ? 'debug' : 'info', `control: ${line}`);
+      this.logger.log(request.op === 'status' || request.op === 'cluster' || request.op === 'volume-list' ? 'debug' : 'info', `control: ${line}`);
       const result = await this.run(request, onProgress);
       if (request.op === 'replace') {
         this.logger.warn(`member ${request.member} is now ${request.new}: put that path in storage.members of the config, or the next start assembles the old file`);
@@ -233,6 +245,7 @@ export class ControlServer {
   private async run(request: ControlRequest, onProgress: (doneBytes: number, totalBytes: number) => void): Promise<Partial<ControlResult>> {
     if (request.op === 'cluster' || request.op === 'events') return {};
     if (request.op === 'mirror-dump') return { pages: await this.dumpMirror(request.path) };
+    if (request.op.startsWith('volume-')) return this.runVolume(request, onProgress);
     const array = this.array;
     if (!array) {
       if (request.op === 'status') return {};
@@ -252,6 +265,35 @@ export class ControlServer {
         return {};
       case 'scrub':
         return { report: await scrubArray(array, onProgress) };
+      default:
+        throw new Error(`unknown op ${request.op}`);
+    }
+  }
+
+  private async runVolume(request: ControlRequest, onProgress: (doneBytes: number, totalBytes: number) => void): Promise<Partial<ControlResult>> {
+    const volumes = this.volumes;
+    if (!volumes) throw new Error('this node has no volumes to manage');
+    switch (request.op) {
+      case 'volume-list':
+        return { volumes: volumes.list() };
+      case 'volume-create':
+        return {
+          volume: await volumes.create({
+            name: request.name,
+            sizeBytes: request.size,
+            ...(request.pageSize !== undefined ? { pageBytes: request.pageSize } : {}),
+            ...(request.owner !== undefined ? { owner: request.owner } : {}),
+            ...(request.readOnly !== undefined ? { readOnly: request.readOnly } : {}),
+            ...(request.description !== undefined ? { description: request.description } : {}),
+          }),
+        };
+      case 'volume-resize':
+        return { volume: await volumes.resize(request.name, request.size) };
+      case 'volume-delete':
+        await volumes.delete(request.name, request.force, onProgress);
+        return {};
+      default:
+        throw new Error(`unknown op ${request.op}`);
     }
   }
 
@@ -305,6 +347,21 @@ export function parseRequest(line: string): ControlRequest {
     if (!Number.isInteger(request.member)) throw new Error(`${String(request.op)} needs an integer "member"`);
     return request.member as number;
   };
+  const text = (field: string): string => {
+    const value = request[field];
+    if (typeof value !== 'string' || value === '' || value.length > 256) throw new Error(`${String(request.op)} needs "${field}": a non-empty string`);
+    return value;
+  };
+  const optionalText = (field: string): string => {
+    const value = request[field];
+    if (typeof value !== 'string' || value.length > 1024) throw new Error(`"${field}" must be a string of at most 1024 characters`);
+    return value;
+  };
+  const bytes = (field: string): number => {
+    const value = request[field];
+    if (!Number.isSafeInteger(value) || (value as number) <= 0) throw new Error(`${String(request.op)} needs "${field}": a positive whole number of bytes`);
+    return value as number;
+  };
   switch (request?.op) {
     case 'status':
     case 'scrub':
@@ -320,6 +377,22 @@ export function parseRequest(line: string): ControlRequest {
     case 'replace':
       if (typeof request.new !== 'string' || request.new === '') throw new Error('replace needs "new": the new member file');
       return { op: 'replace', member: member(), new: request.new };
+    case 'volume-list':
+      return { op: 'volume-list' };
+    case 'volume-create':
+      return {
+        op: 'volume-create',
+        name: text('name'),
+        size: bytes('size'),
+        ...(request.pageSize !== undefined ? { pageSize: bytes('pageSize') } : {}),
+        ...(request.owner !== undefined ? { owner: text('owner') } : {}),
+        ...(request.readOnly !== undefined ? { readOnly: request.readOnly === true } : {}),
+        ...(request.description !== undefined ? { description: optionalText('description') } : {}),
+      };
+    case 'volume-resize':
+      return { op: 'volume-resize', name: text('name'), size: bytes('size') };
+    case 'volume-delete':
+      return { op: 'volume-delete', name: text('name'), force: request.force === true };
     default:
       throw new Error(`unknown op ${JSON.stringify(request?.op)}`);
   }

@@ -13,7 +13,8 @@ export class ForwardedVolume implements Volume {
   constructor(
     readonly name: string,
     private readonly allocation: string,
-    readonly sizeBytes: number,
+    /** Grows with an online resize (VolumeSwitch.resize). */
+    public sizeBytes: number,
     private readonly ownerName: string,
     private readonly owner: () => PartnerLink | null,
   ) {}

@@ -8,8 +8,9 @@
 //                   holder-discovery.ts); the others page in and destage through it (array-access.ts)
 //   memory manager  over this node's frame pool, for the volumes it owns; a write is mirrored to every
 //                   live partner before it is acknowledged (acknowledge-gate.ts says when it may be)
-//   exports         every configured volume, each behind a VolumeSwitch (served-volumes.ts): owned
-//                   ones through the memory manager, the others forwarded to their owner
+//   exports         every volume of the cluster record, each behind a VolumeSwitch (served-volumes.ts):
+//                   owned ones through the memory manager, the others forwarded to their owner; made,
+//                   grown and deleted online through the holder (volume-catalog.ts)
 //   ownership       the loop that decides takeovers and failbacks (authority.ts), with the warm
 //                   handover (warm-handover.ts) and the mirrors' fate at a takeover (mirror-takeover.ts)
 //   doors           NBD listeners (nbd-addresses.ts) and the control socket (control.ts)
@@ -41,7 +42,8 @@ import { RemoteArray } from './remote-array.js';
 import { Responder, type ResponderTargets } from './responder.js';
 import { ServedVolumes, type Served } from './served-volumes.js';
 import { HolderMovedError, openArray, readClusterRecord, writeOwners } from './shared-array.js';
-import { VolumeSwitch, DEFAULT_RETRY_MS } from './volume-switch.js';
+import { VolumeCatalog } from './volume-catalog.js';
+import { DEFAULT_RETRY_MS } from './volume-switch.js';
 import { WarmHandover } from './warm-handover.js';
 
 export type { Served } from './served-volumes.js';
@@ -112,6 +114,9 @@ export class ClusterNode {
   private readonly volumes: ServedVolumes;
   private readonly handover: WarmHandover;
   private readonly mirrors: MirrorTakeover;
+  private readonly catalog: VolumeCatalog;
+  /** The holder's writers of the cluster record (ownership loop, catalog) take turns: each re-reads, changes, writes. */
+  private recordTurn: Promise<unknown> = Promise.resolve();
   private readonly addresses: NbdAddresses | null;
   private control: ControlServer | null = null;
   private readonly report: NodeReport;
@@ -131,6 +136,32 @@ export class ClusterNode {
     this.mirrors = new MirrorTakeover(parts.mirror, manager, () => this.array.stack, access, env.faults?.dropMirrorsAtTakeover === true);
     this.addresses = parts.server ? new NbdAddresses(parts.server, this.clock, logger) : null;
     this.authority = new Authority(this.ownershipHost(), this.clock);
+    this.catalog = new VolumeCatalog({
+      nodeId,
+      config,
+      volumes: this.volumes,
+      exports: parts.exports,
+      server: parts.server,
+      manager,
+      replicator: parts.replicator,
+      pool: parts.pool,
+      stage,
+      clock: this.clock,
+      logger,
+      events: parts.events,
+      epoch: () => parts.leases.epoch,
+      holdsLease: () => parts.leases.holds(),
+      name: (id) => this.name(id),
+      holderId: () => this.array.holderId,
+      stack: () => (this.fenced ? null : this.array.stack),
+      arrayAccess: () => this.access,
+      record: () => this.array.record,
+      setRecord: (record) => {
+        this.array.record = record;
+      },
+      withRecord: (change) => this.withRecord(change),
+      link: (peer) => partners.link(peer),
+    });
     this.report = new NodeReport({
       ...parts,
       clock: this.clock,
@@ -258,6 +289,7 @@ export class ClusterNode {
       holding: false,
       ready: false,
       ownership: null,
+      catalog: null,
       extents: () => [],
       // A linked partner's epoch is as good as one in its takeover message: it passed the handshake.
       epoch: (epoch) => {
@@ -332,23 +364,30 @@ export class ClusterNode {
 
   /** The exports, the ownership loop and the doors: from here on the node serves. */
   private async begin(): Promise<void> {
-    const { config, nodeId, targets, partners, leases, replicator, stage, exports, env } = this.parts;
+    const { config, nodeId, targets, partners, leases, replicator, stage } = this.parts;
     targets.extents = () => this.array.record.allocations;
+    const { record } = this.array;
     for (const volume of config.volumes) {
-      const allocation = this.array.record.allocations.find((candidate) => candidate.name === volume.name);
-      if (!allocation) throw new Error(`volume ${volume.name} is not in the array's cluster record; start the array holder with this config first`);
-      const homeId = config.nodes.findIndex((candidate) => candidate.name === volume.owner);
+      if (record.allocations.some((candidate) => candidate.name === volume.name && !candidate.deleting)) continue;
+      if (record.deleted?.includes(volume.name) || record.allocations.some((candidate) => candidate.name === volume.name)) {
+        this.parts.logger.warn(`volume ${volume.name} was deleted online ('ftvm volume delete'): it is not exported; take it out of the config`);
+        continue;
+      }
+      throw new Error(`volume ${volume.name} is not in the array's cluster record; start the array holder with this config first`);
+    }
+    for (const allocation of record.allocations) {
+      if (allocation.deleting) continue;
+      const homeName = config.volumes.find((volume) => volume.name === allocation.name)?.owner ?? allocation.home ?? allocation.owner;
+      const homeId = config.nodes.findIndex((candidate) => candidate.name === homeName);
       const recorded = config.nodes.findIndex((candidate) => candidate.name === allocation.owner);
       // Only the holder decides ownership. A node that joins serves nothing of its own until the
       // holder hands it over (takeover message): the record may be older than the holder's view.
       const holding = this.array.holderId === nodeId;
-      const ownerId = holding ? (recorded >= 0 ? recorded : homeId) : recorded >= 0 && recorded !== nodeId ? recorded : this.array.holderId;
-      const first = this.volumes.forwarder({ allocation }, ownerId);
-      const entry: Served = { allocation, pageBytes: volume.pageSize, switch: new VolumeSwitch(volume.name, allocation.sizeBytes, first, () => leases.holds(), DEFAULT_RETRY_MS, env.clock), memory: null, ownerId, homeId, moving: '', readOnly: volume.readOnly };
-      this.volumes.entries.set(allocation.guid, entry);
-      exports.add({ name: volume.name, description: volume.description, volume: entry.switch, readOnly: volume.readOnly, tlsIdentities: volume.tlsIdentities });
+      const ownerId = holding ? (recorded >= 0 ? recorded : homeId >= 0 ? homeId : nodeId) : recorded >= 0 && recorded !== nodeId ? recorded : this.array.holderId;
+      await this.catalog.add(allocation, ownerId, false);
     }
     targets.ownership = (message) => this.onOwnership(message);
+    targets.catalog = (message) => this.catalog.onMessage(message);
     if (this.array.holderId === nodeId) {
       // Array requests are served from here on: partners put what they mirrored of this node's
       // volumes in its previous life on the disks, through it, before it serves them.
@@ -395,6 +434,7 @@ export class ClusterNode {
     const control = new ControlServer(this.array.stack?.array ?? null, logger, path.dirname(own.control as string));
     control.cluster = () => this.status();
     control.events = this.parts.events;
+    control.volumes = this.catalog;
     control.mirrorPages = () => this.mirrors.mirrorPages((guid) => this.volumes.entries.get(guid)?.allocation.name ?? guid);
     await control.listen(own.control as string);
     this.control = control;
@@ -456,13 +496,14 @@ export class ClusterNode {
       copyResident: (entry, to, phase) => this.handover.copyResident(entry, to, phase),
       forward: (entry, ownerId) => this.volumes.forward(entry, ownerId),
       releaseVolume: (entry) => this.volumes.release(entry),
-      writeOwners: async () => {
-        if (!array.stack) throw new Error('only the array holder writes the cluster record');
-        array.record = await writeOwners(array.stack, array.record, (guid) => {
-          const entry = this.volumes.entries.get(guid);
-          return entry ? this.name(entry.ownerId) : undefined;
-        });
-      },
+      writeOwners: () =>
+        this.withRecord(async () => {
+          if (!array.stack) throw new Error('only the array holder writes the cluster record');
+          array.record = await writeOwners(array.stack, array.record, (guid) => {
+            const entry = this.volumes.entries.get(guid);
+            return entry ? this.name(entry.ownerId) : undefined;
+          });
+        }),
       borrowAddresses: (dead, wanted) => this.addresses?.borrow(this.name(dead), config.nodes[dead]?.listen ?? [], wanted),
       returnAddresses: async (dead) => {
         await this.addresses?.giveBack(this.name(dead));
@@ -494,6 +535,15 @@ export class ClusterNode {
       logger.info(`volume ${allocation.name} is served by node ${this.name(owner)}, as the cluster record says`);
       this.volumes.forward(entry, owner);
     }
+    // The previous holder may have died between writing a volume change and telling this node.
+    await this.catalog.reconcile(record).catch((error: Error) => logger.error(`volumes of the cluster record: ${error.message}`));
+  }
+
+  /** Runs `change` once every earlier writer of the cluster record on this node is done. */
+  private withRecord<T>(change: () => Promise<T>): Promise<T> {
+    const turn = this.recordTurn.then(change, change);
+    this.recordTurn = turn.catch(() => undefined);
+    return turn;
   }
 
   /** Resolves once this node serves every volume whose home it is (or after `timeoutMs`: the holder decides). */

@@ -7,7 +7,7 @@
 // a failed disk read says nothing about the stream.
 import type { MirrorStore, ResyncStage } from '../memory/index.js';
 import type { Logger } from '../observe/index.js';
-import { commandComplete, IoOp, MAX_IO_BYTES, MessageType, NIL_ALLOCATION, pagesTouched, Status, type ForwardedIo, type Message, type OwnershipMessage } from '../partner/index.js';
+import { commandComplete, IoOp, MAX_IO_BYTES, MessageType, NIL_ALLOCATION, pagesTouched, Status, type CatalogMessage, type ForwardedIo, type Message, type OwnershipMessage } from '../partner/index.js';
 import { BLOCK_BYTES, type StorageStack } from '../storage/index.js';
 import type { Volume } from '../volume/index.js';
 import { OwnerUnavailableError } from './volume-switch.js';
@@ -42,6 +42,8 @@ export interface ResponderTargets {
   epoch: ((epoch: number) => void) | null;
   /** The ownership loop's messages (volume handover, holder announcement, mirror reclaim, owner notice); null until the node is built. */
   ownership: ((message: OwnershipMessage) => Promise<Message>) | null;
+  /** The holder's catalog change and volume removal (volumes made, grown, deleted online); null until the node is built. */
+  catalog: ((message: CatalogMessage) => Promise<Message>) | null;
   /** Set before the array is opened, so a probe during the (possibly long) assembly already says so. */
   holding: boolean;
   /** Structures built: array and volume requests are served. */
@@ -83,6 +85,9 @@ export class Responder {
       case MessageType.MirrorReclaim:
       case MessageType.OwnerNotice:
         return this.targets.ownership ? this.targets.ownership(message) : commandComplete(message, Status.NotPartner);
+      case MessageType.CatalogChange:
+      case MessageType.VolumeRemoval:
+        return this.targets.catalog ? this.targets.catalog(message) : commandComplete(message, Status.NotPartner);
       default:
         return commandComplete(message, Status.Invalid);
     }

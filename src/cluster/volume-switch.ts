@@ -36,13 +36,21 @@ export class VolumeSwitch implements Volume {
 
   constructor(
     readonly name: string,
-    readonly sizeBytes: number,
+    /** Grows when the volume is resized online (resize); connections check each request against it. */
+    public sizeBytes: number,
     private current: Volume,
     /** This node may acknowledge (it holds its lease). */
     private readonly mayAcknowledge: () => boolean,
     private readonly retryMs: number = DEFAULT_RETRY_MS,
     private readonly clock: Clock = systemClock,
   ) {}
+
+  /** The volume grew online: requests up to the new end are accepted, here and by the volume it targets. */
+  resize(sizeBytes: number): void {
+    this.sizeBytes = sizeBytes;
+    const target = this.current as { sizeBytes: number };
+    if (target.sizeBytes < sizeBytes) target.sizeBytes = sizeBytes;
+  }
 
   setTarget(target: Volume): void {
     this.current = target;
@@ -146,7 +154,10 @@ export class VolumeSwitch implements Volume {
  */
 export function localView(volumeSwitch: VolumeSwitch, local: Volume): Volume {
   return {
-    sizeBytes: local.sizeBytes,
+    // Read each time: the volume may grow online.
+    get sizeBytes() {
+      return local.sizeBytes;
+    },
     flushCoversAllConnections: true,
     read: (offset, into) => volumeSwitch.runIfLocal(local, (volume) => volume.read(offset, into), false),
     write: (offset, data, fua) => volumeSwitch.runIfLocal(local, (volume) => volume.write(offset, data, fua), true),

@@ -35,6 +35,24 @@ export class LinkReplicator implements Replicator {
   }
 
   /**
+   * Fig. 5 on every live partner again, answered: resolves once each accepted the allocation as it
+   * is now, rejects naming the first that refused. A volume made or grown online is exported only
+   * after this, so no partner refuses its first write page.
+   */
+  async confirmAllocation(guid: string): Promise<void> {
+    const spec = this.allocations.get(guid);
+    if (!spec) throw new Error(`allocation ${guid} was never announced`);
+    await Promise.all(
+      [...this.links].filter((link) => link.isOpen).map(async (link) => {
+        const reply = await link.request({ type: MessageType.AllocateMemory, allocation: spec.guid, sizeBytes: spec.sizeBytes, pageBytes: spec.pageBytes, ownerNodeId: this.ownerNodeId });
+        if (reply.type !== MessageType.CommandComplete || reply.status !== Status.Ok) {
+          throw new Error(`partner ${link.peer.nodeId} refused allocation ${guid} of ${spec.sizeBytes} bytes (status ${reply.type === MessageType.CommandComplete ? reply.status : reply.type})`);
+        }
+      }),
+    );
+  }
+
+  /**
    * Fig. 5 on one partner: space request, then allocate memory. Room is not reserved (pages are
    * mirrored on demand); a partner short of room is reported, and its write pages are later
    * refused with no space, which makes those writes go write-through.

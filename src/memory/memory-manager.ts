@@ -152,6 +152,15 @@ export class MemoryManager {
     this.replicator.allocateMemory?.(spec);
   }
 
+  /** The allocation grew online (its new pages read zeros from the disks); partners are told its new shape. */
+  growAllocation(guid: string, sizeBytes: number): void {
+    const allocation = this.allocations.get(guid);
+    if (!allocation) throw new Error(`unknown allocation ${guid}`);
+    if (sizeBytes < allocation.sizeBytes || sizeBytes % allocation.pageBytes !== 0) throw new Error(`allocation ${guid}: cannot grow from ${allocation.sizeBytes} to ${sizeBytes} bytes`);
+    allocation.sizeBytes = sizeBytes;
+    this.replicator.allocateMemory?.({ guid, arrayOffset: allocation.arrayOffset, sizeBytes, pageBytes: allocation.pageBytes });
+  }
+
   /**
    * Fig. 9: everything of the allocation to the disks, its frames back to the pool, and its
    * structures dismantled on every partner. Callers stop using it first.

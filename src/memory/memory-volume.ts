@@ -26,7 +26,8 @@ export class MemoryVolume implements Volume {
     readonly name: string,
     private readonly allocation: string,
     private readonly pageBytes: number,
-    readonly sizeBytes: number,
+    /** Grows with an online resize, after the memory manager's allocation did. */
+    public sizeBytes: number,
   ) {}
 
   async read(offset: number, into: Buffer): Promise<void> {

@@ -54,10 +54,17 @@ export class MirrorStore {
     }
   }
 
-  /** Same allocation again (a partner reconnecting) is fine; the same id with another shape is not. */
+  /**
+   * Same allocation again (a partner reconnecting) is fine, and so is a larger one with the same
+   * pages (grown online); any other shape for the same id is not.
+   */
   private allocate(allocation: string, sizeBytes: number, pageBytes: number, ownerNodeId: number): Status {
     const known = this.shapes.get(allocation);
-    if (known) return known.sizeBytes === sizeBytes && known.pageBytes === pageBytes ? Status.Ok : Status.Invalid;
+    if (known) {
+      if (known.pageBytes !== pageBytes || sizeBytes < known.sizeBytes || sizeBytes % pageBytes !== 0) return Status.Invalid;
+      known.sizeBytes = sizeBytes;
+      return Status.Ok;
+    }
     if (sizeBytes % pageBytes !== 0) return Status.Invalid;
     this.shapes.set(allocation, { sizeBytes, pageBytes, ownerNodeId });
     return Status.Ok;

@@ -68,6 +68,11 @@ export class Exports implements ExportCatalog {
     this.byName.set(entry.name, entry);
   }
 
+  /** A volume deleted online: new clients no longer see it (its open connections are dropped by the server). */
+  remove(name: string): void {
+    this.byName.delete(name);
+  }
+
   find(name: string): ExportEntry | undefined {
     return name === '' ? this.byName.values().next().value : this.byName.get(name);
   }
@@ -181,6 +186,18 @@ export class NbdServer {
         return closed;
       }),
     );
+  }
+
+  /** Open connections that chose export `name`. */
+  connectionsTo(name: string): number {
+    let count = 0;
+    for (const connection of this.connections) if (connection.exportName === name) count++;
+    return count;
+  }
+
+  /** Cuts off every connection to export `name` at once (the volume is being deleted). */
+  dropExport(name: string, reason: string): void {
+    for (const connection of this.connections) if (connection.exportName === name) connection.kill(reason);
   }
 
   /** Drops every listener and connection at once, without waiting for requests (a fenced node). */

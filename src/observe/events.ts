@@ -20,6 +20,8 @@ export type ClusterEventBody =
   | { kind: 'resync'; state: 'running' | 'done' | 'failed' }
   /** A RAID member was taken out of service (I/O errors, checksums, or an administrator). */
   | { kind: 'member-failed'; member: number; path: string; reason: string }
+  /** A volume was made, grown or deleted online (`ftvm volume`), on the array holder. */
+  | { kind: 'volume'; action: 'created' | 'resized' | 'deleted'; volume: string; sizeBytes: number }
   /** A rebuild, replace or scrub run through the control socket moved on (at most every 200 ms, and at its end). */
   | { kind: 'progress'; operation: 'rebuild' | 'replace' | 'scrub'; member?: number; doneBytes: number; totalBytes: number };
 
@@ -27,7 +29,7 @@ export type ClusterEventKind = ClusterEventBody['kind'];
 export type ClusterEvent = { time: string; node: string } & ClusterEventBody;
 export type ClusterEventListener = (event: ClusterEvent) => void;
 
-export const CLUSTER_EVENT_KINDS: readonly ClusterEventKind[] = ['link-up', 'link-down', 'mode', 'takeover', 'handover', 'fenced', 'resync', 'member-failed', 'progress'];
+export const CLUSTER_EVENT_KINDS: readonly ClusterEventKind[] = ['link-up', 'link-down', 'mode', 'takeover', 'handover', 'fenced', 'resync', 'member-failed', 'volume', 'progress'];
 
 export class ClusterEvents {
   private readonly listeners = new Set<ClusterEventListener>();

@@ -175,7 +175,7 @@ const COMPLETABLE_TYPES = [
   MessageType.ReadHeader, MessageType.WritePage, MessageType.SenseRequest, MessageType.AllocateRead,
   MessageType.AllocateWrite, MessageType.ReleasePointer, MessageType.PageClean, MessageType.VolumeHandover,
   MessageType.HolderAnnouncement, MessageType.MirrorReclaim, MessageType.OwnerNotice,
-  MessageType.ResyncBegin, MessageType.ResyncEnd, MessageType.ForwardedIo,
+  MessageType.CatalogChange, MessageType.VolumeRemoval, MessageType.ResyncBegin, MessageType.ResyncEnd, MessageType.ForwardedIo,
 ];
 
 // ---- Payload layouts ----
@@ -382,6 +382,8 @@ const CODECS = new Map<number, MessageCodec>([
   [MessageType.HolderAnnouncement, { name: 'holder announcement', fixed: struct([u32('previousNodeId'), u32('holderNodeId'), u64('epoch')]) }],
   [MessageType.MirrorReclaim, { name: 'mirror reclaim', fixed: struct([uuid('allocation'), u32('nodeId'), u64('epoch')]) }],
   [MessageType.OwnerNotice, { name: 'owner notice', fixed: struct([uuid('allocation'), u32('ownerNodeId'), u64('epoch')]) }],
+  [MessageType.CatalogChange, { name: 'catalog change', fixed: struct([uuid('allocation'), u64('epoch')]) }],
+  [MessageType.VolumeRemoval, { name: 'volume removal', fixed: struct([uuid('allocation'), u64('epoch'), flag('commit'), flag('force')]) }],
   [MessageType.ResyncBegin, { name: 'resync begin', fixed: resyncMark() }],
   [MessageType.ResyncEnd, { name: 'resync end', fixed: resyncMark() }],
   [

@@ -12,9 +12,9 @@ export const PARTNER_MAGIC = 0x4654564d;
  * exchange and an authenticated hello (handshake.ts); nothing else is read before it. Only the
  * challenge layout is frozen for every later version, so a node can tell which version a peer speaks.
  * 4: takeover's four meanings became four messages (volume handover, holder announcement, mirror
- * reclaim, owner notice).
+ * reclaim, owner notice). 5: catalog change and volume removal (volumes made, grown and deleted online).
  */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 
 /**
  * Message types. 0x00xx are the patent's Figure 10 messages, 0x01xx our extensions. A response has
@@ -51,6 +51,8 @@ export const enum MessageType {
   HolderAnnouncement = 0x0109,
   MirrorReclaim = 0x010a,
   OwnerNotice = 0x010b,
+  CatalogChange = 0x010c,
+  VolumeRemoval = 0x010d,
   HelloReply = 0x0181,
   HelloRefusal = 0x0182,
   IoData = 0x0187,

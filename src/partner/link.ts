@@ -277,6 +277,8 @@ function carriesEpoch(message: Message): message is Message & { epoch: number } 
     case MessageType.HolderAnnouncement:
     case MessageType.MirrorReclaim:
     case MessageType.OwnerNotice:
+    case MessageType.CatalogChange:
+    case MessageType.VolumeRemoval:
       return true;
     default:
       return false;

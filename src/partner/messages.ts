@@ -280,6 +280,34 @@ export interface OwnerNotice extends Framed {
   epoch: number;
 }
 
+/**
+ * From the array holder, which has just written the cluster record: `allocation` was made or grown
+ * online. Read the record again and export what it says (the owner creates the allocation, Fig. 5,
+ * before its export appears). The record, not the message, says what the volume is.
+ */
+export interface CatalogChange extends Framed {
+  type: MessageType.CatalogChange;
+  allocation: string;
+  epoch: number;
+}
+
+/**
+ * From the array holder, deleting `allocation` online. Without `commit`, a question: Locked if an
+ * NBD client has it open here, Ok if not; nothing changes. With `commit`: the export goes (its
+ * clients cut off) and, on its owner, the allocation is released (Fig. 9); still Locked if a client
+ * has it open and not `force`.
+ */
+export interface VolumeRemoval extends Framed {
+  type: MessageType.VolumeRemoval;
+  allocation: string;
+  epoch: number;
+  commit: boolean;
+  force: boolean;
+}
+
+/** What the holder tells the other nodes of the volumes it adds, grows and deletes online. */
+export type CatalogMessage = CatalogChange | VolumeRemoval;
+
 /** What the ownership loop tells other nodes; each carries the sender's epoch. */
 export type OwnershipMessage = VolumeHandover | HolderAnnouncement | MirrorReclaim | OwnerNotice;
 
@@ -348,6 +376,8 @@ export type Message =
   | HolderAnnouncement
   | MirrorReclaim
   | OwnerNotice
+  | CatalogChange
+  | VolumeRemoval
   | ResyncBegin
   | ResyncEnd
   | ForwardedIo

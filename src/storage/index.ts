@@ -9,7 +9,20 @@ export { ArrayFailedError, survives } from './member-set.js';
 export { MemberError, WriteRefusedError } from './member.js';
 export { StorageStack, DEFAULT_STACK_OPTIONS, type StorageStackOptions } from './storage-stack.js';
 export { NodeStateStore, type BlockStore } from './node-state-store.js';
-export { placeAllocations, AllocationError, type VolumeRequest } from './allocations.js';
+export {
+  AllocationError,
+  checkVolumeRequest,
+  dropAllocation,
+  freeExtents,
+  growAllocation,
+  liveAllocation,
+  markDeleting,
+  placeAllocation,
+  placeAllocations,
+  type Extent,
+  type OnlineVolumeRequest,
+  type VolumeRequest,
+} from './allocations.js';
 export { NODE_STATE_REGION_BYTES, LEASE_COPY_BYTES, LEASE_SLOT_COUNT, encodeLease, newestLease, type Allocation, type ClusterRecord, type Lease } from './node-state.js';
 export { FormatError } from './crc.js';
 export { FileMember, type MemberDevice } from './member.js';

@@ -47,13 +47,22 @@ export interface Allocation {
   arrayOffset: number;
   sizeBytes: number;
   pageBytes: number;
+  /** The node that serves it now (the holder writes it at every takeover and handover). */
   owner: string;
+  /** Volumes made online (`ftvm volume create`) say here what a config entry says of the others. */
+  home?: string;
+  readOnly?: boolean;
+  description?: string;
+  /** A delete is under way: served nowhere, its extent being zeroed; the space is not free yet. */
+  deleting?: boolean;
 }
 
 export interface ClusterRecord {
   cluster: string;
   allocations: Allocation[];
   nodes: string[];
+  /** Config volumes deleted online: a start does not make them again from the config. */
+  deleted?: string[];
 }
 
 /** The body is JSON: the record is small and written rarely, and recovery tools can read it with jq. */
@@ -67,9 +76,14 @@ const clusterRecordSchema: z.ZodType<ClusterRecord> = z.object({
       sizeBytes: z.number().int().nonnegative(),
       pageBytes: z.number().int().positive(),
       owner: z.string(),
+      home: z.string().optional(),
+      readOnly: z.boolean().optional(),
+      description: z.string().max(1024).optional(),
+      deleting: z.boolean().optional(),
     }),
   ),
   nodes: z.array(z.string()),
+  deleted: z.array(z.string()).optional(),
 });
 
 interface ClusterRecordHeader {

@@ -136,6 +136,8 @@ export const BUILDERS = new Map<MessageType, Builder>([
   [MessageType.HolderAnnouncement, (r, requestId) => ({ type: MessageType.HolderAnnouncement, requestId, previousNodeId: nodeId(r), holderNodeId: nodeId(r), epoch: u64(r) })],
   [MessageType.MirrorReclaim, (r, requestId) => ({ type: MessageType.MirrorReclaim, requestId, allocation: uuid(r), nodeId: nodeId(r), epoch: u64(r) })],
   [MessageType.OwnerNotice, (r, requestId) => ({ type: MessageType.OwnerNotice, requestId, allocation: uuid(r), ownerNodeId: nodeId(r), epoch: u64(r) })],
+  [MessageType.CatalogChange, (r, requestId) => ({ type: MessageType.CatalogChange, requestId, allocation: uuid(r), epoch: u64(r) })],
+  [MessageType.VolumeRemoval, (r, requestId) => ({ type: MessageType.VolumeRemoval, requestId, allocation: uuid(r), epoch: u64(r), commit: bool(r), force: bool(r) })],
   [MessageType.ResyncBegin, (r, requestId) => ({ type: MessageType.ResyncBegin, requestId, epoch: u64(r), allocationCount: u32(r), pageCount: u32(r) })],
   [MessageType.ResyncEnd, (r, requestId) => ({ type: MessageType.ResyncEnd, requestId, epoch: u64(r), allocationCount: u32(r), pageCount: u32(r) })],
   [MessageType.ForwardedIo, forwardedIo],

@@ -20,7 +20,7 @@ function setup(more: Partial<ResponderTargets> = {}): { responder: Responder; st
   const pool = new FramePool(1024 * 1024);
   const mirror = new MirrorStore(pool);
   const stage = new ResyncStage(pool, (guid) => mirror.shapeOf(guid));
-  const targets: ResponderTargets = { mirror, stage, stack: null, owned: new Map(), epoch: null, ownership: null, holding: false, ready: true, extents: () => [], ...more };
+  const targets: ResponderTargets = { mirror, stage, stack: null, owned: new Map(), epoch: null, ownership: null, catalog: null, holding: false, ready: true, extents: () => [], ...more };
   const responder = new Responder(targets, silentLogger());
   return { responder, stage, mirror };
 }

@@ -51,7 +51,7 @@ const vectors: Vector[] = [
     name: 'space request',
     message: { type: MessageType.SpaceRequest, requestId: 1, bytesWanted: 1024 * 1024 },
     bytes: hex(
-      '4654564d 0004 0001 00000001 00000008',
+      '4654564d 0005 0001 00000001 00000008',
       '0000000000100000', // bytesWanted = 1 MiB
     ),
   },
@@ -59,7 +59,7 @@ const vectors: Vector[] = [
     name: 'allocate memory',
     message: { type: MessageType.AllocateMemory, requestId: 2, allocation: ALLOCATION, sizeBytes: 2 ** 30, pageBytes: 65536, ownerNodeId: 1 },
     bytes: hex(
-      '4654564d 0004 0002 00000002 00000020',
+      '4654564d 0005 0002 00000002 00000020',
       ALLOCATION_BYTES, // allocation GUID
       '0000000040000000', // sizeBytes = 1 GiB
       '00010000', // pageBytes = 64 KiB
@@ -70,7 +70,7 @@ const vectors: Vector[] = [
     name: 'release memory',
     message: { type: MessageType.ReleaseMemory, requestId: 3, allocation: ALLOCATION },
     bytes: hex(
-      '4654564d 0004 0003 00000003 00000010',
+      '4654564d 0005 0003 00000003 00000010',
       ALLOCATION_BYTES, // allocation GUID
     ),
   },
@@ -78,7 +78,7 @@ const vectors: Vector[] = [
     name: 'lock request',
     message: { type: MessageType.LockRequest, requestId: 4, allocation: ALLOCATION, virtualPage: 2 ** 32 + 5, requestingNodeId: 2, mode: LockMode.Exclusive },
     bytes: hex(
-      '4654564d 0004 0004 00000004 0000001d',
+      '4654564d 0005 0004 00000004 0000001d',
       ALLOCATION_BYTES, // allocation GUID
       '0000000100000005', // virtualPage = 2^32 + 5
       '00000002', // requestingNodeId = 2
@@ -89,7 +89,7 @@ const vectors: Vector[] = [
     name: 'read header',
     message: { type: MessageType.ReadHeader, requestId: 5, allocation: ALLOCATION, firstVirtualPage: 0, maxEntries: 1024 },
     bytes: hex(
-      '4654564d 0004 0005 00000005 0000001c',
+      '4654564d 0005 0005 00000005 0000001c',
       ALLOCATION_BYTES, // allocation GUID
       '0000000000000000', // firstVirtualPage = 0
       '00000400', // maxEntries = 1024
@@ -102,7 +102,7 @@ const vectors: Vector[] = [
       pageBytes: 4096, offset: 512, length: 4, dirty: true, zeroFill: false, data: hex('deadbeef'),
     },
     bytes: hex(
-      '4654564d 0004 0006 00000006 00000032', // payload 46 + 4 data bytes
+      '4654564d 0005 0006 00000006 00000032', // payload 46 + 4 data bytes
       ALLOCATION_BYTES, // allocation GUID
       '0000000000000007', // virtualPage = 7
       '000000000000002a', // version = 42
@@ -121,7 +121,7 @@ const vectors: Vector[] = [
       pageBytes: 4096, offset: 0, length: 4096, dirty: true, zeroFill: true, data: Buffer.alloc(0),
     },
     bytes: hex(
-      '4654564d 0004 0006 00000010 0000002e', // payload 46, no data
+      '4654564d 0005 0006 00000010 0000002e', // payload 46, no data
       ALLOCATION_BYTES, // allocation GUID
       '0000000000000008', // virtualPage = 8
       '000000000000002b', // version = 43
@@ -136,7 +136,7 @@ const vectors: Vector[] = [
     name: 'sense request',
     message: { type: MessageType.SenseRequest, requestId: 7, kind: SenseKind.Allocation, allocation: ALLOCATION },
     bytes: hex(
-      '4654564d 0004 0007 00000007 00000012',
+      '4654564d 0005 0007 00000007 00000012',
       '0002', // kind = allocation
       ALLOCATION_BYTES, // allocation GUID
     ),
@@ -145,7 +145,7 @@ const vectors: Vector[] = [
     name: 'allocate read',
     message: { type: MessageType.AllocateRead, requestId: 8, allocation: ALLOCATION, virtualPage: 7, nodeId: 1, pageIn: true },
     bytes: hex(
-      '4654564d 0004 0008 00000008 0000001d',
+      '4654564d 0005 0008 00000008 0000001d',
       ALLOCATION_BYTES, // allocation GUID
       '0000000000000007', // virtualPage = 7
       '00000001', // nodeId = 1
@@ -156,7 +156,7 @@ const vectors: Vector[] = [
     name: 'allocate write',
     message: { type: MessageType.AllocateWrite, requestId: 9, allocation: ALLOCATION, virtualPage: 7, nodeId: 1, pageIn: false },
     bytes: hex(
-      '4654564d 0004 0009 00000009 0000001d',
+      '4654564d 0005 0009 00000009 0000001d',
       ALLOCATION_BYTES, // allocation GUID
       '0000000000000007', // virtualPage = 7
       '00000001', // nodeId = 1
@@ -167,7 +167,7 @@ const vectors: Vector[] = [
     name: 'release pointer',
     message: { type: MessageType.ReleasePointer, requestId: 10, allocation: ALLOCATION, virtualPage: 7, nodeId: 1, mode: LockMode.Exclusive, modified: true },
     bytes: hex(
-      '4654564d 0004 000a 0000000a 0000001e',
+      '4654564d 0005 000a 0000000a 0000001e',
       ALLOCATION_BYTES, // allocation GUID
       '0000000000000007', // virtualPage = 7
       '00000001', // nodeId = 1
@@ -179,7 +179,7 @@ const vectors: Vector[] = [
     name: 'command complete (ok)',
     message: { type: MessageType.CommandComplete, requestId: 6, requestType: MessageType.WritePage, status: Status.Ok },
     bytes: hex(
-      '4654564d 0004 0080 00000006 00000004',
+      '4654564d 0005 0080 00000006 00000004',
       '0006', // requestType = write page
       '0000', // status = ok
     ),
@@ -188,7 +188,7 @@ const vectors: Vector[] = [
     name: 'command complete (locked)',
     message: { type: MessageType.CommandComplete, requestId: 4, requestType: MessageType.LockRequest, status: Status.Locked },
     bytes: hex(
-      '4654564d 0004 0080 00000004 00000004',
+      '4654564d 0005 0080 00000004 00000004',
       '0004', // requestType = lock request
       '0002', // status = locked
     ),
@@ -197,7 +197,7 @@ const vectors: Vector[] = [
     name: 'space status',
     message: { type: MessageType.SpaceStatus, requestId: 1, freeBytes: 256 * 2 ** 20, reclaimableBytes: 64 * 2 ** 20 },
     bytes: hex(
-      '4654564d 0004 0081 00000001 00000010',
+      '4654564d 0005 0081 00000001 00000010',
       '0000000010000000', // freeBytes = 256 MiB
       '0000000004000000', // reclaimableBytes = 64 MiB
     ),
@@ -206,7 +206,7 @@ const vectors: Vector[] = [
     name: 'lock status',
     message: { type: MessageType.LockStatus, requestId: 4, ownerNodeId: NO_NODE, readerCount: 3, mode: LockMode.Shared },
     bytes: hex(
-      '4654564d 0004 0084 00000004 00000009',
+      '4654564d 0005 0084 00000004 00000009',
       'ffffffff', // ownerNodeId = none
       '00000003', // readerCount = 3
       '01', // mode = shared
@@ -222,7 +222,7 @@ const vectors: Vector[] = [
       ],
     },
     bytes: hex(
-      '4654564d 0004 0085 00000005 0000005b', // payload 25 + 2 × 33
+      '4654564d 0005 0085 00000005 0000005b', // payload 25 + 2 × 33
       '0000000040000000', // sizeBytes = 1 GiB
       '00010000', // pageBytes = 64 KiB
       '00000001', // ownerNodeId = 1
@@ -253,7 +253,7 @@ const vectors: Vector[] = [
       residentPages: 100, dirtyPages: 5, pagingQueueLength: 0, destageQueueLength: 5,
     },
     bytes: hex(
-      '4654564d 0004 0087 00000007 0000002a',
+      '4654564d 0005 0087 00000007 0000002a',
       '0002', // kind = allocation
       '0000000000000003', // epoch = 3
       '0000000010000000', // poolBytes = 256 MiB
@@ -266,47 +266,47 @@ const vectors: Vector[] = [
   },
   {
     name: 'challenge',
-    message: { type: MessageType.Challenge, requestId: 0, protocolVersion: 4, nonce: NONCE },
+    message: { type: MessageType.Challenge, requestId: 0, protocolVersion: 5, nonce: NONCE },
     bytes: hex(
-      '4654564d 0004 0108 00000000 00000022',
-      '0004', // protocolVersion = 4
+      '4654564d 0005 0108 00000000 00000022',
+      '0005', // protocolVersion = 5
       NONCE_HEX, // nonce: 32 random bytes
     ),
   },
   {
     name: 'hello',
-    message: { type: MessageType.Hello, requestId: 0, clusterId: CLUSTER, nodeId: 1, epoch: 3, protocolVersion: 4, proof: PROOF },
+    message: { type: MessageType.Hello, requestId: 0, clusterId: CLUSTER, nodeId: 1, epoch: 3, protocolVersion: 5, proof: PROOF },
     bytes: hex(
-      '4654564d 0004 0101 00000000 0000003e',
+      '4654564d 0005 0101 00000000 0000003e',
       CLUSTER_BYTES, // clusterId
       '00000001', // nodeId = 1
       '0000000000000003', // epoch = 3
-      '0004', // protocolVersion = 4
+      '0005', // protocolVersion = 5
       PROOF_HEX, // proof: HMAC-SHA256 (handshake.ts)
     ),
   },
   {
     name: 'hello reply',
-    message: { type: MessageType.HelloReply, requestId: 0, clusterId: CLUSTER, nodeId: 2, epoch: 3, protocolVersion: 4, proof: PROOF },
+    message: { type: MessageType.HelloReply, requestId: 0, clusterId: CLUSTER, nodeId: 2, epoch: 3, protocolVersion: 5, proof: PROOF },
     bytes: hex(
-      '4654564d 0004 0181 00000000 0000003e',
+      '4654564d 0005 0181 00000000 0000003e',
       CLUSTER_BYTES, // clusterId
       '00000002', // nodeId = 2
       '0000000000000003', // epoch = 3
-      '0004', // protocolVersion = 4
+      '0005', // protocolVersion = 5
       PROOF_HEX, // proof
     ),
   },
   {
     name: 'hello refusal',
-    message: { type: MessageType.HelloRefusal, requestId: 0, reason: RefusalReason.ClusterMismatch, clusterId: CLUSTER, nodeId: 2, epoch: 3, protocolVersion: 4, proof: PROOF },
+    message: { type: MessageType.HelloRefusal, requestId: 0, reason: RefusalReason.ClusterMismatch, clusterId: CLUSTER, nodeId: 2, epoch: 3, protocolVersion: 5, proof: PROOF },
     bytes: hex(
-      '4654564d 0004 0182 00000000 00000040',
+      '4654564d 0005 0182 00000000 00000040',
       '0002', // reason = cluster mismatch
       CLUSTER_BYTES, // clusterId (the refuser's)
       '00000002', // nodeId = 2
       '0000000000000003', // epoch = 3
-      '0004', // protocolVersion = 4
+      '0005', // protocolVersion = 5
       PROOF_HEX, // proof
     ),
   },
@@ -314,7 +314,7 @@ const vectors: Vector[] = [
     name: 'heartbeat',
     message: { type: MessageType.Heartbeat, requestId: 17, epoch: 3 },
     bytes: hex(
-      '4654564d 0004 0102 00000011 00000008', // request id = sequence number 17
+      '4654564d 0005 0102 00000011 00000008', // request id = sequence number 17
       '0000000000000003', // epoch = 3
     ),
   },
@@ -322,7 +322,7 @@ const vectors: Vector[] = [
     name: 'page clean',
     message: { type: MessageType.PageClean, requestId: 18, allocation: ALLOCATION, virtualPage: 7, version: 42, pageCount: 3 },
     bytes: hex(
-      '4654564d 0004 0103 00000012 00000024',
+      '4654564d 0005 0103 00000012 00000024',
       ALLOCATION_BYTES, // allocation GUID
       '0000000000000007', // virtualPage = 7
       '000000000000002a', // version = 42 is on disk
@@ -333,7 +333,7 @@ const vectors: Vector[] = [
     name: 'volume handover',
     message: { type: MessageType.VolumeHandover, requestId: 19, allocation: ALLOCATION, fromNodeId: 2, toNodeId: 1, epoch: 4 },
     bytes: hex(
-      '4654564d 0004 0104 00000013 00000020',
+      '4654564d 0005 0104 00000013 00000020',
       ALLOCATION_BYTES, // allocation
       '00000002', // fromNodeId = 2: served it
       '00000001', // toNodeId = 1: serves it from now on
@@ -344,7 +344,7 @@ const vectors: Vector[] = [
     name: 'holder announcement',
     message: { type: MessageType.HolderAnnouncement, requestId: 23, previousNodeId: 0, holderNodeId: 1, epoch: 5 },
     bytes: hex(
-      '4654564d 0004 0109 00000017 00000010',
+      '4654564d 0005 0109 00000017 00000010',
       '00000000', // previousNodeId = 0: the holder that is gone
       '00000001', // holderNodeId = 1: holds the array now
       '0000000000000005', // epoch = 5
@@ -354,7 +354,7 @@ const vectors: Vector[] = [
     name: 'mirror reclaim',
     message: { type: MessageType.MirrorReclaim, requestId: 24, allocation: ALLOCATION, nodeId: 1, epoch: 5 },
     bytes: hex(
-      '4654564d 0004 010a 00000018 0000001c',
+      '4654564d 0005 010a 00000018 0000001c',
       ALLOCATION_BYTES, // allocation
       '00000001', // nodeId = 1: about to serve it
       '0000000000000005', // epoch = 5
@@ -364,17 +364,37 @@ const vectors: Vector[] = [
     name: 'owner notice',
     message: { type: MessageType.OwnerNotice, requestId: 25, allocation: ALLOCATION, ownerNodeId: 0, epoch: 5 },
     bytes: hex(
-      '4654564d 0004 010b 00000019 0000001c',
+      '4654564d 0005 010b 00000019 0000001c',
       ALLOCATION_BYTES, // allocation
       '00000000', // ownerNodeId = 0: serves it
       '0000000000000005', // epoch = 5
     ),
   },
   {
+    name: 'catalog change',
+    message: { type: MessageType.CatalogChange, requestId: 26, allocation: ALLOCATION, epoch: 5 },
+    bytes: hex(
+      '4654564d 0005 010c 0000001a 00000018',
+      ALLOCATION_BYTES, // allocation: made or grown; the cluster record says how
+      '0000000000000005', // epoch = 5
+    ),
+  },
+  {
+    name: 'volume removal',
+    message: { type: MessageType.VolumeRemoval, requestId: 27, allocation: ALLOCATION, epoch: 5, commit: true, force: false },
+    bytes: hex(
+      '4654564d 0005 010d 0000001b 0000001a',
+      ALLOCATION_BYTES, // allocation
+      '0000000000000005', // epoch = 5
+      '01', // commit: remove the export (not only ask whether it is in use)
+      '00', // force: no; Locked if a client has it open
+    ),
+  },
+  {
     name: 'resync begin',
     message: { type: MessageType.ResyncBegin, requestId: 20, epoch: 4, allocationCount: 2, pageCount: 300 },
     bytes: hex(
-      '4654564d 0004 0105 00000014 00000010',
+      '4654564d 0005 0105 00000014 00000010',
       '0000000000000004', // epoch = 4
       '00000002', // allocationCount = 2
       '0000012c', // pageCount = 300
@@ -384,7 +404,7 @@ const vectors: Vector[] = [
     name: 'resync end',
     message: { type: MessageType.ResyncEnd, requestId: 21, epoch: 4, allocationCount: 2, pageCount: 300 },
     bytes: hex(
-      '4654564d 0004 0106 00000015 00000010',
+      '4654564d 0005 0106 00000015 00000010',
       '0000000000000004', // epoch = 4
       '00000002', // allocationCount = 2
       '0000012c', // pageCount = 300
@@ -394,7 +414,7 @@ const vectors: Vector[] = [
     name: 'forwarded io (write to a volume)',
     message: { type: MessageType.ForwardedIo, requestId: 22, op: IoOp.Write, allocation: ALLOCATION, offset: 65536 + 512, length: 4, fua: true, data: hex('deadbeef') },
     bytes: hex(
-      '4654564d 0004 0107 00000016 00000026', // payload 34 + 4 data bytes
+      '4654564d 0005 0107 00000016 00000026', // payload 34 + 4 data bytes
       '02', // op = write
       '01', // fua
       ALLOCATION_BYTES, // allocation GUID
@@ -407,7 +427,7 @@ const vectors: Vector[] = [
     name: 'forwarded io (read from the shared array, no data)',
     message: { type: MessageType.ForwardedIo, requestId: 23, op: IoOp.Read, allocation: NIL_ALLOCATION, offset: 2 ** 32, length: 4, fua: false, data: Buffer.alloc(0) },
     bytes: hex(
-      '4654564d 0004 0107 00000017 00000022', // payload 34, no data
+      '4654564d 0005 0107 00000017 00000022', // payload 34, no data
       '01', // op = read
       '00', // fua = no
       '00000000 00000000 00000000 00000000', // allocation = nil: the shared array itself
@@ -419,7 +439,7 @@ const vectors: Vector[] = [
     name: 'forwarded io (probe)',
     message: { type: MessageType.ForwardedIo, requestId: 24, op: IoOp.Probe, allocation: NIL_ALLOCATION, offset: 0, length: 0, fua: false, data: Buffer.alloc(0) },
     bytes: hex(
-      '4654564d 0004 0107 00000018 00000022',
+      '4654564d 0005 0107 00000018 00000022',
       '00', // op = probe: do you hold the array open?
       '00', // fua = no
       '00000000 00000000 00000000 00000000', // allocation = nil
@@ -431,20 +451,20 @@ const vectors: Vector[] = [
     name: 'io data',
     message: { type: MessageType.IoData, requestId: 23, data: hex('cafebabe') },
     bytes: hex(
-      '4654564d 0004 0187 00000017 00000004', // answers request 23; payload = data
+      '4654564d 0005 0187 00000017 00000004', // answers request 23; payload = data
       'cafebabe', // the 4 bytes read
     ),
   },
   {
     name: 'io data (empty)',
     message: { type: MessageType.IoData, requestId: 25, data: Buffer.alloc(0) },
-    bytes: hex('4654564d 0004 0187 00000019 00000000'), // a read of length 0: no payload at all
+    bytes: hex('4654564d 0005 0187 00000019 00000000'), // a read of length 0: no payload at all
   },
   {
     name: 'command complete (probe: array not open here)',
     message: { type: MessageType.CommandComplete, requestId: 24, requestType: MessageType.ForwardedIo, status: Status.NotResident },
     bytes: hex(
-      '4654564d 0004 0080 00000018 00000004',
+      '4654564d 0005 0080 00000018 00000004',
       '0107', // requestType = forwarded io
       '0004', // status = not resident
     ),
@@ -456,7 +476,7 @@ const vectors: Vector[] = [
       pageBytes: 4096, offset: 0, length: 4096, dirty: false, zeroFill: false, data: Buffer.alloc(4096, 0xab),
     },
     bytes: hex(
-      '4654564d 0004 0006 00000011 0000102e', // payload 46 + 4096 data bytes
+      '4654564d 0005 0006 00000011 0000102e', // payload 46 + 4096 data bytes
       ALLOCATION_BYTES, // allocation GUID
       '0000000000000009', // virtualPage = 9
       '0000000000000000', // version = 0 (the receiver stages it, it never compares it)
@@ -623,10 +643,10 @@ describe('partner codec', () => {
     });
 
     it('refuses another protocol version, and an unknown type of another version as such', () => {
-      expectFailure('wrong-version', /protocol version 5, this node speaks 4/, frame(MessageType.Heartbeat, heartbeat, { version: 5 }));
+      expectFailure('wrong-version', /protocol version 6, this node speaks 5/, frame(MessageType.Heartbeat, heartbeat, { version: 6 }));
       expectFailure('wrong-version', /protocol version 1/, frame(0x0042, heartbeat, { version: 1 }));
       // A version 2 node opens with its hello: refused as a frame of another version, not misread.
-      expectFailure('wrong-version', /protocol version 2, this node speaks 4/, frame(MessageType.Hello, Buffer.alloc(30), { version: 2 }));
+      expectFailure('wrong-version', /protocol version 2, this node speaks 5/, frame(MessageType.Hello, Buffer.alloc(30), { version: 2 }));
     });
 
     it('still decodes a challenge of another version, so both ends can say which versions met', () => {
