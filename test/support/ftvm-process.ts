@@ -177,6 +177,8 @@ export interface ClusterOptions {
   extra?: Record<string, unknown>;
   /** More fields of one node's entry in `nodes` (metrics, control, ...), written as given. */
   nodeExtra?: (name: string) => Record<string, unknown>;
+  /** Array space beyond the configured volumes (for volumes made online). */
+  spareBytes?: number;
 }
 
 export interface FtvmCluster {
@@ -208,11 +210,13 @@ export async function writeClusterConfig(
     warmFailback?: boolean;
     limits?: Record<string, number>;
     extra?: Record<string, unknown>;
+    spareBytes?: number;
   } = {},
 ): Promise<string> {
+  const spare = options.spareBytes ? [options.spareBytes] : [];
   const members = await provisionArray(
     directory,
-    { level: 'raid5', memberCount: 3, volumeBytes: volumes.map((volume) => volume.sizeBytes) },
+    { level: 'raid5', memberCount: 3, volumeBytes: [...volumes.map((volume) => volume.sizeBytes), ...spare] },
     { logger: silentLogger(), now: () => Date.now() },
   );
   const config = {
@@ -270,6 +274,7 @@ export async function startCluster(volumes: Array<VolumeSpec & { owner?: string 
       warmFailback: options.warmFailback,
       limits: options.limits,
       extra: options.extra,
+      spareBytes: options.spareBytes,
     },
   );
   const nodes = new Map<string, FtvmNode>();

@@ -33,6 +33,19 @@ describe('MirrorStore', () => {
     expect(status(mirror.handle(allocate(2 * PAGE)))).to.equal(Status.Invalid);
   });
 
+  it('lets an allocation grow (a volume resized online): pages past the old end are taken; never shrink or change its pages', () => {
+    const mirror = new MirrorStore(new FramePool(POOL));
+    const allocate = (sizeBytes: number, pageBytes = PAGE): Message => ({ type: MessageType.AllocateMemory, requestId: 1, allocation: GUID, sizeBytes, pageBytes, ownerNodeId: 0 });
+    expect(status(mirror.handle(allocate(4 * PAGE)))).to.equal(Status.Ok);
+    expect(status(mirror.handle(writePage(5, 1, 0, Buffer.alloc(PAGE, 1))))).to.equal(Status.Invalid);
+    expect(status(mirror.handle(allocate(8 * PAGE)))).to.equal(Status.Ok);
+    expect(mirror.shapeOf(GUID)?.sizeBytes).to.equal(8 * PAGE);
+    expect(status(mirror.handle(writePage(5, 1, 0, Buffer.alloc(PAGE, 1))))).to.equal(Status.Ok);
+    expect(status(mirror.handle(allocate(6 * PAGE)))).to.equal(Status.Invalid);
+    expect(status(mirror.handle(allocate(16 * PAGE, 2 * PAGE)))).to.equal(Status.Invalid);
+    expect(mirror.shapeOf(GUID)?.sizeBytes).to.equal(8 * PAGE);
+  });
+
   it('takes a whole page, then ranges into it; refuses a range of a page it does not hold and a page past the end', () => {
     const pool = new FramePool(POOL);
     const mirror = new MirrorStore(pool);
