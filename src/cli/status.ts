@@ -68,7 +68,7 @@ export function formatStatus(cluster: ClusterStatus, detail: { array?: ArrayStat
     `  mode:          ${cluster.mode === 'mirrored' ? 'mirrored (writes acknowledged once every live partner holds them)' : 'write-through (no live partner: writes acknowledged once on the disks)'}`,
     `  array holder:  ${cluster.arrayHolder}`,
     `  epoch:         ${cluster.epoch} (lease good for ${cluster.leaseRemainingMs} ms without renewal)`,
-    `  partners:      ${cluster.partners.map((partner) => `${partner.name} ${partner.live ? 'live' : 'down'}`).join(', ') || 'none'}`,
+    `  partners:      ${cluster.partners.map((partner) => `${partner.name} ${partner.live ? `live${partner.roundTripMs !== undefined ? ` (round trip ${partner.roundTripMs.toFixed(1)} ms)` : ''}` : 'down'}`).join(', ') || 'none'}`,
     `  pages:         ${cluster.residentPages} resident, ${cluster.dirtyPages} dirty, ${cluster.mirroredPages} mirrored for partners`,
     `  resync:        ${cluster.resync === 'done' ? 'done (partners hold no stale mirrors of this node)' : cluster.resync === 'running' ? 'running (flushing, then partners drop stale mirrors; write-throughs wait)' : 'failed (the disks were out of reach; retried at the next join)'}`,
     ...(detail.array ? [`  array:         ${describeArray(detail.array)}`] : []),

@@ -52,7 +52,8 @@ export interface ClusterStatus {
   epoch: number;
   /** How long this node's lease still protects it without another renewal. */
   leaseRemainingMs: number;
-  partners: Array<{ name: string; live: boolean }>;
+  /** `roundTripMs`: the last space request's answer time on a live link (nodes that serve clients measure it). */
+  partners: Array<{ name: string; live: boolean; roundTripMs?: number }>;
   /** owner: who serves it now; home: the config's owner, where it goes back to; state: served here, forwarded, taking over, moving to X. */
   volumes: Array<{ name: string; owner: string; home: string; pageBytes: number; state: string }>;
   residentPages: number;
@@ -82,7 +83,7 @@ export interface ControlResult {
 
 /** The rebuild, replace or scrub running now, as far as it got (metrics). */
 export interface RunningOperation {
-  operation: 'rebuild' | 'replace' | 'scrub';
+  operation: 'rebuild' | 'replace' | 'scrub' | 'array-resync';
   member?: number;
   doneBytes: number;
   totalBytes: number;
@@ -103,6 +104,9 @@ export class ControlServer {
   private running: (Omit<RunningOperation, 'elapsedMs'> & { startedMs: number }) | null = null;
   /** Set by the node: what `ftvm events` streams. */
   events: ClusterEvents | null = null;
+
+  /** Set by the node: what runs without a control request (the array's resync after an unclean stop). */
+  background: () => RunningOperation | null = () => null;
 
   /** Set by the node: its volumes, made, grown and deleted online (on the array holder). */
   volumes: Pick<VolumeCatalog, 'list' | 'create' | 'resize' | 'delete'> | null = null;
@@ -142,7 +146,7 @@ export class ControlServer {
   /** The rebuild, replace or scrub running now, as far as it got; null when none runs. */
   get operation(): RunningOperation | null {
     const running = this.running;
-    if (!running) return null;
+    if (!running) return this.background();
     const { startedMs, ...progress } = running;
     return { ...progress, elapsedMs: Math.round(performance.now() - startedMs) };
   }

@@ -32,6 +32,8 @@ export interface ReportedNode {
   /** The storage stack while this node holds the array (and is not fenced). */
   heldStack(): StorageStack | null;
   operation(): RunningOperation | null;
+  /** The last round trip to a partner in ms (partner-round-trips.ts); undefined when not measured. */
+  roundTripMs(peer: number, linked: boolean): number | undefined;
   /** Stopping or fenced: a watch on a resync ends. */
   ended(): boolean;
 }
@@ -53,7 +55,12 @@ export class NodeReport {
       mode: live.size > 0 ? 'mirrored' : 'write-through',
       epoch: leases.epoch,
       leaseRemainingMs: Math.max(0, Math.round(leases.remainingMs())),
-      partners: config.nodes.filter((_, index) => index !== nodeId).map((node) => ({ name: node.name, live: live.has(config.nodes.indexOf(node)) })),
+      partners: config.nodes.flatMap((node, index) => {
+        if (index === nodeId) return [];
+        const linked = live.has(index);
+        const roundTripMs = this.node.roundTripMs(index, linked);
+        return [{ name: node.name, live: linked, ...(roundTripMs !== undefined ? { roundTripMs } : {}) }];
+      }),
       volumes: [...volumes.entries.values()].map((entry) => ({
         name: entry.allocation.name,
         owner: name(entry.ownerId),

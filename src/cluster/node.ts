@@ -37,11 +37,12 @@ import { NbdAddresses } from './nbd-addresses.js';
 import { NodeReport } from './node-report.js';
 import { productionEnvironment, type LeaseArea, type NodeEnvironment } from './node-environment.js';
 import { partnerSourceAddress } from './partner-security.js';
+import { PartnerRoundTrips } from './partner-round-trips.js';
 import { Partners } from './partners.js';
 import { RemoteArray } from './remote-array.js';
 import { Responder, type ResponderTargets } from './responder.js';
 import { ServedVolumes, type Served } from './served-volumes.js';
-import { HolderMovedError, openArray, readClusterRecord, writeOwners } from './shared-array.js';
+import { ArrayResync, HolderMovedError, openArray, readClusterRecord, writeOwners } from './shared-array.js';
 import { VolumeCatalog } from './volume-catalog.js';
 import { DEFAULT_RETRY_MS } from './volume-switch.js';
 import { WarmHandover } from './warm-handover.js';
@@ -92,6 +93,8 @@ interface Parts {
   events: ClusterEvents;
   /** The node's Prometheus metrics, when its config has `metrics` (and it has doors). */
   metrics: NodeMetrics | null;
+  /** The resync of the array after an unclean stop, when this node opens it. */
+  arrayResync: ArrayResync;
   /** Ends a start that is under way: the lease keeper, or the node itself, fenced it meanwhile. */
   fenceStart: (reason: string) => void;
 }
@@ -119,6 +122,8 @@ export class ClusterNode {
   private recordTurn: Promise<unknown> = Promise.resolve();
   private readonly addresses: NbdAddresses | null;
   private control: ControlServer | null = null;
+  /** Measured only by a node that serves clients (not in the simulator). */
+  private roundTrips: PartnerRoundTrips | null = null;
   private readonly report: NodeReport;
   /** Told when this node was fenced and must stop serving (the process exits and may rejoin). */
   onFenced: (reason: string) => void = () => undefined;
@@ -170,7 +175,8 @@ export class ClusterNode {
       name: (id) => this.name(id),
       holderId: () => this.array.holderId,
       heldStack: () => (this.holdsArray ? this.array.stack : null),
-      operation: () => this.control?.operation ?? null,
+      operation: () => this.control?.operation ?? parts.arrayResync.operation,
+      roundTripMs: (peer, linked) => this.roundTrips?.lastOf(peer, linked),
       ended: () => this.stopping || this.fenced,
     });
   }
@@ -229,7 +235,7 @@ export class ClusterNode {
           }
           partners.announceEpoch();
         }
-        const stack = await openArray(config, leases, env.openMember, env.claimMembers, env.clock, logger);
+        const stack = await openArray(config, leases, env.openMember, env.claimMembers, env.clock, logger, parts.arrayResync.onProgress);
         ClusterNode.reportMemberFailures(parts, stack);
         opened.stack = stack;
         array.stack = stack;
@@ -308,7 +314,8 @@ export class ClusterNode {
     const ownConfig = config.nodes[nodeId];
     const metrics = env.doors && ownConfig?.metrics ? new NodeMetrics(nodeName, config.nodes.filter((_, index) => index !== nodeId).map((node) => node.name), events) : null;
     const server = env.doors ? new NbdServer(exports, logger, { limits: config.limits, tls: await loadNbdTls(config.tls), ...(metrics ? { observer: metrics } : {}) }) : null;
-    const parts: Parts = { config, nodeId, env, logger, leaseArea, leases, identity, targets, responder, partners, replicator, pool, mirror, reclaimer, stage, server, exports, events, metrics, fenceStart: () => undefined };
+    const arrayResync = new ArrayResync(env.clock, events, logger);
+    const parts: Parts = { config, nodeId, env, logger, leaseArea, leases, identity, targets, responder, partners, replicator, pool, mirror, reclaimer, stage, server, exports, events, metrics, arrayResync, fenceStart: () => undefined };
     // Wired before the lease is acquired: a start takes seconds (holder discovery, array assembly),
     // and meanwhile a partner's newer epoch is a live partner's, not a takeover's; and a fence then
     // must end the start, not be dropped (cluster simulation, seed 2 of three nodes: a node fenced
@@ -399,6 +406,7 @@ export class ClusterNode {
     targets.ready = true;
     partners.onUp = (link) => {
       this.parts.events.emit({ kind: 'link-up', peer: this.name(link.peer.nodeId) });
+      this.roundTrips?.linked(link);
       this.manager.partnerJoined();
       this.report.watchResync();
       replicator.add(link);
@@ -435,9 +443,14 @@ export class ClusterNode {
     control.cluster = () => this.status();
     control.events = this.parts.events;
     control.volumes = this.catalog;
+    control.background = () => this.parts.arrayResync.operation;
     control.mirrorPages = () => this.mirrors.mirrorPages((guid) => this.volumes.entries.get(guid)?.allocation.name ?? guid);
     await control.listen(own.control as string);
     this.control = control;
+    if (config.nodes.length > 1) {
+      this.roundTrips = new PartnerRoundTrips(this.clock, () => this.parts.partners.live());
+      this.roundTrips.start();
+    }
   }
 
   /** A message of the ownership loop from another node (routed by the responder). */
@@ -514,7 +527,7 @@ export class ClusterNode {
   /** Becomes the array holder: the array assembled here, page-in and destage switched to it. */
   private async holdArray(): Promise<void> {
     const { config, nodeId, leases, env, logger, targets } = this.parts;
-    const stack = await openArray(config, leases, env.openMember, env.claimMembers, env.clock, logger);
+    const stack = await openArray(config, leases, env.openMember, env.claimMembers, env.clock, logger, this.parts.arrayResync.onProgress);
     ClusterNode.reportMemberFailures(this.parts, stack);
     this.array.stack = stack;
     targets.stack = stack;
@@ -620,6 +633,7 @@ export class ClusterNode {
   fence(reason: string): void {
     if (this.fenced || this.stopping) return;
     this.fenced = true;
+    this.roundTrips?.stop();
     this.parts.logger.error(`fenced: ${reason}; this node stops serving and must rejoin`);
     this.parts.events.emit({ kind: 'fenced', reason });
     this.authority.stop();
@@ -637,6 +651,7 @@ export class ClusterNode {
   async stop(): Promise<void> {
     const { partners, responder, leases, logger, leaseArea } = this.parts;
     this.stopping = true;
+    this.roundTrips?.stop();
     this.authority.stop();
     this.addresses?.close();
     await this.control?.close();

@@ -7,7 +7,8 @@
 // that may have been taken over writes nothing to the disks.
 import { ClusterError, sleep, type Clock } from '../core/index.js';
 import type { ClusterConfig } from '../config/index.js';
-import type { Logger } from '../observe/index.js';
+import type { ClusterEvents, Logger } from '../observe/index.js';
+import type { RunningOperation } from './control.js';
 import {
   assembleArray,
   WriteRefusedError,
@@ -35,15 +36,61 @@ export async function openArray(
   claimMembers: boolean,
   clock: Clock,
   logger: Logger,
+  /** The resync of an array that was not stopped cleanly moved on (see ArrayResync). */
+  onResyncProgress?: (doneBytes: number, totalBytes: number) => void,
 ): Promise<StorageStack> {
   const open = async (path: string): Promise<MemberDevice> => fencedMember(await openMember(path), leases);
   const holder = config.nodes[leases.slot]?.name ?? String(leases.slot);
-  const array = await assembleArray(config.storage.members, { logger, now: () => clock.wallNow() }, open, claimMembers ? { holder } : {});
+  const options = { ...(claimMembers ? { holder } : {}), ...(onResyncProgress ? { onResyncProgress } : {}) };
+  const array = await assembleArray(config.storage.members, { logger, now: () => clock.wallNow() }, open, options);
   if (array.geometry.level !== config.storage.level) {
     await array.stop();
     throw new Error(`the member files hold a ${array.geometry.level} array, the config says ${config.storage.level}`);
   }
   return new StorageStack(array, { ...DEFAULT_STACK_OPTIONS, capacityBytes: config.storage.cache, readAheadBytes: config.storage.readAhead });
+}
+
+/** Events at most this often while an array resyncs (and at its end). */
+const RESYNC_EVENT_INTERVAL_MS = 200;
+
+/**
+ * The resync an array needs after an unclean stop, as the node opening it reports it: `ftvm status`
+ * (running: array-resync, %, rate, ETA), the progress metric, and progress events.
+ */
+export class ArrayResync {
+  private running: { doneBytes: number; totalBytes: number; startedMs: number } | null = null;
+  private lastEventMs = -Infinity;
+
+  constructor(
+    private readonly clock: Clock,
+    private readonly events: ClusterEvents,
+    private readonly logger: Logger,
+  ) {}
+
+  readonly onProgress = (doneBytes: number, totalBytes: number): void => {
+    // Unclean, but no region was dirty: nothing to resync, nothing to say.
+    if (totalBytes === 0) return;
+    const now = this.clock.now();
+    if (!this.running) this.running = { doneBytes, totalBytes, startedMs: now };
+    this.running.doneBytes = doneBytes;
+    this.running.totalBytes = totalBytes;
+    const finished = doneBytes >= totalBytes;
+    if (now - this.lastEventMs >= RESYNC_EVENT_INTERVAL_MS || finished) {
+      this.lastEventMs = now;
+      this.events.emit({ kind: 'progress', operation: 'array-resync', doneBytes, totalBytes });
+    }
+    if (finished) {
+      this.logger.info(`array resync after an unclean stop done: ${(totalBytes / 1048576).toFixed(1)} MiB in ${((now - this.running.startedMs) / 1000).toFixed(1)} s`);
+      this.running = null;
+    }
+  };
+
+  /** The resync running now, as far as it got; null when none runs. */
+  get operation(): RunningOperation | null {
+    const running = this.running;
+    if (!running) return null;
+    return { operation: 'array-resync', doneBytes: running.doneBytes, totalBytes: running.totalBytes, elapsedMs: Math.round(this.clock.now() - running.startedMs) };
+  }
 }
 
 /** The node taken for the holder while starting no longer holds the array: look for it again. */

@@ -22,8 +22,11 @@ export type ClusterEventBody =
   | { kind: 'member-failed'; member: number; path: string; reason: string }
   /** A volume was made, grown or deleted online (`ftvm volume`), on the array holder. */
   | { kind: 'volume'; action: 'created' | 'resized' | 'deleted'; volume: string; sizeBytes: number }
-  /** A rebuild, replace or scrub run through the control socket moved on (at most every 200 ms, and at its end). */
-  | { kind: 'progress'; operation: 'rebuild' | 'replace' | 'scrub'; member?: number; doneBytes: number; totalBytes: number };
+  /**
+   * A rebuild, replace or scrub run through the control socket, or the resync of an array that was
+   * not stopped cleanly (`array-resync`, as a node opens it), moved on (at most every 200 ms, and at its end).
+   */
+  | { kind: 'progress'; operation: 'rebuild' | 'replace' | 'scrub' | 'array-resync'; member?: number; doneBytes: number; totalBytes: number };
 
 export type ClusterEventKind = ClusterEventBody['kind'];
 export type ClusterEvent = { time: string; node: string } & ClusterEventBody;

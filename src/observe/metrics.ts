@@ -29,7 +29,7 @@ export interface NodeSnapshot {
   leaseMs: number;
   /** Negative once run out. */
   leaseRemainingMs: number;
-  partners: ReadonlyArray<{ name: string; live: boolean }>;
+  partners: ReadonlyArray<{ name: string; live: boolean; roundTripMs?: number }>;
   residentPages: number;
   dirtyPages: number;
   mirroredPages: number;
@@ -114,6 +114,9 @@ export class NodeMetrics {
     gauge('ftvm_nbd_requests_in_flight', 'NBD requests read and not yet answered on the wire', (s) => s.nbd?.requestsInFlight ?? null);
     gauge('ftvm_nbd_bytes_in_flight', 'Bytes of NBD requests read and not yet answered on the wire (the limits.nodeBytesInFlight budget)', (s) => s.nbd?.bytesInFlight ?? null);
     labelled('ftvm_partner_link_up', '1 while the partner link to peer is up, else 0', ['peer'], (s, set) => s.partners.forEach((partner) => set({ peer: partner.name }, partner.live ? 1 : 0)));
+    labelled('ftvm_partner_round_trip_seconds', 'The last round trip of a small request to peer over its partner link, queued behind what the link carries (every 2 s); absent while the link is down', ['peer'], (s, set) => {
+      for (const partner of s.partners) if (partner.live && partner.roundTripMs !== undefined) set({ peer: partner.name }, partner.roundTripMs / 1000);
+    });
     labelled('ftvm_node_mode', '1 for the mode writes are acknowledged in now: mirrored (a live partner holds them) or write-through', ['mode'], (s, set) => NODE_MODES.forEach((mode) => set({ mode }, s.mode === mode ? 1 : 0)));
     gauge('ftvm_node_array_holder', '1 if this node holds the shared array open, else 0', (s) => (s.holdsArray ? 1 : 0));
     gauge('ftvm_node_epoch', 'The cluster epoch this node is at (raised at every takeover)', (s) => s.epoch);
@@ -146,7 +149,7 @@ export class NodeMetrics {
     labelled('ftvm_array_member_read_errors', 'Blocks of a member that failed their checksum since the array was opened (array holder only)', ['member'], (s, set) => {
       for (const member of s.array?.members ?? []) set({ member: member.index }, member.readErrors);
     });
-    labelled('ftvm_array_operation_progress_ratio', 'Progress (0 to 1) of the rebuild, replace or scrub running through the control socket; absent when none runs', ['operation', 'member'], (s, set) => {
+    labelled('ftvm_array_operation_progress_ratio', 'Progress (0 to 1) of the rebuild, replace or scrub running through the control socket, or of the array resync after an unclean stop (array-resync); absent when none runs', ['operation', 'member'], (s, set) => {
       const running = s.operation;
       if (running) set({ operation: running.operation, member: running.member ?? '' }, running.totalBytes > 0 ? running.doneBytes / running.totalBytes : 0);
     });

@@ -115,6 +115,8 @@ export interface AssembleOptions {
    * the assembly refuse: it writes the same members.
    */
   holder?: string;
+  /** The resync after an unclean stop moved on (array data bytes), called per stripe. */
+  onResyncProgress?: (doneBytes: number, totalBytes: number) => void;
 }
 
 /** Opens the member files, checks them against each other, resyncs after an unclean stop. */
@@ -126,7 +128,7 @@ export async function assembleArray(
 ): Promise<RaidArray> {
   const claim = options.holder === undefined ? null : await claimForNode(paths, options.holder, deps);
   try {
-    const array = await assembleClaimed(paths, deps, open);
+    const array = await assembleClaimed(paths, deps, open, options.onResyncProgress);
     if (claim) array.onClose(() => claim.release());
     return array;
   } catch (error) {
@@ -150,7 +152,12 @@ async function claimForNode(paths: string[], node: string, deps: RaidDependencie
   return claim;
 }
 
-async function assembleClaimed(paths: string[], deps: RaidDependencies, open: (path: string) => Promise<MemberDevice>): Promise<RaidArray> {
+async function assembleClaimed(
+  paths: string[],
+  deps: RaidDependencies,
+  open: (path: string) => Promise<MemberDevice>,
+  onResyncProgress?: (doneBytes: number, totalBytes: number) => void,
+): Promise<RaidArray> {
   const plan = await planAssembly(paths, open, { readChecksums: true });
   for (const note of plan.notes) deps.logger.warn(note);
   const { authority, slots } = plan;
@@ -174,7 +181,7 @@ async function assembleClaimed(paths: string[], deps: RaidDependencies, open: (p
   for (const slot of slots) if (slot.state !== 'active') deps.logger.warn(`raid member ${slot.index} (${slot.path || 'no file'}) is ${slot.state}: ${slot.reason}`);
   if (!authority.clean) {
     deps.logger.warn(`array ${identity.arrayUuid} was not stopped cleanly: resyncing ${dirty.length} dirty region(s)`);
-    await resyncRegions(array, dirty);
+    await resyncRegions(array, dirty, onResyncProgress);
   }
   return array;
 }

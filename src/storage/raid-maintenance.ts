@@ -5,7 +5,7 @@
 // one stripe's worth of work.
 import { ChecksumTable } from './checksum-table.js';
 import { ZERO_BLOCK_CRC } from './crc.js';
-import { BLOCK_BYTES, parityMemberOf, stripeCount } from './layout.js';
+import { BLOCK_BYTES, parityMemberOf, stripeCount, stripeDataBytes } from './layout.js';
 import { FileMember, type MemberDevice } from './member.js';
 import type { Slot } from './member-set.js';
 import { computeParity } from './parity.js';
@@ -42,11 +42,18 @@ function stripesOfRegion(array: RaidArray, region: number): { first: number; las
  * matters is that they agree. Data is taken as the truth: parity and checksums are recomputed from it
  * (mirrors are copied from the first member).
  */
-export async function resyncRegions(array: RaidArray, regions: number[]): Promise<void> {
-  for (const region of regions) {
-    const { first, last } = stripesOfRegion(array, region);
+export async function resyncRegions(array: RaidArray, regions: number[], onProgress: (doneBytes: number, totalBytes: number) => void = () => undefined): Promise<void> {
+  // Progress in array (data) bytes, as a rebuild reports it: stripes done of the stripes to do.
+  const spans = regions.map((region) => stripesOfRegion(array, region));
+  const stripeBytes = stripeDataBytes(array.geometry);
+  const totalBytes = spans.reduce((sum, { first, last }) => sum + (last - first + 1) * stripeBytes, 0);
+  let doneBytes = 0;
+  onProgress(0, totalBytes);
+  for (const { first, last } of spans) {
     for (let stripe = first; stripe <= last; stripe++) {
       await array.locks.withExclusive(stripe, () => resyncStripe(array, stripe));
+      doneBytes += stripeBytes;
+      onProgress(doneBytes, totalBytes);
     }
   }
   await array.members.syncAll();

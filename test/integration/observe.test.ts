@@ -139,6 +139,12 @@ describe('observability (real processes): /metrics and ftvm events', function ()
     expect(value(b, 'ftvm_node_array_holder')).to.equal(0);
     expect(value(b, 'ftvm_array_state', { state: 'optimal' })).to.equal(undefined);
     expect(value(b, 'ftvm_partner_link_up', { peer: 'a' })).to.equal(1);
+    // A round trip on loopback: measured (the first probe goes out as the node starts serving), well under a second.
+    for (const [scraped, peer] of [[b, 'a'], [await scrape(port('a')), 'b']] as const) {
+      const roundTrip = value(scraped, 'ftvm_partner_round_trip_seconds', { peer });
+      expect(roundTrip, `round trip to ${peer}`).to.be.a('number');
+      expect(roundTrip as number).to.be.greaterThan(0).and.lessThan(1);
+    }
     expect(value(b, 'ftvm_nbd_requests_total', { volume: 'vol0', command: 'write' })).to.equal(undefined);
 
     const other = await fetch(`http://127.0.0.1:${port('a')}/`);
@@ -151,6 +157,7 @@ describe('observability (real processes): /metrics and ftvm events', function ()
       return value(now, 'ftvm_takeovers_total', { what: 'volume' }) === 1 ? now : null;
     });
     expect(value(after, 'ftvm_partner_link_up', { peer: 'b' })).to.equal(0);
+    expect(value(after, 'ftvm_partner_round_trip_seconds', { peer: 'b' }), 'no round trip to a partner that is down').to.equal(undefined);
     expect(value(after, 'ftvm_partner_link_down_total', { peer: 'b' })).to.equal(1);
     expect(value(after, 'ftvm_node_mode', { mode: 'write-through' })).to.equal(1);
     expect(value(after, 'ftvm_takeovers_total', { what: 'array' }), 'a held the array already').to.equal(0);
@@ -180,15 +187,31 @@ describe('observability (real processes): /metrics and ftvm events', function ()
     expect(onA.events.indexOf(failure as Record<string, unknown>)).to.be.lessThan(onA.events.indexOf(progress[0] as Record<string, unknown>));
     expect(value(await scrape(port('a')), 'ftvm_array_state', { state: 'optimal' })).to.equal(1);
 
+    // Writes on the disks just now (flushed) leave their regions dirty in the write-intent bitmap for
+    // 5 s: killed meanwhile, a leaves an array that b must resync as it takes it over.
+    const writer = await RawClient.connect({ port: (cluster as FtvmCluster).node('a').port });
+    await writer.attach('vol0');
+    writer.request(NBD_CMD_WRITE, { handle: 1n, offset: 2 * MiB, payload: Buffer.alloc(MiB, 0x6b) });
+    expect((await writer.readReply()).error).to.equal(0);
+    writer.request(NBD_CMD_FLUSH, { handle: 2n });
+    expect((await writer.readReply()).error).to.equal(0);
     await (cluster as FtvmCluster).node('a').kill();
     // ftvm events on a: the node went away under it; it says so with exit 69.
     expect(await onA.exited).to.equal(EXIT.unavailable);
     expect(onA.stderr()).to.match(/the node closed the event stream/);
 
     await until('b took over vol0', async () => onB.events.some((event) => event.kind === 'takeover' && event.what === 'volume'));
-    const kinds = onB.events.map((event) => `${String(event.kind)}${event.kind === 'takeover' ? `:${String(event.what)}` : ''}`);
+    // The array's resync as b opened it, reported as progress to its end.
+    const resynced = onB.events.filter((event) => event.kind === 'progress');
+    expect((cluster as FtvmCluster).node('b').log()).to.match(/was not stopped cleanly: resyncing [1-9]\d* dirty region/);
+    expect(resynced.length, JSON.stringify(onB.events)).to.be.greaterThan(0);
+    for (const event of resynced) expect(event).to.include({ operation: 'array-resync' });
+    expect(resynced.at(-1)?.doneBytes).to.equal(resynced.at(-1)?.totalBytes);
+    expect(resynced.at(-1)?.totalBytes as number).to.be.greaterThan(0);
+    expect((cluster as FtvmCluster).node('b').log()).to.match(/array resync after an unclean stop done: [\d.]+ MiB/);
+    const kinds = onB.events.filter((event) => event.kind !== 'progress').map((event) => `${String(event.kind)}${event.kind === 'takeover' ? `:${String(event.what)}` : ''}`);
     expect(kinds.slice(0, 4), JSON.stringify(onB.events)).to.deep.equal(['link-down', 'mode', 'takeover:array', 'takeover:volume']);
-    const [down, mode, array, volume] = onB.events as Array<Record<string, unknown>>;
+    const [down, mode, array, volume] = onB.events.filter((event) => event.kind !== 'progress') as Array<Record<string, unknown>>;
     expect(down).to.include({ node: 'b', peer: 'a' });
     expect(down?.reason).to.be.a('string');
     expect(mode).to.include({ mode: 'write-through' });
