@@ -32,6 +32,8 @@ export interface ReportedNode {
   /** The storage stack while this node holds the array (and is not fenced). */
   heldStack(): StorageStack | null;
   operation(): RunningOperation | null;
+  /** How far a warm handover's copy of a volume's resident pages is; null when none runs. */
+  handoverProgress(guid: string): { sent: number; total: number } | null;
   /** The last round trip to a partner in ms (partner-round-trips.ts); undefined when not measured. */
   roundTripMs(peer: number, linked: boolean): number | undefined;
   /** Stopping or fenced: a watch on a resync ends. */
@@ -43,6 +45,12 @@ export class NodeReport {
   private resyncWatched = false;
 
   constructor(private readonly node: ReportedNode) {}
+
+  /** ' (warm: 120 of 300 resident pages copied)' while a warm handover copies the volume's pages. */
+  private copied(guid: string): string {
+    const progress = this.node.handoverProgress(guid);
+    return progress ? ` (warm: ${progress.sent} of ${progress.total} resident pages copied)` : '';
+  }
 
   status(): ClusterStatus {
     const { config, nodeId, partners, leases, mirror, manager, volumes } = this.node;
@@ -66,7 +74,7 @@ export class NodeReport {
         owner: name(entry.ownerId),
         home: name(entry.homeId),
         pageBytes: entry.pageBytes,
-        state: entry.moving || (entry.ownerId === nodeId ? 'served here' : 'forwarded'),
+        state: entry.moving ? `${entry.moving}${this.copied(entry.allocation.guid)}` : entry.ownerId === nodeId ? 'served here' : 'forwarded',
       })),
       residentPages: manager.residentPages,
       dirtyPages: manager.dirtyPages,

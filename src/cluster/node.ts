@@ -177,6 +177,7 @@ export class ClusterNode {
       heldStack: () => (this.holdsArray ? this.array.stack : null),
       operation: () => this.control?.operation ?? parts.arrayResync.operation,
       roundTripMs: (peer, linked) => this.roundTrips?.lastOf(peer, linked),
+      handoverProgress: (guid) => this.handover.progressOf(guid),
       ended: () => this.stopping || this.fenced,
     });
   }

@@ -42,6 +42,8 @@ export interface HandoverVolume {
 
 export class WarmHandover {
   private readonly copies = new Map<string, ResidentCopy>();
+  /** Per volume whose pages are being sent now: pages sent in this pass, of the resident pages it found. */
+  private readonly passes = new Map<string, { sent: number; total: number }>();
 
   constructor(
     private readonly manager: MemoryManager,
@@ -52,6 +54,11 @@ export class WarmHandover {
     private readonly name: (nodeId: number) => string,
     private readonly logger: Logger,
   ) {}
+
+  /** How far the pass copying `guid`'s pages is (`ftvm status`); null when none runs. */
+  progressOf(guid: string): { sent: number; total: number } | null {
+    return this.passes.get(guid) ?? null;
+  }
 
   /** One pass of the handover of `entry` to `to`; the count of pages staged there so far. Never throws. */
   async copyResident(entry: HandoverVolume, to: number, phase: 'live' | 'paused'): Promise<number> {
@@ -78,6 +85,8 @@ export class WarmHandover {
     } catch (error) {
       this.logger.warn(`volume ${name}: copying resident pages to node ${this.name(to)} failed (${(error as Error).message}); it pages them in instead`);
       return 0;
+    } finally {
+      this.passes.delete(guid);
     }
   }
 
@@ -87,6 +96,8 @@ export class WarmHandover {
     const pageBytes = entry.pageBytes;
     const maxRun = Math.max(1, MAX_PAGE_BYTES / pageBytes);
     const candidates = this.manager.residentPageNumbers(guid);
+    const pass = { sent: 0, total: candidates.length };
+    this.passes.set(guid, pass);
     let next = 0;
     const lockRun = (): Array<PagePointer & { version: number }> => {
       const run: Array<PagePointer & { version: number }> = [];
@@ -113,6 +124,7 @@ export class WarmHandover {
         try {
           const first = (run[0] as PagePointer).virtualPage;
           copy.sent += run.length;
+          pass.sent += run.length;
           const answer = await copy.link.request({ type: MessageType.WritePage, allocation: guid, virtualPage: first, version: 0, pageBytes, offset: 0, length: run.length * pageBytes, dirty: false, zeroFill: false, data: run.map((pointer) => pointer.data) });
           if (answer.type === MessageType.CommandComplete && answer.status === Status.NoSpace) copy.full = true;
           else expectOk(answer, 'write page');
