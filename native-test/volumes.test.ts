@@ -161,6 +161,7 @@ describe('native: online volume management (ftvm volume)', function () {
       [['create', 'huge', '--size', '10GiB'], /does not fit: \d+ bytes free/],
       [['create', 'odd', '--size', '5000'], /size must be a positive multiple of 4096/],
       [['create', 'pages', '--size', '4MiB', '--page-size', '12KiB'], /page size must be a power of two/],
+      [['create', 'bigpages', '--size', '4MiB', '--page-size', '64KiB'], /page size 64 KiB is larger than any config volume's \(4 KiB\)/],
       [['create', 'nobody', '--size', '4MiB', '--owner', 'z'], /'z' is not a node/],
       [['resize', 'missing', '--size', '4MiB'], /no volume missing/],
       [['delete', 'missing'], /no volume missing/],

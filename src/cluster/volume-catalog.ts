@@ -277,6 +277,10 @@ export class VolumeCatalog {
       const stack = this.holding();
       const pageBytes = request.pageBytes ?? defaultPageSize(request.sizeBytes);
       checkShape(request.name, request.sizeBytes, pageBytes);
+      // The memory manager's dirty limit is counted in pages of the config's largest page size:
+      // larger pages would let more dirty bytes wait for destage than a failover can afford.
+      const largest = Math.max(...node.config.volumes.map((volume) => volume.pageSize));
+      if (pageBytes > largest) throw new AllocationError(`volume ${request.name}: page size ${formatSize(pageBytes)} is larger than any config volume's (${formatSize(largest)}), for which this cluster's dirty limit is set; give --page-size ${formatSize(largest)} or less`);
       const owner = request.owner ?? node.name(node.nodeId);
       const ownerId = node.config.nodes.findIndex((candidate) => candidate.name === owner);
       if (ownerId < 0) throw new AllocationError(`'${owner}' is not a node (nodes: ${node.config.nodes.map((candidate) => candidate.name).join(', ')})`);
