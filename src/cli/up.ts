@@ -136,7 +136,11 @@ export async function up(options: UpOptions): Promise<void> {
     }
     supervise(node.name, child);
   }
-  printAttachInstructions(config);
+  // The volumes the cluster exports now: made and deleted online too, not only the config's.
+  const first = config.nodes[0]?.control;
+  const listed = first ? await requestControl(first, { op: 'volume-list' }).catch(() => null) : null;
+  const volumes = listed?.ok && listed.volumes ? listed.volumes.filter((volume) => volume.state === 'ok').map((volume) => ({ name: volume.name, size: volume.sizeBytes })) : config.volumes;
+  printAttachInstructions(config, volumes);
 }
 
 /**
@@ -291,16 +295,16 @@ export function exportUri(config: ClusterConfig, address: ClusterConfig['nodes']
   return psk ? `nbds://${UP_TLS_IDENTITY}@${host}:${address.port}/${volume}?${psk}` : `nbd://${host}:${address.port}/${volume}`;
 }
 
-function printAttachInstructions(config: ClusterConfig): void {
+function printAttachInstructions(config: ClusterConfig, volumes: ReadonlyArray<{ name: string; size: number }>): void {
   const lines = ['', `ftvm cluster ${config.cluster} is up${config.tls.mode === 'off' ? '' : ` (NBD TLS ${config.tls.mode}, PSK identity '${UP_TLS_IDENTITY}' in ${config.tls.pskFile})`}.`];
   for (const node of config.nodes) {
-    for (const volume of config.volumes) {
+    for (const volume of volumes) {
       for (const address of node.listen) lines.push(`  node ${node.name}: ${volume.name} (${formatSize(volume.size)}) at ${exportUri(config, address, volume.name)}`);
     }
   }
   const first = config.nodes[0]?.listen.find((address) => 'port' in address);
   if (first && 'port' in first) {
-    const volume = config.volumes[0]?.name ?? 'vol0';
+    const volume = volumes[0]?.name ?? 'vol0';
     const uri = exportUri(config, first, volume);
     lines.push('', 'Attach with:');
     lines.push(`  nbdinfo '${uri}'`);
