@@ -115,6 +115,23 @@ interface Page {
   unfilled: boolean;
 }
 
+/** Pages a prefetch installs together and reads with one request; `loaded` is every page's `loading` meanwhile. */
+interface PrefetchRun {
+  pages: Array<{ virtualPage: number; page: Page }>;
+  loaded: Promise<void>;
+  settle: (error: Error | null) => void;
+}
+
+function prefetchRun(): PrefetchRun {
+  let settle: (error: Error | null) => void = () => undefined;
+  const loaded = new Promise<void>((resolve, reject) => {
+    settle = (error) => (error ? reject(error) : resolve());
+  });
+  // Waiters attach their own handlers; an unobserved failure is not an unhandled rejection.
+  loaded.catch(() => undefined);
+  return { pages: [], loaded, settle };
+}
+
 interface Allocation extends AllocationSpec {
   pages: Map<number, Page>;
 }
@@ -205,6 +222,68 @@ export class MemoryManager {
    */
   reclaim(bytes: number): number | null {
     return this.replaceOne(bytes);
+  }
+
+  /**
+   * Pages in what is not resident of pages `firstPage` … `firstPage + count - 1`, one read of the
+   * disks per run of consecutive missing pages (up to MAX_RUN_BYTES), instead of one per page: a
+   * cold sequential read of 4 KiB pages otherwise costs 256 page-ins, each its own trip through the
+   * cache and the RAID, per MiB. The pages are installed clean and unlocked, loading; whoever takes a
+   * pointer on one waits for its load, and a failed load drops them (the per-page path then pages
+   * in again and reports the error). Stops at the first page for which no frame is free or
+   * replaceable now: the per-page path waits for frames, this does not.
+   */
+  prefetch(guid: string, firstPage: number, count: number): void {
+    const allocation = this.allocations.get(guid);
+    if (!allocation) return;
+    const { pageBytes } = allocation;
+    const end = Math.min(firstPage + count, allocation.sizeBytes / pageBytes);
+    const maxRunPages = Math.max(1, MAX_RUN_BYTES / pageBytes);
+    let run: PrefetchRun | null = null;
+    for (let virtualPage = firstPage; virtualPage <= end; virtualPage++) {
+      const missing = virtualPage < end && !allocation.pages.has(virtualPage);
+      if (run && (!missing || run.pages.length === maxRunPages)) {
+        this.loadRun(allocation, run);
+        run = null;
+      }
+      if (!missing) continue;
+      const frame = this.pool.allocate(pageBytes) ?? this.replaceOne(pageBytes);
+      if (frame === null) break;
+      run ??= prefetchRun();
+      const page = this.residentPage(allocation, virtualPage, frame, null, true);
+      // Loading from now on: no replacement (this prefetch's own included) takes it before its read.
+      page.loading = run.loaded;
+      run.pages.push({ virtualPage, page });
+    }
+    if (run) this.loadRun(allocation, run);
+  }
+
+  /** One read for a run of new pages: straight into their frames when they lie one after another in the pool. */
+  private loadRun(allocation: Allocation, run: PrefetchRun): void {
+    const { pageBytes } = allocation;
+    const first = run.pages[0] as { virtualPage: number; page: Page };
+    const bytes = run.pages.length * pageBytes;
+    const contiguous = run.pages.every(({ page }, index) => page.frame === first.page.frame + index * pageBytes);
+    const into = contiguous ? this.pool.memory.subarray(first.page.frame, first.page.frame + bytes) : Buffer.allocUnsafe(bytes);
+    this.store.readBlocks(allocation.arrayOffset + first.virtualPage * pageBytes, into).then(
+      () => {
+        run.pages.forEach(({ page }, index) => {
+          if (!contiguous) into.copy(page.data, 0, index * pageBytes, (index + 1) * pageBytes);
+          page.loading = null;
+        });
+        run.settle(null);
+        // Unlocked and loaded: replaceable now, so whoever waits for a frame may take one.
+        this.wakeFrameWaiters();
+      },
+      (error: Error) => {
+        // Their bytes mean nothing: out of memory, so the next reader pages in again (and meets the error).
+        for (const { virtualPage, page } of run.pages) {
+          page.loading = null;
+          if (allocation.pages.get(virtualPage) === page) this.drop(allocation, virtualPage, page);
+        }
+        run.settle(error);
+      },
+    );
   }
 
   /** Fig. 6: a shared lock on a resident page, paging it in first if needed. */

@@ -49,6 +49,11 @@ export class MemoryVolume implements Volume {
     }
     if (done === into.length) return;
     const rest = into.subarray(done);
+    // What is missing of the rest, paged in by runs (a cold read); the loop below then finds the
+    // pages resident or loading.
+    const firstPage = Math.floor((offset + done) / this.pageBytes);
+    const lastPage = Math.floor((offset + into.length - 1) / this.pageBytes);
+    if (lastPage > firstPage) this.manager.prefetch(this.allocation, firstPage, lastPage - firstPage + 1);
     await this.forEachPage(offset + done, rest.length, async (page, inPage, at, length) => {
       const pointer = await this.manager.obtainReadPointer(this.allocation, page);
       try {

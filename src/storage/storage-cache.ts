@@ -22,6 +22,12 @@ export interface StorageCacheOptions {
   capacityBytes: number;
   /** How far ahead of a sequential reader to load; 0 turns read-ahead off. */
   readAheadBytes: number;
+  /**
+   * Keep a copy of what a caller read (default). A node's stack does not: its memory manager keeps
+   * every page it read in its own frames, and drops a page only after the cache (smaller than the
+   * pool) would have, so the copy costs a memcpy into fresh memory per page-in and is never read.
+   */
+  keepReads?: boolean;
 }
 
 export interface CacheStatistics {
@@ -77,7 +83,7 @@ export class StorageCache {
   put(offset: number, data: Buffer): void {
     const first = offset / BLOCK_BYTES;
     // One copy for the run, cut into per-block views (as load does), not an allocation per block.
-    const copy = Buffer.from(data);
+    const copy = copyOf(data);
     for (let i = 0; i < data.length / BLOCK_BYTES; i++) {
       this.loads.delete(first + i);
       this.blocks.set(first + i, copy.subarray(i * BLOCK_BYTES, (i + 1) * BLOCK_BYTES));
@@ -109,8 +115,12 @@ export class StorageCache {
       for (let i = 0; i < count; i++) if (this.loads.get(first + i) === token) this.loads.delete(first + i);
       throw error;
     }
+    if (!owned && this.options.keepReads === false) {
+      for (let i = 0; i < count; i++) if (this.loads.get(first + i) === token) this.loads.delete(first + i);
+      return;
+    }
     // One copy for the whole run, cut into per-block views: the caller keeps `into`.
-    const copy = owned ? into : Buffer.from(into);
+    const copy = owned ? into : copyOf(into);
     for (let i = 0; i < count; i++) {
       if (this.loads.get(first + i) !== token) continue;
       this.loads.delete(first + i);
@@ -134,4 +144,11 @@ export class StorageCache {
     // Read straight into the buffer the cached blocks will be views of: no second copy of the window.
     this.load(firstBlock * BLOCK_BYTES, Buffer.allocUnsafe(length), true).catch(() => undefined);
   }
+}
+
+/** A copy in memory of its own (one memcpy). */
+function copyOf(data: Buffer): Buffer {
+  const copy = Buffer.allocUnsafeSlow(data.length);
+  data.copy(copy);
+  return copy;
 }

@@ -16,6 +16,7 @@ export interface StorageStackOptions extends StorageCacheOptions, DestagerOption
 export const DEFAULT_STACK_OPTIONS: StorageStackOptions = {
   capacityBytes: 64 * 1024 * 1024,
   readAheadBytes: 256 * 1024,
+  keepReads: false,
   highWatermarkBlocks: 4096,
   lowWatermarkBlocks: 1024,
   maxBatchBlocks: 2048,

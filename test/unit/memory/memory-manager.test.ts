@@ -336,4 +336,66 @@ describe('MemoryManager', () => {
     expect(manager.installCleanPage(other, 16, Buffer.alloc(PAGE, 1))).to.equal(false);
     expect(manager.residentPages).to.equal(32);
   });
+
+  it('prefetch pages in each run of missing pages with one read, skips resident pages, and a failed read leaves nothing resident', async () => {
+    const { manager, store } = setup();
+    for (let page = 0; page < 16; page++) store.disk.fill(page + 1, page * PAGE, (page + 1) * PAGE);
+    const reads: Array<[number, number]> = [];
+    const read = store.readBlocks.bind(store);
+    store.readBlocks = async (offset, into) => {
+      reads.push([offset / PAGE, into.length / PAGE]);
+      return read(offset, into);
+    };
+    await manager.releasePointer(await manager.obtainReadPointer(GUID, 4));
+    reads.length = 0;
+    manager.prefetch(GUID, 1, 8);
+    expect(reads, 'pages 1-3 and 5-8: two runs, one read each').to.deep.equal([[1, 3], [5, 4]]);
+    expect(manager.residentPages).to.equal(8);
+    for (let page = 1; page <= 8; page++) {
+      const pointer = await manager.obtainReadPointer(GUID, page);
+      expect(pointer.data[0], `page ${page}`).to.equal(page + 1);
+      expect(pointer.data[PAGE - 1], `page ${page}`).to.equal(page + 1);
+      await manager.releasePointer(pointer);
+    }
+    expect(reads, 'no page read twice').to.have.length(2);
+    // Past the end of the allocation: stops there.
+    manager.prefetch(GUID, 14, 10);
+    expect(reads.at(-1)).to.deep.equal([14, 2]);
+
+    store.readBlocks = async () => {
+      throw new Error('disk gone');
+    };
+    manager.prefetch(GUID, 10, 3);
+    await tick();
+    expect(manager.residentPages, 'failed pages dropped').to.equal(10);
+    let caught: unknown = null;
+    await manager.obtainReadPointer(GUID, 11).catch((error: unknown) => (caught = error));
+    expect((caught as Error)?.message).to.match(/disk gone/);
+  });
+
+  it('a read of many missing pages through a pool of one frame finishes: a prefetch never evicts its own pages and wakes frame waiters when loaded', async () => {
+    const pool = new FramePool(1024 * 1024);
+    while (pool.freeBytes > PAGE) pool.allocate(PAGE);
+    const store = new FakeStore();
+    const manager = new MemoryManager(pool, store, new FakePartners(), { highWatermarkPages: 100, lowWatermarkPages: 0 });
+    manager.createAllocation({ guid: GUID, arrayOffset: 0, sizeBytes: 16 * PAGE, pageBytes: PAGE });
+    for (let page = 0; page < 16; page++) store.disk.fill(page + 1, page * PAGE, (page + 1) * PAGE);
+    const reads: number[][] = [];
+    const read = store.readBlocks.bind(store);
+    store.readBlocks = async (offset, target) => {
+      reads.push([offset / PAGE, target.length / PAGE]);
+      return read(offset, target);
+    };
+    const volume = new MemoryVolume(manager, 'vol', GUID, PAGE, 16 * PAGE);
+    const into = Buffer.alloc(6 * PAGE);
+    await volume.read(2 * PAGE, into);
+    for (let page = 0; page < 6; page++) expect(into[page * PAGE], `page ${page + 2}`).to.equal(page + 3);
+    // One frame: the prefetch had room for page 2 only (it never replaces a page it installed itself,
+    // which would read a run into pages already gone); the rest came one by one as frames were freed
+    // (a page waiting for a frame may take page 2's before its reader did: read again, not lost).
+    expect(reads[0]).to.deep.equal([2, 1]);
+    expect(reads.every(([, pages]) => pages === 1)).to.equal(true);
+    for (let page = 3; page <= 7; page++) expect(reads.some(([first]) => first === page), `page ${page} read`).to.equal(true);
+  });
 });
+

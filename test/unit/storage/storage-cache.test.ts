@@ -33,6 +33,23 @@ describe('StorageCache', () => {
     expect(cache.statistics).to.include({ hits: 5, misses: 4 });
   });
 
+  it('without keepReads keeps no copy of what a caller read, but keeps what it read ahead', async () => {
+    const source = new FakeSource();
+    source.bytes.fill(5);
+    const cache = new StorageCache(source, { capacityBytes: 64 * B, readAheadBytes: 4 * B, keepReads: false });
+    await cache.read(0, Buffer.alloc(2 * B));
+    await cache.read(2 * B, Buffer.alloc(2 * B));
+    // The second read was sequential: blocks 4..7 were read ahead (owned by the cache).
+    expect(source.reads).to.deep.equal([[0, 2], [2, 2], [4, 4]]);
+    expect(cache.cachedBytes).to.equal(4 * B);
+    const again = Buffer.alloc(2 * B);
+    await cache.read(0, again);
+    expect(source.reads, 'a caller read again goes to the source').to.have.length(4);
+    expect(again.every((byte) => byte === 5)).to.equal(true);
+    await cache.read(4 * B, Buffer.alloc(4 * B));
+    expect(source.reads, 'what was read ahead is served from memory').to.have.length(4);
+  });
+
   it('reads ahead after a sequential read, not after a random one', async () => {
     const source = new FakeSource();
     const cache = new StorageCache(source, { capacityBytes: 64 * B, readAheadBytes: 8 * B });
