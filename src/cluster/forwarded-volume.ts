@@ -20,9 +20,10 @@ export class ForwardedVolume implements Volume {
 
   async read(offset: number, into: Buffer): Promise<void> {
     await this.pieces(into.length, async (at, length) => {
-      const reply = await this.forward(IoOp.Read, offset + at, length, false);
+      const { reply, link } = await this.forwardOn(IoOp.Read, offset + at, length, false);
       if (reply.type !== MessageType.IoData || reply.data.length !== length) throw this.failed('read', reply);
       reply.data.copy(into, at);
+      link.release(reply);
     });
   }
 
@@ -59,6 +60,11 @@ export class ForwardedVolume implements Volume {
   async close(): Promise<void> {}
 
   private async forward(op: IoOp, offset: number, length: number, fua: boolean, data: Buffer = EMPTY): Promise<Message> {
+    return (await this.forwardOn(op, offset, length, fua, data)).reply;
+  }
+
+  /** The reply with the link it came on, which takes back the reply's data once it was copied out. */
+  private async forwardOn(op: IoOp, offset: number, length: number, fua: boolean, data: Buffer = EMPTY): Promise<{ reply: Message; link: PartnerLink }> {
     const link = this.owner();
     if (!link) throw new OwnerUnavailableError(`volume ${this.name}: its owner, node ${this.ownerName}, is not connected`);
     let reply: Message;
@@ -68,7 +74,7 @@ export class ForwardedVolume implements Volume {
       throw new OwnerUnavailableError(`volume ${this.name}: node ${this.ownerName}: ${(error as Error).message}`, { cause: error });
     }
     if (isUnavailable(reply)) throw new OwnerUnavailableError(`volume ${this.name}: node ${this.ownerName} answered ${describe(reply)}`);
-    return reply;
+    return { reply, link };
   }
 
   private failed(what: string, reply: Message): VolumeError {
