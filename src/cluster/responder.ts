@@ -147,7 +147,7 @@ export class Responder {
         return commandComplete(io, Status.Invalid);
       }
       // A copy: the payload is a view of the link's receive buffer, and the destager keeps what it gets.
-      stack.enqueueBlocks(io.offset, Buffer.from(io.data));
+      stack.enqueueBlocks(io.offset, Buffer.isBuffer(io.data) ? Buffer.from(io.data) : Buffer.concat(io.data));
       return commandComplete(io, Status.Ok);
     }
     return commandComplete(io, Status.Invalid);
@@ -184,7 +184,7 @@ async function onVolume(io: ForwardedIo, volume: Volume, replies: SegmentPool | 
       if (io.length > MAX_IO_BYTES) return commandComplete(io, Status.Invalid);
       return readReply(io, replies, (data) => volume.read(io.offset, data));
     case IoOp.Write:
-      await volume.write(io.offset, [io.data], io.fua);
+      await volume.write(io.offset, Buffer.isBuffer(io.data) ? [io.data] : io.data, io.fua);
       break;
     case IoOp.Flush:
       await volume.flush();

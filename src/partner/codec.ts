@@ -273,11 +273,14 @@ const forwardedIoTail: Tail = {
   bytes(message) {
     const { op, length, data } = message as ForwardedIo;
     if (!(!carriesData(op) || length <= MAX_IO_BYTES)) assert.fail(`forwarded io of ${length} bytes, at most ${MAX_IO_BYTES}`);
-    if (!(data.length === (op === IoOp.Write ? length : 0))) assert.fail(`forwarded io data is ${data.length} bytes for op ${op} of length ${length}`);
-    return data.length;
+    const bytes = bytesOf(data);
+    if (!(bytes === (op === IoOp.Write ? length : 0))) assert.fail(`forwarded io data is ${bytes} bytes for op ${op} of length ${length}`);
+    return bytes;
   },
   write(message, target, at) {
-    (message as ForwardedIo).data.copy(target, at);
+    const { data } = message as ForwardedIo;
+    if (Buffer.isBuffer(data)) data.copy(target, at);
+    else for (const piece of data as readonly Buffer[]) at += piece.copy(target, at);
   },
   data: (message) => (message as ForwardedIo).data,
   read(fixed, tail) {

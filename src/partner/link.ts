@@ -206,7 +206,11 @@ export class PartnerLink {
   close(reason: string): void {
     if (!this.isOpen) return;
     this.flush();
-    this.socket.end();
+    // Frames the kernel has not taken yet are dropped, not sent later: their requests fail now, and
+    // a failed request's data goes back to its owner, which may use it again (a forwarded WRITE's
+    // pooled payload, retried on the next owner and then reused) while a slow peer still reads.
+    if ((this.socket.writableLength ?? 0) > 0) this.socket.destroy();
+    else this.socket.end();
     this.closed(reason);
   }
 

@@ -11,6 +11,8 @@ export interface LinkSocket {
   readonly destroyed: boolean;
   readonly remoteAddress?: string;
   readonly remotePort?: number;
+  /** Bytes written and not yet taken by the kernel (net.Socket has it). */
+  readonly writableLength?: number;
   write(data: Buffer): boolean;
   cork(): void;
   uncork(): void;

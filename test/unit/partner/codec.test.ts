@@ -593,11 +593,24 @@ describe('partner codec', () => {
       expect(decodeAll(...chunks)).to.deep.equal([write, read]);
     });
 
+    it('encodes a forwarded write given in pieces to the same bytes as given whole, by reference in encodeBatchParts', () => {
+      const whole = vectorOf(FORWARDED_WRITE).message as Extract<Message, { type: MessageType.ForwardedIo }>;
+      const data = whole.data as Buffer;
+      const pieces: Message = { ...whole, data: [data.subarray(0, 1), data.subarray(1, 3), data.subarray(3)] };
+      expect(encodeMessage(pieces).equals(vectorOf(FORWARDED_WRITE).bytes)).to.equal(true);
+      const big = Buffer.alloc(MAX_IO_BYTES, 9);
+      const halves = [big.subarray(0, MAX_IO_BYTES / 2), big.subarray(MAX_IO_BYTES / 2)];
+      const parts = encodeBatchParts([{ ...whole, length: big.length, data: halves }]);
+      expect(parts.slice(1)).to.deep.equal(halves);
+      expect(parts[1]).to.equal(halves[0]);
+      expect(Buffer.concat(parts).equals(encodeMessage({ ...whole, length: big.length, data: big }))).to.equal(true);
+    });
+
     it('hands out forwarded write and io data bytes as views into the chunk, not copies', () => {
       const chunk = encodeBatch([vectorOf(FORWARDED_WRITE).message, vectorOf('io data').message]);
       const [write, read] = decodeAll(chunk) as [Extract<Message, { type: MessageType.ForwardedIo }>, Extract<Message, { type: MessageType.IoData }>];
-      expect(write.data.buffer).to.equal(chunk.buffer);
-      expect(write.data.byteOffset).to.equal(chunk.byteOffset + 16 + 34);
+      expect((write.data as Buffer).buffer).to.equal(chunk.buffer);
+      expect((write.data as Buffer).byteOffset).to.equal(chunk.byteOffset + 16 + 34);
       expect(read.data.buffer).to.equal(chunk.buffer);
       expect(read.data.byteOffset).to.equal(chunk.byteOffset + 16 + 38 + 16);
     });

@@ -16,6 +16,7 @@ import {
   type PartnerLink,
   type RequestHandler,
 } from '../../../src/partner/index.js';
+import { ForwardedVolume } from '../../../src/cluster/forwarded-volume.js';
 import { testContext } from '../../support/partner-security.js';
 
 const CLUSTER = '5f0c7a1e-2b3d-4c5e-8f90-a1b2c3d4e5f6';
@@ -68,7 +69,7 @@ describe('partner link payload segments', function () {
     const links = await pair((message, link) => {
       if (message.type !== MessageType.ForwardedIo) return null;
       if (message.op === IoOp.Write) {
-        store.set(message.offset, Buffer.from(message.data));
+        store.set(message.offset, Buffer.from(message.data as Buffer));
         return commandComplete(message, Status.Ok);
       }
       const data = link.payloads.take(message.length);
@@ -99,13 +100,28 @@ describe('partner link payload segments', function () {
     expect(links.served.payloads.retained).to.be.greaterThan(1 << 20);
   });
 
+  it('forwards a 3 MiB write given as 256 KiB pieces (a WRITE\'s payload segments) as 1 MiB forwarded writes, intact', async () => {
+    const store = Buffer.alloc(4 << 20);
+    const links = await pair((message) => {
+      if (message.type !== MessageType.ForwardedIo || message.op !== IoOp.Write) return null;
+      (message.data as Buffer).copy(store, message.offset);
+      return commandComplete(message, Status.Ok);
+    });
+    const volume = new ForwardedVolume('vol0', VOLUME, store.length, 'a', () => links.client);
+    const data = pattern(3 << 20, 5);
+    const pieces = Array.from({ length: 12 }, (_, index) => data.subarray(index * (256 << 10), (index + 1) * (256 << 10)));
+    await volume.write(4096, pieces, false);
+    expect(store.subarray(4096, 4096 + data.length).equals(data)).to.equal(true);
+    await until(() => links.served.payloads.outstanding === 0, 'the served side to give its segments back');
+  });
+
   it('keeps the bytes of a forwarded write that waits in its handler while the link closes and more frames arrive behind it', async () => {
     let open!: () => void;
     const gate = new Promise<void>((resolve) => (open = resolve));
     const held: Array<{ offset: number; data: Buffer }> = [];
     const links = await pair(async (message) => {
       if (message.type !== MessageType.ForwardedIo || message.op !== IoOp.Write) return null;
-      held.push({ offset: message.offset, data: message.data });
+      held.push({ offset: message.offset, data: message.data as Buffer });
       await gate;
       return commandComplete(message, Status.Ok);
     });
