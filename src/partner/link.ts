@@ -236,7 +236,7 @@ export class PartnerLink {
     for (let index = 0; index < last; index++) this.socket.write(parts[index] as Buffer);
     // The last write's callback comes once the whole corked batch is written: the segments are free then.
     if (sent === null) this.socket.write(parts[last] as Buffer);
-    else (this.socket as LinkSocket & { write(data: Buffer, done: (error?: Error | null) => void): boolean }).write(parts[last] as Buffer, (error) => this.settle(sent, !error));
+    else this.socket.write(parts[last] as Buffer, (error) => this.settle(sent, !error));
     if (last > 0) this.socket.uncork();
     this.statistics.framesSent += batch.length;
     this.statistics.socketWrites++;

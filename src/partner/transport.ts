@@ -13,7 +13,8 @@ export interface LinkSocket {
   readonly remotePort?: number;
   /** Bytes written and not yet taken by the kernel (net.Socket has it). */
   readonly writableLength?: number;
-  write(data: Buffer): boolean;
+  /** `done` comes once the bytes were handed to the kernel, or with the error that stopped them. */
+  write(data: Buffer, done?: (error?: Error | null) => void): boolean;
   cork(): void;
   uncork(): void;
   end(): void;
