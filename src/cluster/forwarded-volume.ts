@@ -21,16 +21,23 @@ export class ForwardedVolume implements Volume {
 
   async read(offset: number, into: Buffer): Promise<void> {
     await this.pieces(into.length, async (at, length) => {
-      const reply = await this.forward(IoOp.Read, offset + at, length, false);
+      const { reply, link } = await this.forwardOn(IoOp.Read, offset + at, length, false);
       if (reply.type !== MessageType.IoData || reply.data.length !== length) throw this.failed('read', reply);
       reply.data.copy(into, at);
+      link.release(reply);
     });
   }
 
+  /**
+   * The payload goes by reference, as the pieces it arrived in (a WRITE's pooled segments): no copy
+   * into one buffer. The caller keeps the pieces until this settles (they are on the wire until the
+   * owner answered), and after a failure (the link may still hold them) does not use them again.
+   */
   async write(offset: number, data: readonly Buffer[], fua: boolean): Promise<void> {
-    const whole = data.length === 1 ? (data[0] as Buffer) : Buffer.concat(data);
-    await this.pieces(whole.length, async (at, length) => {
-      const reply = await this.forward(IoOp.Write, offset + at, length, fua, whole.subarray(at, at + length));
+    let total = 0;
+    for (const piece of data) total += piece.length;
+    await this.pieces(total, async (at, length) => {
+      const reply = await this.forward(IoOp.Write, offset + at, length, fua, data.length === 1 ? (data[0] as Buffer).subarray(at, at + length) : range(data, at, length));
       if (!isOk(reply)) throw this.failed('write', reply);
     });
   }
@@ -59,7 +66,12 @@ export class ForwardedVolume implements Volume {
 
   async close(): Promise<void> {}
 
-  private async forward(op: IoOp, offset: number, length: number, fua: boolean, data: Buffer = EMPTY): Promise<Message> {
+  private async forward(op: IoOp, offset: number, length: number, fua: boolean, data: Buffer | readonly Buffer[] = EMPTY): Promise<Message> {
+    return (await this.forwardOn(op, offset, length, fua, data)).reply;
+  }
+
+  /** The reply with the link it came on, which takes back the reply's data once it was copied out. */
+  private async forwardOn(op: IoOp, offset: number, length: number, fua: boolean, data: Buffer | readonly Buffer[] = EMPTY): Promise<{ reply: Message; link: PartnerLink }> {
     const link = this.owner();
     if (!link) throw new OwnerUnavailableError(`volume ${this.name}: its owner, node ${this.ownerName}, is not connected`);
     let reply: Message;
@@ -69,7 +81,7 @@ export class ForwardedVolume implements Volume {
       throw new OwnerUnavailableError(`volume ${this.name}: node ${this.ownerName}: ${(error as Error).message}`, { cause: error });
     }
     if (isUnavailable(reply)) throw new OwnerUnavailableError(`volume ${this.name}: node ${this.ownerName} answered ${describe(reply)}`);
-    return reply;
+    return { reply, link };
   }
 
   private failed(what: string, reply: Message): VolumeError {
@@ -85,3 +97,15 @@ export class ForwardedVolume implements Volume {
 }
 
 const EMPTY = Buffer.alloc(0);
+
+/** Bytes `at` … `at + length` of a payload in pieces, as views of those pieces. */
+function range(pieces: readonly Buffer[], at: number, length: number): Buffer[] {
+  const out: Buffer[] = [];
+  let start = 0;
+  for (const piece of pieces) {
+    const end = start + piece.length;
+    if (end > at && start < at + length) out.push(piece.subarray(Math.max(0, at - start), Math.min(piece.length, at + length - start)));
+    start = end;
+  }
+  return out;
+}

@@ -31,9 +31,10 @@ export class RemoteArray implements BlockStore {
   constructor(private readonly holder: () => PartnerLink | null) {}
 
   async readBlocks(offset: number, into: Buffer): Promise<void> {
-    const reply = await this.request(IoOp.Read, offset, into.length, EMPTY);
+    const { reply, link } = await this.requestOn(IoOp.Read, offset, into.length, EMPTY);
     if (reply.type !== MessageType.IoData || reply.data.length !== into.length) throw new RemoteArrayError(`array read at ${offset}: the holder answered ${describe(reply)}`);
     reply.data.copy(into);
+    link.release(reply);
   }
 
   enqueueBlocks(offset: number, data: Buffer): void {
@@ -57,6 +58,11 @@ export class RemoteArray implements BlockStore {
   }
 
   private async request(op: IoOp, offset: number, length: number, data: Buffer): Promise<Message> {
+    return (await this.requestOn(op, offset, length, data)).reply;
+  }
+
+  /** The reply with the link it came on, which takes back the reply's data once it was copied out. */
+  private async requestOn(op: IoOp, offset: number, length: number, data: Buffer): Promise<{ reply: Message; link: PartnerLink }> {
     const link = this.holder();
     if (!link) throw new HolderUnavailableError('no link to the node that holds the shared array');
     let reply: Message;
@@ -66,7 +72,7 @@ export class RemoteArray implements BlockStore {
       throw new HolderUnavailableError(`the array holder's link: ${(error as Error).message}`, { cause: error });
     }
     if (isUnavailable(reply)) throw new HolderUnavailableError(`the array holder answered ${describe(reply)}`);
-    return reply;
+    return { reply, link };
   }
 }
 

@@ -6,6 +6,7 @@
 // A request that fails is answered with command complete and a status; the link stays up, because
 // a failed disk read says nothing about the stream.
 import type { MirrorStore, ResyncStage } from '../memory/index.js';
+import type { SegmentPool } from '../core/index.js';
 import type { Logger } from '../observe/index.js';
 import { commandComplete, IoOp, MAX_IO_BYTES, MessageType, NIL_ALLOCATION, pagesTouched, Status, type CatalogMessage, type ForwardedIo, type Message, type OwnershipMessage } from '../partner/index.js';
 import { BLOCK_BYTES, type StorageStack } from '../storage/index.js';
@@ -60,7 +61,7 @@ export class Responder {
     private readonly logger: Logger,
   ) {}
 
-  handle = (message: Message, link?: { peer: { nodeId: number } }): Promise<Message | null> | Message | null => {
+  handle = (message: Message, link?: ReplyingLink): Promise<Message | null> | Message | null => {
     switch (message.type) {
       case MessageType.WritePage:
         // A clean page belongs to a warm handover; a change makes staged copies of its allocation stale.
@@ -76,7 +77,7 @@ export class Responder {
       case MessageType.PageClean:
         return this.targets.mirror.handle(message, link?.peer.nodeId);
       case MessageType.ForwardedIo:
-        return this.forwarded(message);
+        return this.forwarded(message, link?.payloads ?? null);
       case MessageType.Heartbeat:
         this.targets.epoch?.(message.epoch);
         return null;
@@ -103,10 +104,10 @@ export class Responder {
     while (this.volumeRequests > 0) await new Promise<void>((resolve) => this.drained.push(resolve));
   }
 
-  private async forwarded(io: ForwardedIo): Promise<Message> {
+  private async forwarded(io: ForwardedIo, replies: SegmentPool | null): Promise<Message> {
     if (io.op === IoOp.Probe) return commandComplete(io, this.targets.holding ? Status.Ok : Status.NotResident);
     if (!this.targets.ready) return commandComplete(io, Status.NotPartner);
-    if (io.allocation === NIL_ALLOCATION) return this.guard(io, () => this.onArray(io));
+    if (io.allocation === NIL_ALLOCATION) return this.guard(io, () => this.onArray(io, replies));
     if (this.stopping) return commandComplete(io, Status.ShuttingDown);
     const owned = this.targets.owned.get(io.allocation);
     if (!owned) return commandComplete(io, Status.UnknownAllocation);
@@ -117,7 +118,7 @@ export class Responder {
     const volume = owned.volume;
     this.volumeRequests++;
     try {
-      return await this.guard(io, () => onVolume(io, volume));
+      return await this.guard(io, () => onVolume(io, volume, replies));
     } finally {
       this.volumeRequests--;
       if (this.volumeRequests === 0) for (const resume of this.drained.splice(0)) resume();
@@ -135,7 +136,7 @@ export class Responder {
     }
   }
 
-  private async onArray(io: ForwardedIo): Promise<Message> {
+  private async onArray(io: ForwardedIo, replies: SegmentPool | null): Promise<Message> {
     const stack = this.targets.stack;
     if (!stack) return commandComplete(io, Status.NotResident);
     if (io.op === IoOp.Flush) {
@@ -144,36 +145,51 @@ export class Responder {
     }
     const aligned = io.offset % BLOCK_BYTES === 0 && io.length % BLOCK_BYTES === 0 && io.offset + io.length <= stack.sizeBytes;
     if (!aligned) return commandComplete(io, Status.Invalid);
-    if (io.op === IoOp.Read) {
-      const data = Buffer.allocUnsafe(io.length);
-      await stack.readBlocks(io.offset, data);
-      return { type: MessageType.IoData, requestId: io.requestId, data };
-    }
+    if (io.op === IoOp.Read) return readReply(io, replies, (data) => stack.readBlocks(io.offset, data));
     if (io.op === IoOp.Write) {
       if (!this.targets.extents().some((extent) => io.offset >= extent.arrayOffset && io.offset + io.length <= extent.arrayOffset + extent.sizeBytes)) {
         this.logger.warn(`forwarded array write at ${io.offset} (+${io.length}) lies outside every volume: refused`);
         return commandComplete(io, Status.Invalid);
       }
       // A copy: the payload is a view of the link's receive buffer, and the destager keeps what it gets.
-      stack.enqueueBlocks(io.offset, Buffer.from(io.data));
+      stack.enqueueBlocks(io.offset, Buffer.isBuffer(io.data) ? Buffer.from(io.data) : Buffer.concat(io.data));
       return commandComplete(io, Status.Ok);
     }
     return commandComplete(io, Status.Invalid);
   }
 }
 
-async function onVolume(io: ForwardedIo, volume: Volume): Promise<Message> {
+/** The link a request came on, as far as the responder needs it. */
+export interface ReplyingLink {
+  peer: { nodeId: number };
+  /** Where read replies take their data from; the link gives a segment back once its reply is written. */
+  payloads?: SegmentPool;
+}
+
+/**
+ * Io data read by `fill` into a segment of the link's pool (no 1 MiB allocation per forwarded read).
+ * If `fill` fails, page reads it started may still be writing the segment: it is left to the collector.
+ */
+async function readReply(io: ForwardedIo, replies: SegmentPool | null, fill: (data: Buffer) => Promise<void>): Promise<Message> {
+  const data = replies !== null && io.length > 0 ? replies.take(io.length) : Buffer.allocUnsafe(io.length);
+  try {
+    await fill(data);
+  } catch (error) {
+    replies?.forget(data);
+    throw error;
+  }
+  return { type: MessageType.IoData, requestId: io.requestId, data };
+}
+
+async function onVolume(io: ForwardedIo, volume: Volume, replies: SegmentPool | null): Promise<Message> {
   const inRange = io.offset + io.length <= volume.sizeBytes;
   if (!inRange) return commandComplete(io, Status.Invalid);
   switch (io.op) {
-    case IoOp.Read: {
+    case IoOp.Read:
       if (io.length > MAX_IO_BYTES) return commandComplete(io, Status.Invalid);
-      const data = Buffer.allocUnsafe(io.length);
-      await volume.read(io.offset, data);
-      return { type: MessageType.IoData, requestId: io.requestId, data };
-    }
+      return readReply(io, replies, (data) => volume.read(io.offset, data));
     case IoOp.Write:
-      await volume.write(io.offset, [io.data], io.fua);
+      await volume.write(io.offset, Buffer.isBuffer(io.data) ? [io.data] : io.data, io.fua);
       break;
     case IoOp.Flush:
       await volume.flush();

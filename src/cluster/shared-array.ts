@@ -164,6 +164,7 @@ function fencedMember(member: MemberDevice, leases: LeaseKeeper): MemberDevice {
     path: member.path,
     read: (offset, into) => member.read(offset, into),
     write: (offset, data) => (leases.holds() ? member.write(offset, data) : refuse()),
+    ...(member.writev ? { writev: (offset: number, pieces: readonly Buffer[]) => (leases.holds() ? (member.writev as NonNullable<MemberDevice['writev']>).call(member, offset, pieces) : refuse()) } : {}),
     sync: () => (leases.holds() ? member.sync() : refuse()),
     sizeBytes: () => member.sizeBytes(),
     close: () => member.close(),

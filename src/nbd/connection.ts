@@ -96,6 +96,11 @@ export interface ConnectionEvents {
   onClose(connection: Connection): void;
 }
 
+/** Marks a reply written from the header ring in the unwritten list. */
+const HEADER_SLOT = Symbol('header slot');
+/** Simple reply headers a connection keeps: more than the replies it may have unwritten at the default bound. */
+export const HEADER_RING_SLOTS = 512;
+
 export class Connection implements RequestSink, BudgetWaiter {
   private socket: Socket;
   private options = new OptionFramer();
@@ -108,8 +113,17 @@ export class Connection implements RequestSink, BudgetWaiter {
   private inFlightBytes = 0;
   /** The cost of each reply handed to the socket and not yet written, in write order. */
   private readonly unwritten: number[] = [];
-  /** Beside `unwritten`: the pooled buffer each reply was written from, or null (given back once written). */
-  private readonly unwrittenBuffers: Array<Buffer | null> = [];
+  /** Beside `unwritten`: the pooled buffer each reply was written from (given back once written), HEADER_SLOT for a header of the ring, or null. */
+  private readonly unwrittenBuffers: Array<Buffer | typeof HEADER_SLOT | null> = [];
+  /**
+   * 16-byte simple reply headers used again instead of a Buffer per reply. Slots are taken and
+   * freed in write order (write callbacks come in that order), so the next slot is free whenever
+   * fewer than HEADER_RING_SLOTS are out; past that (more replies unwritten than the ring has), a
+   * reply allocates as before.
+   */
+  private readonly headerRing: Buffer[] = [];
+  private headerNext = 0;
+  private headersOut = 0;
   /** Read replies computed and not yet handed to the socket, by request: their pooled buffers. */
   private readonly pooled = new Map<Request, Buffer>();
   private startedThisTurn = 0;
@@ -516,16 +530,33 @@ export class Connection implements RequestSink, BudgetWaiter {
   }
 
   private okReply(request: Request): Buffer {
-    const reply = Buffer.allocUnsafe(SIMPLE_REPLY_HEADER_BYTES);
+    const reply = this.takeHeader();
     writeSimpleReplyHeader(reply, 0, NbdErrno.Ok, request);
     return reply;
+  }
+
+  /** A simple reply header: a slot of the ring while one is free, else a new buffer. */
+  private takeHeader(): Buffer {
+    if (this.headersOut >= HEADER_RING_SLOTS) return Buffer.allocUnsafe(SIMPLE_REPLY_HEADER_BYTES);
+    if (this.headerRing.length === 0) {
+      const slab = Buffer.allocUnsafeSlow(HEADER_RING_SLOTS * SIMPLE_REPLY_HEADER_BYTES);
+      for (let slot = 0; slot < HEADER_RING_SLOTS; slot++) this.headerRing.push(slab.subarray(slot * SIMPLE_REPLY_HEADER_BYTES, (slot + 1) * SIMPLE_REPLY_HEADER_BYTES));
+    }
+    const header = this.headerRing[this.headerNext] as Buffer;
+    this.headerNext = (this.headerNext + 1) % HEADER_RING_SLOTS;
+    this.headersOut++;
+    return header;
+  }
+
+  private isRingHeader(buffer: Buffer): boolean {
+    return this.headerRing.length > 0 && buffer.buffer === (this.headerRing[0] as Buffer).buffer;
   }
 
   /** Reads and block status must answer errors in structured form once it is negotiated. */
   private errorReply(request: Request, errno: number, message: string): Buffer {
     const structured = (this.session as Session).structuredReplies;
     if (!structured || (request.type !== Command.Read && request.type !== Command.BlockStatus)) {
-      const reply = Buffer.allocUnsafe(SIMPLE_REPLY_HEADER_BYTES);
+      const reply = this.takeHeader();
       writeSimpleReplyHeader(reply, 0, errno, request);
       return reply;
     }
@@ -543,8 +574,10 @@ export class Connection implements RequestSink, BudgetWaiter {
 
   /** Hands a reply to the socket; the request holds its share of the bounds (and its pooled buffer) until it is written. */
   private send(buffer: Buffer, cost: number, pooled: Buffer | null): void {
+    const slot = pooled === null && this.isRingHeader(buffer);
     if (this.closed || this.socket.destroyed) {
       if (pooled) this.context.replies.give(pooled);
+      if (slot) this.headersOut--;
       return this.release(cost);
     }
     if (!this.corked) {
@@ -557,7 +590,7 @@ export class Connection implements RequestSink, BudgetWaiter {
     }
     if (this.unwritten.length === 0) this.lastWriteProgressMs = this.context.now();
     this.unwritten.push(cost);
-    this.unwrittenBuffers.push(pooled);
+    this.unwrittenBuffers.push(slot ? HEADER_SLOT : pooled);
     this.socket.write(buffer, this.onReplyWritten);
   }
 
@@ -566,8 +599,10 @@ export class Connection implements RequestSink, BudgetWaiter {
     if (this.unwritten.length === 0) return;
     this.lastWriteProgressMs = this.lastActivityMs = this.context.now();
     const pooled = this.unwrittenBuffers.shift();
-    // A write that failed may still be referenced by the dying socket: that buffer is not reused.
-    if (pooled && !error) this.context.replies.give(pooled);
+    // A write that failed may still be referenced by the dying socket: that buffer is not reused
+    // (nor is a ring slot: no reply is sent on a dead socket again).
+    if (pooled === HEADER_SLOT) this.headersOut--;
+    else if (pooled && !error) this.context.replies.give(pooled);
     else if (pooled) this.context.replies.forget();
     this.release(this.unwritten.shift() as number);
   };
@@ -612,7 +647,7 @@ export class Connection implements RequestSink, BudgetWaiter {
     this.context.budget.leave(this);
     // Replies that will never be written give their share back now; late write callbacks find none.
     // Their buffers may still sit in the closed socket's queue: they are left to the collector.
-    for (const pooled of this.unwrittenBuffers.splice(0)) if (pooled) this.context.replies.forget();
+    for (const pooled of this.unwrittenBuffers.splice(0)) if (pooled && pooled !== HEADER_SLOT) this.context.replies.forget();
     for (const cost of this.unwritten.splice(0)) this.release(cost);
     // A WRITE whose payload was still arriving was admitted and will never run: its share and buffer go back.
     const partial = this.requests?.dispose() ?? null;

@@ -13,7 +13,7 @@
 // Hello and hello refusal are version-neutral: their layouts are frozen, and the framer decodes
 // them under any protocol version, so a node can tell a peer of another version why it refuses it
 // instead of just dropping the link. Every other type must carry PROTOCOL_VERSION.
-import { InputError } from '../core/index.js';
+import { InputError, type SegmentPool } from '../core/index.js';
 import assert from 'node:assert';
 import layout, { type Layout, type Structure } from 'buffer-layout';
 import {
@@ -214,6 +214,8 @@ interface MessageCodec {
   encodeFixed?: FixedEncoder;
   tail?: Tail;
   versionNeutral?: boolean;
+  /** Decoded fields would be views of the payload (blobs): never decoded from a buffer that is used again. */
+  aliases?: boolean;
 }
 
 const pageAddress = (): Layout[] => [uuid('allocation'), u64('virtualPage')];
@@ -271,11 +273,14 @@ const forwardedIoTail: Tail = {
   bytes(message) {
     const { op, length, data } = message as ForwardedIo;
     if (!(!carriesData(op) || length <= MAX_IO_BYTES)) assert.fail(`forwarded io of ${length} bytes, at most ${MAX_IO_BYTES}`);
-    if (!(data.length === (op === IoOp.Write ? length : 0))) assert.fail(`forwarded io data is ${data.length} bytes for op ${op} of length ${length}`);
-    return data.length;
+    const bytes = bytesOf(data);
+    if (!(bytes === (op === IoOp.Write ? length : 0))) assert.fail(`forwarded io data is ${bytes} bytes for op ${op} of length ${length}`);
+    return bytes;
   },
   write(message, target, at) {
-    (message as ForwardedIo).data.copy(target, at);
+    const { data } = message as ForwardedIo;
+    if (Buffer.isBuffer(data)) data.copy(target, at);
+    else for (const piece of data as readonly Buffer[]) at += piece.copy(target, at);
   },
   data: (message) => (message as ForwardedIo).data,
   read(fixed, tail) {
@@ -396,6 +401,8 @@ const CODECS = new Map<number, MessageCodec>([
   ],
   [MessageType.IoData, { name: 'io data', fixed: struct([]), tail: ioDataTail }],
 ]);
+
+for (const type of [MessageType.Challenge, MessageType.Hello, MessageType.HelloReply, MessageType.HelloRefusal]) (CODECS.get(type) as MessageCodec).aliases = true;
 
 for (const [type, encodeFixed] of hotEncoders({ completable: COMPLETABLE_TYPES, statuses: STATUSES, ops: IO_OPS })) {
   (CODECS.get(type) as MessageCodec).encodeFixed = encodeFixed;
@@ -533,28 +540,53 @@ export function encodeMessageByLayout(message: Message): Buffer {
 
 // ---- Decoding ----
 
+/** A data tail at least this long still to come is read by the socket straight into its segment. */
+export const IN_PLACE_TAIL_BYTES = 64 * 1024;
+
 /**
  * Incremental framer: socket chunks in, whole messages out. Keeps a partial header in a fixed
- * 16-byte buffer and a partial payload in one buffer of exactly the (checked) declared length.
- * Decoded `data` (write page, forwarded io, io data) aliases the chunk it arrived in, or that
- * payload buffer, which the framer never reuses; a consumer that keeps data past handling the
- * message copies it (the memory manager copies into its frame anyway). After a PartnerFramingError every later push throws it
- * again: the stream has no resynchronisation point, so the link must be closed, and frames decoded
- * earlier in the failing push are dropped with it (the link's in-flight requests fail together).
+ * 16-byte buffer. Without a segment pool (handshake, tests, the simulator), a partial payload goes
+ * into one buffer of exactly the (checked) declared length, and decoded `data` (write page,
+ * forwarded io, io data) aliases the chunk it arrived in, or that payload buffer, which the framer
+ * never reuses.
+ *
+ * With `segments` set (a link whose socket reads into one buffer used again for every read), the
+ * data of those three types always lands in a segment of its own, taken when the header arrives:
+ * the chunks are gone once push() returns. Such a message's `data` is its segment, and whoever
+ * handles the message gives it back (PartnerLink: after the handler, or after the reader of a
+ * response). `readTarget` tells the socket where the next read should go: into the segment itself
+ * while a long tail is still to come, so a 1 MiB payload is not copied at all.
+ *
+ * After a PartnerFramingError every later push throws it again: the stream has no
+ * resynchronisation point, so the link must be closed, and frames decoded earlier in the failing
+ * push are dropped with it (the link's in-flight requests fail together).
  */
 export class MessageFramer {
   private readonly header = Buffer.alloc(FRAME_HEADER_BYTES);
   private headerFilled = 0;
-  private frame: FrameHeader | null = null;
+  /** The frame being read: its codec once its header was judged, null between frames. */
+  private codec: MessageCodec | null = null;
+  private type = 0;
+  private requestId = 0;
+  private payloadLength = 0;
+  /** A plain frame's payload split across chunks. */
   private payload: Buffer | null = null;
   private payloadFilled = 0;
+  /** A pooled frame: its fixed part (copied here) and its data segment. */
+  private readonly fixedPart = Buffer.alloc(PAYLOAD_HEADER_ALLOWANCE_BYTES);
+  private fixedFilled = 0;
+  private tail: Buffer | null = null;
+  private tailFilled = 0;
   private failure: PartnerFramingError | null = null;
 
   /**
    * `maxPayloadBytes`: the largest payload a frame may declare. A link not yet authenticated
    * allows only MAX_HANDSHAKE_PAYLOAD_BYTES, and raises it to MAX_PAYLOAD_BYTES once it is.
    */
-  constructor(public maxPayloadBytes = MAX_PAYLOAD_BYTES) {}
+  constructor(
+    public maxPayloadBytes = MAX_PAYLOAD_BYTES,
+    public segments: SegmentPool | null = null,
+  ) {}
 
   push(chunk: Buffer): Message[] {
     if (this.failure) throw this.failure;
@@ -568,28 +600,48 @@ export class MessageFramer {
 
   /** True when the stream stands between two frames (nothing half-read). */
   get idle(): boolean {
-    return this.frame === null && this.headerFilled === 0;
+    return this.codec === null && this.headerFilled === 0;
+  }
+
+  /** Where the next socket read should land, when that is a data segment rather than the link's read buffer. */
+  get readTarget(): Buffer | null {
+    const tail = this.tail;
+    if (tail === null || this.fixedFilled < (this.codec as MessageCodec).fixed.span || tail.length - this.tailFilled < IN_PLACE_TAIL_BYTES) return null;
+    return tail.subarray(this.tailFilled);
   }
 
   private consume(chunk: Buffer): Message[] {
     const messages: Message[] = [];
     let at = 0;
     for (;;) {
-      if (this.frame === null) {
+      if (this.codec === null) {
         at = this.takeHeader(chunk, at);
-        if (this.frame === null) return messages;
+        if (this.codec === null) return messages;
       }
-      const frame: FrameHeader = this.frame;
-      if (this.payload === null && chunk.length - at >= frame.payloadLength) {
-        messages.push(decodePayload(frame, chunk.subarray(at, at + frame.payloadLength)));
-        at += frame.payloadLength;
-        this.frame = null;
+      const codec: MessageCodec = this.codec;
+      if (this.tail !== null) {
+        at = this.takePooled(codec, chunk, at);
+        if (this.tailFilled < this.tail.length) return messages;
+        messages.push(decodePayload(codec, this.type, this.requestId, this.fixedPart, this.tail));
+        this.tail = null;
+        this.tailFilled = 0;
+        this.fixedFilled = 0;
+        this.codec = null;
         continue;
       }
-      at = this.takePayload(frame, chunk, at);
-      if (this.payloadFilled < frame.payloadLength) return messages;
-      messages.push(decodePayload(frame, this.payload as Buffer));
-      this.frame = null;
+      const length = this.payloadLength;
+      if (this.payload === null && chunk.length - at >= length) {
+        const payload = chunk.subarray(at, at + length);
+        // A chunk of a reused read buffer is overwritten by the next read: nothing decoded may point into it.
+        messages.push(decodePayload(codec, this.type, this.requestId, this.segments !== null && codec.aliases ? Buffer.from(payload) : payload, null));
+        at += length;
+        this.codec = null;
+        continue;
+      }
+      at = this.takePayload(chunk, at);
+      if (this.payloadFilled < length) return messages;
+      messages.push(decodePayload(codec, this.type, this.requestId, this.payload as Buffer, null));
+      this.codec = null;
       this.payload = null;
       this.payloadFilled = 0;
     }
@@ -597,7 +649,7 @@ export class MessageFramer {
 
   private takeHeader(chunk: Buffer, at: number): number {
     if (this.headerFilled === 0 && chunk.length - at >= FRAME_HEADER_BYTES) {
-      this.frame = checkFrameHeader(frameHeaderLayout.decode(chunk, at), this.maxPayloadBytes);
+      this.judgeHeader(chunk, at);
       return at + FRAME_HEADER_BYTES;
     }
     const take = Math.min(FRAME_HEADER_BYTES - this.headerFilled, chunk.length - at);
@@ -605,51 +657,88 @@ export class MessageFramer {
     this.headerFilled += take;
     if (this.headerFilled === FRAME_HEADER_BYTES) {
       this.headerFilled = 0;
-      this.frame = checkFrameHeader(frameHeaderLayout.decode(this.header, 0), this.maxPayloadBytes);
+      this.judgeHeader(this.header, 0);
     }
     return at + take;
   }
 
+  /** Read by hand: a decoded header object per frame was garbage at every frame. */
+  private judgeHeader(source: Buffer, at: number): void {
+    const type = source.readUInt16BE(at + 6);
+    const requestId = source.readUInt32BE(at + 8);
+    const payloadLength = source.readUInt32BE(at + 12);
+    const codec = checkFrameHeader(source.readUInt32BE(at), source.readUInt16BE(at + 4), type, requestId, payloadLength, this.maxPayloadBytes);
+    this.type = type;
+    this.requestId = requestId;
+    this.payloadLength = payloadLength;
+    const tailBytes = payloadLength - codec.fixed.span;
+    if (this.segments !== null && codec.tail?.data !== undefined && tailBytes > 0) this.tail = this.segments.take(tailBytes);
+    this.codec = codec;
+  }
+
   /** Only reached for a payload split across chunks; its length was checked in checkFrameHeader. */
-  private takePayload(frame: FrameHeader, chunk: Buffer, at: number): number {
-    this.payload ??= Buffer.allocUnsafe(frame.payloadLength);
-    const take = Math.min(frame.payloadLength - this.payloadFilled, chunk.length - at);
+  private takePayload(chunk: Buffer, at: number): number {
+    this.payload ??= Buffer.allocUnsafe(this.payloadLength);
+    const take = Math.min(this.payloadLength - this.payloadFilled, chunk.length - at);
     chunk.copy(this.payload, this.payloadFilled, at, at + take);
     this.payloadFilled += take;
     return at + take;
   }
+
+  /** The fixed part into fixedPart, the data into its segment (unless the socket read it there itself). */
+  private takePooled(codec: MessageCodec, chunk: Buffer, at: number): number {
+    const tail = this.tail as Buffer;
+    const fixedBytes = codec.fixed.span;
+    if (this.fixedFilled < fixedBytes) {
+      const take = Math.min(fixedBytes - this.fixedFilled, chunk.length - at);
+      chunk.copy(this.fixedPart, this.fixedFilled, at, at + take);
+      this.fixedFilled += take;
+      at += take;
+      if (this.fixedFilled < fixedBytes) return at;
+    }
+    const take = Math.min(tail.length - this.tailFilled, chunk.length - at);
+    const inPlace = chunk.buffer === tail.buffer && chunk.byteOffset + at === tail.byteOffset + this.tailFilled;
+    if (!inPlace) chunk.copy(tail, this.tailFilled, at, at + take);
+    this.tailFilled += take;
+    return at + take;
+  }
 }
 
-function checkFrameHeader(frame: FrameHeader, maxPayloadBytes: number): FrameHeader {
-  const { magic, version, type, requestId, payloadLength } = frame;
+function checkFrameHeader(magic: number, version: number, type: number, requestId: number, payloadLength: number, maxPayloadBytes: number): MessageCodec {
   if (magic !== PARTNER_MAGIC) throw new PartnerFramingError('bad-magic', `bad frame magic 0x${hex32(magic)}`);
   const codec = CODECS.get(type);
   if (version !== PROTOCOL_VERSION && !codec?.versionNeutral) {
     throw new PartnerFramingError('wrong-version', `frame of protocol version ${version}, this node speaks ${PROTOCOL_VERSION}`);
   }
   if (!codec) throw new PartnerFramingError('unknown-type', `unknown message type 0x${type.toString(16).padStart(4, '0')}`);
-  const what = `${codec.name} (request ${requestId})`;
   if (payloadLength > maxPayloadBytes) {
-    throw new PartnerFramingError('oversized', `${what} declares ${payloadLength} payload bytes, at most ${maxPayloadBytes}`);
+    throw new PartnerFramingError('oversized', `${codec.name} (request ${requestId}) declares ${payloadLength} payload bytes, at most ${maxPayloadBytes}`);
   }
   const fixedBytes = codec.fixed.span;
   if (codec.tail ? payloadLength < fixedBytes : payloadLength !== fixedBytes) {
-    throw new PartnerFramingError('bad-length', `${what} payload of ${payloadLength} bytes, its layout takes ${fixedBytes}${codec.tail ? ' or more' : ''}`);
+    throw new PartnerFramingError('bad-length', `${codec.name} (request ${requestId}) payload of ${payloadLength} bytes, its layout takes ${fixedBytes}${codec.tail ? ' or more' : ''}`);
   }
-  return frame;
+  return codec;
 }
 
-/** `payload` is exactly the frame's payload; fixed-layout lengths were checked with the header. */
-function decodePayload(frame: FrameHeader, payload: Buffer): Message {
-  const codec = codecOf(frame.type);
+/**
+ * `fixedSource` starts with the fixed part; the tail follows it there, or is `tail` (a pooled
+ * frame's segment). Fixed-layout lengths were checked with the header.
+ */
+function decodePayload(codec: MessageCodec, type: number, requestId: number, fixedSource: Buffer, tail: Buffer | null): Message {
   try {
-    const fixed = codec.fixed.decode(payload, 0);
-    const tailFields = codec.tail?.read(fixed, payload.subarray(codec.fixed.span));
-    return { type: frame.type, requestId: frame.requestId, ...fixed, ...tailFields } as unknown as Message;
+    const fixed = codec.fixed.decode(fixedSource, 0);
+    const tailFields = codec.tail?.read(fixed, tail ?? fixedSource.subarray(codec.fixed.span));
+    return { type, requestId, ...fixed, ...tailFields } as unknown as Message;
   } catch (error) {
     if (!(error instanceof PartnerFramingError)) throw error;
-    throw new PartnerFramingError(error.reason, `${codec.name} (request ${frame.requestId}): ${error.message}`);
+    throw new PartnerFramingError(error.reason, `${codec.name} (request ${requestId}): ${error.message}`);
   }
+}
+
+/** The types whose data a pooled framer puts in a segment (and a link gives back). */
+export function carriesPayload(message: Message): message is WritePage | ForwardedIo | IoData {
+  return message.type === MessageType.WritePage || message.type === MessageType.ForwardedIo || message.type === MessageType.IoData;
 }
 
 // ---- Helpers for the link and for log lines ----

@@ -3,13 +3,22 @@
 // authenticated both ends.
 //
 // Many requests are in flight at once and answered in any order, so an unrelated slow page never
-// holds up another. Outgoing frames queue and leave in one socket write per event-loop turn. A frame
+// holds up another. Outgoing frames queue and leave in one socket write per event-loop turn.
+//
+// A plain TCP link reads into one buffer of its own (core/socket-reader.ts), not a fresh 64 KiB
+// ArrayBuffer per read: a forwarded 1 MiB read made V8 run a mark-compact collection per request
+// or so. The data of write page, forwarded io and io data then lands in a segment of the link's
+// pool (MessageFramer), and every such segment has one release point: a request's after its
+// handler settled (a handler that failed may have left work behind that still reads it: that one
+// is left to the collector), a response's once its requester copied it out (release()), and a
+// pooled reply's once its socket write completed. A request still waiting in its handler when the
+// link closes keeps its segment until the handler is done: nothing else writes it. A frame
 // that does not decode, a response nobody asked for, or an epoch no claim could have made closes
 // the link with a log line: after such a frame the stream cannot be trusted, and the peer reconnects.
-import { ClusterError, every, type Clock } from '../core/index.js';
+import { ClusterError, every, readingInto, SegmentPool, type Clock } from '../core/index.js';
 import type { Logger } from '../observe/index.js';
-import { encodeBatch, encodeBatchParts, expectsResponse, isResponseType, type MessageFramer, messageTypeName, PartnerFramingError } from './codec.js';
-import { MAX_REQUESTS_IN_FLIGHT, MessageType } from './constants.js';
+import { carriesPayload, encodeBatch, encodeBatchParts, expectsResponse, isResponseType, type MessageFramer, messageTypeName, PartnerFramingError } from './codec.js';
+import { MAX_REQUESTS_IN_FLIGHT, MessageType, Status } from './constants.js';
 import { introduceAsConnector, introduceAsListener, type Identity, type LinkSecurity } from './introduce.js';
 import type { Message } from './messages.js';
 import type { LinkListening, LinkSocket, PartnerTransport } from './transport.js';
@@ -22,6 +31,12 @@ export const MAX_FORWARDED_IN_FLIGHT = MAX_REQUESTS_IN_FLIGHT / 2;
  * finishes its handshake in a round trip or two, so a flood cannot keep it out for long).
  */
 export const MAX_PENDING_HANDSHAKES = 32;
+
+/** One read's worth: a forwarded 1 MiB payload is read straight into its segment, this takes the rest. */
+export const LINK_READ_BUFFER_BYTES = 256 * 1024;
+
+/** Free payload segments a link keeps: a few dozen 1 MiB forwarded I/Os in flight. */
+export const LINK_SEGMENT_RETAIN_BYTES = 64 * 1024 * 1024;
 
 /** Failed handshakes are logged at most this often per listener (the rest are counted into the next line). */
 const REFUSAL_LOG_INTERVAL_MS = 1000;
@@ -55,10 +70,14 @@ export class PartnerLink {
   private heartbeatSequence = 0;
   private forwardedPending = 0;
   readonly statistics: LinkStatistics = { framesSent: 0, socketWrites: 0, framesReceived: 0 };
+  /** Data segments of this link's received frames, and of pooled replies it sends (responder). */
+  readonly payloads = new SegmentPool(LINK_SEGMENT_RETAIN_BYTES);
+  private readonly readBuffer: Buffer | null;
+  private socket: LinkSocket;
   onClose: (reason: string) => void = () => undefined;
 
   constructor(
-    private readonly socket: LinkSocket,
+    socket: LinkSocket,
     private readonly framer: MessageFramer,
     readonly peer: Identity,
     private readonly handler: RequestHandler,
@@ -70,12 +89,38 @@ export class PartnerLink {
     private readonly peerName = `node ${peer.nodeId}`,
   ) {
     this.lastHeardMs = clock.now();
-    socket.on('data', (chunk: Buffer) => {
+    const onBytes = (chunk: Buffer): void => {
       this.lastHeardMs = clock.now();
       this.onData(chunk);
-    });
-    socket.on('close', () => this.closed('connection closed'));
-    socket.on('error', (error) => this.closed(error.message));
+    };
+    const readBuffer = Buffer.allocUnsafeSlow(LINK_READ_BUFFER_BYTES);
+    const reading = readingInto(socket, () => this.framer.readTarget ?? readBuffer, onBytes);
+    if (reading) {
+      this.readBuffer = readBuffer;
+      this.framer.segments = this.payloads;
+      this.socket = reading as LinkSocket;
+    } else {
+      // TLS or a simulated socket: every chunk is a buffer of its own, decoded data may alias it.
+      this.readBuffer = null;
+      this.socket = socket;
+      socket.on('data', onBytes);
+    }
+    this.socket.on('close', () => this.closed('connection closed'));
+    this.socket.on('error', (error) => this.closed(error.message));
+  }
+
+  /** Whether this link reads into its own buffer and pools the data of the frames it receives. */
+  get pooled(): boolean {
+    return this.readBuffer !== null;
+  }
+
+  /**
+   * Gives back the data segment of a response (io data) once its requester copied it out; nothing
+   * may read `message.data` afterwards. Anything else, or data of no segment, is left as it is.
+   */
+  release(message: Message): void {
+    const data = dataOf(message);
+    if (data !== null) this.payloads.give(data);
   }
 
   get isOpen(): boolean {
@@ -161,7 +206,11 @@ export class PartnerLink {
   close(reason: string): void {
     if (!this.isOpen) return;
     this.flush();
-    this.socket.end();
+    // Frames the kernel has not taken yet are dropped, not sent later: their requests fail now, and
+    // a failed request's data goes back to its owner, which may use it again (a forwarded WRITE's
+    // pooled payload, retried on the next owner and then reused) while a slow peer still reads.
+    if ((this.socket.writableLength ?? 0) > 0) this.socket.destroy();
+    else this.socket.end();
     this.closed(reason);
   }
 
@@ -181,14 +230,31 @@ export class PartnerLink {
     // The memory manager holds a page's lock until every partner answered, so the bytes cannot
     // change while they wait in the socket.
     const parts = encodeBatchParts(batch);
-    if (parts.length === 1) this.socket.write(parts[0] as Buffer);
-    else {
-      this.socket.cork();
-      for (const part of parts) this.socket.write(part);
-      this.socket.uncork();
-    }
+    const sent = this.pooledReplies(batch);
+    const last = parts.length - 1;
+    if (last > 0) this.socket.cork();
+    for (let index = 0; index < last; index++) this.socket.write(parts[index] as Buffer);
+    // The last write's callback comes once the whole corked batch is written: the segments are free then.
+    if (sent === null) this.socket.write(parts[last] as Buffer);
+    else this.socket.write(parts[last] as Buffer, (error) => this.settle(sent, !error));
+    if (last > 0) this.socket.uncork();
     this.statistics.framesSent += batch.length;
     this.statistics.socketWrites++;
+  }
+
+  /** The segments of this link's pool that a batch sends by reference (pooled io data replies). */
+  private pooledReplies(batch: readonly Message[]): Buffer[] | null {
+    let sent: Buffer[] | null = null;
+    for (const message of batch) if (message.type === MessageType.IoData && this.payloads.owns(message.data)) (sent ??= []).push(message.data);
+    return sent;
+  }
+
+  /** A failed socket write may still be read by the kernel as far as we know: its segments are left to the collector. */
+  private settle(segments: readonly Buffer[], written: boolean): void {
+    for (const segment of segments) {
+      if (written) this.payloads.give(segment);
+      else this.payloads.forget(segment);
+    }
   }
 
   /** Messages that arrived behind the handshake, from the authenticated peer. */
@@ -245,13 +311,23 @@ export class PartnerLink {
       .then(() => this.handler(message, this))
       .then(
         (response) => {
+          const data = dataOf(message);
+          if (data !== null) this.settle1(data, response === null || succeeded(response));
           if (response !== null && expectsResponse(message.type) && this.isOpen) this.queue({ ...response, requestId: message.requestId });
+          else if (response !== null) this.release(response);
         },
         (error: Error) => {
+          const data = dataOf(message);
+          if (data !== null) this.payloads.forget(data);
           this.logger.error(`partner request ${messageTypeName(message.type)} failed: ${error.message}; closing the link`);
           this.close(`handler failed: ${error.message}`);
         },
       );
+  }
+
+  private settle1(segment: Buffer, done: boolean): void {
+    if (done) this.payloads.give(segment);
+    else this.payloads.forget(segment);
   }
 
   private closed(reason: string): void {
@@ -268,6 +344,16 @@ export class PartnerLink {
   }
 }
 
+
+/** The received data of a message that carries a payload (decoded data is always one buffer). */
+function dataOf(message: Message): Buffer | null {
+  return carriesPayload(message) && Buffer.isBuffer(message.data) ? message.data : null;
+}
+
+/** A handler that answered this is done with the request's data; after any other answer, work it started may still read it. */
+function succeeded(response: Message): boolean {
+  return response.type === MessageType.IoData || (response.type === MessageType.CommandComplete && response.status === Status.Ok);
+}
 
 /** Messages that state the sender's epoch, which a receiver may adopt: only plausible ones are. */
 function carriesEpoch(message: Message): message is Message & { epoch: number } {

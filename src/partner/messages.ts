@@ -340,8 +340,12 @@ export interface ForwardedIo extends Framed {
   offset: number; // u64
   length: number; // u64; for Read and Write at most MAX_IO_BYTES
   fua: boolean; // flag
-  /** Write: exactly `length` bytes (on decode a view into the received bytes, like write page). Other ops: empty buffer, and a non-empty one is a malformed frame. */
-  data: Buffer;
+  /**
+   * Write: exactly `length` bytes, maybe in pieces (sent by reference, as a WRITE's pooled payload
+   * segments are); on decode always one buffer (a view into the received bytes, or a pooled
+   * segment, like write page). Other ops: empty buffer, and a non-empty one is a malformed frame.
+   */
+  data: Buffer | readonly Buffer[];
 }
 
 /** The bytes a forwarded read asked for. Errors are answered with command complete instead. */

@@ -11,7 +11,10 @@ export interface LinkSocket {
   readonly destroyed: boolean;
   readonly remoteAddress?: string;
   readonly remotePort?: number;
-  write(data: Buffer): boolean;
+  /** Bytes written and not yet taken by the kernel (net.Socket has it). */
+  readonly writableLength?: number;
+  /** `done` comes once the bytes were handed to the kernel, or with the error that stopped them. */
+  write(data: Buffer, done?: (error?: Error | null) => void): boolean;
   cork(): void;
   uncork(): void;
   end(): void;

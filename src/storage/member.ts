@@ -34,6 +34,8 @@ export interface MemberDevice {
   readonly path: string;
   read(offset: number, into: Buffer): Promise<void>;
   write(offset: number, data: Buffer): Promise<void>;
+  /** The pieces one after the other from `offset`, in one system call where the device can. */
+  writev?(offset: number, pieces: readonly Buffer[]): Promise<void>;
   sync(): Promise<void>;
   sizeBytes(): Promise<number>;
   close(): Promise<void>;
@@ -89,6 +91,29 @@ export class FileMember implements MemberDevice {
   write(offset: number, data: Buffer): Promise<void> {
     if (this.readOnly) return Promise.reject(new MemberError(this.path, `opened read-only: refusing to write ${data.length} bytes at ${offset}`));
     return new Promise((resolve, reject) => this.writeFrom(offset, data, 0, resolve, reject));
+  }
+
+  writev(offset: number, pieces: readonly Buffer[]): Promise<void> {
+    if (this.readOnly) return Promise.reject(new MemberError(this.path, `opened read-only: refusing to write at ${offset}`));
+    return new Promise((resolve, reject) => {
+      if (this.closed) return reject(new MemberError(this.path, 'closed'));
+      memberIo.submit(() =>
+        fs.writev(this.fd, pieces as Buffer[], offset, (error, written) => {
+          memberIo.done();
+          if (error) return reject(new MemberError(this.path, `write at ${offset} failed: ${error.message}`, { cause: error }));
+          // A short gathered write (rare on a file) finishes piece by piece.
+          const rest: Array<Promise<void>> = [];
+          let at = offset;
+          for (const piece of pieces) {
+            const end = at + piece.length;
+            if (end > offset + written) rest.push(this.write(Math.max(at, offset + written), piece.subarray(Math.max(0, offset + written - at))));
+            at = end;
+          }
+          if (rest.length === 0) return resolve();
+          Promise.all(rest).then(() => resolve(), reject);
+        }),
+      );
+    });
   }
 
   sync(): Promise<void> {

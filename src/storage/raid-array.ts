@@ -28,6 +28,12 @@ export interface RaidDependencies {
  */
 export const MAX_CORRECTED_READ_ERRORS = 256;
 
+/**
+ * Whole stripes written under one range lock, with one write per member: 64 stripes of 64 KiB
+ * chunks are 4 MiB per member, what one destage run of a batch holds at most.
+ */
+export const MAX_WHOLE_STRIPES = 64;
+
 /** A region's bit is cleared once no write touched it for this long and a sync followed. */
 export const BITMAP_CLEAR_DELAY_MS = 5_000;
 
@@ -246,9 +252,105 @@ export class RaidArray {
 
   // ---- writes ----
 
-  /** Writes whole blocks at a block-aligned array offset; durable only after sync(). */
+  /**
+   * Writes whole blocks at a block-aligned array offset; durable only after sync(). On raid5 the
+   * whole stripes of the range go together (writeWholeStripes), the partial ones at its ends stripe
+   * by stripe.
+   */
   async write(offset: number, data: Buffer): Promise<void> {
     this.checkRange(offset, data.length);
+    const geometry = this.geometry;
+    if (geometry.level === 'raid5') {
+      const stripeBytes = dataChunksPerStripe(geometry) * geometry.chunkBytes;
+      const end = offset + data.length;
+      const firstWhole = Math.ceil(offset / stripeBytes);
+      const endWhole = Math.floor(end / stripeBytes);
+      if (endWhole > firstWhole) {
+        const parts: Array<Promise<void>> = [];
+        if (firstWhole * stripeBytes > offset) parts.push(this.writeStripes(offset, data.subarray(0, firstWhole * stripeBytes - offset)));
+        for (let first = firstWhole; first < endWhole; first += MAX_WHOLE_STRIPES) {
+          const last = Math.min(endWhole, first + MAX_WHOLE_STRIPES) - 1;
+          const piece = data.subarray(first * stripeBytes - offset, (last + 1) * stripeBytes - offset);
+          parts.push(this.locks.withExclusiveRange(first, last, () => this.writeWholeStripes(first, last - first + 1, piece)));
+        }
+        if (endWhole * stripeBytes < end) parts.push(this.writeStripes(endWhole * stripeBytes, data.subarray(endWhole * stripeBytes - offset)));
+        await Promise.all(parts);
+        return;
+      }
+    }
+    await this.writeStripes(offset, data);
+  }
+
+  /**
+   * raid5, stripes `first` … `first + count - 1` written whole: parity from the new data alone,
+   * nothing read, and one write per member for all of them (a member's chunks of consecutive
+   * stripes lie side by side). The caller holds the stripes' locks. As in writeStripe, the regions'
+   * write-intent bits are on disk before any data moves, and each member's checksums are recorded
+   * once its write landed.
+   */
+  private async writeWholeStripes(first: number, count: number, data: Buffer): Promise<void> {
+    const geometry = this.geometry;
+    const chunkBytes = geometry.chunkBytes;
+    const chunks = dataChunksPerStripe(geometry);
+    const memberOffset = first * chunkBytes;
+    const length = count * chunkBytes;
+    const regions = this.members.bitmap.regionsOf(memberOffset, length);
+    for (const region of regions) this.beginRegionWrite(region);
+    const parity = this.scratch.take(length);
+    try {
+      await this.members.markRegionsDirty(memberOffset, length);
+      const pieces: Buffer[][] = Array.from({ length: geometry.memberCount }, () => []);
+      for (let index = 0; index < count; index++) {
+        const stripe = first + index;
+        const stripeData = index * chunks * chunkBytes;
+        const stripeParity = parity.subarray(index * chunkBytes, (index + 1) * chunkBytes);
+        for (let dataIndex = 0; dataIndex < chunks; dataIndex++) {
+          const chunk = data.subarray(stripeData + dataIndex * chunkBytes, stripeData + (dataIndex + 1) * chunkBytes);
+          if (dataIndex === 0) stripeParity.set(chunk);
+          else xorInto(stripeParity, chunk);
+          (pieces[dataMembersOf(geometry, stripe, dataIndex)[0] as number] as Buffer[]).push(chunk);
+        }
+        (pieces[parityMemberOf(geometry, stripe)] as Buffer[]).push(stripeParity);
+      }
+      // writeMemberPieces never rejects: once this settles, nothing reads the parity buffer.
+      await Promise.all(pieces.map((list, member) => this.writeMemberPieces(member, memberOffset, list)));
+    } finally {
+      for (const region of regions) this.endRegionWrite(region);
+      this.scratch.give(parity);
+    }
+    if (!this.members.intact) throw this.lost(`stripes ${first} to ${first + count - 1} could not be written with redundancy`);
+  }
+
+  /** Consecutive pieces of one member from `memberOffset` on, as one gathered write where the device can; false (and the member failed) on error. */
+  private async writeMemberPieces(member: number, memberOffset: number, pieces: readonly Buffer[]): Promise<boolean> {
+    if (!this.members.writable(member)) return false;
+    const device = (this.members.slots[member] as Slot).device as MemberDevice;
+    const at = this.members.identity.dataOffset + memberOffset;
+    try {
+      if (device.writev) await device.writev(at, pieces);
+      else {
+        const writes: Array<Promise<void>> = [];
+        let offset = at;
+        for (const piece of pieces) {
+          writes.push(device.write(offset, piece));
+          offset += piece.length;
+        }
+        await Promise.all(writes);
+      }
+    } catch (error) {
+      await this.members.markFailed(member, error as Error);
+      return false;
+    }
+    let offset = memberOffset;
+    for (const piece of pieces) {
+      this.members.recordBlocks(member, offset, piece);
+      offset += piece.length;
+    }
+    return true;
+  }
+
+  /** Writes stripe by stripe, each under its own lock. */
+  private async writeStripes(offset: number, data: Buffer): Promise<void> {
     const byStripe = new Map<number, ChunkSpan[]>();
     for (const span of mapRange(this.geometry, offset, data.length)) {
       const list = byStripe.get(span.stripe) ?? [];

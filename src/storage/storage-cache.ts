@@ -7,8 +7,8 @@
 //   sequential? (this read starts where the last one ended)
 //        └─> array.read(next window) in the background ─> fill cache
 //
-// The cache holds only what the array holds: writers call put() after their data is on the
-// array. A load that started before a put() must not overwrite the newer block with what it read,
+// The cache holds only what the array holds: writers call put() or invalidate() once their data is
+// on the array. A load that started before a put() must not overwrite the newer block with what it read,
 // so each load takes a token per block and a put() or invalidate() revokes it.
 import { LRUCache } from 'lru-cache';
 import { BLOCK_BYTES } from './layout.js';

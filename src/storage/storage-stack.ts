@@ -35,7 +35,10 @@ export class StorageStack {
   ) {
     this.cache = new StorageCache(array, options);
     this.destager = new Destager(array, options);
-    this.destager.onClean = (offset, data) => this.cache.put(offset, data);
+    // Dropped, not copied in: destaged blocks are pages a memory manager keeps resident (this node's,
+    // or the partner's that sent them), so a copy here was a second image nobody read, and allocating
+    // it (a megabyte per destage run) drove the collector.
+    this.destager.onClean = (offset, data) => this.cache.invalidate(offset, data.length);
   }
 
   get sizeBytes(): number {

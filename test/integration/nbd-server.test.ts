@@ -135,6 +135,37 @@ describe('NBD server over loopback', () => {
     await until(() => server.buffersOut === 0 && server.bytesInFlight === 0);
   });
 
+  it('answers 2000 pipelined writes, flushes and refusals with reply headers used again, not a buffer per reply', async () => {
+    const nbd = await client();
+    await nbd.attach('vol0');
+    const original = Buffer.allocUnsafe;
+    let headerAllocations = 0;
+    Buffer.allocUnsafe = ((size: number) => {
+      if (size === 16) headerAllocations++;
+      return original(size);
+    }) as typeof Buffer.allocUnsafe;
+    try {
+      const payload = Buffer.alloc(4096, 3);
+      const expected = new Map<bigint, number>();
+      for (let handle = 1n; handle <= 2000n; handle++) {
+        const kind = Number(handle % 10n);
+        if (kind === 0) nbd.request(FLUSH, { handle });
+        else if (kind === 1) nbd.request(WRITE, { handle, offset: SIZE, payload: Buffer.alloc(10) });
+        else nbd.request(WRITE, { handle, offset: Number(handle % 200n) * 4096, payload });
+        expected.set(handle, kind === 1 ? ENOSPC : 0);
+      }
+      for (let i = 0; i < 2000; i++) {
+        const reply = await nbd.readReply();
+        expect(reply.error, `reply to ${reply.handle}`).to.equal(expected.get(reply.handle));
+        expected.delete(reply.handle);
+      }
+      expect(expected.size, 'every handle answered once').to.equal(0);
+    } finally {
+      Buffer.allocUnsafe = original;
+    }
+    expect(headerAllocations, 'simple reply headers come from the connection\'s ring').to.equal(0);
+  });
+
   it('gives back the share and buffer of a WRITE whose client left in the middle of its payload', async () => {
     const nbd = await client();
     await nbd.attach('vol0');

@@ -5,6 +5,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { silentLogger } from '../../src/observe/index.js';
 import { assembleArray, createArray, FileMember, rebuildMember, replaceMember, scrubArray, WriteRefusedError, type MemberDevice, type RaidArray, type RaidLevel } from '../../src/storage/index.js';
+import { parityMatches } from '../../src/storage/raid-array.js';
 import { WriteIntentBitmap } from '../../src/storage/write-intent-bitmap.js';
 import { makeTempDirectory } from '../support/ftvm-process.js';
 import { randomBytes, randomInt, seededRandom } from '../support/seeded-random.js';
@@ -112,6 +113,62 @@ describe('RAID array on files', function () {
       await expectModel(f, `rebuilt ${victim}, then ${other} failed`);
     });
   }
+
+  it('raid5: whole stripes get parity from the new data alone (nothing read) and one gathered write per member; partial ends as before', async () => {
+    const f = await make('raid5', 3);
+    await randomWrites(f, 11, 40);
+    const stripeBytes = 2 * f.array.geometry.chunkBytes;
+    const chunkBytes = f.array.geometry.chunkBytes;
+    const counted = { reads: 0, gathered: 0 };
+    for (const slot of f.array.members.slots) {
+      const device = slot.device as MemberDevice;
+      slot.device = {
+        path: device.path,
+        read: (offset, into) => {
+          counted.reads++;
+          return device.read(offset, into);
+        },
+        write: (offset, data) => device.write(offset, data),
+        writev: (offset, pieces) => {
+          counted.gathered++;
+          return (device.writev as NonNullable<MemberDevice['writev']>).call(device, offset, pieces);
+        },
+        sync: () => device.sync(),
+        sizeBytes: () => device.sizeBytes(),
+        close: () => device.close(),
+      };
+    }
+    const random = seededRandom(12);
+    const write = async (offset: number, length: number): Promise<void> => {
+      const data = randomBytes(random, length);
+      data.copy(f.model, offset);
+      await f.array.write(offset, data);
+    };
+    await write(4 * stripeBytes, 20 * stripeBytes);
+    expect(counted, 'aligned whole stripes').to.deep.equal({ reads: 0, gathered: 3 });
+    counted.gathered = 0;
+    await write(4 * stripeBytes + BLOCK, 3 * stripeBytes);
+    expect(counted.gathered, 'the two whole stripes inside an unaligned range').to.equal(3);
+    expect(counted.reads, 'its partial ends read as before').to.be.greaterThan(0);
+    await expectModel(f, 'after whole-stripe writes');
+    const chunk = (member: number, stripe: number): Promise<Buffer> => {
+      const into = Buffer.alloc(chunkBytes);
+      return (f.array.members.slots[member]?.device as MemberDevice).read(f.array.members.identity.dataOffset + stripe * chunkBytes, into).then(() => into);
+    };
+    for (let stripe = 0; stripe < f.array.sizeBytes / stripeBytes; stripe++) {
+      const [a, b, c] = await Promise.all([chunk(0, stripe), chunk(1, stripe), chunk(2, stripe)]);
+      expect(parityMatches([a as Buffer, b as Buffer], c as Buffer), `stripe ${stripe}: data and parity agree on the members`).to.equal(true);
+    }
+    await f.array.members.markFailed(1, 'test');
+    counted.reads = 0;
+    counted.gathered = 0;
+    await write(0, 8 * stripeBytes);
+    expect(counted, 'degraded: the surviving members only, still nothing read').to.deep.equal({ reads: 0, gathered: 2 });
+    await expectModel(f, 'whole stripes written degraded');
+    await rebuildMember(f.array, 1);
+    await f.array.members.markFailed(0, 'test');
+    await expectModel(f, 'rebuilt member 1, member 0 failed');
+  });
 
   it('raid5: two members gone fails reads with EIO and says why', async () => {
     const f = await make('raid5', 3);

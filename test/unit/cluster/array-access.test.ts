@@ -17,7 +17,7 @@ class FakeHolder {
   private async answer(message: Message): Promise<Message> {
     if (message.type !== MessageType.ForwardedIo) throw new Error('unexpected message');
     if (!this.ready) return commandComplete(message, Status.NotPartner);
-    if (message.op === IoOp.Write) this.landed.set(message.offset, message.data.readUInt32LE(0));
+    if (message.op === IoOp.Write) this.landed.set(message.offset, (message.data as Buffer).readUInt32LE(0));
     return commandComplete(message, Status.Ok);
   }
 }

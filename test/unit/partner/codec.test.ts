@@ -26,6 +26,7 @@ import {
   type FramingFailure,
   type Message,
 } from '../../../src/partner/index.js';
+import { SegmentPool } from '../../../src/core/index.js';
 
 /** Hex pieces, spaces allowed, joined. */
 const hex = (...pieces: string[]): Buffer => Buffer.from(pieces.join('').replace(/\s+/g, ''), 'hex');
@@ -612,13 +613,72 @@ describe('partner codec', () => {
       expect(decodeAll(...chunks)).to.deep.equal([write, read]);
     });
 
+    it('encodes a forwarded write given in pieces to the same bytes as given whole, by reference in encodeBatchParts', () => {
+      const whole = vectorOf(FORWARDED_WRITE).message as Extract<Message, { type: MessageType.ForwardedIo }>;
+      const data = whole.data as Buffer;
+      const pieces: Message = { ...whole, data: [data.subarray(0, 1), data.subarray(1, 3), data.subarray(3)] };
+      expect(encodeMessage(pieces).equals(vectorOf(FORWARDED_WRITE).bytes)).to.equal(true);
+      const big = Buffer.alloc(MAX_IO_BYTES, 9);
+      const halves = [big.subarray(0, MAX_IO_BYTES / 2), big.subarray(MAX_IO_BYTES / 2)];
+      const parts = encodeBatchParts([{ ...whole, length: big.length, data: halves }]);
+      expect(parts.slice(1)).to.deep.equal(halves);
+      expect(parts[1]).to.equal(halves[0]);
+      expect(Buffer.concat(parts).equals(encodeMessage({ ...whole, length: big.length, data: big }))).to.equal(true);
+    });
+
     it('hands out forwarded write and io data bytes as views into the chunk, not copies', () => {
       const chunk = encodeBatch([vectorOf(FORWARDED_WRITE).message, vectorOf('io data').message]);
       const [write, read] = decodeAll(chunk) as [Extract<Message, { type: MessageType.ForwardedIo }>, Extract<Message, { type: MessageType.IoData }>];
-      expect(write.data.buffer).to.equal(chunk.buffer);
-      expect(write.data.byteOffset).to.equal(chunk.byteOffset + 16 + 34);
+      expect((write.data as Buffer).buffer).to.equal(chunk.buffer);
+      expect((write.data as Buffer).byteOffset).to.equal(chunk.byteOffset + 16 + 34);
       expect(read.data.buffer).to.equal(chunk.buffer);
       expect(read.data.byteOffset).to.equal(chunk.byteOffset + 16 + 38 + 16);
+    });
+
+    /** Each chunk copied into one buffer used again for every push, as a link that reads into its own buffer has it. */
+    function decodeThroughOneBuffer(framer: MessageFramer, bytes: Buffer, chunkBytes: number): Message[] {
+      const reused = Buffer.alloc(chunkBytes);
+      const out: Message[] = [];
+      for (let at = 0; at < bytes.length; at += chunkBytes) {
+        const length = bytes.copy(reused, 0, at, Math.min(bytes.length, at + chunkBytes));
+        out.push(...framer.push(reused.subarray(0, length)));
+      }
+      return out;
+    }
+
+    it('with a segment pool, decodes every type identically from a reused read buffer, the data in segments of its own', () => {
+      for (const chunkBytes of [1, 7, 64, 4096]) {
+        const segments = new SegmentPool(1 << 20);
+        const framer = new MessageFramer(MAX_PAYLOAD_BYTES, segments);
+        const decoded = decodeThroughOneBuffer(framer, stream, chunkBytes);
+        expect(decoded, `chunks of ${chunkBytes}`).to.deep.equal(messages);
+        const withData = decoded.filter((message) => 'data' in message && (message.data as Buffer).length > 0);
+        expect(withData.map((message) => message.type)).to.include.members([MessageType.WritePage, MessageType.ForwardedIo, MessageType.IoData]);
+        for (const message of withData) expect(segments.owns((message as { data: Buffer }).data), messageTypeName(message.type)).to.equal(true);
+        expect(segments.outstanding).to.equal(withData.length);
+      }
+    });
+
+    it('with a segment pool, points the socket at the segment for a long tail and takes the bytes read there without copying', () => {
+      const data = Buffer.alloc(MAX_IO_BYTES);
+      for (let index = 0; index < data.length; index++) data[index] = (index * 7) & 0xff;
+      const write: Message = { type: MessageType.ForwardedIo, requestId: 3, op: IoOp.Write, allocation: ALLOCATION, offset: 0, length: data.length, fua: false, data };
+      const bytes = encodeBatch([write, vectorOf('io data').message]);
+      const segments = new SegmentPool(4 << 20);
+      const framer = new MessageFramer(MAX_PAYLOAD_BYTES, segments);
+      const readBuffer = Buffer.alloc(256 * 1024);
+      const decoded: Message[] = [];
+      let inPlaceReads = 0;
+      for (let at = 0; at < bytes.length; ) {
+        const target = framer.readTarget ?? readBuffer;
+        if (target !== readBuffer) inPlaceReads++;
+        const length = bytes.copy(target, 0, at, Math.min(bytes.length, at + target.length));
+        at += length;
+        decoded.push(...framer.push(target.subarray(0, length)));
+      }
+      expect(decoded).to.deep.equal([write, vectorOf('io data').message]);
+      expect(inPlaceReads, 'the socket read the 1 MiB tail into its segment').to.be.greaterThan(0);
+      expect(framer.readTarget).to.equal(null);
     });
 
     it('hands out page data as a view into the chunk it arrived in, not a copy', () => {

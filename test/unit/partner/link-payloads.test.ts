@@ -1,0 +1,152 @@
+// Proves a plain TCP partner link reads into its own buffer and keeps received data in pooled
+// segments with one release point each: forwarded writes and reads of 4 KiB and 1 MiB arrive intact
+// and every segment comes back to its pool (a handler's request data once it is done, a reply's once
+// its requester released it, a pooled reply's once it was written); a forwarded write still waiting
+// in its handler while the link closes and more frames arrive behind it keeps its bytes.
+import { expect } from 'chai';
+import { silentLogger } from '../../../src/observe/index.js';
+import {
+  commandComplete,
+  connectPartner,
+  IoOp,
+  MessageType,
+  PartnerListener,
+  Status,
+  type Message,
+  type PartnerLink,
+  type RequestHandler,
+} from '../../../src/partner/index.js';
+import { ForwardedVolume } from '../../../src/cluster/forwarded-volume.js';
+import { testContext } from '../../support/partner-security.js';
+
+const CLUSTER = '5f0c7a1e-2b3d-4c5e-8f90-a1b2c3d4e5f6';
+const A = { clusterId: CLUSTER, nodeId: 1, epoch: 5 };
+const B = { clusterId: CLUSTER, nodeId: 2, epoch: 5 };
+const VOLUME = '0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0';
+
+function pattern(length: number, seed: number): Buffer {
+  const data = Buffer.allocUnsafe(length);
+  for (let index = 0; index < length; index++) data[index] = (index * 13 + seed * 101) & 0xff;
+  return data;
+}
+
+async function until(condition: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+describe('partner link payload segments', function () {
+  this.timeout(20_000);
+  const logger = silentLogger();
+  let listener: PartnerListener;
+  let served: PartnerLink | null;
+  let client: PartnerLink | null;
+
+  async function pair(handler: RequestHandler): Promise<{ client: PartnerLink; served: PartnerLink }> {
+    listener = new PartnerListener(testContext(A, handler, logger));
+    listener.onLink = (link) => (served = link);
+    await listener.listen({ host: '127.0.0.1', port: 0 });
+    client = await connectPartner({ host: '127.0.0.1', port: listener.port, nodeId: A.nodeId }, testContext(B, () => null, logger));
+    await until(() => served !== null, 'the listener side of the link');
+    return { client, served: served as PartnerLink };
+  }
+
+  beforeEach(() => {
+    served = null;
+    client = null;
+  });
+
+  afterEach(async () => {
+    client?.close('test over');
+    await listener.close();
+  });
+
+  it('moves forwarded writes and reads of 4 KiB and 1 MiB intact and gives every segment back', async () => {
+    const store = new Map<number, Buffer>();
+    const links = await pair((message, link) => {
+      if (message.type !== MessageType.ForwardedIo) return null;
+      if (message.op === IoOp.Write) {
+        store.set(message.offset, Buffer.from(message.data as Buffer));
+        return commandComplete(message, Status.Ok);
+      }
+      const data = link.payloads.take(message.length);
+      (store.get(message.offset) as Buffer).copy(data);
+      return { type: MessageType.IoData, requestId: message.requestId, data };
+    });
+    expect(links.client.pooled && links.served.pooled, 'both ends read into their own buffer').to.equal(true);
+    const sizes = Array.from({ length: 48 }, (_, index) => (index % 3 === 0 ? 1 << 20 : 4096));
+    const written = sizes.map((length, index) => pattern(length, index));
+    const offsets = sizes.map((_length, index) => index * (1 << 20));
+    const writes = await Promise.all(
+      written.map((data, index) => links.client.request({ type: MessageType.ForwardedIo, op: IoOp.Write, allocation: VOLUME, offset: offsets[index] as number, length: data.length, fua: false, data })),
+    );
+    for (const reply of writes) expect(reply).to.include({ type: MessageType.CommandComplete, status: Status.Ok });
+    const reads = await Promise.all(
+      sizes.map((length, index) => links.client.request({ type: MessageType.ForwardedIo, op: IoOp.Read, allocation: VOLUME, offset: offsets[index] as number, length, fua: false, data: Buffer.alloc(0) })),
+    );
+    reads.forEach((reply, index) => {
+      expect(reply.type).to.equal(MessageType.IoData);
+      const data = (reply as Extract<Message, { type: MessageType.IoData }>).data;
+      expect(data.equals(written[index] as Buffer), `read ${index}`).to.equal(true);
+      expect(links.client.payloads.owns(data), 'a reply is read into a segment of the requester').to.equal(true);
+      expect(store.get(offsets[index] as number)?.equals(written[index] as Buffer), `write ${index}`).to.equal(true);
+      links.client.release(reply);
+    });
+    expect(links.client.payloads.outstanding, 'replies released').to.equal(0);
+    await until(() => links.served.payloads.outstanding === 0, 'the served side to get back its request and reply segments');
+    expect(links.served.payloads.retained).to.be.greaterThan(1 << 20);
+  });
+
+  it('forwards a 3 MiB write given as 256 KiB pieces (a WRITE\'s payload segments) as 1 MiB forwarded writes, intact', async () => {
+    const store = Buffer.alloc(4 << 20);
+    const links = await pair((message) => {
+      if (message.type !== MessageType.ForwardedIo || message.op !== IoOp.Write) return null;
+      (message.data as Buffer).copy(store, message.offset);
+      return commandComplete(message, Status.Ok);
+    });
+    const volume = new ForwardedVolume('vol0', VOLUME, store.length, 'a', () => links.client);
+    const data = pattern(3 << 20, 5);
+    const pieces = Array.from({ length: 12 }, (_, index) => data.subarray(index * (256 << 10), (index + 1) * (256 << 10)));
+    await volume.write(4096, pieces, false);
+    expect(store.subarray(4096, 4096 + data.length).equals(data)).to.equal(true);
+    await until(() => links.served.payloads.outstanding === 0, 'the served side to give its segments back');
+  });
+
+  it('keeps the bytes of a forwarded write that waits in its handler while the link closes and more frames arrive behind it', async () => {
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => (open = resolve));
+    const held: Array<{ offset: number; data: Buffer }> = [];
+    const links = await pair(async (message) => {
+      if (message.type !== MessageType.ForwardedIo || message.op !== IoOp.Write) return null;
+      held.push({ offset: message.offset, data: message.data as Buffer });
+      await gate;
+      return commandComplete(message, Status.Ok);
+    });
+    // One 1 MiB write, then 4 KiB ones: several read buffers' worth behind it, each overwriting the last.
+    const sizes = [1 << 20, ...Array.from({ length: 200 }, () => 4096)];
+    const written = sizes.map((length, index) => pattern(length, index + 1));
+    const pending = written.map((data, index) =>
+      links.client.request({ type: MessageType.ForwardedIo, op: IoOp.Write, allocation: VOLUME, offset: index, length: data.length, fua: false, data }).catch((error: Error) => error),
+    );
+    await until(() => held.length === sizes.length, 'every write to reach its handler');
+    links.client.close('closing under queued writes');
+    await until(() => !links.served.isOpen, 'the served side to see the link closed');
+    for (const { offset, data } of held) expect(data.equals(written[offset] as Buffer), `write ${offset} unchanged while it waits`).to.equal(true);
+    expect(links.served.payloads.outstanding, 'the waiting writes still own their segments').to.equal(sizes.length);
+    open();
+    for (const outcome of await Promise.all(pending)) expect(outcome).to.be.instanceOf(Error);
+    await until(() => links.served.payloads.outstanding === 0, 'the segments to come back once the handlers are done');
+  });
+
+  it('leaves the segment of a write its handler failed to the collector instead of using it again', async () => {
+    const links = await pair((message) => (message.type === MessageType.ForwardedIo ? commandComplete(message, Status.IoError) : null));
+    const data = pattern(1 << 20, 9);
+    const reply = await links.client.request({ type: MessageType.ForwardedIo, op: IoOp.Write, allocation: VOLUME, offset: 0, length: data.length, fua: false, data });
+    expect(reply).to.include({ status: Status.IoError });
+    await until(() => links.served.payloads.outstanding === 0, 'the segment to be accounted for');
+    expect(links.served.payloads.retained, 'not kept for reuse').to.equal(0);
+  });
+});
