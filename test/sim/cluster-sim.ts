@@ -39,6 +39,8 @@ export interface ClusterSimOptions {
   ignoreLeases?: boolean;
   /** Planted on purpose: a node taking over drops the mirrored pages instead of destaging them. */
   dropMirrorsAtTakeover?: boolean;
+  /** An event-loop turn after each event instead of a microtask checkpoint: the same run, slower (timed-world.ts). */
+  turnPerEvent?: boolean;
 }
 
 export interface ClusterSimStats {
@@ -137,7 +139,7 @@ class ClusterSimulation {
     this.clientsUntil = this.endMs - 4 * this.leaseMs;
     this.storm = options.storm ?? this.random() < 0.25;
     this.sameHost = this.random() < 0.5;
-    this.world = new TimedWorld(this.count);
+    this.world = new TimedWorld(this.count, options.turnPerEvent);
     if (options.trace) this.world.onEvent = (event) => (process.env.SIM_ALL_EVENTS || /crash|pause|cut|fault|boots|restarts|client/.test(event.label)) && this.note(`${event.owner ? `[n${event.owner.node}] ` : ''}${event.label}`);
     this.current = Array.from({ length: this.count }, () => null);
     this.generations = Array.from({ length: this.count }, () => 0);
