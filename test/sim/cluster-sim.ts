@@ -382,11 +382,18 @@ class ClusterSimulation {
   /** Whole: every node up and serving, nothing cut, paused or short of lease writes, every pair linked. */
   private trackHealth(): void {
     const now = this.world.now;
-    let whole = this.current.every((inc) => inc && inc.alive && inc.started && !inc.yielded && !this.world.paused(inc.node) && (this.slowLeaseUntil[inc.node] as number) <= now);
-    if (whole) for (const inc of this.current) if ((inc?.cluster?.livePartners ?? 0) < this.count - 1) whole = false;
-    if (whole && [...this.cuts.values()].some((until) => until > now)) whole = false;
-    if (!whole) this.healthySince = null;
-    else this.healthySince ??= now;
+    if (this.whole(now)) this.healthySince ??= now;
+    else this.healthySince = null;
+  }
+
+  // Runs after every event: written without allocating.
+  private whole(now: number): boolean {
+    for (const inc of this.current) {
+      if (!inc || !inc.alive || !inc.started || inc.yielded || this.world.paused(inc.node) || (this.slowLeaseUntil[inc.node] as number) > now) return false;
+    }
+    for (const until of this.cuts.values()) if (until > now) return false;
+    for (const inc of this.current) if ((inc?.cluster?.livePartners ?? 0) < this.count - 1) return false;
+    return true;
   }
 
   // ---- Clients ----
@@ -468,13 +475,26 @@ class ClusterSimulation {
 
   private checkExclusive(): void {
     // The array has one writer: two holders would each cache, destage and compute parity over the
-    // same members (the array as a whole is lost).
-    const holders = this.current.filter((inc): inc is Incarnation => !!inc && inc.alive && !!inc.cluster?.holdsLease && !!inc.cluster.holdsArray);
-    if (holders.length > 1) this.fail(`the shared array is held by ${holders.map((inc) => inc.label).join(' and ')}, each holding its lease`);
+    // same members (the array as a whole is lost). Runs after every event: counts first, and names
+    // the nodes only when it fails.
+    let holders = 0;
+    for (const inc of this.current) if (this.holdsArrayNow(inc)) holders++;
+    if (holders > 1) this.fail(`the shared array is held by ${this.current.filter((inc) => this.holdsArrayNow(inc)).map((inc) => inc?.label).join(' and ')}, each holding its lease`);
     for (const client of this.clients) {
-      const serving = this.current.filter((inc): inc is Incarnation => !!inc && inc.alive && !!inc.cluster?.holdsLease && !!this.entryOf(inc, client.volume)?.memory);
-      if (serving.length > 1) this.fail(`${client.volume} is served from memory by ${serving.map((inc) => inc.label).join(' and ')}, each holding its lease`);
+      let servers = 0;
+      for (const inc of this.current) if (this.servesNow(inc, client.volume)) servers++;
+      if (servers > 1) this.fail(`${client.volume} is served from memory by ${this.current.filter((inc) => this.servesNow(inc, client.volume)).map((inc) => inc?.label).join(' and ')}, each holding its lease`);
     }
+  }
+
+  /** A live node holding its lease and the shared array. */
+  private holdsArrayNow(inc: Incarnation | null): boolean {
+    return !!inc && inc.alive && !!inc.cluster?.holdsLease && inc.cluster.holdsArray;
+  }
+
+  /** A live node holding its lease and serving `volume` from memory. */
+  private servesNow(inc: Incarnation | null, volume: string): boolean {
+    return !!inc && inc.alive && !!inc.cluster?.holdsLease && !!this.entryOf(inc, volume)?.memory;
   }
 
   private async finalCheck(): Promise<void> {
