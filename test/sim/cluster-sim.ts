@@ -122,6 +122,7 @@ class ClusterSimulation {
   private readonly clients: Client[] = [];
   private nextValue = 1;
   private readonly pageOfValue = new Map<number, number>();
+  private readonly guidOf = new Map<string, string>();
   private healthySince: number | null = null;
   private failure: string | undefined;
   private readonly trace: string[] = [];
@@ -407,8 +408,17 @@ class ClusterSimulation {
     return live[randomInt(this.random, live.length)] ?? null;
   }
 
+  /** The export of `volume` at `inc` (a node's exports are keyed by allocation GUID: looked up by the one last found). */
   private entryOf(inc: Incarnation, volume: string) {
-    for (const entry of inc.cluster?.exports.values() ?? []) if (entry.allocation.name === volume) return entry;
+    const exports = inc.cluster?.exports;
+    if (!exports) return undefined;
+    const known = exports.get(this.guidOf.get(volume) ?? '');
+    if (known?.allocation.name === volume) return known;
+    for (const entry of exports.values()) {
+      if (entry.allocation.name !== volume) continue;
+      this.guidOf.set(volume, entry.allocation.guid);
+      return entry;
+    }
     return undefined;
   }
 

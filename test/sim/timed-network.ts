@@ -12,6 +12,7 @@
 // sender may reuse its buffers at once, as the kernel lets it.
 import { EventEmitter } from 'node:events';
 import { DialError, type LinkListening, type LinkSocket, type PartnerTransport } from '../../src/partner/index.js';
+import { copyOf } from './slabs.js';
 import type { Actor, TimedWorld } from './timed-world.js';
 
 export interface NetworkHooks {
@@ -38,7 +39,7 @@ class TimedSocket extends EventEmitter implements LinkSocket {
 
   write(data: Buffer): boolean {
     if (this.destroyed || !this.peer) return true;
-    this.sendToPeer(Buffer.from(data), 'data');
+    this.sendToPeer(copyOf(data), 'data');
     return true;
   }
 
