@@ -135,7 +135,10 @@ export class TimedNetwork {
         this.world.schedule(cut - this.world.now + 0.01, null, 'held packet', attempt);
         return;
       }
-      this.world.schedule(0, to.owner, 'packet', work);
+      // Handled as it lands, unless its process is paused (then when it resumes) or dead.
+      if (!to.owner.alive) return;
+      if (this.world.paused(to.owner.node)) this.world.schedule(0, to.owner, 'packet', work);
+      else work();
     };
     this.world.schedule(delayMs, null, 'packet in flight', attempt);
   }

@@ -4,8 +4,12 @@
 // the network). A paused node (SIGSTOP) runs nothing of its own until it resumes, while time, and
 // so every lease, runs on; a dead incarnation's events are dropped.
 //
+// Work a node defers (Clock.defer: a link's batched send) runs right after the event that deferred
+// it and that event's microtasks, in the same step, as setImmediate runs after a turn; a paused
+// process's waits as an event of its own until it resumes.
+//
 // Nothing of the simulation waits for Node's event loop: timers, I/O completions and deferred work
-// (Clock.defer, a link's batched send) are all events. So a seed runs in one macrotask, draining
+// are all run here. So a seed runs in one macrotask, draining
 // the microtasks (promise continuations) after each event with V8's microtask checkpoint, about
 // ten times cheaper than an event-loop turn per event. Where that is not available (or with
 // FTVM_SIM_DRAIN=turn, or turnPerEvent) each event gets its own turn instead; the two give the same
@@ -36,6 +40,8 @@ export class TimedWorld {
   steps = 0;
   private order = 0;
   private queue: TimedEvent[] = [];
+  /** Deferred by the event running now (Clock.defer). */
+  private deferred: Array<{ owner: Actor; work: () => void }> = [];
   private readonly pausedUntil: number[];
   /** Told of each event as it runs (a trace). */
   onEvent: ((event: TimedEvent) => void) | null = null;
@@ -65,9 +71,7 @@ export class TimedWorld {
           event.cancelled = true;
         };
       },
-      // After the current event's microtasks: an event of its own at the same instant, behind those
-      // already due (like setImmediate after the I/O callbacks of a turn).
-      defer: (work) => void this.schedule(0, owner, 'deferred', work),
+      defer: (work) => void this.deferred.push({ owner, work }),
     };
   }
 
@@ -115,27 +119,55 @@ export class TimedWorld {
 
   private runNow(endMs: number, stepLimit: number, after: (event: TimedEvent) => boolean, drain: () => void): RunEnd {
     for (;;) {
+      while (this.deferred.length > 0) {
+        this.nextDeferred()?.();
+        drain();
+      }
       const event = this.take(endMs);
       if (typeof event === 'string') return event;
       if (++this.steps > stepLimit) return 'step-limit';
       this.onEvent?.(event);
       event.run();
       drain();
+      while (this.deferred.length > 0) {
+        this.nextDeferred()?.();
+        drain();
+      }
       if (!after(event)) return 'stopped';
     }
   }
 
   /** The same run with an event-loop turn after each event. */
   private async runTurns(endMs: number, stepLimit: number, after: (event: TimedEvent) => boolean): Promise<RunEnd> {
+    const turn = (): Promise<void> => new Promise<void>((resolve) => setImmediate(resolve));
     for (;;) {
+      while (this.deferred.length > 0) {
+        this.nextDeferred()?.();
+        await turn();
+      }
       const event = this.take(endMs);
       if (typeof event === 'string') return event;
       if (++this.steps > stepLimit) return 'step-limit';
       this.onEvent?.(event);
       event.run();
-      await new Promise<void>((resolve) => setImmediate(resolve));
+      await turn();
+      while (this.deferred.length > 0) {
+        this.nextDeferred()?.();
+        await turn();
+      }
       if (!after(event)) return 'stopped';
     }
+  }
+
+  /** The next deferred work to run now; null if its process is dead, or paused (then it waits as an event). */
+  private nextDeferred(): (() => void) | null {
+    const { owner, work } = this.deferred.shift() as { owner: Actor; work: () => void };
+    if (!owner.alive) return null;
+    if (this.paused(owner.node)) {
+      this.schedule(0, owner, 'deferred', work);
+      return null;
+    }
+    return work;
   }
 
   /** The next event to run, time moved to it; or why there is none before `endMs`. */
