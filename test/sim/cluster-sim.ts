@@ -120,6 +120,8 @@ class ClusterSimulation {
   private readonly slowLeaseUntil: number[];
   private slowDiskUntil = 0;
   private readonly clients: Client[] = [];
+  /** checkExclusive's count of nodes serving each client's volume. */
+  private readonly servers: number[];
   private nextValue = 1;
   private readonly pageOfValue = new Map<number, number>();
   private readonly guidOf = new Map<string, string>();
@@ -145,6 +147,7 @@ class ClusterSimulation {
     this.current = Array.from({ length: this.count }, () => null);
     this.generations = Array.from({ length: this.count }, () => 0);
     this.slowLeaseUntil = Array.from({ length: this.count }, () => 0);
+    this.servers = Array.from({ length: this.count }, () => 0);
     this.stats = { nodes: this.count, crashes: 0, pauses: 0, cuts: 0, slowLeaseSpells: 0, fenced: 0, arrayTakeovers: 0, volumeTakeovers: 0, failbacks: 0, warmPages: 0, writesAcked: 0, writesFailed: 0, readsChecked: 0 };
     this.leaseDisk = new SimLeaseDisk(this.world, 16, this.random, (writer) => this.leaseWrite(writer), (line) => this.note(line));
     this.members = new TimedMembers(this.world, { latencyMs: () => (this.slowDiskUntil > this.world.now ? 20 + this.random() * 100 : 0.1 + this.random() * 2) });
@@ -485,15 +488,18 @@ class ClusterSimulation {
 
   private checkExclusive(): void {
     // The array has one writer: two holders would each cache, destage and compute parity over the
-    // same members (the array as a whole is lost). Runs after every event: counts first, and names
-    // the nodes only when it fails.
+    // same members (the array as a whole is lost). Runs after every event: counts first (one pass
+    // over the nodes holding their leases), and names the nodes only when it fails.
     let holders = 0;
-    for (const inc of this.current) if (this.holdsArrayNow(inc)) holders++;
+    const servers = this.servers.fill(0);
+    for (const inc of this.current) {
+      if (!inc || !inc.alive || !inc.cluster?.holdsLease) continue;
+      if (inc.cluster.holdsArray) holders++;
+      for (const client of this.clients) if (this.entryOf(inc, client.volume)?.memory) servers[client.index]++;
+    }
     if (holders > 1) this.fail(`the shared array is held by ${this.current.filter((inc) => this.holdsArrayNow(inc)).map((inc) => inc?.label).join(' and ')}, each holding its lease`);
     for (const client of this.clients) {
-      let servers = 0;
-      for (const inc of this.current) if (this.servesNow(inc, client.volume)) servers++;
-      if (servers > 1) this.fail(`${client.volume} is served from memory by ${this.current.filter((inc) => this.servesNow(inc, client.volume)).map((inc) => inc?.label).join(' and ')}, each holding its lease`);
+      if ((servers[client.index] as number) > 1) this.fail(`${client.volume} is served from memory by ${this.current.filter((inc) => this.servesNow(inc, client.volume)).map((inc) => inc?.label).join(' and ')}, each holding its lease`);
     }
   }
 

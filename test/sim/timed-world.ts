@@ -39,7 +39,8 @@ export class TimedWorld {
   now = 0;
   steps = 0;
   private order = 0;
-  private queue: TimedEvent[] = [];
+  /** Events waiting: the kernel's, the disks' and the network's (nobody's) in [0], node n's in [n + 1]. */
+  private readonly queues: EventHeap[];
   /** Deferred by the event running now (Clock.defer). */
   private deferred: Array<{ owner: Actor; work: () => void }> = [];
   private readonly pausedUntil: number[];
@@ -52,11 +53,12 @@ export class TimedWorld {
     private readonly turnPerEvent = process.env.FTVM_SIM_DRAIN === 'turn',
   ) {
     this.pausedUntil = Array.from({ length: nodes }, () => 0);
+    this.queues = Array.from({ length: nodes + 1 }, () => new EventHeap());
   }
 
   schedule(delayMs: number, owner: Actor | null, label: string, run: () => void): TimedEvent {
     const event: TimedEvent = { at: this.now + Math.max(0, delayMs), order: this.order++, owner, label, run, cancelled: false };
-    this.queue.push(event);
+    (this.queues[owner ? owner.node + 1 : 0] as EventHeap).push(event);
     return event;
   }
 
@@ -85,7 +87,7 @@ export class TimedWorld {
 
   /** Forgets a dead incarnation's events. */
   drop(owner: Actor): void {
-    this.queue = this.queue.filter((event) => event.owner !== owner);
+    (this.queues[owner.node + 1] as EventHeap).remove((event) => event.owner === owner);
   }
 
   /**
@@ -173,14 +175,15 @@ export class TimedWorld {
   /** The next event to run, time moved to it; or why there is none before `endMs`. */
   private take(endMs: number): TimedEvent | 'end' | 'empty' {
     for (;;) {
-      const event = this.next();
-      if (!event) return 'empty';
+      const queue = this.next();
+      if (!queue) return 'empty';
+      const event = queue.peek() as TimedEvent;
       const at = this.effectiveAt(event);
       if (at > endMs) {
         this.now = endMs;
         return 'end';
       }
-      this.queue.splice(this.queue.indexOf(event), 1);
+      queue.pop();
       if (event.cancelled || (event.owner && !event.owner.alive)) continue;
       this.now = Math.max(this.now, at);
       return event;
@@ -191,18 +194,77 @@ export class TimedWorld {
     return event.owner ? Math.max(event.at, this.pausedUntil[event.owner.node] as number) : event.at;
   }
 
-  private next(): TimedEvent | null {
-    let best: TimedEvent | null = null;
+  /**
+   * The queue whose first event runs next: events run in the order of when they may run (a paused
+   * node's once it resumes), then when they were due, then when they were queued. Within one queue
+   * that is the order of when they were due and queued, so only the queues' first events compete.
+   */
+  private next(): EventHeap | null {
+    let best: EventHeap | null = null;
+    let bestEvent: TimedEvent | null = null;
     let bestAt = Infinity;
-    for (const event of this.queue) {
+    for (const queue of this.queues) {
+      const event = queue.peek();
+      if (!event) continue;
       const at = this.effectiveAt(event);
-      if (at < bestAt || (at === bestAt && best !== null && (event.at < best.at || (event.at === best.at && event.order < best.order)))) {
-        best = event;
+      if (at < bestAt || (at === bestAt && bestEvent !== null && (event.at < bestEvent.at || (event.at === bestEvent.at && event.order < bestEvent.order)))) {
+        best = queue;
+        bestEvent = event;
         bestAt = at;
       }
     }
     return best;
   }
+}
+
+/** Events by when they are due, then by when they were queued (a binary heap). */
+class EventHeap {
+  private items: TimedEvent[] = [];
+
+  peek(): TimedEvent | undefined {
+    return this.items[0];
+  }
+
+  push(event: TimedEvent): void {
+    const { items } = this;
+    let at = items.length;
+    items.push(event);
+    while (at > 0) {
+      const parent = (at - 1) >> 1;
+      const above = items[parent] as TimedEvent;
+      if (!earlier(event, above)) break;
+      items[at] = above;
+      at = parent;
+    }
+    items[at] = event;
+  }
+
+  pop(): void {
+    const { items } = this;
+    const last = items.pop() as TimedEvent;
+    if (items.length === 0) return;
+    let at = 0;
+    for (;;) {
+      const left = 2 * at + 1;
+      if (left >= items.length) break;
+      const right = left + 1;
+      const child = right < items.length && earlier(items[right] as TimedEvent, items[left] as TimedEvent) ? right : left;
+      if (!earlier(items[child] as TimedEvent, last)) break;
+      items[at] = items[child] as TimedEvent;
+      at = child;
+    }
+    items[at] = last;
+  }
+
+  remove(which: (event: TimedEvent) => boolean): void {
+    const kept = this.items.filter((event) => !which(event));
+    this.items = [];
+    for (const event of kept) this.push(event);
+  }
+}
+
+function earlier(a: TimedEvent, b: TimedEvent): boolean {
+  return a.at < b.at || (a.at === b.at && a.order < b.order);
 }
 
 let checkpoint: (() => void) | null | undefined;
