@@ -37,15 +37,18 @@ export async function findHolder(
   let waitingLogged = false;
   for (;;) {
     const live = partners.live();
-    const answers = await Promise.all(live.map((link) => probe(link).then((holds) => (holds ? link.peer.nodeId : null), () => null)));
-    const holder = answers.find((answer) => answer !== null);
-    if (holder !== undefined && holder !== null) return holder;
+    const answers = await Promise.all(live.map((link) => probe(link).then((holds) => ({ nodeId: link.peer.nodeId, holds }), () => ({ nodeId: link.peer.nodeId, holds: null }))));
+    const holder = answers.find((answer) => answer.holds === true);
+    if (holder) return holder.nodeId;
     const elapsed = clock.now() - started;
     const everyoneHere = live.length === nodes.length - 1;
     const first = live.every((link) => link.peer.nodeId > nodeId);
-    // Judged on the links that were probed: one that came up meanwhile was not asked (ownership
-    // simulator, three nodes, seed 208: this node opened the array beside the holder that linked mid-probe).
-    const probed = new Set(live.map((link) => link.peer.nodeId));
+    // Judged on the partners that answered: one that linked meanwhile was not asked (ownership
+    // simulator, three nodes, seed 208: this node opened the array beside the holder that linked
+    // mid-probe), and one whose probe failed said nothing (cluster simulator, two nodes, seed 5163:
+    // the holder, paused behind a cut, lost its link mid-probe and this node opened the array
+    // beside it while its lease ran).
+    const probed = new Set(answers.filter((answer) => answer.holds !== null).map((answer) => answer.nodeId));
     const unreachable = nodes.map((_, index) => index).filter((index) => index !== nodeId && !probed.has(index) && !leases.expired(index));
     if ((everyoneHere || elapsed >= timings.discoveryMs) && first && unreachable.length === 0) {
       logger.info(live.length === 0 ? 'no partner is up: this node holds the shared array' : 'no partner holds the shared array: this node, first of those up, opens it');

@@ -585,7 +585,7 @@ export class ClusterNode {
 
   /** Partners linked now. */
   get livePartners(): number {
-    return this.parts.partners.live().length;
+    return this.parts.partners.liveCount();
   }
 
   /** Whether this node holds the shared array open. */

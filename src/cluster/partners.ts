@@ -79,6 +79,13 @@ export class Partners {
     return [...this.links.entries()].sort(([a], [b]) => a - b).map(([, link]) => link).filter((link) => link.isOpen);
   }
 
+  /** How many links are open (live().length, without building the list). */
+  liveCount(): number {
+    let count = 0;
+    for (const link of this.links.values()) if (link.isOpen) count++;
+    return count;
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
     for (const cancel of this.timers) cancel();

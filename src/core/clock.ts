@@ -8,6 +8,11 @@ export interface Clock {
   wallNow(): number;
   /** Runs `work` once after `ms`; the result cancels it. */
   setTimer(ms: number, work: () => void): () => void;
+  /**
+   * Runs `work` once, after the current turn: once this turn's promise continuations and the I/O
+   * already due have run (setImmediate). Batches work a turn produces (a link's outgoing messages).
+   */
+  defer(work: () => void): void;
 }
 
 /**
@@ -21,6 +26,9 @@ export const systemClock: Clock = {
     const timer = setTimeout(work, ms);
     timer.unref();
     return () => clearTimeout(timer);
+  },
+  defer(work) {
+    setImmediate(work);
   },
 };
 

@@ -218,7 +218,7 @@ export class PartnerLink {
     this.outgoing.push(message);
     if (this.flushScheduled) return;
     this.flushScheduled = true;
-    setImmediate(() => this.flush());
+    this.clock.defer(() => this.flush());
   }
 
   private flush(): void {

@@ -57,6 +57,18 @@ describe('cluster simulation: real nodes under seeded failover, failback, partit
     expect(second.trace).to.deep.equal(first.trace);
   });
 
+  it('runs a seed the same with an event-loop turn per event as with a microtask checkpoint', async () => {
+    // The array's uuid is drawn at random when the simulation provisions it; nothing depends on it.
+    const trace = (lines: string[]): string[] => lines.map((line) => line.replace(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g, '<uuid>'));
+    for (const [seed, nodes] of [[11, 3], [20_000, 2]] as const) {
+      const checkpoint = await runClusterSimulation(seed, { nodes, trace: true });
+      const turns = await runClusterSimulation(seed, { nodes, trace: true, turnPerEvent: true });
+      expect(turns.steps).to.equal(checkpoint.steps);
+      expect(turns.stats).to.deep.equal(checkpoint.stats);
+      expect(trace(turns.trace)).to.deep.equal(trace(checkpoint.trace));
+    }
+  });
+
   it('fails, naming the seed, when nodes take over without waiting for leases to expire', async () => {
     const caught = await firstFailure({ nodes: 2, ignoreLeases: true }, /served from memory by .* each holding its lease|acknowledged before the read began|without holding its lease/, SEEDS);
     expect(caught, 'a takeover that ignores leases went unnoticed').to.match(/^seed \d+ at /);

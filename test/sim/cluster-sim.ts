@@ -39,6 +39,8 @@ export interface ClusterSimOptions {
   ignoreLeases?: boolean;
   /** Planted on purpose: a node taking over drops the mirrored pages instead of destaging them. */
   dropMirrorsAtTakeover?: boolean;
+  /** An event-loop turn after each event instead of a microtask checkpoint: the same run, slower (timed-world.ts). */
+  turnPerEvent?: boolean;
 }
 
 export interface ClusterSimStats {
@@ -118,8 +120,11 @@ class ClusterSimulation {
   private readonly slowLeaseUntil: number[];
   private slowDiskUntil = 0;
   private readonly clients: Client[] = [];
+  /** checkExclusive's count of nodes serving each client's volume. */
+  private readonly servers: number[];
   private nextValue = 1;
   private readonly pageOfValue = new Map<number, number>();
+  private readonly guidOf = new Map<string, string>();
   private healthySince: number | null = null;
   private failure: string | undefined;
   private readonly trace: string[] = [];
@@ -137,11 +142,12 @@ class ClusterSimulation {
     this.clientsUntil = this.endMs - 4 * this.leaseMs;
     this.storm = options.storm ?? this.random() < 0.25;
     this.sameHost = this.random() < 0.5;
-    this.world = new TimedWorld(this.count);
+    this.world = new TimedWorld(this.count, options.turnPerEvent);
     if (options.trace) this.world.onEvent = (event) => (process.env.SIM_ALL_EVENTS || /crash|pause|cut|fault|boots|restarts|client/.test(event.label)) && this.note(`${event.owner ? `[n${event.owner.node}] ` : ''}${event.label}`);
     this.current = Array.from({ length: this.count }, () => null);
     this.generations = Array.from({ length: this.count }, () => 0);
     this.slowLeaseUntil = Array.from({ length: this.count }, () => 0);
+    this.servers = Array.from({ length: this.count }, () => 0);
     this.stats = { nodes: this.count, crashes: 0, pauses: 0, cuts: 0, slowLeaseSpells: 0, fenced: 0, arrayTakeovers: 0, volumeTakeovers: 0, failbacks: 0, warmPages: 0, writesAcked: 0, writesFailed: 0, readsChecked: 0 };
     this.leaseDisk = new SimLeaseDisk(this.world, 16, this.random, (writer) => this.leaseWrite(writer), (line) => this.note(line));
     this.members = new TimedMembers(this.world, { latencyMs: () => (this.slowDiskUntil > this.world.now ? 20 + this.random() * 100 : 0.1 + this.random() * 2) });
@@ -380,11 +386,18 @@ class ClusterSimulation {
   /** Whole: every node up and serving, nothing cut, paused or short of lease writes, every pair linked. */
   private trackHealth(): void {
     const now = this.world.now;
-    let whole = this.current.every((inc) => inc && inc.alive && inc.started && !inc.yielded && !this.world.paused(inc.node) && (this.slowLeaseUntil[inc.node] as number) <= now);
-    if (whole) for (const inc of this.current) if ((inc?.cluster?.livePartners ?? 0) < this.count - 1) whole = false;
-    if (whole && [...this.cuts.values()].some((until) => until > now)) whole = false;
-    if (!whole) this.healthySince = null;
-    else this.healthySince ??= now;
+    if (this.whole(now)) this.healthySince ??= now;
+    else this.healthySince = null;
+  }
+
+  // Runs after every event: written without allocating.
+  private whole(now: number): boolean {
+    for (const inc of this.current) {
+      if (!inc || !inc.alive || !inc.started || inc.yielded || this.world.paused(inc.node) || (this.slowLeaseUntil[inc.node] as number) > now) return false;
+    }
+    for (const until of this.cuts.values()) if (until > now) return false;
+    for (const inc of this.current) if ((inc?.cluster?.livePartners ?? 0) < this.count - 1) return false;
+    return true;
   }
 
   // ---- Clients ----
@@ -398,8 +411,17 @@ class ClusterSimulation {
     return live[randomInt(this.random, live.length)] ?? null;
   }
 
+  /** The export of `volume` at `inc` (a node's exports are keyed by allocation GUID: looked up by the one last found). */
   private entryOf(inc: Incarnation, volume: string) {
-    for (const entry of inc.cluster?.exports.values() ?? []) if (entry.allocation.name === volume) return entry;
+    const exports = inc.cluster?.exports;
+    if (!exports) return undefined;
+    const known = exports.get(this.guidOf.get(volume) ?? '');
+    if (known?.allocation.name === volume) return known;
+    for (const entry of exports.values()) {
+      if (entry.allocation.name !== volume) continue;
+      this.guidOf.set(volume, entry.allocation.guid);
+      return entry;
+    }
     return undefined;
   }
 
@@ -466,13 +488,29 @@ class ClusterSimulation {
 
   private checkExclusive(): void {
     // The array has one writer: two holders would each cache, destage and compute parity over the
-    // same members (the array as a whole is lost).
-    const holders = this.current.filter((inc): inc is Incarnation => !!inc && inc.alive && !!inc.cluster?.holdsLease && !!inc.cluster.holdsArray);
-    if (holders.length > 1) this.fail(`the shared array is held by ${holders.map((inc) => inc.label).join(' and ')}, each holding its lease`);
-    for (const client of this.clients) {
-      const serving = this.current.filter((inc): inc is Incarnation => !!inc && inc.alive && !!inc.cluster?.holdsLease && !!this.entryOf(inc, client.volume)?.memory);
-      if (serving.length > 1) this.fail(`${client.volume} is served from memory by ${serving.map((inc) => inc.label).join(' and ')}, each holding its lease`);
+    // same members (the array as a whole is lost). Runs after every event: counts first (one pass
+    // over the nodes holding their leases), and names the nodes only when it fails.
+    let holders = 0;
+    const servers = this.servers.fill(0);
+    for (const inc of this.current) {
+      if (!inc || !inc.alive || !inc.cluster?.holdsLease) continue;
+      if (inc.cluster.holdsArray) holders++;
+      for (const client of this.clients) if (this.entryOf(inc, client.volume)?.memory) servers[client.index]++;
     }
+    if (holders > 1) this.fail(`the shared array is held by ${this.current.filter((inc) => this.holdsArrayNow(inc)).map((inc) => inc?.label).join(' and ')}, each holding its lease`);
+    for (const client of this.clients) {
+      if ((servers[client.index] as number) > 1) this.fail(`${client.volume} is served from memory by ${this.current.filter((inc) => this.servesNow(inc, client.volume)).map((inc) => inc?.label).join(' and ')}, each holding its lease`);
+    }
+  }
+
+  /** A live node holding its lease and the shared array. */
+  private holdsArrayNow(inc: Incarnation | null): boolean {
+    return !!inc && inc.alive && !!inc.cluster?.holdsLease && inc.cluster.holdsArray;
+  }
+
+  /** A live node holding its lease and serving `volume` from memory. */
+  private servesNow(inc: Incarnation | null, volume: string): boolean {
+    return !!inc && inc.alive && !!inc.cluster?.holdsLease && !!this.entryOf(inc, volume)?.memory;
   }
 
   private async finalCheck(): Promise<void> {

@@ -310,6 +310,7 @@ export async function runLeaseSimulation(seed: number, options: LeaseSimOptions 
         event.cancelled = true;
       };
     },
+    defer: (work) => void schedule(0, self(), 'deferred', work),
   });
 
   function start(node: number, generation: number): void {

@@ -5,6 +5,7 @@
 // between: what a completed write put there, every later read sees, as after an fsync. Blocks never
 // written read as zeroes (sparse files).
 import type { MemberDevice } from '../../src/storage/index.js';
+import { copyOf, zeroed } from './slabs.js';
 import type { Actor, TimedWorld } from './timed-world.js';
 
 const BLOCK = 4096;
@@ -34,7 +35,7 @@ class MemberFile {
       const within = at % BLOCK;
       const take = Math.min(BLOCK - within, data.length - done);
       let stored = this.blocks.get(block);
-      if (!stored) this.blocks.set(block, (stored = Buffer.alloc(BLOCK)));
+      if (!stored) this.blocks.set(block, (stored = zeroed(BLOCK)));
       data.copy(stored, within, done, done + take);
       done += take;
     }
@@ -90,7 +91,7 @@ export class TimedMembers {
       read: (offset, into) => complete(`read ${path}@${offset}`, () => file.read(offset, into)),
       write: (offset, data) => {
         // The caller may reuse its buffer once the write completes, not before: copied when it lands.
-        const copy = Buffer.from(data);
+        const copy = copyOf(data);
         return complete(`write ${path}@${offset}`, () => file.write(offset, copy));
       },
       sync: () => complete(`sync ${path}`, () => undefined),

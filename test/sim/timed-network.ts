@@ -12,6 +12,7 @@
 // sender may reuse its buffers at once, as the kernel lets it.
 import { EventEmitter } from 'node:events';
 import { DialError, type LinkListening, type LinkSocket, type PartnerTransport } from '../../src/partner/index.js';
+import { copyOf } from './slabs.js';
 import type { Actor, TimedWorld } from './timed-world.js';
 
 export interface NetworkHooks {
@@ -38,7 +39,7 @@ class TimedSocket extends EventEmitter implements LinkSocket {
 
   write(data: Buffer): boolean {
     if (this.destroyed || !this.peer) return true;
-    this.sendToPeer(Buffer.from(data), 'data');
+    this.sendToPeer(copyOf(data), 'data');
     return true;
   }
 
@@ -134,7 +135,10 @@ export class TimedNetwork {
         this.world.schedule(cut - this.world.now + 0.01, null, 'held packet', attempt);
         return;
       }
-      this.world.schedule(0, to.owner, 'packet', work);
+      // Handled as it lands, unless its process is paused (then when it resumes) or dead.
+      if (!to.owner.alive) return;
+      if (this.world.paused(to.owner.node)) this.world.schedule(0, to.owner, 'packet', work);
+      else work();
     };
     this.world.schedule(delayMs, null, 'packet in flight', attempt);
   }

@@ -21,6 +21,10 @@ export class ManualClock implements Clock {
     };
   }
 
+  defer(work: () => void): void {
+    setImmediate(work);
+  }
+
   /** Moves time on by `ms`, firing every timer due on the way (and those they set, if due). */
   advance(ms: number): void {
     const end = this.time + ms;

@@ -21,6 +21,9 @@ class FakeClock implements Clock {
     this.timers.push(timer);
     return () => (this.timers = this.timers.filter((entry) => entry !== timer));
   }
+  defer(work: () => void): void {
+    setImmediate(work);
+  }
   /** Advances time in small steps, running due timers and letting promises settle between them. */
   async advance(ms: number): Promise<void> {
     const end = this.time + ms;

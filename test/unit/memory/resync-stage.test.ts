@@ -35,6 +35,10 @@ class ManualTimers implements Clock {
     return this.time;
   }
 
+  defer(work: () => void): void {
+    setImmediate(work);
+  }
+
   advance(ms: number): void {
     this.time += ms;
     for (const timer of this.timers.splice(0)) {
