@@ -43,6 +43,13 @@ export interface MemberDevice {
 
 export class FileMember implements MemberDevice {
   private closed = false;
+  /**
+   * System calls on the descriptor not yet returned. close() waits for them: a descriptor number
+   * is reused by the next open, and a call still running on it would reach that file instead.
+   */
+  private inFlight = 0;
+  private idle: (() => void) | null = null;
+  private closing: Promise<void> | null = null;
 
   private constructor(
     readonly path: string,
@@ -120,24 +127,69 @@ export class FileMember implements MemberDevice {
     if (this.closed) return Promise.reject(new MemberError(this.path, 'closed'));
     if (this.readOnly) return Promise.reject(new MemberError(this.path, 'opened read-only: refusing to sync'));
     return new Promise((resolve, reject) =>
-      memberIo.submit(() =>
+      memberIo.submit(() => {
+        if (!this.begin(reject)) return;
         fs.fdatasync(this.fd, (error) => {
-          memberIo.done();
+          this.end();
           if (error) reject(new MemberError(this.path, `sync failed: ${error.message}`, { cause: error }));
           else resolve();
-        }),
-      ),
+        });
+      }),
     );
   }
 
   async sizeBytes(): Promise<number> {
-    return (await fstatRaw(this.fd)).size;
+    if (this.closed) throw new MemberError(this.path, 'closed');
+    this.inFlight++;
+    try {
+      return (await fstatRaw(this.fd)).size;
+    } finally {
+      this.settled();
+    }
   }
 
-  async close(): Promise<void> {
-    if (this.closed) return;
+  /** Refuses what is still queued; closes the descriptor once what already reached it returned. */
+  close(): Promise<void> {
+    if (this.closing) return this.closing;
     this.closed = true;
-    await closeRaw(this.fd);
+    // Every caller waits for the descriptor itself to be closed, not only the first.
+    this.closing = (async () => {
+      if (this.inFlight > 0) await new Promise<void>((resolve) => (this.idle = resolve));
+      await closeRaw(this.fd);
+    })();
+    return this.closing;
+  }
+
+  /**
+   * An operation leaves the member queue for the descriptor. The queue may have held it past a
+   * close (abandon() while a destage waits for its turn): it must not run then, or it writes to
+   * whatever file opened next under the same number (the memory-mirror test's write-through page,
+   * overwritten with its stripe neighbour's bytes after a reassembly).
+   */
+  private begin(reject: (error: Error) => void): boolean {
+    if (this.closed) {
+      reject(new MemberError(this.path, 'closed'));
+      // Not done() from here: it starts the next queued operation in this same call, and a long
+      // queue of a closed member's page-ins would recurse once per entry.
+      queueMicrotask(() => memberIo.done());
+      return false;
+    }
+    this.inFlight++;
+    return true;
+  }
+
+  private end(): void {
+    memberIo.done();
+    this.settled();
+  }
+
+  private settled(): void {
+    this.inFlight--;
+    if (this.inFlight === 0 && this.idle) {
+      const resume = this.idle;
+      this.idle = null;
+      resume();
+    }
   }
 
   private readFrom(offset: number, into: Buffer, done: number, resolve: () => void, reject: (error: Error) => void): void {
@@ -146,8 +198,9 @@ export class FileMember implements MemberDevice {
   }
 
   private readNow(offset: number, into: Buffer, done: number, resolve: () => void, reject: (error: Error) => void): void {
+    if (!this.begin(reject)) return;
     fs.read(this.fd, into, done, into.length - done, offset + done, (error, bytesRead) => {
-      memberIo.done();
+      this.end();
       if (error) return reject(new MemberError(this.path, `read at ${offset + done} failed: ${error.message}`, { cause: error }));
       // A truncated member reads short: that is a failure, not zeroes.
       if (bytesRead === 0) return reject(new MemberError(this.path, `read at ${offset + done} is past the end of the file`));
@@ -162,8 +215,9 @@ export class FileMember implements MemberDevice {
   }
 
   private writeNow(offset: number, data: Buffer, done: number, resolve: () => void, reject: (error: Error) => void): void {
+    if (!this.begin(reject)) return;
     fs.write(this.fd, data, done, data.length - done, offset + done, (error, written) => {
-      memberIo.done();
+      this.end();
       if (error) return reject(new MemberError(this.path, `write at ${offset + done} failed: ${error.message}`, { cause: error }));
       if (done + written < data.length) return this.writeFrom(offset, data, done + written, resolve, reject);
       resolve();
