@@ -104,9 +104,11 @@ export class FileMember implements MemberDevice {
     if (this.readOnly) return Promise.reject(new MemberError(this.path, `opened read-only: refusing to write at ${offset}`));
     return new Promise((resolve, reject) => {
       if (this.closed) return reject(new MemberError(this.path, 'closed'));
-      memberIo.submit(() =>
+      memberIo.submit(() => {
+        // As every other call: refused if closed while queued, and waited for by close().
+        if (!this.begin(reject)) return;
         fs.writev(this.fd, pieces as Buffer[], offset, (error, written) => {
-          memberIo.done();
+          this.end();
           if (error) return reject(new MemberError(this.path, `write at ${offset} failed: ${error.message}`, { cause: error }));
           // A short gathered write (rare on a file) finishes piece by piece.
           const rest: Array<Promise<void>> = [];
@@ -118,8 +120,8 @@ export class FileMember implements MemberDevice {
           }
           if (rest.length === 0) return resolve();
           Promise.all(rest).then(() => resolve(), reject);
-        }),
-      );
+        });
+      });
     });
   }
 

@@ -28,14 +28,15 @@ describe('member file', () => {
     await fs.rm(directory, { recursive: true, force: true });
   });
 
-  it('refuses a write still queued at close, and never writes it into the file opened next under the same descriptor', async () => {
+  for (const how of ['write', 'writev'] as const) {
+  it(`refuses a ${how} still queued at close, and never writes it into the file opened next under the same descriptor`, async () => {
     const first = await FileMember.create(path.join(directory, 'disk0.img'), BYTES);
     const next = path.join(directory, 'disk1.img');
     await fs.writeFile(next, Buffer.alloc(BYTES));
     // One operation at a time, and that one held here: the write waits in the queue.
     memberIo.pace(true);
     memberIo.submit(() => undefined);
-    const queued = first.write(0, Buffer.alloc(BYTES, 0xab));
+    const queued = how === 'write' ? first.write(0, Buffer.alloc(BYTES, 0xab)) : first.writev(0, [Buffer.alloc(BYTES / 2, 0xab), Buffer.alloc(BYTES / 2, 0xcd)]);
     const outcome = queued.then(
       () => null,
       (error: Error) => error,
@@ -49,6 +50,7 @@ describe('member file', () => {
     expect((await fs.readFile(next)).equals(Buffer.alloc(BYTES)), 'the other file is untouched').to.equal(true);
     expect(error?.message).to.match(/: closed$/);
   });
+  }
 
   it('closes only once what already reached the descriptor returned', async () => {
     const file = path.join(directory, 'disk0.img');
