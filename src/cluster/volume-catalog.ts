@@ -17,7 +17,7 @@
 // Each node applies the same steps to its own exports (add, grow, remove), from its start (the
 // record) or from the holder's messages.
 import type { Clock } from '../core/index.js';
-import { defaultPageSize, formatSize, MAX_PAGE_SIZE_BYTES, MIN_PAGE_SIZE_BYTES, VOLUME_SIZE_ALIGNMENT_BYTES, type ClusterConfig } from '../config/index.js';
+import { defaultPageSize, formatSize, isValidPageSize, MAX_PAGE_SIZE_BYTES, MIN_PAGE_SIZE_BYTES, VOLUME_SIZE_ALIGNMENT_BYTES, type ClusterConfig } from '../config/index.js';
 import type { LinkReplicator, MemoryManager, FramePool, ResyncStage } from '../memory/index.js';
 import type { Exports, NbdServer } from '../nbd/index.js';
 import type { ClusterEvents, Logger } from '../observe/index.js';
@@ -443,7 +443,7 @@ function checkShape(name: string, sizeBytes: number, pageBytes: number): void {
   if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % VOLUME_SIZE_ALIGNMENT_BYTES !== 0) {
     throw new AllocationError(`volume ${name}: size must be a positive multiple of ${VOLUME_SIZE_ALIGNMENT_BYTES} bytes`);
   }
-  if (!Number.isSafeInteger(pageBytes) || pageBytes < MIN_PAGE_SIZE_BYTES || pageBytes > MAX_PAGE_SIZE_BYTES || (pageBytes & (pageBytes - 1)) !== 0) {
+  if (!isValidPageSize(pageBytes)) {
     throw new AllocationError(`volume ${name}: page size must be a power of two from ${formatSize(MIN_PAGE_SIZE_BYTES)} to ${formatSize(MAX_PAGE_SIZE_BYTES)}`);
   }
   if (sizeBytes % pageBytes !== 0) throw new AllocationError(`volume ${name}: page size ${formatSize(pageBytes)} must divide the size ${formatSize(sizeBytes)}`);

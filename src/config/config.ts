@@ -64,6 +64,8 @@ const nodeSchema = z.strictObject({
 
 const isPowerOfTwo = (bytes: number): boolean => bytes > 0 && 2 ** Math.round(Math.log2(bytes)) === bytes;
 const pageSizeInRange = (bytes: number): boolean => bytes >= MIN_PAGE_SIZE_BYTES && bytes <= MAX_PAGE_SIZE_BYTES;
+/** The page sizes a volume may have, whether its config entry or `ftvm volume create` names it. */
+export const isValidPageSize = (bytes: number): boolean => Number.isSafeInteger(bytes) && isPowerOfTwo(bytes) && pageSizeInRange(bytes);
 
 const pageSizeField = sizeField.superRefine((bytes, context) => {
   if (!isPowerOfTwo(bytes)) context.addIssue({ code: 'custom', message: `pageSize must be a power of two (${bytes} is not)` });

@@ -8,6 +8,7 @@ export {
   defaultControlSocket,
   defaultPageSize,
   INSTALLED_CONTROL_DIRECTORY,
+  isValidPageSize,
   findNode,
   loadConfig,
   MAX_PAGE_SIZE_BYTES,
