@@ -10,7 +10,7 @@
 //
 // Before a write, trim, zero or flush is acknowledged, the node must still hold its lease: a node
 // that lost it may have been taken over, and its acknowledgement would promise what it cannot keep.
-import { VolumeError, type Extent, type Volume, type ZeroOptions } from '../volume/index.js';
+import { VolumeError, type Extent, type PinnedRange, type Volume, type ZeroOptions } from '../volume/index.js';
 import { systemClock, type Clock } from '../core/index.js';
 
 /** The volume's owner cannot be reached, or no longer owns it: retry once ownership has settled. */
@@ -75,6 +75,25 @@ export class VolumeSwitch implements Volume {
 
   read(offset: number, into: Buffer): Promise<void> {
     return this.run((volume) => volume.read(offset, into), false);
+  }
+
+  /**
+   * Lent only while the gate is open and the target lends it; the loan counts as a running request
+   * until it is released, so drain() (before a handover or Fig. 9) waits for it like for a read.
+   */
+  pinRead(offset: number, lengthBytes: number): PinnedRange | null {
+    if (this.gate) return null;
+    const pinned = this.current.pinRead?.(offset, lengthBytes) ?? null;
+    if (pinned === null) return null;
+    this.running++;
+    return {
+      pieces: pinned.pieces,
+      release: () => {
+        pinned.release();
+        this.running--;
+        if (this.running === 0) for (const wake of this.drained.splice(0)) wake();
+      },
+    };
   }
 
   write(offset: number, data: readonly Buffer[], fua: boolean): Promise<void> {

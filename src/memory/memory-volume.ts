@@ -2,7 +2,7 @@
 // each page is obtain pointer → copy → release pointer. Writes release consecutive pages as runs
 // (one replication each); a request never waits for a page while it holds an unreleased run, so
 // concurrent requests can never wait on each other in a cycle.
-import { nextTurn, PAGES_PER_TURN, VolumeError, type Extent, type Volume, type ZeroOptions } from '../volume/index.js';
+import { nextTurn, PAGES_PER_TURN, VolumeError, type Extent, type PinnedRange, type Volume, type ZeroOptions } from '../volume/index.js';
 import { MAX_RUN_BYTES, type MemoryManager, type PagePointer } from './memory-manager.js';
 
 const ZEROES = Buffer.alloc(1024 * 1024);
@@ -62,6 +62,16 @@ export class MemoryVolume implements Volume {
         await this.manager.releasePointer(pointer);
       }
     });
+  }
+
+  /** Fig. 6 without the copy: the pages stay read-locked until the borrower releases them. */
+  pinRead(offset: number, lengthBytes: number): PinnedRange | null {
+    const firstPage = Math.floor(offset / this.pageBytes);
+    const inPage = offset % this.pageBytes;
+    const pieces = this.manager.pinResident(this.allocation, firstPage, inPage, lengthBytes);
+    if (pieces === null) return null;
+    const pageCount = Math.ceil((inPage + lengthBytes) / this.pageBytes);
+    return { pieces, release: () => this.manager.unpinResident(this.allocation, firstPage, pageCount) };
   }
 
   async write(offset: number, data: readonly Buffer[], fua: boolean): Promise<void> {

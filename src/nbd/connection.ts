@@ -41,7 +41,7 @@ import { HANDSHAKE_READ_BUFFER_BYTES, READ_BUFFER_BYTES, readingInto } from './s
 import type { NbdTls } from './tls.js';
 import { encodeServerGreeting, writeOffset64, writeSimpleReplyHeader, writeStructuredReplyHeader, type Request } from './wire.js';
 import type { Logger } from '../observe/index.js';
-import { REQUESTS_PER_TURN } from '../volume/index.js';
+import { REQUESTS_PER_TURN, type PinnedRange } from '../volume/index.js';
 
 /** Flags each command accepts besides FUA, which the spec says must be accepted (and may be ignored) everywhere. */
 const ALLOWED_FLAGS: Record<number, number> = {
@@ -98,6 +98,19 @@ export interface ConnectionEvents {
 
 /** Marks a reply written from the header ring in the unwritten list. */
 const HEADER_SLOT = Symbol('header slot');
+/**
+ * Reads this long or longer go to the socket straight from the volume's memory when it can lend
+ * them (Volume.pinRead): a copy of 1 MiB into a reply buffer was a fifth of the owner's time in a
+ * 1 MiB read. Shorter ones are copied: for 4 KiB the copy is cheaper than a second iovec and the
+ * locks held until the socket took the reply.
+ */
+export const PINNED_READ_MIN_BYTES = 64 * 1024;
+
+/** A reply sent from lent memory: the loan ends, and a ring header is freed, once it is written. */
+interface PinnedReply {
+  readonly range: PinnedRange;
+  readonly headerSlot: boolean;
+}
 /** Simple reply headers a connection keeps: more than the replies it may have unwritten at the default bound. */
 export const HEADER_RING_SLOTS = 512;
 
@@ -114,7 +127,7 @@ export class Connection implements RequestSink, BudgetWaiter {
   /** The cost of each reply handed to the socket and not yet written, in write order. */
   private readonly unwritten: number[] = [];
   /** Beside `unwritten`: the pooled buffer each reply was written from (given back once written), HEADER_SLOT for a header of the ring, or null. */
-  private readonly unwrittenBuffers: Array<Buffer | typeof HEADER_SLOT | null> = [];
+  private readonly unwrittenBuffers: Array<Buffer | typeof HEADER_SLOT | PinnedReply | null> = [];
   /**
    * 16-byte simple reply headers used again instead of a Buffer per reply. Slots are taken and
    * freed in write order (write callbacks come in that order), so the next slot is free whenever
@@ -394,6 +407,10 @@ export class Connection implements RequestSink, BudgetWaiter {
       this.releasePayload(request, true);
       return this.complete(request, refusal, null, startedMs);
     }
+    if (request.type === Command.Read && request.length >= PINNED_READ_MIN_BYTES) {
+      const pinned = (this.session as Session).entry.volume.pinRead?.(request.offset, request.length) ?? null;
+      if (pinned !== null) return this.completePinned(request, pinned, startedMs);
+    }
     this.execute(request).then(
       (result) => this.complete(request, null, result, startedMs),
       (error: unknown) => this.complete(request, error, null, startedMs),
@@ -529,6 +546,36 @@ export class Connection implements RequestSink, BudgetWaiter {
     }
   }
 
+  /** A read answered from lent memory: the header, then the volume's own bytes, no copy. */
+  private completePinned(request: Request, range: PinnedRange, startedMs: number): void {
+    this.context.observer?.requestDone((this.session as Session).entry.name, request.type, request.length, this.context.now() - startedMs, false);
+    const cost = this.costOf(request);
+    let header: Buffer;
+    if ((this.session as Session).structuredReplies) {
+      header = Buffer.allocUnsafe(STRUCTURED_REPLY_HEADER_BYTES + 8);
+      writeStructuredReplyHeader(header, 0, REPLY_FLAG_DONE, ReplyType.OffsetData, request, 8 + request.length);
+      writeOffset64(header, STRUCTURED_REPLY_HEADER_BYTES, request.offset);
+    } else {
+      header = this.takeHeader();
+      writeSimpleReplyHeader(header, 0, NbdErrno.Ok, request);
+    }
+    const headerSlot = this.isRingHeader(header);
+    if (this.closed || this.socket.destroyed) {
+      range.release();
+      if (headerSlot) this.headersOut--;
+      return this.release(cost);
+    }
+    this.cork();
+    if (this.unwritten.length === 0) this.lastWriteProgressMs = this.context.now();
+    this.unwritten.push(cost);
+    this.unwrittenBuffers.push({ range, headerSlot });
+    // One write callback per reply, on its last piece: callbacks come in write order.
+    this.socket.write(header);
+    const { pieces } = range;
+    for (let index = 0; index < pieces.length - 1; index++) this.socket.write(pieces[index] as Buffer);
+    this.socket.write(pieces[pieces.length - 1] as Buffer, this.onReplyWritten);
+  }
+
   private okReply(request: Request): Buffer {
     const reply = this.takeHeader();
     writeSimpleReplyHeader(reply, 0, NbdErrno.Ok, request);
@@ -580,30 +627,43 @@ export class Connection implements RequestSink, BudgetWaiter {
       if (slot) this.headersOut--;
       return this.release(cost);
     }
-    if (!this.corked) {
-      this.corked = true;
-      this.socket.cork();
-      setImmediate(() => {
-        this.corked = false;
-        this.socket.uncork();
-      });
-    }
+    this.cork();
     if (this.unwritten.length === 0) this.lastWriteProgressMs = this.context.now();
     this.unwritten.push(cost);
     this.unwrittenBuffers.push(slot ? HEADER_SLOT : pooled);
     this.socket.write(buffer, this.onReplyWritten);
   }
 
+  /** Replies handed over in one turn leave in one writev. */
+  private cork(): void {
+    if (this.corked) return;
+    this.corked = true;
+    this.socket.cork();
+    setImmediate(() => {
+      this.corked = false;
+      this.socket.uncork();
+    });
+  }
+
+  /** The end of a reply's hold on what it was written from. */
+  private settleWritten(held: Buffer | typeof HEADER_SLOT | PinnedReply | null | undefined, error: Error | null | undefined): void {
+    if (held === HEADER_SLOT) this.headersOut--;
+    else if (held && 'range' in held) {
+      // Lent memory goes back in any case: a socket that failed or closed sends nothing more from it.
+      if (held.headerSlot) this.headersOut--;
+      held.range.release();
+    } else if (held) {
+      // A write that failed may still be referenced by the dying socket: that buffer is not reused.
+      if (error) this.context.replies.forget();
+      else this.context.replies.give(held);
+    }
+  }
+
   /** Write callbacks come in write order, so the oldest unwritten reply is the one written. */
   private readonly onReplyWritten = (error?: Error | null): void => {
     if (this.unwritten.length === 0) return;
     this.lastWriteProgressMs = this.lastActivityMs = this.context.now();
-    const pooled = this.unwrittenBuffers.shift();
-    // A write that failed may still be referenced by the dying socket: that buffer is not reused
-    // (nor is a ring slot: no reply is sent on a dead socket again).
-    if (pooled === HEADER_SLOT) this.headersOut--;
-    else if (pooled && !error) this.context.replies.give(pooled);
-    else if (pooled) this.context.replies.forget();
+    this.settleWritten(this.unwrittenBuffers.shift(), error);
     this.release(this.unwritten.shift() as number);
   };
 
@@ -647,7 +707,12 @@ export class Connection implements RequestSink, BudgetWaiter {
     this.context.budget.leave(this);
     // Replies that will never be written give their share back now; late write callbacks find none.
     // Their buffers may still sit in the closed socket's queue: they are left to the collector.
-    for (const pooled of this.unwrittenBuffers.splice(0)) if (pooled && pooled !== HEADER_SLOT) this.context.replies.forget();
+    for (const held of this.unwrittenBuffers.splice(0)) {
+      if (held && held !== HEADER_SLOT) {
+        if ('range' in held) held.range.release();
+        else this.context.replies.forget();
+      }
+    }
     for (const cost of this.unwritten.splice(0)) this.release(cost);
     // A WRITE whose payload was still arriving was admitted and will never run: its share and buffer go back.
     const partial = this.requests?.dispose() ?? null;

@@ -16,11 +16,24 @@ export interface ZeroOptions {
   fastZero: boolean;
 }
 
+/** Bytes of a volume lent without a copy: views that stay valid and unchanged until release(). */
+export interface PinnedRange {
+  readonly pieces: readonly Buffer[];
+  /** Called exactly once, when nothing reads the pieces any more. */
+  release(): void;
+}
+
 export interface Volume {
   readonly sizeBytes: number;
   /** True when a flush on any connection makes every completed write durable (NBD CAN_MULTI_CONN). */
   readonly flushCoversAllConnections: boolean;
   read(offset: number, into: Buffer): Promise<void>;
+  /**
+   * The range's bytes lent as views, if that can be done in this synchronous step without waiting
+   * (everything in memory, nothing of it being written); else null and nothing changed. What is
+   * lent is not written until release(): a reply can go to the socket straight from memory.
+   */
+  pinRead?(offset: number, lengthBytes: number): PinnedRange | null;
   /** `data` is the payload in pieces (as it arrived from the network); their lengths add up to the write. */
   write(offset: number, data: readonly Buffer[], fua: boolean): Promise<void>;
   flush(): Promise<void>;

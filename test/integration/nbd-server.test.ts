@@ -3,7 +3,7 @@
 import { expect } from 'chai';
 import { Exports, NbdServer } from '../../src/nbd/index.js';
 import { silentLogger } from '../../src/observe/index.js';
-import { VolumeError } from '../../src/volume/index.js';
+import { VolumeError, type PinnedRange } from '../../src/volume/index.js';
 import { freePort } from '../support/ftvm-process.js';
 import { RamVolume } from '../support/ram-volume.js';
 import { RawClient } from '../support/raw-client.js';
@@ -16,6 +16,7 @@ describe('NBD server over loopback', () => {
   let server: NbdServer;
   let volume: RamVolume;
   let port: number;
+  let exports: Exports;
   const clients: RawClient[] = [];
 
   async function client(): Promise<RawClient> {
@@ -26,7 +27,7 @@ describe('NBD server over loopback', () => {
 
   beforeEach(async () => {
     volume = new RamVolume(SIZE);
-    const exports = new Exports();
+    exports = new Exports();
     exports.add({ name: 'vol0', description: '', volume, readOnly: false });
     exports.add({ name: 'ro', description: '', volume: new RamVolume(8192), readOnly: true });
     server = new NbdServer(exports, silentLogger());
@@ -213,6 +214,45 @@ describe('NBD server over loopback', () => {
     expect(reply.data.subarray(8).equals(Buffer.alloc(100, 9))).to.equal(true);
   });
 
+  it('answers a long read from lent memory, simple and structured, ends every loan once written, and copies short reads', async () => {
+    const lending = new LendingVolume(SIZE);
+    exports.add({ name: 'lend', description: '', volume: lending, readOnly: false });
+    const data = Buffer.from(Array.from({ length: 200_000 }, (_, index) => (index * 13) & 0xff));
+    data.copy(lending.bytes, 4096);
+    const plain = await client();
+    await plain.attach('lend');
+    plain.request(READ, { handle: 1n, offset: 4096, length: data.length });
+    expect((await plain.readReply(data.length)).data.equals(data)).to.equal(true);
+    plain.request(READ, { handle: 2n, offset: 4096, length: 4096 });
+    expect((await plain.readReply(4096)).data.equals(data.subarray(0, 4096))).to.equal(true);
+    const structured = await client();
+    await structured.attach('lend', { structured: true });
+    structured.request(READ, { handle: 3n, offset: 4096, length: data.length });
+    const reply = await structured.readReply();
+    expect(reply).to.include({ chunkType: 1, flags: 1, error: 0 });
+    expect(reply.data.readBigUInt64BE(0)).to.equal(4096n);
+    expect(reply.data.subarray(8).equals(data)).to.equal(true);
+    expect(lending.lent, 'the two long reads were lent, the 4 KiB one copied').to.equal(2);
+    await until(() => lending.loansOut === 0);
+    // A volume that cannot lend now: the same read is copied.
+    lending.refuse = true;
+    plain.request(READ, { handle: 4n, offset: 4096, length: data.length });
+    expect((await plain.readReply(data.length)).data.equals(data)).to.equal(true);
+    expect(lending.lent).to.equal(2);
+  });
+
+  it('ends the loans of replies a client never read when its connection closes', async () => {
+    const lending = new LendingVolume(SIZE);
+    exports.add({ name: 'lend', description: '', volume: lending, readOnly: false });
+    const nbd = await client();
+    await nbd.attach('lend');
+    // More replies than loopback's socket buffers hold, none of them read.
+    for (let handle = 1n; handle <= 64n; handle++) nbd.request(READ, { handle, offset: 0, length: 512 * 1024 });
+    await until(() => lending.lent > 8 && lending.loansOut > 0);
+    nbd.close();
+    await until(() => lending.loansOut === 0 && server.bytesInFlight === 0);
+  });
+
   it('answers BLOCK_STATUS for base:allocation, one extent with REQ_ONE', async () => {
     const nbd = await client();
     await nbd.attach('vol0', { structured: true, baseAllocation: true });
@@ -287,5 +327,29 @@ async function until(condition: () => boolean, timeoutMs = 5000): Promise<void> 
   while (!condition()) {
     if (Date.now() > deadline) throw new Error('condition not reached in time');
     await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+/** Lends its bytes for reads (in three pieces, as pages of a memory volume in scattered frames), counting the loans. */
+class LendingVolume extends RamVolume {
+  lent = 0;
+  loansOut = 0;
+  refuse = false;
+
+  pinRead(offset: number, lengthBytes: number): PinnedRange | null {
+    if (this.refuse) return null;
+    this.lent++;
+    this.loansOut++;
+    const third = Math.floor(lengthBytes / 3);
+    const pieces = [this.bytes.subarray(offset, offset + third), this.bytes.subarray(offset + third, offset + 2 * third), this.bytes.subarray(offset + 2 * third, offset + lengthBytes)];
+    let released = false;
+    return {
+      pieces,
+      release: () => {
+        if (released) throw new Error('a loan was released twice');
+        released = true;
+        this.loansOut--;
+      },
+    };
   }
 }

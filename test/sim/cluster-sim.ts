@@ -468,7 +468,22 @@ class ClusterSimulation {
       return;
     }
     const floor = client.floor[page] as number;
+    const lend = this.random() < 0.3;
+    const holdMs = this.random() * 20;
     this.world.schedule(0.1, server, `client ${client.index} reads ${client.volume} page ${page} at ${server.label}`, () => {
+      // As a long NBD read does (Connection.completePinned): the page lent, not copied, until the
+      // socket took it. Nothing may change it meanwhile, and a handover must wait for the loan.
+      const pinned = lend ? entry.switch.pinRead(page * PAGE_BYTES, VALUE_BYTES) : null;
+      if (pinned) {
+        const lent = (pinned.pieces[0] as Buffer).readUInt32LE(0);
+        this.world.schedule(holdMs, server, `client ${client.index} ends its loan of ${client.volume} page ${page} at ${server.label}`, () => {
+          const now = (pinned.pieces[0] as Buffer).readUInt32LE(0);
+          if (now !== lent) this.fail(`${client.volume} page ${page} lent at ${server.label} changed from ${lent} to ${now} while lent`);
+          pinned.release();
+          if (done()) this.checkRead(client, page, lent, floor, `${server.label} (lent)`);
+        });
+        return;
+      }
       entry.switch.read(page * PAGE_BYTES, buffer).then(
         () => {
           if (done()) this.checkRead(client, page, buffer.readUInt32LE(0), floor, server.label);

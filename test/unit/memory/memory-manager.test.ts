@@ -167,6 +167,55 @@ describe('MemoryManager', () => {
     for (const pointer of pointers.slice(1)) await manager.releasePointer(pointer);
   });
 
+  it('replaces the page used longest ago: a page read since it was queued gets a second chance, and a pool of used pages still frees one', async () => {
+    const { manager } = setup(1024 * 1024);
+    // 16 clean, unlocked pages fill the 1 MiB pool, queued in the order 0 … 15.
+    for (let page = 0; page < 16; page++) await manager.releasePointer(await manager.obtainReadPointer(GUID, page));
+    const probe = Buffer.alloc(1);
+    expect(manager.copyResident(GUID, 0, 0, 1, probe, 0), 'page 0 is resident (and now used again)').to.equal(true);
+    const other = '99999999-2222-4333-8444-555555555555';
+    manager.createAllocation({ guid: other, arrayOffset: 0, sizeBytes: 2 * PAGE, pageBytes: PAGE });
+    await manager.releasePointer(await manager.obtainReadPointer(other, 0));
+    expect(manager.copyResident(GUID, 1, 0, 1, probe, 0), 'page 1, unused since it came in, was replaced').to.equal(false);
+    expect(manager.copyResident(GUID, 0, 0, 1, probe, 0), 'page 0 was used again: it stayed').to.equal(true);
+    // Every queued page used again: replacement passes them all once, then takes the first.
+    for (let page = 2; page < 16; page++) expect(manager.copyResident(GUID, page, 0, 1, probe, 0)).to.equal(true);
+    expect(manager.copyResident(other, 0, 0, 1, probe, 0)).to.equal(true);
+    await manager.releasePointer(await manager.obtainReadPointer(other, 1));
+    expect(manager.residentPages).to.equal(16);
+    expect(manager.copyResident(GUID, 2, 0, 1, probe, 0), 'page 2 was first in the queue after the pass').to.equal(false);
+    expect(manager.copyResident(GUID, 0, 0, 1, probe, 0)).to.equal(true);
+  });
+
+  it('lends resident pages without a copy: all or nothing, and a writer waits until they are unpinned', async () => {
+    const { manager, store } = setup();
+    for (let page = 0; page < 16; page++) store.disk.fill(page + 1, page * PAGE, (page + 1) * PAGE);
+    for (const page of [0, 1, 2, 7, 6]) await manager.releasePointer(await manager.obtainReadPointer(GUID, page));
+    // Pages 0–2 came in one after another: one view over their frames, from byte 100 of page 0.
+    const pieces = manager.pinResident(GUID, 0, 100, 2 * PAGE) as Buffer[];
+    expect(pieces).to.have.length(1);
+    expect(Buffer.concat(pieces).equals(store.disk.subarray(100, 100 + 2 * PAGE))).to.equal(true);
+    let written = false;
+    const writer = manager.obtainWritePointer(GUID, 1).then((pointer) => {
+      written = true;
+      return pointer;
+    });
+    await tick();
+    expect(written, 'a writer waits for the lent page').to.equal(false);
+    manager.unpinResident(GUID, 0, 3);
+    const pointer = await writer;
+    // A write-locked page is not lent, and nothing else of the range is locked by the attempt.
+    expect(manager.pinResident(GUID, 0, 0, 2 * PAGE)).to.equal(null);
+    expect(manager.tryObtainWritePointer(GUID, 0)).to.not.equal(null);
+    await manager.releasePointer(pointer);
+    // A page not resident (page 3): null. Pages 6 and 7, taken in the other order: the bytes in order.
+    expect(manager.pinResident(GUID, 2, 0, 2 * PAGE)).to.equal(null);
+    const scattered = manager.pinResident(GUID, 6, 0, 2 * PAGE) as Buffer[];
+    expect(Buffer.concat(scattered).equals(store.disk.subarray(6 * PAGE, 8 * PAGE))).to.equal(true);
+    manager.unpinResident(GUID, 6, 2);
+    expect(() => manager.pinResident(GUID, 15, 0, 2 * PAGE)).to.throw(RangeError);
+  });
+
   it('replicates a run of pages once, whole end pages first, then ranges; all pages take one version', async () => {
     const store = new FakeStore();
     const partners = new FakePartners();
