@@ -630,6 +630,10 @@ export class MemoryManager {
   private destage(goal: number): Promise<void> {
     if (this.destaging) return this.destaging;
     this.destaging = (async () => {
+      // A deep queue of scattered pages (random writes) is destaged in address order: each batch then
+      // covers a narrow range of the array, so the destager merges neighbours into longer writes and
+      // a batch's raid5 updates share stripes (and their locks, bitmap regions and cached pages).
+      if (this.destageQueue.length - goal > DESTAGE_BATCH_BYTES / batchPageBytes(this.destageQueue)) sortByArrayOffset(this.destageQueue);
       while (this.destageQueue.length > goal) {
         // Bounded batches: the copy into the storage stack is synchronous, and one pass over a
         // deep queue would hold the event loop (and every acknowledgement) for tens of milliseconds.
@@ -822,6 +826,29 @@ export class MemoryManager {
     this.frameWaiters = [];
     for (const resume of waiters) resume();
   }
+}
+
+/**
+ * Sorts destage entries by array offset, without a comparator (one native sort of numbers): the
+ * key is the entry's array block number scaled above its index. Left alone when already in order
+ * (a sequential writer's queue).
+ */
+function sortByArrayOffset(queue: Array<{ allocation: Allocation; virtualPage: number; page: Page }>): void {
+  const blockOf = (entry: { allocation: Allocation; virtualPage: number }): number => (entry.allocation.arrayOffset + entry.virtualPage * entry.allocation.pageBytes) / FRAME_BYTES;
+  let sorted = true;
+  for (let index = 1; index < queue.length && sorted; index++) sorted = blockOf(queue[index - 1] as (typeof queue)[number]) <= blockOf(queue[index] as (typeof queue)[number]);
+  const scale = 2 ** Math.ceil(Math.log2(queue.length + 1));
+  // Block numbers times the scale must stay exact doubles (below 2^53): arrays up to 2^32 blocks (16 TiB) by 2^20 entries.
+  if (sorted || scale > 2 ** 20) return;
+  const keys = new Float64Array(queue.length);
+  for (let index = 0; index < queue.length; index++) {
+    const block = blockOf(queue[index] as (typeof queue)[number]);
+    if (block >= 2 ** 32) return;
+    keys[index] = block * scale + index;
+  }
+  keys.sort();
+  const before = queue.slice();
+  for (let index = 0; index < keys.length; index++) queue[index] = before[(keys[index] as number) % scale] as (typeof queue)[number];
 }
 
 /** The pages' bytes, copied into one new buffer, one after the other. */

@@ -216,6 +216,25 @@ describe('MemoryManager', () => {
     expect(() => manager.pinResident(GUID, 15, 0, 2 * PAGE)).to.throw(RangeError);
   });
 
+  it('destages a deep queue of scattered pages in address order', async () => {
+    const store = new FakeStore();
+    const manager = new MemoryManager(new FramePool(32 * 1024 * 1024), store, new FakePartners(), { highWatermarkPages: 1 << 20, lowWatermarkPages: 0 });
+    const small = 4096;
+    manager.createAllocation({ guid: GUID, arrayOffset: 0, sizeBytes: 4096 * small, pageBytes: small });
+    const order: number[] = [];
+    store.enqueueBlocks = (offset) => void order.push(offset / small);
+    // More pages than one batch (8 MiB of 4 KiB pages), written in a scattered order.
+    const pages = Array.from({ length: 3000 }, (_, index) => (index * 1237) % 4096);
+    for (const page of pages) {
+      const pointer = manager.tryObtainWritePointer(GUID, page, false) ?? (await manager.obtainWritePointer(GUID, page, false));
+      pointer.data.fill(1);
+      await manager.releasePointer(pointer, { offset: 0, length: small });
+    }
+    await manager.flush();
+    expect(order).to.have.length(3000);
+    expect(order).to.deep.equal([...pages].sort((a, b) => a - b));
+  });
+
   it('replicates a run of pages once, whole end pages first, then ranges; all pages take one version', async () => {
     const store = new FakeStore();
     const partners = new FakePartners();
