@@ -159,6 +159,16 @@ export class MemoryManager {
   private frameWaiters: Array<() => void> = [];
   private destaging: Promise<void> | null = null;
   private destageFailure: Error | null = null;
+  /**
+   * The copy buffer of the last destage batch, used again by the next. An 8 MiB buffer allocated
+   * per batch was external memory V8 counted towards its next full collection: a 1 MiB write
+   * stream made it collect the whole heap (every page's object) a few times a second. It is given
+   * back only after the batch's flush succeeded, when nothing below still reads it: the destager
+   * has written every block it covered (Destager.flush waits for writes of blocks replaced
+   * meanwhile too), the array access dropped what it kept for a resend. After a failed flush the
+   * storage stack may still hold and write it later: then it is left to the collector.
+   */
+  private spareBatchBuffer: Buffer | null = null;
 
   private resyncsRunning = 0;
   private resyncOwed = false;
@@ -641,7 +651,7 @@ export class MemoryManager {
         // A copy: the frame may be written again while this version travels to the disks. One
         // buffer for the batch, cut into views, not one allocation per page: thousands of small
         // external buffers a second made V8 run mark-compact collections back to back.
-        const copies = copyPages(batch.map((entry) => entry.page));
+        const copies = copyPages(batch.map((entry) => entry.page), this.takeBatchBuffer(), true);
         let at = 0;
         const versions = batch.map(({ allocation, virtualPage, page }) => {
           page.queuedForDestage = false;
@@ -658,6 +668,7 @@ export class MemoryManager {
           throw error;
         }
         this.destageFailure = null;
+        if (copies.buffer.byteLength === DESTAGE_BATCH_BYTES) this.spareBatchBuffer = Buffer.from(copies.buffer, 0, DESTAGE_BATCH_BYTES);
         batch.forEach(({ allocation, virtualPage, page }, i) => {
           const version = versions[i] as number;
           page.cleanVersion = Math.max(page.cleanVersion, version);
@@ -687,6 +698,12 @@ export class MemoryManager {
       this.replicator.pageClean(first.allocation.guid, first.virtualPage, versions[start] as number, i - start);
       start = i;
     }
+  }
+
+  private takeBatchBuffer(): Buffer | null {
+    const spare = this.spareBatchBuffer;
+    this.spareBatchBuffer = null;
+    return spare;
   }
 
   private allocationOf(guid: string, virtualPage: number): Allocation {
@@ -851,11 +868,17 @@ function sortByArrayOffset(queue: Array<{ allocation: Allocation; virtualPage: n
   for (let index = 0; index < keys.length; index++) queue[index] = before[(keys[index] as number) % scale] as (typeof queue)[number];
 }
 
-/** The pages' bytes, copied into one new buffer, one after the other. */
-function copyPages(pages: ReadonlyArray<{ data: Buffer }>): Buffer {
+/**
+ * The pages' bytes, one after the other: in the front of `reuse` when they fit in it, else in a
+ * new buffer (a destage batch's own when they could fill one, so the next batch can use it again).
+ */
+function copyPages(pages: ReadonlyArray<{ data: Buffer }>, reuse: Buffer | null = null, batch = false): Buffer {
   let bytes = 0;
   for (const page of pages) bytes += page.data.length;
-  const copies = Buffer.allocUnsafe(bytes);
+  let copies: Buffer;
+  if (reuse !== null && bytes <= reuse.length) copies = reuse.subarray(0, bytes);
+  else if (batch && bytes <= DESTAGE_BATCH_BYTES && bytes > DESTAGE_BATCH_BYTES / 2) copies = Buffer.allocUnsafeSlow(DESTAGE_BATCH_BYTES).subarray(0, bytes);
+  else copies = Buffer.allocUnsafe(bytes);
   let at = 0;
   for (const page of pages) at += page.data.copy(copies, at);
   return copies;

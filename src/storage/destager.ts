@@ -46,6 +46,13 @@ export class Destager {
   /** Blocks some batch is writing: a newer version waits for the next batch, so writes of one block never race. */
   private readonly writing = new Set<number>();
   private completions: Array<() => void> = [];
+  /**
+   * The oldest generation in each batch being written. A newer enqueue of a block replaces its map
+   * entry while the older data may still be on its way to the array: a flush must wait for that
+   * write too, or it would resolve while the caller's buffer is still being read (and before that
+   * data is synced).
+   */
+  private readonly inFlightOldest: number[] = [];
   /** Called with each run of blocks once it is clean (written and synced). */
   onClean: (offset: number, data: Buffer) => void = () => undefined;
 
@@ -82,7 +89,7 @@ export class Destager {
     const failuresBefore = this.failures;
     this.flushing++;
     try {
-      while (this.hasDirtyUpTo(target)) {
+      while (this.hasDirtyUpTo(target) || this.inFlightOldest.some((generation) => generation <= target)) {
         if (this.failures > failuresBefore) throw this.failure;
         this.pump();
         await new Promise<void>((resolve) => this.completions.push(resolve));
@@ -107,6 +114,9 @@ export class Destager {
       const taken = this.take();
       if (taken.length === 0) return;
       this.batches++;
+      let oldest = Infinity;
+      for (const [, entry] of taken) oldest = Math.min(oldest, entry.generation);
+      this.inFlightOldest.push(oldest);
       this.destage(taken).then(
         () => {
           this.failure = null;
@@ -118,6 +128,7 @@ export class Destager {
         },
       ).finally(() => {
         for (const [block] of taken) this.writing.delete(block);
+        this.inFlightOldest.splice(this.inFlightOldest.indexOf(oldest), 1);
         this.batches--;
         const waiting = this.completions;
         this.completions = [];

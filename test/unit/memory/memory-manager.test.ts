@@ -235,6 +235,53 @@ describe('MemoryManager', () => {
     expect(order).to.deep.equal([...pages].sort((a, b) => a - b));
   });
 
+  it('copies each destage batch into the buffer of the last one, but never into one a failed flush may still leave below', async () => {
+    const small = 4096;
+    const buffers: ArrayBuffer[] = [];
+    let failNext = false;
+    const kept: Buffer[] = [];
+    const store: BlockStore = {
+      readBlocks: async (_offset, into) => void into.fill(0),
+      enqueueBlocks: (_offset, data) => {
+        if (!buffers.includes(data.buffer as ArrayBuffer)) buffers.push(data.buffer as ArrayBuffer);
+        kept.push(data);
+      },
+      flush: async () => {
+        if (failNext) {
+          failNext = false;
+          throw new Error('member gone');
+        }
+        kept.length = 0;
+      },
+    };
+    const manager = new MemoryManager(new FramePool(32 * 1024 * 1024), store, new FakePartners(), { highWatermarkPages: 1 << 20, lowWatermarkPages: 0 });
+    manager.createAllocation({ guid: GUID, arrayOffset: 0, sizeBytes: 2048 * small, pageBytes: small });
+    const writeAll = async (byte: number): Promise<void> => {
+      for (let page = 0; page < 2048; page++) {
+        const pointer = manager.tryObtainWritePointer(GUID, page, false) ?? (await manager.obtainWritePointer(GUID, page, false));
+        pointer.data.fill(byte);
+        await manager.releasePointer(pointer, { offset: 0, length: small });
+      }
+    };
+    await writeAll(1);
+    await manager.flush();
+    await writeAll(2);
+    await manager.flush();
+    expect(buffers, 'one 8 MiB batch buffer for both passes').to.have.length(1);
+    await writeAll(3);
+    failNext = true;
+    await manager.flush().then(
+      () => expect.fail('the flush should fail'),
+      (error: Error) => expect(error.message).to.equal('member gone'),
+    );
+    const leftBelow = kept.slice();
+    expect(leftBelow.every((data) => data[0] === 3)).to.equal(true);
+    await writeAll(4);
+    await manager.flush();
+    expect(buffers, "the failed pass's buffer was not used again").to.have.length(2);
+    expect(leftBelow.every((data) => data[0] === 3), 'what the store kept from the failed pass is unchanged').to.equal(true);
+  });
+
   it('replicates a run of pages once, whole end pages first, then ranges; all pages take one version', async () => {
     const store = new FakeStore();
     const partners = new FakePartners();

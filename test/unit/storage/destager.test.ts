@@ -96,6 +96,37 @@ describe('Destager', () => {
     expect(destager.dirtyBlocks).to.equal(0);
   });
 
+  it('resolves a flush only once the write of what it covered landed, also when a newer enqueue replaced that block meanwhile', async () => {
+    const target = new FakeTarget();
+    const destager = new Destager(target, { ...options, maxBatchBlocks: 1 });
+    // Two batches at once, each held at the disk: block 0 and block 10.
+    const gates = new Map<number, () => void>();
+    const held = (offset: number): Promise<void> => new Promise<void>((resolve) => gates.set(offset, resolve));
+    const heldWrites = new Map([[0, held(0)], [10 * B, held(10 * B)]]);
+    const write = target.write.bind(target);
+    target.write = async (offset, data) => {
+      await heldWrites.get(offset);
+      return write(offset, data);
+    };
+    const first = block(1);
+    destager.enqueue(0, first);
+    destager.enqueue(10 * B, block(3));
+    let flushed = false;
+    const flushing = destager.flush().then(() => (flushed = true));
+    await new Promise((resolve) => setImmediate(resolve));
+    // A newer version of block 0 replaces the one on its way; then the other batch completes.
+    destager.enqueue(0, block(2));
+    gates.get(10 * B)?.();
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(target.disk.get(10), 'the other batch landed').to.equal(3);
+    // The caller may reuse `first` once its flush resolved: the write still reading it must be done.
+    expect(flushed, 'the write of the first data is still in flight').to.equal(false);
+    gates.get(0)?.();
+    await flushing;
+    await destager.flush();
+    expect(target.disk.get(0)).to.equal(2);
+  });
+
   it('shares one sync among flushes that arrive while a batch runs (group commit)', async () => {
     const target = new FakeTarget();
     const destager = new Destager(target, { ...options, maxConcurrentBatches: 1, maxBatchBlocks: 100 });
