@@ -10,7 +10,7 @@ import type { SegmentPool } from '../core/index.js';
 import type { Logger } from '../observe/index.js';
 import { commandComplete, IoOp, MAX_IO_BYTES, MessageType, NIL_ALLOCATION, pagesTouched, Status, type CatalogMessage, type ForwardedIo, type Message, type OwnershipMessage } from '../partner/index.js';
 import { BLOCK_BYTES, type StorageStack } from '../storage/index.js';
-import type { Volume } from '../volume/index.js';
+import { PINNED_READ_MIN_BYTES, type Volume } from '../volume/index.js';
 import { OwnerUnavailableError } from './volume-switch.js';
 
 /** A volume this node serves, as forwarded I/O sees it. */
@@ -185,9 +185,13 @@ async function onVolume(io: ForwardedIo, volume: Volume, replies: SegmentPool | 
   const inRange = io.offset + io.length <= volume.sizeBytes;
   if (!inRange) return commandComplete(io, Status.Invalid);
   switch (io.op) {
-    case IoOp.Read:
+    case IoOp.Read: {
       if (io.length > MAX_IO_BYTES) return commandComplete(io, Status.Invalid);
+      // Resident pages go on the link as they are, read-locked until it wrote them (PartnerLink.settle).
+      const lent = io.length >= PINNED_READ_MIN_BYTES ? (volume.pinRead?.(io.offset, io.length) ?? null) : null;
+      if (lent !== null) return { type: MessageType.IoData, requestId: io.requestId, data: NO_DATA, lent };
       return readReply(io, replies, (data) => volume.read(io.offset, data));
+    }
     case IoOp.Write:
       await volume.write(io.offset, Buffer.isBuffer(io.data) ? [io.data] : io.data, io.fua);
       break;
@@ -208,6 +212,8 @@ async function onVolume(io: ForwardedIo, volume: Volume, replies: SegmentPool | 
 
 
 const WRITING_OPS = new Set<IoOp>([IoOp.Write, IoOp.Zero, IoOp.Trim]);
+/** The data field of an io data reply whose bytes are lent pages. */
+const NO_DATA = Buffer.alloc(0);
 
 function opName(op: IoOp): string {
   return ['probe', 'read', 'write', 'flush', 'zero', 'trim'][op] ?? `op ${op}`;

@@ -81,8 +81,8 @@ export class VolumeSwitch implements Volume {
    * Lent only while the gate is open and the target lends it; the loan counts as a running request
    * until it is released, so drain() (before a handover or Fig. 9) waits for it like for a read.
    */
-  pinRead(offset: number, lengthBytes: number): PinnedRange | null {
-    if (this.gate) return null;
+  pinRead(offset: number, lengthBytes: number, local: Volume | null = null): PinnedRange | null {
+    if (this.gate || (local !== null && this.current !== local)) return null;
     const pinned = this.current.pinRead?.(offset, lengthBytes) ?? null;
     if (pinned === null) return null;
     this.running++;
@@ -179,6 +179,7 @@ export function localView(volumeSwitch: VolumeSwitch, local: Volume): Volume {
     },
     flushCoversAllConnections: true,
     read: (offset, into) => volumeSwitch.runIfLocal(local, (volume) => volume.read(offset, into), false),
+    pinRead: (offset, lengthBytes) => volumeSwitch.pinRead(offset, lengthBytes, local),
     write: (offset, data, fua) => volumeSwitch.runIfLocal(local, (volume) => volume.write(offset, data, fua), true),
     flush: () => volumeSwitch.runIfLocal(local, (volume) => volume.flush(), true),
     trim: (offset, lengthBytes, fua) => volumeSwitch.runIfLocal(local, (volume) => volume.trim(offset, lengthBytes, fua), true),

@@ -41,7 +41,7 @@ import { HANDSHAKE_READ_BUFFER_BYTES, READ_BUFFER_BYTES, readingInto } from './s
 import type { NbdTls } from './tls.js';
 import { encodeServerGreeting, writeOffset64, writeSimpleReplyHeader, writeStructuredReplyHeader, type Request } from './wire.js';
 import type { Logger } from '../observe/index.js';
-import { REQUESTS_PER_TURN, type PinnedRange } from '../volume/index.js';
+import { PINNED_READ_MIN_BYTES, REQUESTS_PER_TURN, type PinnedRange } from '../volume/index.js';
 
 /** Flags each command accepts besides FUA, which the spec says must be accepted (and may be ignored) everywhere. */
 const ALLOWED_FLAGS: Record<number, number> = {
@@ -98,13 +98,6 @@ export interface ConnectionEvents {
 
 /** Marks a reply written from the header ring in the unwritten list. */
 const HEADER_SLOT = Symbol('header slot');
-/**
- * Reads this long or longer go to the socket straight from the volume's memory when it can lend
- * them (Volume.pinRead): a copy of 1 MiB into a reply buffer was a fifth of the owner's time in a
- * 1 MiB read. Shorter ones are copied: for 4 KiB the copy is cheaper than a second iovec and the
- * locks held until the socket took the reply.
- */
-export const PINNED_READ_MIN_BYTES = 64 * 1024;
 
 /** A reply sent from lent memory: the loan ends, and a ring header is freed, once it is written. */
 interface PinnedReply {

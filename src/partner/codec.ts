@@ -298,14 +298,17 @@ const forwardedIoTail: Tail = {
 
 const ioDataTail: Tail = {
   bytes(message) {
-    const { data } = message as IoData;
-    if (!(data.length <= MAX_IO_BYTES)) assert.fail(`io data of ${data.length} bytes, at most ${MAX_IO_BYTES}`);
-    return data.length;
+    const { data, lent } = message as IoData;
+    const bytes = lent ? bytesOf(lent.pieces) : data.length;
+    if (!(bytes <= MAX_IO_BYTES)) assert.fail(`io data of ${bytes} bytes, at most ${MAX_IO_BYTES}`);
+    return bytes;
   },
   write(message, target, at) {
-    (message as IoData).data.copy(target, at);
+    const { data, lent } = message as IoData;
+    if (!lent) data.copy(target, at);
+    else for (const piece of lent.pieces) at += piece.copy(target, at);
   },
-  data: (message) => (message as IoData).data,
+  data: (message) => (message as IoData).lent?.pieces ?? (message as IoData).data,
   read(_fixed, tail) {
     if (tail.length > MAX_IO_BYTES) throw new PartnerFramingError('bad-length', `${tail.length} data bytes, at most ${MAX_IO_BYTES}`);
     return { data: tail };

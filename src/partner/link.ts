@@ -119,6 +119,7 @@ export class PartnerLink {
    * may read `message.data` afterwards. Anything else, or data of no segment, is left as it is.
    */
   release(message: Message): void {
+    if (message.type === MessageType.IoData && message.lent) return message.lent.release();
     const data = dataOf(message);
     if (data !== null) this.payloads.give(data);
   }
@@ -223,9 +224,14 @@ export class PartnerLink {
 
   private flush(): void {
     this.flushScheduled = false;
-    if (this.outgoing.length === 0 || this.socket.destroyed) return;
+    if (this.outgoing.length === 0) return;
     const batch = this.outgoing;
     this.outgoing = [];
+    if (this.socket.destroyed) {
+      // Never sent: lent pages go back now (their holders wait for them), pooled segments to the collector.
+      for (const message of batch) if (message.type === MessageType.IoData && message.lent) message.lent.release();
+      return;
+    }
     // Page data goes by reference (writev): a batch of whole pages is not copied into one buffer.
     // The memory manager holds a page's lock until every partner answered, so the bytes cannot
     // change while they wait in the socket.
@@ -236,25 +242,37 @@ export class PartnerLink {
     for (let index = 0; index < last; index++) this.socket.write(parts[index] as Buffer);
     // The last write's callback comes once the whole corked batch is written: the segments are free then.
     if (sent === null) this.socket.write(parts[last] as Buffer);
-    else this.socket.write(parts[last] as Buffer, (error) => this.settle(sent, !error));
+    else this.socket.write(parts[last] as Buffer, (error) => this.settle(sent, !error, batch));
     if (last > 0) this.socket.uncork();
     this.statistics.framesSent += batch.length;
     this.statistics.socketWrites++;
   }
 
-  /** The segments of this link's pool that a batch sends by reference (pooled io data replies). */
+  /**
+   * The segments of this link's pool that a batch sends by reference (pooled io data replies); an
+   * empty list when it sends only lent pages; null when it holds neither (no write callback needed).
+   */
   private pooledReplies(batch: readonly Message[]): Buffer[] | null {
     let sent: Buffer[] | null = null;
-    for (const message of batch) if (message.type === MessageType.IoData && this.payloads.owns(message.data)) (sent ??= []).push(message.data);
+    for (const message of batch) {
+      if (message.type !== MessageType.IoData) continue;
+      if (message.lent) sent ??= [];
+      else if (this.payloads.owns(message.data)) (sent ??= []).push(message.data);
+    }
     return sent;
   }
 
-  /** A failed socket write may still be read by the kernel as far as we know: its segments are left to the collector. */
-  private settle(segments: readonly Buffer[], written: boolean): void {
+  /**
+   * A failed socket write may still be read by the kernel as far as we know: its segments are left
+   * to the collector. Lent pages go back either way: a socket that failed sends nothing more, and
+   * their volume's writers wait for them.
+   */
+  private settle(segments: readonly Buffer[], written: boolean, batch: readonly Message[]): void {
     for (const segment of segments) {
       if (written) this.payloads.give(segment);
       else this.payloads.forget(segment);
     }
+    for (const message of batch) if (message.type === MessageType.IoData && message.lent) message.lent.release();
   }
 
   /** Messages that arrived behind the handshake, from the authenticated peer. */

@@ -351,7 +351,12 @@ export interface ForwardedIo extends Framed {
 /** The bytes a forwarded read asked for. Errors are answered with command complete instead. */
 export interface IoData extends Framed {
   type: MessageType.IoData;
-  data: Buffer; // on decode a view into the received bytes
+  data: Buffer; // on decode a view into the received bytes; empty when `lent` holds the bytes
+  /**
+   * Not on the wire: the bytes as views lent by the volume (resident pages under read locks), sent
+   * by reference instead of `data`; the link releases them once the frame is written or dropped.
+   */
+  lent?: { readonly pieces: readonly Buffer[]; release(): void };
 }
 
 export type Message =

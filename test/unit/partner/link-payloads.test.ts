@@ -100,6 +100,47 @@ describe('partner link payload segments', function () {
     expect(links.served.payloads.retained).to.be.greaterThan(1 << 20);
   });
 
+  it('sends a read reply from lent pages by reference, intact, and ends every loan once written, also when the link closes before', async () => {
+    const volume = pattern(8 << 20, 3);
+    let loans = 0;
+    let lent = 0;
+    let sendLent = true;
+    const links = await pair((message) => {
+      if (message.type !== MessageType.ForwardedIo || message.op !== IoOp.Read) return null;
+      if (!sendLent) return null;
+      // Pages in scattered frames: three pieces, as MemoryManager.pinResident gives them.
+      const { offset, length } = message;
+      const third = Math.floor(length / 3);
+      const pieces = [volume.subarray(offset, offset + third), volume.subarray(offset + third, offset + 2 * third), volume.subarray(offset + 2 * third, offset + length)];
+      loans++;
+      lent++;
+      let released = false;
+      const release = (): void => {
+        if (released) throw new Error('a loan was released twice');
+        released = true;
+        loans--;
+      };
+      return { type: MessageType.IoData, requestId: message.requestId, data: Buffer.alloc(0), lent: { pieces, release } };
+    });
+    const offsets = Array.from({ length: 24 }, (_, index) => (index % 7) * (1 << 20) + index * 4096);
+    const reads = await Promise.all(offsets.map((offset) => links.client.request({ type: MessageType.ForwardedIo, op: IoOp.Read, allocation: VOLUME, offset, length: 1 << 20, fua: false, data: Buffer.alloc(0) })));
+    reads.forEach((reply, index) => {
+      const data = (reply as Extract<Message, { type: MessageType.IoData }>).data;
+      expect(data.equals(volume.subarray(offsets[index] as number, (offsets[index] as number) + (1 << 20))), `read ${index}`).to.equal(true);
+      links.client.release(reply);
+    });
+    expect(lent).to.equal(24);
+    await until(() => loans === 0, 'every loan to end once its reply was written');
+    // Replies still queued when the link closes: their loans end too. Nothing answers them (no reply
+    // is read, the requester closes at once), so nothing else could end them.
+    const pending = offsets.map((offset) => links.client.request({ type: MessageType.ForwardedIo, op: IoOp.Read, allocation: VOLUME, offset, length: 1 << 20, fua: false, data: Buffer.alloc(0) }).catch((error: Error) => error));
+    await until(() => lent === 48, 'the second round to reach the handler');
+    links.client.close('closing under lent replies');
+    await Promise.all(pending);
+    await until(() => loans === 0, 'the loans of replies never read to end');
+    sendLent = false;
+  });
+
   it('forwards a 3 MiB write given as 256 KiB pieces (a WRITE\'s payload segments) as 1 MiB forwarded writes, intact', async () => {
     const store = Buffer.alloc(4 << 20);
     const links = await pair((message) => {
