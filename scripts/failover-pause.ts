@@ -4,18 +4,22 @@
 // completions (the pause the client saw) and fio's verify errors after the job (an acknowledged
 // write that was lost shows up there). Prints each run and the median. --keep-log DIR keeps each
 // run's completion log and a summary (DIR/failover-<mode>.json) for scripts/plot-bench.
+// The defaults keep the dirty set small (a 128 MiB frame pool: destage starts at 32 MiB dirty).
+// --memory, --volume, --write and --after measure a deep one: a taking-over node destages every
+// page it mirrors before it serves, so the pause grows with what the dead owner had not destaged.
 // Usage: scripts/failover-pause [--runs 10] [--mode kill|hang] [--markdown] [--keep-log DIR]
+//          [--memory 128MiB] [--volume 256MiB] [--write 48MiB] [--after 700]
 import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
+import { parseSize } from '../src/config/index.js';
 import { makeTempDirectory, startCluster } from '../test/support/ftvm-process.js';
 import { completionTimes, longestGap, median } from './fio-log.js';
 
 const run = promisify(execFile);
-const MiB = 1024 * 1024;
 
 interface RunResult {
   pauseMs: number;
@@ -26,8 +30,16 @@ interface RunResult {
   killedAtEpochMs: number;
 }
 
-async function oneRun(mode: 'kill' | 'hang', seed: number, keepLog: string | undefined): Promise<RunResult> {
-  const cluster = await startCluster([{ name: 'vol0', sizeBytes: 256 * MiB, owner: 'a' }], { logLevel: 'warn', memoryBytes: 128 * MiB });
+interface Shape {
+  memoryBytes: number;
+  volumeBytes: number;
+  writeBytes: number;
+  /** When the kill comes, after fio started (plus up to 600 ms, by seed). */
+  afterMs: number;
+}
+
+async function oneRun(mode: 'kill' | 'hang', seed: number, keepLog: string | undefined, shape: Shape): Promise<RunResult> {
+  const cluster = await startCluster([{ name: 'vol0', sizeBytes: shape.volumeBytes, owner: 'a' }], { logLevel: 'warn', memoryBytes: shape.memoryBytes });
   const work = await makeTempDirectory('ftvm-pause-');
   try {
     const a = cluster.node('a');
@@ -37,7 +49,7 @@ async function oneRun(mode: 'kill' | 'hang', seed: number, keepLog: string | und
       'fio',
       [
         '--name=pause', '--ioengine=nbd', `--uri=${b.uri('vol0')}`, '--rw=randwrite', '--bs=4k', '--iodepth=16',
-        '--size=48M', '--verify=crc32c', '--do_verify=1', '--verify_fatal=0', `--write_lat_log=${logPrefix}`, '--log_avg_msec=0',
+        `--size=${shape.writeBytes}`, '--verify=crc32c', '--do_verify=1', '--verify_fatal=0', `--write_lat_log=${logPrefix}`, '--log_avg_msec=0',
         // Unix times in the log, so a kept log lines up with the kill (gaps are the same either way).
         '--log_unix_epoch=1',
         `--randseed=${seed}`, '--output-format=json',
@@ -49,7 +61,7 @@ async function oneRun(mode: 'kill' | 'hang', seed: number, keepLog: string | und
     fio.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
     const finished = new Promise<number>((resolve) => fio.once('exit', (code) => resolve(code ?? -1)));
     const started = Date.now();
-    await new Promise((resolve) => setTimeout(resolve, 700 + (seed % 7) * 100));
+    await new Promise((resolve) => setTimeout(resolve, shape.afterMs + (seed % 7) * 100));
     const killedAtEpochMs = Date.now();
     const killedAtMs = killedAtEpochMs - started;
     if (mode === 'kill') await a.kill();
@@ -78,13 +90,23 @@ async function main(): Promise<void> {
     .option('mode', { choices: ['kill', 'hang'] as const, default: 'kill' as const })
     .option('markdown', { type: 'boolean', default: false })
     .option('keep-log', { type: 'string', describe: 'keep each run\'s fio completion log and a JSON summary in this directory (scripts/plot-bench reads them)' })
+    .option('memory', { type: 'string', default: '128MiB', describe: 'frame pool per node (destage starts at a quarter of it dirty)' })
+    .option('volume', { type: 'string', default: '256MiB', describe: 'size of vol0' })
+    .option('write', { type: 'string', default: '48MiB', describe: 'what fio writes (random 4 KiB) and then verifies' })
+    .option('after', { type: 'number', default: 700, describe: 'ms after fio started that the owner is killed or frozen (plus up to 600 by run)' })
     .strict()
     .parseAsync();
+  const size = (option: string, value: string): number => {
+    const bytes = parseSize(value);
+    if (typeof bytes === 'string') throw new Error(`--${option}: ${bytes}`);
+    return bytes;
+  };
+  const shape: Shape = { memoryBytes: size('memory', args.memory), volumeBytes: size('volume', args.volume), writeBytes: size('write', args.write), afterMs: args.after };
   const fioVersion = (await run('fio', ['--version'])).stdout.trim();
   if (args['keep-log']) await fs.mkdir(args['keep-log'], { recursive: true });
   const results: RunResult[] = [];
   for (let index = 0; index < args.runs; index++) {
-    const result = await oneRun(args.mode, index + 1, args['keep-log']);
+    const result = await oneRun(args.mode, index + 1, args['keep-log'], shape);
     results.push(result);
     process.stdout.write(`run ${index + 1}: ${args.mode} at ${result.killedAtMs} ms, pause ${result.pauseMs} ms, ${result.completions} completions, ${result.verifyErrors} verify error(s)\n`);
   }
