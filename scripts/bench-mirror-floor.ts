@@ -31,7 +31,6 @@ import fs from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { constants as perfConstants, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
 import { promisify } from 'node:util';
 import { crc32c } from '@node-rs/crc32';
 import { readingInto } from '../src/core/index.js';
@@ -41,6 +40,8 @@ import { xorInto } from '../src/storage/parity.js';
 import type { Extent, Volume, ZeroOptions } from '../src/volume/index.js';
 import { freePort } from '../test/support/ftvm-process.js';
 import { RawClient } from '../test/support/raw-client.js';
+import { countCollections } from './gc-counter.js';
+import { prefill, startNbdkit } from './nbdkit-peer.js';
 
 const run = promisify(execFile);
 const SIZE = 1 << 30;
@@ -334,13 +335,7 @@ class FloorVolume implements Volume {
  * 'checksum' with the CRC32C of `bytes` (both copies must agree after a run, or the figures are void).
  */
 function answerStats(bytes: Buffer, extra: () => Record<string, number> = () => ({})): void {
-  const gcs = { minor: 0, major: 0 };
-  new PerformanceObserver((list) => {
-    for (const entry of list.getEntries() as Array<PerformanceEntry & { detail?: { kind?: number } }>) {
-      if (entry.detail?.kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR) gcs.major++;
-      else gcs.minor++;
-    }
-  }).observe({ entryTypes: ['gc'] });
+  const gcs = countCollections();
   let cpu = process.cpuUsage();
   process.on('message', (message) => {
     if (message === 'checksum') {
@@ -511,25 +506,6 @@ async function flush(uri: string): Promise<void> {
   }
 }
 
-/** Same content and method as scripts/bench.ts, so nbdkit's file is the one it compares with. */
-async function prefill(file: string): Promise<void> {
-  await run('fio', ['--name=fill', '--ioengine=psync', `--filename=${file}`, '--rw=write', '--bs=1M', `--size=${SIZE}`, '--refill_buffers', '--randseed=7', '--end_fsync=1'], { maxBuffer: 1 << 26 });
-}
-
-async function startNbdkit(file: string): Promise<{ child: ChildProcess; uri: string }> {
-  const port = await freePort();
-  const child = spawn('nbdkit', ['--foreground', '--exit-with-parent', '-i', '127.0.0.1', '-p', String(port), 'file', file], { stdio: 'ignore' });
-  for (let attempt = 0; attempt < 100; attempt++) {
-    try {
-      await run('nbdinfo', ['--size', `nbd://127.0.0.1:${port}`]);
-      return { child, uri: `nbd://127.0.0.1:${port}` };
-    } catch {
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
-  throw new Error('nbdkit did not start');
-}
-
 const CLOCK_TICKS_PER_SECOND = 100;
 
 async function processCpuMicros(pid: number): Promise<number> {
@@ -611,7 +587,7 @@ async function main(): Promise<void> {
   const children: ChildProcess[] = [];
   try {
     const file = path.join(directory, 'nbdkit.img');
-    await prefill(file);
+    await prefill(file, SIZE);
     nbdkit = await startNbdkit(file);
     // Its first writes after the fill ran slow in a trial (0.4x of later ones): not the row's partner.
     await fio(nbdkit.uri, 'write', '1M', 8, 2);

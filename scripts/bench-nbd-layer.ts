@@ -4,12 +4,12 @@
 // collections V8 ran during each ftvm job (a 'gc' PerformanceObserver in the server child, asked
 // over the IPC channel, so nothing is profiled). Usage: node dist/scripts/bench-nbd-layer.js [--seconds 5]
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { constants as perfConstants, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
 import { promisify } from 'node:util';
 import { Exports, NbdServer } from '../src/nbd/index.js';
 import { silentLogger } from '../src/observe/index.js';
 import { freePort } from '../test/support/ftvm-process.js';
 import { RamVolume } from '../test/support/ram-volume.js';
+import { countCollections } from './gc-counter.js';
 
 const run = promisify(execFile);
 const SIZE = 1 << 30;
@@ -29,13 +29,7 @@ async function serveChild(): Promise<void> {
   exports.add({ name: 'vol0', description: '', volume, readOnly: false });
   const server = new NbdServer(exports, silentLogger());
   await server.listen({ host: '127.0.0.1', port: Number(process.env.FTVM_BENCH_PORT) });
-  const gcs = { minor: 0, major: 0 };
-  new PerformanceObserver((list) => {
-    for (const entry of list.getEntries() as Array<PerformanceEntry & { detail?: { kind?: number } }>) {
-      if (entry.detail?.kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR) gcs.major++;
-      else gcs.minor++;
-    }
-  }).observe({ entryTypes: ['gc'] });
+  const gcs = countCollections();
   let cpu = process.cpuUsage();
   // The parent asks before and after each job: the answer is what happened since the last question.
   process.on('message', () => {

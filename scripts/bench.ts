@@ -17,7 +17,7 @@
 // profiler) and V8 collections (minor/major, from --trace-gc on the nodes' stdout).
 // --json FILE also writes the rows as JSON (date, commit, command), for scripts/plot-bench.
 // Usage: scripts/bench [--seconds 5] [--size 1GiB] [--markdown] [--modes cold,mirrored,forwarded,single,degraded,tls] [--json FILE]
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -28,6 +28,7 @@ import { parseSize } from '../src/config/index.js';
 import { requestControl } from '../src/cluster/index.js';
 import { RawClient } from '../test/support/raw-client.js';
 import { freePort, launch, makeTempDirectory, startCluster, writeSingleNodeConfig, type FtvmNode } from '../test/support/ftvm-process.js';
+import { prefill, startNbdkit } from './nbdkit-peer.js';
 
 const run = promisify(execFile);
 
@@ -142,26 +143,6 @@ async function fio(uri: string, job: Job, seconds: number, sizeBytes: number, ex
   const stats = report.jobs[0]?.[side];
   if (!stats) throw new Error(`fio printed no ${side} stats`);
   return { iops: stats.iops, bytesPerSecond: stats.bw_bytes };
-}
-
-/** Fills a file with the same pseudo-random content for both servers, so reads hit real data. */
-async function prefill(file: string, sizeBytes: number): Promise<void> {
-  await run('fio', ['--name=fill', '--ioengine=psync', `--filename=${file}`, '--rw=write', '--bs=1M', `--size=${sizeBytes}`,
-    '--refill_buffers', '--randseed=7', '--end_fsync=1'], { maxBuffer: 1 << 26 });
-}
-
-async function startNbdkit(file: string): Promise<{ child: ChildProcess; uri: string }> {
-  const port = await freePort();
-  const child = spawn('nbdkit', ['--foreground', '--exit-with-parent', '-i', '127.0.0.1', '-p', String(port), 'file', file], { stdio: 'ignore' });
-  for (let attempt = 0; attempt < 100; attempt++) {
-    try {
-      await run('nbdinfo', ['--size', `nbd://127.0.0.1:${port}`]);
-      return { child, uri: `nbd://127.0.0.1:${port}` };
-    } catch {
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
-  throw new Error('nbdkit did not start');
 }
 
 function format(rows: Array<[string, Result, Result]>, markdown: boolean, names: [string, string] = ['ftvm', 'nbdkit']): string {
