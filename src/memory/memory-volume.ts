@@ -68,7 +68,13 @@ export class MemoryVolume implements Volume {
   pinRead(offset: number, lengthBytes: number): PinnedRange | null {
     const firstPage = Math.floor(offset / this.pageBytes);
     const inPage = offset % this.pageBytes;
-    const pieces = this.manager.pinResident(this.allocation, firstPage, inPage, lengthBytes);
+    let pieces: Buffer[] | null;
+    try {
+      pieces = this.manager.pinResident(this.allocation, firstPage, inPage, lengthBytes);
+    } catch {
+      // An allocation gone or a range outside it: the copying read reports it as the request's error.
+      return null;
+    }
     if (pieces === null) return null;
     const pageCount = Math.ceil((inPage + lengthBytes) / this.pageBytes);
     return { pieces, release: () => this.manager.unpinResident(this.allocation, firstPage, pageCount) };

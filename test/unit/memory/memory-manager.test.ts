@@ -214,6 +214,14 @@ describe('MemoryManager', () => {
     expect(Buffer.concat(scattered).equals(store.disk.subarray(6 * PAGE, 8 * PAGE))).to.equal(true);
     manager.unpinResident(GUID, 6, 2);
     expect(() => manager.pinResident(GUID, 15, 0, 2 * PAGE)).to.throw(RangeError);
+    // MemoryVolume lends or says no; it never throws into the NBD connection's request path.
+    const volume = new MemoryVolume(manager, 'v', GUID, PAGE, 16 * PAGE);
+    const lent = volume.pinRead(6 * PAGE + 10, PAGE);
+    expect(lent?.pieces.reduce((sum, piece) => sum + piece.length, 0)).to.equal(PAGE);
+    lent?.release();
+    expect(volume.pinRead(15 * PAGE, 2 * PAGE), 'past the end').to.equal(null);
+    expect(new MemoryVolume(manager, 'gone', '99999999-0000-4000-8000-000000000000', PAGE, 16 * PAGE).pinRead(0, PAGE), 'no such allocation').to.equal(null);
+    expect(manager.tryObtainWritePointer(GUID, 6), 'the loan ended').to.not.equal(null);
   });
 
   it('destages a deep queue of scattered pages in address order', async () => {
