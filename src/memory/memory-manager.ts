@@ -72,8 +72,8 @@ export interface AllocationSpec {
 /** Bytes of pages handed to the storage stack per destage batch (one sync each). */
 const DESTAGE_BATCH_BYTES = 8 * 1024 * 1024;
 
-function batchPageBytes(queue: ReadonlyArray<{ allocation: { pageBytes: number } }>): number {
-  return queue[0]?.allocation.pageBytes ?? 4096;
+function batchPageBytes(queue: readonly Page[]): number {
+  return queue[0]?.owner.pageBytes ?? 4096;
 }
 
 export interface MemoryManagerOptions {
@@ -154,7 +154,8 @@ export class MemoryManager {
   private readonly lru = new Set<Page>();
   private resident = 0;
   private versionClock = 0;
-  private readonly destageQueue: Array<{ allocation: Allocation; virtualPage: number; page: Page }> = [];
+  /** Dirty pages waiting for destage, each once (queuedForDestage), in the order they were queued. */
+  private readonly destageQueue: Page[] = [];
   /** Requests waiting for a free frame (the paging queue). */
   private frameWaiters: Array<() => void> = [];
   private destaging: Promise<void> | null = null;
@@ -581,7 +582,7 @@ export class MemoryManager {
       const held = this.replicator.livePartners() > 0 && (await this.replicate(allocation, firstPage, pages, version, range));
       if (held && (this.options.linkGeneration?.() ?? 0) === generation) {
         for (const page of pages) page.mirrored = true;
-        for (let index = 0; index < pages.length; index++) this.queueDestage(allocation, firstPage + index, pages[index] as Page);
+        for (const page of pages) this.queueDestage(page);
         if (this.destageQueue.length >= this.options.highWatermarkPages) this.destageInBackground(this.options.lowWatermarkPages);
         return;
       }
@@ -597,7 +598,7 @@ export class MemoryManager {
     } catch (error) {
       // Not acknowledged, but the frame holds it: it stays queued for destage (retried by the next
       // pass or flush) instead of pinning an unevictable dirty frame forever.
-      pages.forEach((page, index) => this.queueDestage(allocation, firstPage + index, page));
+      for (const page of pages) this.queueDestage(page);
       throw error;
     }
     const wait = this.options.acknowledgeGate?.(true);
@@ -622,11 +623,11 @@ export class MemoryManager {
     return this.replicator.writePage({ allocation: allocation.guid, virtualPage: firstPage, version, pageBytes, offset: start, length: end - start, data });
   }
 
-  private queueDestage(allocation: Allocation, virtualPage: number, page: Page): void {
+  private queueDestage(page: Page): void {
     if (page.queuedForDestage) return;
     page.queuedForDestage = true;
     this.lru.delete(page);
-    this.destageQueue.push({ allocation, virtualPage, page });
+    this.destageQueue.push(page);
   }
 
   /** Background destaging reports failures to the next flush instead of crashing the process. */
@@ -651,29 +652,30 @@ export class MemoryManager {
         // A copy: the frame may be written again while this version travels to the disks. One
         // buffer for the batch, cut into views, not one allocation per page: thousands of small
         // external buffers a second made V8 run mark-compact collections back to back.
-        const copies = copyPages(batch.map((entry) => entry.page), this.takeBatchBuffer(), true);
+        const copies = copyPages(batch, this.takeBatchBuffer(), true);
         let at = 0;
-        const versions = batch.map(({ allocation, virtualPage, page }) => {
+        const versions = batch.map((page) => {
+          const { arrayOffset, pageBytes } = page.owner;
           page.queuedForDestage = false;
-          this.store.enqueueBlocks(allocation.arrayOffset + virtualPage * allocation.pageBytes, copies.subarray(at, at + allocation.pageBytes));
-          at += allocation.pageBytes;
+          this.store.enqueueBlocks(arrayOffset + page.virtualPage * pageBytes, copies.subarray(at, at + pageBytes));
+          at += pageBytes;
           return page.version;
         });
         try {
           await this.store.flush();
         } catch (error) {
           // Still dirty: back in the queue (in front), for the next pass or flush to try again.
-          for (const entry of batch) entry.page.queuedForDestage = true;
+          for (const page of batch) page.queuedForDestage = true;
           this.destageQueue.unshift(...batch);
           throw error;
         }
         this.destageFailure = null;
         if (copies.buffer.byteLength === DESTAGE_BATCH_BYTES) this.spareBatchBuffer = Buffer.from(copies.buffer, 0, DESTAGE_BATCH_BYTES);
-        batch.forEach(({ allocation, virtualPage, page }, i) => {
+        batch.forEach((page, i) => {
           const version = versions[i] as number;
           page.cleanVersion = Math.max(page.cleanVersion, version);
           if (page.version === version) page.mirrored = false;
-          if (!page.queuedForDestage && allocation.pages.get(virtualPage) === page) this.lru.add(page);
+          if (!page.queuedForDestage && page.owner.pages.get(page.virtualPage) === page) this.lru.add(page);
         });
         this.announceClean(batch, versions);
         this.wakeFrameWaiters();
@@ -688,14 +690,14 @@ export class MemoryManager {
    * Page clean for a destaged batch: one message per stretch of consecutive pages of one
    * allocation at one version (a run released together and queued together), not one per page.
    */
-  private announceClean(batch: ReadonlyArray<{ allocation: Allocation; virtualPage: number }>, versions: readonly number[]): void {
+  private announceClean(batch: readonly Page[], versions: readonly number[]): void {
     let start = 0;
     for (let i = 1; i <= batch.length; i++) {
-      const first = batch[start] as { allocation: Allocation; virtualPage: number };
+      const first = batch[start] as Page;
       const next = batch[i];
-      const continues = next !== undefined && next.allocation === first.allocation && next.virtualPage === first.virtualPage + (i - start) && versions[i] === versions[start] && i - start < MAX_RUN_BYTES / FRAME_BYTES;
+      const continues = next !== undefined && next.owner === first.owner && next.virtualPage === first.virtualPage + (i - start) && versions[i] === versions[start] && i - start < MAX_RUN_BYTES / FRAME_BYTES;
       if (continues) continue;
-      this.replicator.pageClean(first.allocation.guid, first.virtualPage, versions[start] as number, i - start);
+      this.replicator.pageClean(first.owner.guid, first.virtualPage, versions[start] as number, i - start);
       start = i;
     }
   }
@@ -850,22 +852,22 @@ export class MemoryManager {
  * key is the entry's array block number scaled above its index. Left alone when already in order
  * (a sequential writer's queue).
  */
-function sortByArrayOffset(queue: Array<{ allocation: Allocation; virtualPage: number; page: Page }>): void {
-  const blockOf = (entry: { allocation: Allocation; virtualPage: number }): number => (entry.allocation.arrayOffset + entry.virtualPage * entry.allocation.pageBytes) / FRAME_BYTES;
+function sortByArrayOffset(queue: Page[]): void {
+  const blockOf = (page: Page): number => (page.owner.arrayOffset + page.virtualPage * page.owner.pageBytes) / FRAME_BYTES;
   let sorted = true;
-  for (let index = 1; index < queue.length && sorted; index++) sorted = blockOf(queue[index - 1] as (typeof queue)[number]) <= blockOf(queue[index] as (typeof queue)[number]);
+  for (let index = 1; index < queue.length && sorted; index++) sorted = blockOf(queue[index - 1] as Page) <= blockOf(queue[index] as Page);
   const scale = 2 ** Math.ceil(Math.log2(queue.length + 1));
   // Block numbers times the scale must stay exact doubles (below 2^53): arrays up to 2^32 blocks (16 TiB) by 2^20 entries.
   if (sorted || scale > 2 ** 20) return;
   const keys = new Float64Array(queue.length);
   for (let index = 0; index < queue.length; index++) {
-    const block = blockOf(queue[index] as (typeof queue)[number]);
+    const block = blockOf(queue[index] as Page);
     if (block >= 2 ** 32) return;
     keys[index] = block * scale + index;
   }
   keys.sort();
   const before = queue.slice();
-  for (let index = 0; index < keys.length; index++) queue[index] = before[(keys[index] as number) % scale] as (typeof queue)[number];
+  for (let index = 0; index < keys.length; index++) queue[index] = before[(keys[index] as number) % scale] as Page;
 }
 
 /**
