@@ -124,7 +124,9 @@ export class Authority<V extends OwnedVolume> {
           await this.reconcile();
         } while (this.again && !this.stopped);
       } catch (error) {
-        this.node.logger.error(`ownership: ${(error as Error).message}`);
+        // A pass still running when the node stops meets the stopped array: that is the stop, not a fault.
+        if (this.stopped) this.node.logger.debug(`ownership: pass ended by the stop: ${(error as Error).message}`);
+        else this.node.logger.error(`ownership: ${(error as Error).message}`);
       } finally {
         this.running = false;
       }
