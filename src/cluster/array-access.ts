@@ -79,6 +79,18 @@ export class ArrayAccess implements BlockStore {
     this.pending.splice(0, done);
   }
 
+  /**
+   * The blocks of one range on the array and synced: the local stack's targeted flush; through a
+   * remote holder, a whole flush (the holder's link has no targeted one).
+   */
+  async flushBlocks(offset: number, length: number): Promise<void> {
+    const target = this.current;
+    if (this.remote || !target.flushBlocks) return this.flush();
+    await target.flushBlocks(offset, length);
+    // Handed to another target meanwhile: make sure the range is on that one too.
+    if (target !== this.current) await this.flushBlocks(offset, length);
+  }
+
   private async retrying(work: () => Promise<void>): Promise<void> {
     const deadline = this.clock.now() + this.retryMs;
     for (;;) {

@@ -191,11 +191,20 @@ export class HolderSuccession<V extends OwnedVolume> {
     }
     node.setEpoch(epoch);
     await node.holdArray();
+    // Enqueued, not waited for: the storage stack answers reads of them until the disks have them,
+    // and the takeover of the dead node's volumes (serveFromMirrors) waits for the flush before it
+    // announces anything, so no partner drops its own copy of them before they are on the disks.
+    // Waiting here kept clients waiting as long as destaging a deep dirty set took (seconds).
     const pages = node.destageMirrors([...node.served.values()].filter((entry) => entry.ownerId === dead));
-    await node.flushArray();
+    if (pages > 0) {
+      void node.flushArray().then(
+        () => node.logger.info(`the ${pages} page(s) node ${node.name(dead)} had mirrored here are on the disks`),
+        (error: Error) => node.logger.error(`destage of the page(s) node ${node.name(dead)} had mirrored here failed (retried by the next flush): ${error.message}`),
+      );
+    }
     await this.announceHolder(dead);
     this.tookArray();
-    node.logger.warn(`this node holds the shared array now (epoch ${epoch}); ${pages} page(s) node ${node.name(dead)} had mirrored here are on the disks`);
+    node.logger.warn(`this node holds the shared array now (epoch ${epoch}); ${pages} page(s) node ${node.name(dead)} had mirrored here are on their way to the disks`);
     node.events?.emit({ kind: 'takeover', what: 'array', from: node.name(dead), epoch });
   }
 }

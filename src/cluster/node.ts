@@ -506,7 +506,10 @@ export class ClusterNode {
         await array.stack?.flush();
       },
       own: (entry, handedOverAt) => this.volumes.own(entry, handedOverAt),
-      serveFromMirrors: (entry) => this.mirrors.serveFromMirrors(entry.allocation, !entry.memory, () => this.volumes.own(entry)),
+      serveFromMirrors: (entry) => {
+        const previous = entry.ownerId;
+        return this.mirrors.serveFromMirrors(entry.allocation, !entry.memory, () => this.volumes.own(entry), () => this.volumes.forward(entry, previous));
+      },
       copyResident: (entry, to, phase) => this.handover.copyResident(entry, to, phase),
       forward: (entry, ownerId) => this.volumes.forward(entry, ownerId),
       releaseVolume: (entry) => this.volumes.release(entry),

@@ -451,6 +451,11 @@ export class MemoryManager {
     return false;
   }
 
+  /** Frames of the shared pool were freed elsewhere (the mirror store's, lent to a destage): parked requests try again. */
+  framesReturned(): void {
+    this.wakeFrameWaiters();
+  }
+
   /** Fig. 8. Resolves when a modification is held by every live partner, or is on the disks. */
   async releasePointer(pointer: PagePointer, modified?: { offset: number; length: number }): Promise<void> {
     if (pointer.mode === 'write') return this.releaseRun([pointer], modified);
@@ -592,9 +597,12 @@ export class MemoryManager {
     }
     // No partner holds a copy: write-through, acknowledged once on the disks.
     const copies = copyPages(pages);
-    pages.forEach((_, index) => this.store.enqueueBlocks(allocation.arrayOffset + (firstPage + index) * allocation.pageBytes, copies.subarray(index * allocation.pageBytes, (index + 1) * allocation.pageBytes)));
+    const offset = allocation.arrayOffset + firstPage * allocation.pageBytes;
+    pages.forEach((_, index) => this.store.enqueueBlocks(offset + index * allocation.pageBytes, copies.subarray(index * allocation.pageBytes, (index + 1) * allocation.pageBytes)));
     try {
-      await this.store.flush();
+      // Its own blocks only: after a partner died, a backlog of what it had mirrored is on its way
+      // to the disks too, and a new write waits for its sync, not for that backlog's.
+      await (this.store.flushBlocks ? this.store.flushBlocks(offset, copies.length) : this.store.flush());
     } catch (error) {
       // Not acknowledged, but the frame holds it: it stays queued for destage (retried by the next
       // pass or flush) instead of pinning an unevictable dirty frame forever.

@@ -71,7 +71,7 @@ export class MirrorStore {
   }
 
   private release(allocation: string): void {
-    this.takeAllocation(allocation);
+    this.returnFrames(this.takeAllocation(allocation).map((page) => page.frame));
     this.shapes.delete(allocation);
   }
 
@@ -91,16 +91,22 @@ export class MirrorStore {
     return count;
   }
 
-  /** Removes an allocation's mirrored pages and returns copies of them, for destaging after its owner is gone. */
-  takeAllocation(allocation: string): Array<{ virtualPage: number; version: number; data: Buffer }> {
+  /**
+   * Removes an allocation's mirrored pages, in page order, for destaging after its owner is gone.
+   * Their frames are lent, not copied: the caller hands them back (returnFrames) once nothing reads
+   * them any more, after a flush has them on the disks. Copying a deep dirty set (100k pages) into
+   * fresh memory held the event loop for 0.7 s at a takeover, while clients waited.
+   */
+  takeAllocation(allocation: string): Array<{ virtualPage: number; version: number; data: Buffer; frame: number }> {
     const pages = this.pages.get(allocation);
     if (!pages) return [];
     this.pages.delete(allocation);
-    return [...pages].map(([virtualPage, mirror]) => {
-      const data = Buffer.from(mirror.data);
-      this.pool.free(mirror.frame);
-      return { virtualPage, version: mirror.version, data };
-    });
+    return [...pages].sort((a, b) => a[0] - b[0]).map(([virtualPage, mirror]) => ({ virtualPage, version: mirror.version, data: mirror.data, frame: mirror.frame }));
+  }
+
+  /** Frames lent by takeAllocation, back to the pool. */
+  returnFrames(frames: readonly number[]): void {
+    for (const frame of frames) this.pool.free(frame);
   }
 
   /**

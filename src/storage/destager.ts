@@ -3,12 +3,18 @@
 //   enqueue(offset, data) ──> dirty map (a newer enqueue of a block replaces the older data)
 //        background: dirty ≥ high watermark ──> destage batches until dirty ≤ low watermark
 //        flush(): destage now, whatever the watermarks say, and wait until it is done
+//        flushBlocks(offset, length): only those blocks, ahead of everything else (a write-through)
 //   batch: take ≤ maxBatchBlocks dirty blocks not already on their way, in offset order; merge
 //          neighbours into single writes, write them in parallel, then one sync for the batch. A
 //          block turns clean only if its data was not replaced meanwhile, and only after the sync.
 //
 // Up to `maxConcurrentBatches` batches run at once: while one syncs, the next already writes, so
 // a stream of small writes pays for a sync per batch, not per write (group commit).
+//
+// Blocks a targeted flush waits for are urgent: they go out in batches of their own, up to
+// `maxConcurrentBatches` more of them beside the others, so a write-through acknowledgement waits for
+// its own block and a sync, not for a backlog of thousands (a node that took over a dead partner's
+// volumes destages everything it mirrored while it already serves them).
 import { BLOCK_BYTES } from './layout.js';
 
 
@@ -46,6 +52,9 @@ export class Destager {
   /** Blocks some batch is writing: a newer version waits for the next batch, so writes of one block never race. */
   private readonly writing = new Set<number>();
   private completions: Array<() => void> = [];
+  /** Dirty blocks a targeted flush waits for and no batch has taken yet. */
+  private readonly urgent = new Set<number>();
+  private urgentBatches = 0;
   /**
    * The oldest generation in each batch being written. A newer enqueue of a block replaces its map
    * entry while the older data may still be on its way to the array: a flush must wait for that
@@ -99,13 +108,51 @@ export class Destager {
     }
   }
 
+  /**
+   * Resolves once the blocks of `[offset, offset + length)` are clean as they were at the call (or
+   * newer); rejects if destaging fails before they are. They go out ahead of other dirty blocks.
+   */
+  async flushBlocks(offset: number, length: number): Promise<void> {
+    const first = offset / BLOCK_BYTES;
+    const count = length / BLOCK_BYTES;
+    const target = this.generation;
+    const failuresBefore = this.failures;
+    for (let block = first; block < first + count; block++) {
+      const entry = this.dirty.get(block);
+      if (entry && !entry.inFlight) this.urgent.add(block);
+    }
+    while (this.pendingAmong(first, count, target)) {
+      if (this.failures > failuresBefore) throw this.failure;
+      this.pump();
+      await new Promise<void>((resolve) => this.completions.push(resolve));
+    }
+  }
+
+  /** A block of the range is dirty at `generation` or older, or some batch is still writing it. */
+  private pendingAmong(first: number, count: number, generation: number): boolean {
+    for (let block = first; block < first + count; block++) {
+      if (this.writing.has(block)) return true;
+      const entry = this.dirty.get(block);
+      if (entry && entry.generation <= generation) return true;
+    }
+    return false;
+  }
+
   private hasDirtyUpTo(generation: number): boolean {
     for (const entry of this.dirty.values()) if (entry.generation <= generation) return true;
     return false;
   }
 
-  /** Starts batches while there is room and a reason: a flush waiting, or dirty above the watermark. */
+  /**
+   * Starts batches while there is room and a reason: urgent blocks (in batches of their own), a
+   * flush waiting, or dirty above the watermark.
+   */
   private pump(): void {
+    while (this.urgent.size > 0 && this.urgentBatches < this.options.maxConcurrentBatches) {
+      const taken = this.takeUrgent();
+      if (taken.length === 0) break;
+      this.run(taken, true);
+    }
     while (this.batches < this.options.maxConcurrentBatches) {
       if (this.dirty.size >= this.options.highWatermarkBlocks) this.draining = true;
       if (this.dirty.size <= this.options.lowWatermarkBlocks) this.draining = false;
@@ -113,36 +160,63 @@ export class Destager {
       if (this.dirty.size === 0) return;
       const taken = this.take();
       if (taken.length === 0) return;
-      this.batches++;
-      let oldest = Infinity;
-      for (const [, entry] of taken) oldest = Math.min(oldest, entry.generation);
-      this.inFlightOldest.push(oldest);
-      this.destage(taken).then(
-        () => {
-          this.failure = null;
-        },
-        (error: Error) => {
-          for (const [, entry] of taken) entry.inFlight = false;
-          this.failure = error;
-          this.failures++;
-        },
-      ).finally(() => {
-        for (const [block] of taken) this.writing.delete(block);
-        this.inFlightOldest.splice(this.inFlightOldest.indexOf(oldest), 1);
-        this.batches--;
-        const waiting = this.completions;
-        this.completions = [];
-        for (const resolve of waiting) resolve();
-        // After a failure only a new enqueue or flush tries again, so a dead array is not hammered.
-        if (!this.failure) this.pump();
-      });
+      this.run(taken, false);
     }
   }
 
+  private run(taken: Array<readonly [number, Dirty]>, urgent: boolean): void {
+    if (urgent) this.urgentBatches++;
+    else this.batches++;
+    let oldest = Infinity;
+    for (const [, entry] of taken) oldest = Math.min(oldest, entry.generation);
+    this.inFlightOldest.push(oldest);
+    this.destage(taken).then(
+      () => {
+        this.failure = null;
+      },
+      (error: Error) => {
+        for (const [, entry] of taken) entry.inFlight = false;
+        this.failure = error;
+        this.failures++;
+      },
+    ).finally(() => {
+      for (const [block] of taken) this.writing.delete(block);
+      this.inFlightOldest.splice(this.inFlightOldest.indexOf(oldest), 1);
+      if (urgent) this.urgentBatches--;
+      else this.batches--;
+      const waiting = this.completions;
+      this.completions = [];
+      for (const resolve of waiting) resolve();
+      // After a failure only a new enqueue or flush tries again, so a dead array is not hammered.
+      if (!this.failure) this.pump();
+    });
+  }
+
+  /** Urgent blocks that can go now, in offset order; the rest (an older write in flight) wait. */
+  private takeUrgent(): Array<readonly [number, Dirty]> {
+    const taken: Array<readonly [number, Dirty]> = [];
+    for (const block of this.urgent) {
+      const entry = this.dirty.get(block);
+      if (!entry || entry.inFlight) {
+        this.urgent.delete(block);
+        continue;
+      }
+      if (this.writing.has(block)) continue;
+      this.urgent.delete(block);
+      taken.push([block, entry]);
+      if (taken.length === this.options.maxBatchBlocks) break;
+    }
+    taken.sort((a, b) => a[0] - b[0]);
+    return this.claim(taken);
+  }
+
   private take(): Array<readonly [number, Dirty]> {
-    const free = [...this.dirty.entries()].filter(([block, entry]) => !entry.inFlight && !this.writing.has(block));
+    const free = [...this.dirty.entries()].filter(([block, entry]) => !entry.inFlight && !this.writing.has(block) && !this.urgent.has(block));
     free.sort((a, b) => a[0] - b[0]);
-    const taken = free.slice(0, this.options.maxBatchBlocks);
+    return this.claim(free.slice(0, this.options.maxBatchBlocks));
+  }
+
+  private claim(taken: Array<readonly [number, Dirty]>): Array<readonly [number, Dirty]> {
     for (const [block, entry] of taken) {
       entry.inFlight = true;
       this.writing.add(block);

@@ -14,6 +14,11 @@ export interface BlockStore {
   readBlocks(offset: number, into: Buffer): Promise<void>;
   enqueueBlocks(offset: number, data: Buffer): void;
   flush(): Promise<void>;
+  /**
+   * Only the blocks of the range are on the array and synced (a write-through waits for its own
+   * blocks, not for everything dirty). A store without it is asked for flush().
+   */
+  flushBlocks?(offset: number, length: number): Promise<void>;
 }
 
 export class NodeStateStore {

@@ -2,7 +2,7 @@
 // destager behind it, seen as one block device of whole 4 KiB blocks.
 //
 // Reads see the newest data: a dirty block (enqueued, not yet on the array) comes from the
-// destager, the rest through the cache. Writes become dirty blocks; `writeThrough` waits until they
+// destager, the rest through the cache. Writes become dirty blocks; `flushBlocks` waits until they
 // are on the array and synced, which is how a node without a live partner acknowledges: nothing it
 // acknowledged lives only in its memory. Concurrent writers share each sync (group commit).
 import { Destager, type DestagerOptions } from './destager.js';
@@ -72,6 +72,11 @@ export class StorageStack {
   /** Everything enqueued so far is on the array and synced. */
   async flush(): Promise<void> {
     await this.destager.flush();
+  }
+
+  /** The blocks of `[offset, offset + length)` are on the array and synced, ahead of other dirty blocks. */
+  async flushBlocks(offset: number, length: number): Promise<void> {
+    await this.destager.flushBlocks(offset, length);
   }
 
   async stop(): Promise<void> {

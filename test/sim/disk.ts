@@ -1,5 +1,7 @@
 // The simulated shared disk: what every node's memory manager (or takeover) writes to, one 4 KiB
-// block per scheduler step, in the order the blocks were enqueued (the array serialises them).
+// block per scheduler step, in the order the blocks were enqueued (the array serialises them), except
+// that a block a targeted flush (flushBlocks, a write-through) waits for may land ahead of older
+// blocks at other offsets, as the storage stack's destager sends such blocks first.
 //
 //   enqueueBlocks ──> queue [block, block, …] ──(one per step)──> durable bytes ──> flush resolves once
 //                                                                                   its blocks are durable
@@ -40,6 +42,8 @@ export class SimDisk {
   blocksWritten = 0;
   readsDone = 0;
   private flushWaiters: Array<{ upTo: number; resolve: () => void }> = [];
+  /** Targeted flushes (flushBlocks): their blocks may land ahead of the queue, as the destager sends them. */
+  private rangeWaiters: Array<{ offset: number; end: number; upTo: number; resolve: () => void }> = [];
   private readonly reads: Array<{ offset: number; into: Buffer; resolve: () => void }> = [];
   /** Tells the simulation which bytes changed, so its checks look again at those pages. */
   onDurable: (offset: number, length: number) => void = () => undefined;
@@ -60,6 +64,7 @@ export class SimDisk {
       readBlocks: (offset, into) => this.read(offset, into),
       enqueueBlocks: (offset, data) => this.enqueue(writer, offset, data),
       flush: () => this.flush(),
+      flushBlocks: (offset, length) => this.flushBlocks(offset, length),
     };
   }
 
@@ -67,6 +72,13 @@ export class SimDisk {
     if (this.queue.length > 0) {
       const head = this.queue[0] as QueuedBlock;
       ready.push({ label: `disk write block ${head.offset / BLOCK_BYTES} (node ${head.writer})`, weight: this.options.applyWeight, run: () => this.applyOne() });
+    }
+    // A block a targeted flush waits for may land before older blocks of other offsets (never
+    // before an older block of its own offset: the destager keeps writes of one block in order).
+    const ahead = this.firstAhead();
+    if (ahead > 0) {
+      const block = this.queue[ahead] as QueuedBlock;
+      ready.push({ label: `disk write block ${block.offset / BLOCK_BYTES} ahead (node ${block.writer})`, weight: this.options.applyWeight, run: () => this.applyAt(ahead) });
     }
     // Reads are independent: any waiting one may finish first.
     this.reads.forEach((read, index) => {
@@ -140,8 +152,33 @@ export class SimDisk {
     return new Promise((resolve) => this.flushWaiters.push({ upTo: this.enqueued, resolve }));
   }
 
+  /** Resolves once the blocks of the range enqueued before the call are durable. */
+  private flushBlocks(offset: number, length: number): Promise<void> {
+    const upTo = this.enqueued;
+    const end = offset + length;
+    if (this.flushLies || !this.queue.some((block) => block.sequence < upTo && block.offset >= offset && block.offset < end)) return Promise.resolve();
+    return new Promise((resolve) => this.rangeWaiters.push({ offset, end, upTo, resolve }));
+  }
+
+  /** Index of the first queued block some targeted flush waits for that may land now; -1 if none. */
+  private firstAhead(): number {
+    if (this.rangeWaiters.length === 0) return -1;
+    for (let index = 0; index < this.queue.length; index++) {
+      const block = this.queue[index] as QueuedBlock;
+      if (!this.rangeWaiters.some((waiter) => block.sequence < waiter.upTo && block.offset >= waiter.offset && block.offset < waiter.end)) continue;
+      let older = false;
+      for (let before = 0; before < index && !older; before++) older = (this.queue[before] as QueuedBlock).offset === block.offset;
+      if (!older) return index;
+    }
+    return -1;
+  }
+
   private applyOne(): void {
-    const block = this.queue.shift() as QueuedBlock;
+    this.applyAt(0);
+  }
+
+  private applyAt(index: number): void {
+    const [block] = this.queue.splice(index, 1) as [QueuedBlock];
     if (!block.data.equals(block.enqueuedAs)) this.onContractBroken(`node ${block.writer} changed block ${block.offset / BLOCK_BYTES} after enqueueing it, before it was durable`);
     block.data.copy(this.durable, block.offset, 0, block.length);
     this.blocksWritten++;
@@ -153,9 +190,12 @@ export class SimDisk {
   private wakeFlushWaiters(): void {
     const oldest = this.queue.length > 0 ? (this.queue[0] as QueuedBlock).sequence : this.enqueued;
     const due = this.flushWaiters.filter((waiter) => waiter.upTo <= oldest);
-    if (due.length === 0) return;
     this.flushWaiters = this.flushWaiters.filter((waiter) => waiter.upTo > oldest);
     for (const waiter of due) waiter.resolve();
+    const done = this.rangeWaiters.filter((waiter) => !this.queue.some((block) => block.sequence < waiter.upTo && block.offset >= waiter.offset && block.offset < waiter.end));
+    if (done.length === 0) return;
+    this.rangeWaiters = this.rangeWaiters.filter((waiter) => !done.includes(waiter));
+    for (const waiter of done) waiter.resolve();
   }
 
   private finishRead(index: number): void {

@@ -301,6 +301,14 @@ class Simulation {
       this.changedPages.add(page.virtualPage);
       this.coverage['takeover-page']++;
     }
+    // The frames are lent to the disk queue: back to the pool once they are durable, as the cluster's
+    // takeover does (the disk reports a frame reused too early as a broken contract).
+    if (pages.length > 0) {
+      void this.disk
+        .storeFor(partner.id)
+        .flush()
+        .then(() => partner.mirror.returnFrames(pages.map((page) => page.frame)));
+    }
     this.note(`node ${partner.id} takes over ${pages.length} mirrored page(s) to the disks`);
   }
 

@@ -72,4 +72,44 @@ describe('array access through a remote holder', () => {
     await access.flush();
     expect(holder.landed.get(4096)).to.equal(7);
   });
+
+  it('flushes one range on a local stack, and everything through a remote holder (which has no targeted flush)', async () => {
+    const clock = new ManualClock();
+    const calls: string[] = [];
+    const local = {
+      readBlocks: async () => undefined,
+      enqueueBlocks: () => undefined,
+      flush: async () => void calls.push('local flush'),
+      flushBlocks: async (offset: number, length: number) => void calls.push(`local ${offset}+${length}`),
+    };
+    const access = new ArrayAccess(local, false, 1000, clock);
+    await access.flushBlocks(8192, 4096);
+    expect(calls).to.deep.equal(['local 8192+4096']);
+    const holder = new FakeHolder();
+    holder.ready = true;
+    access.switchTo(new RemoteArray(() => holder.link), true);
+    access.enqueueBlocks(4096, block(5));
+    await access.flushBlocks(4096, 4096);
+    expect(holder.landed.get(4096)).to.equal(5);
+    expect(calls).to.deep.equal(['local 8192+4096']);
+  });
+
+  it('flushes the range again on the new target when the array changed hands during a targeted flush', async () => {
+    const clock = new ManualClock();
+    const calls: string[] = [];
+    let access: ArrayAccess | null = null;
+    const second = { readBlocks: async () => undefined, enqueueBlocks: () => undefined, flush: async () => void calls.push('second flush'), flushBlocks: async (offset: number) => void calls.push(`second ${offset}`) };
+    const first = {
+      readBlocks: async () => undefined,
+      enqueueBlocks: () => undefined,
+      flush: async () => void calls.push('first flush'),
+      flushBlocks: async (offset: number) => {
+        calls.push(`first ${offset}`);
+        access?.switchTo(second, false);
+      },
+    };
+    access = new ArrayAccess(first, false, 1000, clock);
+    await access.flushBlocks(0, 4096);
+    expect(calls).to.deep.equal(['first 0', 'second 0']);
+  });
 });

@@ -15,6 +15,7 @@ class FakeStore implements BlockStore {
   readonly disk = Buffer.alloc(16 * PAGE);
   pending: Array<[number, Buffer]> = [];
   flushes = 0;
+  flushBlocks?: (offset: number, length: number) => Promise<void>;
   async readBlocks(offset: number, into: Buffer): Promise<void> {
     this.disk.copy(into, 0, offset, offset + into.length);
   }
@@ -126,6 +127,45 @@ describe('MemoryManager', () => {
     refused.data.fill(6, 0, 8);
     await manager.releasePointer(refused, { offset: 0, length: 8 });
     expect(store.disk[4 * PAGE], 'on the disks although the partner refused').to.equal(6);
+  });
+
+  it('acknowledges a write-through once its own blocks are on the disks, not after a backlog of mirrored pages', async () => {
+    const { manager, store, partners } = setup();
+    for (const page of [1, 2]) {
+      const pointer = await manager.obtainWritePointer(GUID, page);
+      pointer.data.fill(page, 0, 16);
+      await manager.releasePointer(pointer, { offset: 0, length: 16 });
+    }
+    // The store writes a targeted range at once; a whole flush (the backlog) waits at the disk.
+    let openBacklog: () => void = () => undefined;
+    const backlogGate = new Promise<void>((resolve) => (openBacklog = resolve));
+    const targeted: Array<[number, number]> = [];
+    store.flush = async () => {
+      await backlogGate;
+      for (const [offset, data] of store.pending.splice(0)) data.copy(store.disk, offset);
+    };
+    store.flushBlocks = async (offset: number, length: number) => {
+      targeted.push([offset, length]);
+      store.pending = store.pending.filter(([at, data]) => {
+        if (at < offset || at >= offset + length) return true;
+        data.copy(store.disk, at);
+        return false;
+      });
+    };
+    partners.live = 0;
+    manager.partnerLost();
+    const pointer = await manager.obtainWritePointer(GUID, 3);
+    pointer.data.fill(3, 0, 8);
+    const written = manager.releasePointer(pointer, { offset: 0, length: 8 });
+    const first = await Promise.race([written.then(() => 'acknowledged'), new Promise((resolve) => setTimeout(() => resolve('waiting'), 200))]);
+    expect(first).to.equal('acknowledged');
+    expect(targeted).to.deep.equal([[3 * PAGE, PAGE]]);
+    expect(store.disk[3 * PAGE]).to.equal(3);
+    expect(store.disk[1 * PAGE], 'the backlog is still on its way').to.equal(0);
+    openBacklog();
+    await manager.flush();
+    expect(store.disk[1 * PAGE]).to.equal(1);
+    expect(store.disk[2 * PAGE]).to.equal(2);
   });
 
   it('destages behind the partner and sends page clean with the destaged version', async () => {

@@ -97,4 +97,21 @@ describe('MirrorStore', () => {
     expect(pool.freeBytes).to.equal(POOL);
     expect(status(mirror.handle(writePage(0, 2, 0, Buffer.alloc(PAGE, 1))))).to.equal(Status.UnknownAllocation);
   });
+
+  it('hands an allocation over at a takeover: its frames lent in page order, back to the pool only when returned', () => {
+    const pool = new FramePool(POOL);
+    const mirror = new MirrorStore(pool);
+    mirror.handle({ type: MessageType.AllocateMemory, requestId: 1, allocation: GUID, sizeBytes: 64 * PAGE, pageBytes: PAGE, ownerNodeId: 0 });
+    for (const page of [9, 2, 3, 40]) mirror.handle(writePage(page, page, 0, Buffer.alloc(PAGE, page)));
+    const freeBefore = pool.freeBytes;
+    const taken = mirror.takeAllocation(GUID);
+    expect(taken.map((page) => page.virtualPage)).to.deep.equal([2, 3, 9, 40]);
+    expect(taken.map((page) => page.version)).to.deep.equal([2, 3, 9, 40]);
+    expect(taken.every((page) => page.data.length === PAGE && page.data.every((byte) => byte === page.virtualPage))).to.equal(true);
+    expect(taken.every((page) => pool.view(page.frame).buffer === page.data.buffer && pool.view(page.frame).byteOffset === page.data.byteOffset), 'views of the frames, not copies').to.equal(true);
+    expect(mirror.mirroredPages).to.equal(0);
+    expect(pool.freeBytes, 'lent, not freed').to.equal(freeBefore);
+    mirror.returnFrames(taken.map((page) => page.frame));
+    expect(pool.freeBytes - freeBefore).to.equal(4 * PAGE);
+  });
 });

@@ -1,5 +1,6 @@
 // Proves the destager's rules: nothing is clean before its sync, newer data is never overwritten by
-// older, watermarks start and stop background work, neighbours are merged, flushes share syncs.
+// older, watermarks start and stop background work, neighbours are merged, flushes share syncs, and a
+// targeted flush (a write-through) overtakes a backlog without ever overtaking its own block's older write.
 import { expect } from 'chai';
 import { Destager, type DestageTarget } from '../../../src/storage/destager.js';
 
@@ -152,6 +153,90 @@ describe('Destager', () => {
     expect(destager.dirtyBlock(0)?.[0]).to.equal(7);
     await destager.flush();
     expect(target.disk.get(0)).to.equal(7);
+  });
+
+  it('sends the blocks a targeted flush waits for ahead of a backlog, and resolves it before the backlog is clean', async () => {
+    const target = new FakeTarget();
+    const destager = new Destager(target, { ...options, maxConcurrentBatches: 1 });
+    // The backlog's writes (blocks 100 and on) wait at the disk; others land at once.
+    let openBacklog: () => void = () => undefined;
+    const backlogGate = new Promise<void>((resolve) => (openBacklog = resolve));
+    const write = target.write.bind(target);
+    target.write = async (offset, data) => {
+      if (offset >= 100 * B) await backlogGate;
+      return write(offset, data);
+    };
+    destager.enqueue(100 * B, block(1, 20));
+    let backlogClean = false;
+    const backlog = destager.flush().then(() => (backlogClean = true));
+    await new Promise((resolve) => setImmediate(resolve));
+    destager.enqueue(5 * B, block(5));
+    destager.enqueue(7 * B, block(7));
+    await destager.flushBlocks(5 * B, B);
+    expect(target.disk.get(5), 'the targeted block is on the disk').to.equal(5);
+    expect(destager.dirtyBlock(5)).to.equal(undefined);
+    expect(backlogClean, 'the backlog is still on its way').to.equal(false);
+    expect(destager.dirtyBlocks, 'the backlog and the block nobody waits for are dirty').to.be.greaterThan(16);
+    openBacklog();
+    await backlog;
+    expect(target.disk.get(119)).to.equal(1);
+  });
+
+  it('resolves a targeted flush only once the newest data of its block landed, after an older write of it in flight', async () => {
+    const target = new FakeTarget();
+    const destager = new Destager(target, options);
+    destager.enqueue(0, block(1));
+    target.hold();
+    const first = destager.flush();
+    await new Promise((resolve) => setImmediate(resolve));
+    destager.enqueue(0, block(2));
+    let done = false;
+    const targeted = destager.flushBlocks(0, B).then(() => (done = true));
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(done, 'the older write is still in flight').to.equal(false);
+    target.release();
+    await Promise.all([first, targeted]);
+    expect(target.disk.get(0)).to.equal(2);
+    expect(destager.dirtyBlocks).to.equal(0);
+  });
+
+  it('resolves a targeted flush only once the write it covered landed, also when a newer enqueue replaced that block meanwhile', async () => {
+    const target = new FakeTarget();
+    const destager = new Destager(target, options);
+    // Writes of block 0 wait at the disk; others land at once (and wake every waiter as they do).
+    let openBlock0: () => void = () => undefined;
+    const block0Gate = new Promise<void>((resolve) => (openBlock0 = resolve));
+    const write = target.write.bind(target);
+    target.write = async (offset, data) => {
+      if (offset === 0) await block0Gate;
+      return write(offset, data);
+    };
+    destager.enqueue(0, block(1));
+    let done = false;
+    const targeted = destager.flushBlocks(0, B).then(() => (done = true));
+    await new Promise((resolve) => setImmediate(resolve));
+    // The caller may reuse its buffer once the flush resolved: the write still reading it must be done.
+    destager.enqueue(0, block(2));
+    destager.enqueue(9 * B, block(9));
+    await destager.flushBlocks(9 * B, B);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(done, 'the write of the first data is still in flight').to.equal(false);
+    openBlock0();
+    await targeted;
+    await destager.flushBlocks(0, B);
+    expect(target.disk.get(0)).to.equal(2);
+  });
+
+  it('rejects a targeted flush whose block failed and keeps it dirty', async () => {
+    const target = new FakeTarget();
+    const destager = new Destager(target, options);
+    destager.enqueue(3 * B, block(3));
+    target.failNext = new Error('member gone');
+    const error = await destager.flushBlocks(3 * B, B).catch((caught: Error) => caught);
+    expect(error?.message).to.equal('member gone');
+    expect(destager.dirtyBlock(3)?.[0]).to.equal(3);
+    await destager.flushBlocks(3 * B, B);
+    expect(target.disk.get(3)).to.equal(3);
   });
 
   it('refuses watermarks that do not make sense', () => {
