@@ -41,7 +41,8 @@ export async function openArray(
 ): Promise<StorageStack> {
   const open = async (path: string): Promise<MemberDevice> => fencedMember(await openMember(path), leases);
   const holder = config.nodes[leases.slot]?.name ?? String(leases.slot);
-  const options = { ...(claimMembers ? { holder } : {}), ...(onResyncProgress ? { onResyncProgress } : {}) };
+  // The resync of an unclean stop runs behind I/O: a node taking the array over serves at once.
+  const options = { ...(claimMembers ? { holder } : {}), ...(onResyncProgress ? { onResyncProgress } : {}), resyncBehindIo: true };
   const array = await assembleArray(config.storage.members, { logger, now: () => clock.wallNow() }, open, options);
   if (array.geometry.level !== config.storage.level) {
     await array.stop();

@@ -6,12 +6,17 @@
 // the write-intent bit of its region (persisted before any data moves, so a crash mid-update is
 // followed by a resync of that region), then writes data and parity in parallel. Partial-stripe
 // updates choose read-modify-write or reconstruct-write, whichever reads fewer bytes.
+//
+// After an unclean stop the array serves while its dirty regions resync (resyncBehindIo): I/O that
+// reaches a stripe the pass has not resynced yet resyncs it first, so nothing is read, or updated
+// from parity, while a stripe's data, parity and checksums may disagree.
 import type { Logger } from '../observe/index.js';
 import { VolumeError } from '../volume/index.js';
-import { BLOCK_BYTES, dataChunksPerStripe, dataMembersOf, mapRange, parityMemberOf, arrayDataBytes, type ChunkSpan, type Geometry } from './layout.js';
+import { BLOCK_BYTES, dataChunksPerStripe, dataMembersOf, mapRange, parityMemberOf, arrayDataBytes, stripeDataBytes, type ChunkSpan, type Geometry } from './layout.js';
 import type { MemberDevice } from './member.js';
 import { ArrayFailedError, MemberSet, type Slot } from './member-set.js';
 import { computeParity, reconstructMissing, updateParity, xorInto } from './parity.js';
+import { ResyncBehind, resyncPass, stripesOfRegions } from './raid-maintenance.js';
 import { ScratchBuffers } from './scratch-buffers.js';
 import { StripeLocks } from './stripe-locks.js';
 
@@ -77,6 +82,9 @@ export class RaidArray {
   private readonly closeHooks: Array<() => Promise<void>> = [];
   /** Parity and old images of raid5 stripe writes: enough for a destage batch's writes in flight, each with a few. */
   private readonly scratch = new ScratchBuffers(64);
+  /** A resync after an unclean stop that runs behind I/O; null once it is done (or when none ran). */
+  private behind: ResyncBehind | null = null;
+  private resyncing: Promise<void> = Promise.resolve();
 
   constructor(
     readonly members: MemberSet,
@@ -114,11 +122,47 @@ export class RaidArray {
     };
   }
 
+  /**
+   * Resyncs `regions` (dirty at an unclean stop) while the array serves: a pass walks their stripes
+   * in order, I/O resyncs a stripe it reaches first. Their bits stay set until the pass is done; a
+   * stop before that leaves them set and the array unclean, for the next assembly to resync. Resolves
+   * when the pass ends; a failed pass leaves the rest to be resynced on demand and at the next assembly.
+   */
+  resyncBehindIo(regions: readonly number[], onProgress: (doneBytes: number, totalBytes: number) => void = () => undefined): Promise<void> {
+    const behind = new ResyncBehind(this, stripesOfRegions(this, regions), new Set(regions));
+    this.behind = behind;
+    const pass = this.resyncing.then(() => resyncPass(this, behind, regions, onProgress));
+    this.resyncing = pass.then(
+      () => {
+        if (this.behind === behind && !behind.stopping) this.behind = null;
+      },
+      () => undefined,
+    );
+    return pass;
+  }
+
+  /** Resolves once no resync runs behind I/O (scrub and rebuild wait for it). */
+  async resynced(): Promise<void> {
+    await this.resyncing;
+  }
+
+  /** Whether this process wrote into `region` since it opened the array (its bit is the quiet rule's then). */
+  writtenSinceOpen(region: number): boolean {
+    return this.regionWriters.has(region);
+  }
+
+  /** Before I/O on `[offset, offset + length)`: its stripes the resync has not reached are resynced first. */
+  private async resyncFirst(behind: ResyncBehind, offset: number, length: number): Promise<void> {
+    const stripeBytes = stripeDataBytes(this.geometry);
+    await behind.resyncRange(Math.floor(offset / stripeBytes), Math.floor((offset + length - 1) / stripeBytes));
+  }
+
   // ---- reads ----
 
   /** Reads whole blocks at a block-aligned array offset. */
   async read(offset: number, into: Buffer): Promise<void> {
     this.checkRange(offset, into.length);
+    if (this.behind) await this.resyncFirst(this.behind, offset, into.length);
     const spans = mapRange(this.geometry, offset, into.length);
     await Promise.all(
       spans.map((span) =>
@@ -259,6 +303,7 @@ export class RaidArray {
    */
   async write(offset: number, data: Buffer): Promise<void> {
     this.checkRange(offset, data.length);
+    if (this.behind) await this.resyncFirst(this.behind, offset, data.length);
     const geometry = this.geometry;
     if (geometry.level === 'raid5') {
       const stripeBytes = dataChunksPerStripe(geometry) * geometry.chunkBytes;
@@ -479,8 +524,10 @@ export class RaidArray {
       const writers = this.regionWriters.get(region);
       return writers !== undefined && writers.inFlight === 0 && writers.lastWriteEpoch <= epochBefore;
     };
+    // A region a resync has not finished keeps its bit whatever was written there since.
+    const unresynced = this.behind?.regions;
     const quiet = [...this.regionWriters.keys()].filter(
-      (region) => quietSince(region) && startedMs - (this.regionWriters.get(region) as RegionWriters).lastWriteMs >= BITMAP_CLEAR_DELAY_MS,
+      (region) => quietSince(region) && startedMs - (this.regionWriters.get(region) as RegionWriters).lastWriteMs >= BITMAP_CLEAR_DELAY_MS && !unresynced?.has(region),
     );
     if (quiet.length === 0) return;
     await this.members.clearRegions(quiet, (region) => {
@@ -508,11 +555,17 @@ export class RaidArray {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    // A resync still running ends after its stripe; what it did not reach stays dirty, and the
+    // array unclean, so the next assembly resyncs it.
+    const behind = this.behind;
+    if (behind) behind.stopping = true;
+    await this.resyncing;
     await this.members.syncAll();
-    const dirty = this.members.bitmap.dirtyRegions();
+    const unresynced = this.behind?.regions;
+    const dirty = this.members.bitmap.dirtyRegions().filter((region) => !unresynced?.has(region));
     this.regionWriters.clear();
     await this.members.clearRegions(dirty).catch(() => undefined);
-    this.members.clean = true;
+    this.members.clean = !unresynced;
     await this.members.writeSuperblocks().catch((error: Error) => this.deps.logger.error(`final superblock write failed: ${error.message}`));
     await Promise.all(this.members.slots.map((slot) => slot.device?.close()));
     await this.runCloseHooks();
@@ -521,6 +574,7 @@ export class RaidArray {
   /** Closes without marking clean: what a crash leaves (for tests and fencing). */
   async abandon(): Promise<void> {
     this.stopped = true;
+    if (this.behind) this.behind.stopping = true;
     await Promise.all(this.members.slots.map((slot) => slot.device?.close()));
     await this.runCloseHooks();
   }

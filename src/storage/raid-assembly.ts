@@ -117,6 +117,11 @@ export interface AssembleOptions {
   holder?: string;
   /** The resync after an unclean stop moved on (array data bytes), called per stripe. */
   onResyncProgress?: (doneBytes: number, totalBytes: number) => void;
+  /**
+   * Returns before that resync is done: it runs behind I/O (RaidArray.resyncBehindIo), so a node
+   * taking the array over serves at once. Without it the assembly waits (offline commands).
+   */
+  resyncBehindIo?: boolean;
 }
 
 /** Opens the member files, checks them against each other, resyncs after an unclean stop. */
@@ -128,7 +133,7 @@ export async function assembleArray(
 ): Promise<RaidArray> {
   const claim = options.holder === undefined ? null : await claimForNode(paths, options.holder, deps);
   try {
-    const array = await assembleClaimed(paths, deps, open, options.onResyncProgress);
+    const array = await assembleClaimed(paths, deps, open, options.onResyncProgress, options.resyncBehindIo === true);
     if (claim) array.onClose(() => claim.release());
     return array;
   } catch (error) {
@@ -157,6 +162,7 @@ async function assembleClaimed(
   deps: RaidDependencies,
   open: (path: string) => Promise<MemberDevice>,
   onResyncProgress?: (doneBytes: number, totalBytes: number) => void,
+  behindIo = false,
 ): Promise<RaidArray> {
   const plan = await planAssembly(paths, open, { readChecksums: true });
   for (const note of plan.notes) deps.logger.warn(note);
@@ -180,8 +186,10 @@ async function assembleClaimed(
   const array = new RaidArray(set, deps);
   for (const slot of slots) if (slot.state !== 'active') deps.logger.warn(`raid member ${slot.index} (${slot.path || 'no file'}) is ${slot.state}: ${slot.reason}`);
   if (!authority.clean) {
-    deps.logger.warn(`array ${identity.arrayUuid} was not stopped cleanly: resyncing ${dirty.length} dirty region(s)`);
-    await resyncRegions(array, dirty, onResyncProgress);
+    deps.logger.warn(`array ${identity.arrayUuid} was not stopped cleanly: resyncing ${dirty.length} dirty region(s)${behindIo ? ' while it serves' : ''}`);
+    const resync = resyncRegions(array, dirty, onResyncProgress);
+    if (!behindIo) await resync;
+    else resync.catch((error: Error) => deps.logger.error(`array resync after an unclean stop failed (stripes it did not reach are resynced as I/O reaches them, and at the next assembly): ${error.message}`));
   }
   return array;
 }

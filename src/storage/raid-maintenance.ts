@@ -40,24 +40,75 @@ function stripesOfRegion(array: RaidArray, region: number): { first: number; las
  * After a crash, a dirty region may hold a stripe whose data and parity (or mirrors, or checksums)
  * were caught mid-update. None of that was acknowledged as durable, so either version is right; what
  * matters is that they agree. Data is taken as the truth: parity and checksums are recomputed from it
- * (mirrors are copied from the first member).
+ * (mirrors are copied from the first member). Resolves once every region is resynced and its bit
+ * cleared; the array serves meanwhile (RaidArray.resyncBehindIo).
  */
 export async function resyncRegions(array: RaidArray, regions: number[], onProgress: (doneBytes: number, totalBytes: number) => void = () => undefined): Promise<void> {
-  // Progress in array (data) bytes, as a rebuild reports it: stripes done of the stripes to do.
-  const spans = regions.map((region) => stripesOfRegion(array, region));
+  await array.resyncBehindIo(regions, onProgress);
+}
+
+/** The stripes of `regions`, in order, and the bytes of array data they hold. */
+export function stripesOfRegions(array: RaidArray, regions: readonly number[]): number[] {
+  const stripes: number[] = [];
+  for (const region of regions) {
+    const { first, last } = stripesOfRegion(array, region);
+    for (let stripe = first; stripe <= last; stripe++) stripes.push(stripe);
+  }
+  return stripes;
+}
+
+/**
+ * One pass of a resync behind I/O: stripe by stripe in order, each under its exclusive lock, those
+ * I/O did not resync first; then a sync and the regions' bits cleared (a region written meanwhile
+ * keeps its bit for the array's own quiet-time rule). Stops between stripes when the array stops.
+ */
+export async function resyncPass(array: RaidArray, behind: ResyncBehind, regions: readonly number[], onProgress: (doneBytes: number, totalBytes: number) => void): Promise<void> {
   const stripeBytes = stripeDataBytes(array.geometry);
-  const totalBytes = spans.reduce((sum, { first, last }) => sum + (last - first + 1) * stripeBytes, 0);
+  const stripes = [...behind.stripes].sort((a, b) => a - b);
+  const totalBytes = stripes.length * stripeBytes;
   let doneBytes = 0;
   onProgress(0, totalBytes);
-  for (const { first, last } of spans) {
-    for (let stripe = first; stripe <= last; stripe++) {
-      await array.locks.withExclusive(stripe, () => resyncStripe(array, stripe));
-      doneBytes += stripeBytes;
-      onProgress(doneBytes, totalBytes);
-    }
+  for (const stripe of stripes) {
+    if (behind.stopping) return;
+    await behind.resync(stripe);
+    doneBytes += stripeBytes;
+    onProgress(doneBytes, totalBytes);
   }
   await array.members.syncAll();
-  await array.members.clearRegions(regions);
+  await array.members.clearRegions([...regions], (region) => !array.writtenSinceOpen(region));
+}
+
+/** What a resync running behind I/O has not done yet, and how I/O gets a stripe resynced first. */
+export class ResyncBehind {
+  readonly stripes: Set<number>;
+  /** Set when the array stops: the pass ends after the stripe it is on, the regions stay dirty. */
+  stopping = false;
+
+  constructor(
+    private readonly array: RaidArray,
+    stripes: readonly number[],
+    /** The regions the pass covers: their bits stay set until it is done. */
+    readonly regions: ReadonlySet<number>,
+  ) {
+    this.stripes = new Set(stripes);
+  }
+
+  /** Resyncs `stripe` unless that is done (by the pass, or by I/O that came first). */
+  async resync(stripe: number): Promise<void> {
+    if (!this.stripes.has(stripe)) return;
+    await this.array.locks.withExclusive(stripe, async () => {
+      if (!this.stripes.has(stripe)) return;
+      await resyncStripe(this.array, stripe);
+      this.stripes.delete(stripe);
+    });
+  }
+
+  /** Resyncs every stripe of `[first, last]` not done yet. */
+  async resyncRange(first: number, last: number): Promise<void> {
+    const waits: Array<Promise<void>> = [];
+    for (let stripe = first; stripe <= last; stripe++) if (this.stripes.has(stripe)) waits.push(this.resync(stripe));
+    await Promise.all(waits);
+  }
 }
 
 async function resyncStripe(array: RaidArray, stripe: number): Promise<void> {
@@ -114,6 +165,8 @@ async function chunkFromRedundancy(array: RaidArray, stripe: number, member: num
 
 /** Rebuilds a member in place, stripe by stripe, while the array serves. */
 export async function rebuildMember(array: RaidArray, member: number, onProgress?: ProgressCallback): Promise<void> {
+  // A rebuild reads stripes as the truth: after a resync, not while stripes may disagree.
+  await array.resynced();
   const slot = array.members.slots[member] as Slot;
   if (slot.device === null) throw new Error(`member ${member} has no file to rebuild onto; use replace`);
   if (slot.state === 'active') throw new Error(`member ${member} is active; fail it first to rebuild it`);
@@ -173,6 +226,8 @@ export interface ScrubReport {
 
 /** Reads every block of every member, repairs checksum failures from redundancy, fixes parity. */
 export async function scrubArray(array: RaidArray, onProgress?: ProgressCallback): Promise<ScrubReport> {
+  // Stripes a resync has not reached yet would count as parity errors: scrub after it.
+  await array.resynced();
   const report: ScrubReport = { stripes: 0, blocksChecked: 0, checksumRepairs: 0, parityRepairs: 0, unrecoverableBlocks: 0 };
   const stripes = stripeCount(array.geometry);
   const { chunkBytes } = array.geometry;
