@@ -23,10 +23,6 @@ const WRITES_IN_FLIGHT = 16;
 export interface DestageTarget {
   write(offset: number, data: Buffer): Promise<void>;
   sync(): Promise<void>;
-  /** The stripe a range lies in (-1 across a boundary): runs of one stripe go out together. */
-  stripeOf?(offset: number, length: number): number;
-  /** Writes runs that lie in one stripe as one update. */
-  writeGathered?(runs: ReadonlyArray<{ offset: number; data: Buffer }>): Promise<void>;
 }
 
 export interface DestagerOptions {
@@ -240,30 +236,17 @@ export class Destager {
       data: joined(run.entries),
       run,
     }));
-    // Runs of one stripe go out as one update where the target can (a raid5 read-modify-write of
-    // their range, not one per run): a sorted batch of scattered blocks puts many in a stripe.
-    const groups: Array<Array<(typeof writes)[number]>> = [];
-    let groupStripe = -1;
-    for (const write of writes) {
-      const stripe = this.target.writeGathered ? (this.target.stripeOf?.(write.offset, write.data.length) ?? -1) : -1;
-      const last = groups[groups.length - 1];
-      if (last && stripe >= 0 && stripe === groupStripe) last.push(write);
-      else groups.push([write]);
-      groupStripe = stripe;
-    }
     // A bounded number of runs in flight: a batch of scattered blocks is thousands of RAID
     // read-modify-writes, and starting them all at once floods the threadpool and the event loop
     // with their completions, stalling every acknowledgement behind them.
     let next = 0;
     const worker = async (): Promise<void> => {
-      while (next < groups.length) {
-        const group = groups[next++] as Array<(typeof writes)[number]>;
-        const only = group[0] as (typeof writes)[number];
-        if (group.length === 1 || !this.target.writeGathered) await this.target.write(only.offset, only.data);
-        else await this.target.writeGathered(group);
+      while (next < writes.length) {
+        const write = writes[next++] as (typeof writes)[number];
+        await this.target.write(write.offset, write.data);
       }
     };
-    await Promise.all(Array.from({ length: Math.min(WRITES_IN_FLIGHT, groups.length) }, worker));
+    await Promise.all(Array.from({ length: Math.min(WRITES_IN_FLIGHT, writes.length) }, worker));
     await this.target.sync();
     for (const write of writes) {
       write.run.entries.forEach((entry, i) => {

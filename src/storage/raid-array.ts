@@ -394,36 +394,6 @@ export class RaidArray {
     return true;
   }
 
-  /**
-   * The stripe `[offset, offset + length)` lies in, or -1 when it crosses a stripe boundary: a
-   * destage batch writes the runs of one stripe together (writeGathered).
-   */
-  stripeOf(offset: number, length: number): number {
-    const stripeBytes = stripeDataBytes(this.geometry);
-    const stripe = Math.floor(offset / stripeBytes);
-    return Math.floor((offset + length - 1) / stripeBytes) === stripe ? stripe : -1;
-  }
-
-  /**
-   * Writes runs of whole blocks that all lie in one stripe as one update under the stripe's lock: on
-   * raid5 one read-modify-write (or reconstruct-write) of the range they span, reading the blocks
-   * between them once, instead of one per run. A batch of scattered 4 KiB destages puts about a
-   * dozen runs in a stripe; each alone read and wrote data and parity.
-   */
-  async writeGathered(runs: ReadonlyArray<{ offset: number; data: Buffer }>): Promise<void> {
-    const first = runs[0];
-    if (!first) return;
-    const stripe = this.stripeOf(first.offset, first.data.length);
-    const pieces = new Map<ChunkSpan, Buffer>();
-    for (const run of runs) {
-      this.checkRange(run.offset, run.data.length);
-      if (this.stripeOf(run.offset, run.data.length) !== stripe || stripe < 0) throw new RangeError(`gathered raid writes must lie in one stripe (${run.offset}+${run.data.length} is not in stripe ${stripe})`);
-      for (const span of mapRange(this.geometry, run.offset, run.data.length)) pieces.set(span, run.data.subarray(span.arrayOffset - run.offset, span.arrayOffset - run.offset + span.lengthBytes));
-    }
-    if (this.behind) await this.behind.resync(stripe);
-    await this.locks.withExclusive(stripe, () => this.writeStripe(stripe, [...pieces.keys()], (span) => pieces.get(span) as Buffer));
-  }
-
   /** Writes stripe by stripe, each under its own lock. */
   private async writeStripes(offset: number, data: Buffer): Promise<void> {
     const byStripe = new Map<number, ChunkSpan[]>();
@@ -481,25 +451,10 @@ export class RaidArray {
     const length = hi - lo;
     const memberOffset = stripe * geometry.chunkBytes + lo;
     const chunks = dataChunksPerStripe(geometry);
-    // A chunk may have several spans (gathered runs): each image covers [lo, hi) with all of them.
-    const touched = new Map<number, ChunkSpan[]>();
-    for (const span of spans) {
-      const list = touched.get(span.dataIndex);
-      if (list) list.push(span);
-      else touched.set(span.dataIndex, [span]);
-    }
+    const touched = new Map<number, ChunkSpan>(spans.map((span) => [span.dataIndex, span]));
     const fullyCovered = (dataIndex: number): boolean => {
-      const list = touched.get(dataIndex);
-      if (!list) return false;
-      let end = lo;
-      for (const span of [...list].sort((a, b) => a.offsetInChunk - b.offsetInChunk)) {
-        if (span.offsetInChunk !== end) return false;
-        end += span.lengthBytes;
-      }
-      return end === hi;
-    };
-    const overlay = (dataIndex: number, image: Buffer): void => {
-      for (const span of touched.get(dataIndex) ?? []) dataOf(span).copy(image, span.offsetInChunk - lo);
+      const span = touched.get(dataIndex);
+      return span !== undefined && span.offsetInChunk === lo && span.lengthBytes === length;
     };
     const memberOf = (dataIndex: number): number => dataMembersOf(geometry, stripe, dataIndex)[0] as number;
     const rmwReads = 1 + touched.size;
@@ -510,10 +465,10 @@ export class RaidArray {
 
     const newImages = new Map<number, Buffer>();
     const imageOf = async (dataIndex: number): Promise<Buffer> => {
-      const list = touched.get(dataIndex);
-      if (list?.length === 1 && fullyCovered(dataIndex)) return dataOf(list[0] as ChunkSpan);
-      const image = fullyCovered(dataIndex) ? take() : await this.readMemberRange(stripe, memberOf(dataIndex), memberOffset, length, take());
-      overlay(dataIndex, image);
+      const span = touched.get(dataIndex);
+      if (fullyCovered(dataIndex)) return dataOf(span as ChunkSpan);
+      const image = await this.readMemberRange(stripe, memberOf(dataIndex), memberOffset, length, take());
+      if (span) dataOf(span).copy(image, span.offsetInChunk - lo);
       return image;
     };
 
@@ -533,7 +488,8 @@ export class RaidArray {
         const old = await this.readMemberRange(stripe, memberOf(dataIndex), memberOffset, length, take());
         const image = take();
         old.copy(image);
-        overlay(dataIndex, image);
+        const span = touched.get(dataIndex) as ChunkSpan;
+        dataOf(span).copy(image, span.offsetInChunk - lo);
         updateParity(newParity, old, image, newParity);
         newImages.set(dataIndex, image);
       }

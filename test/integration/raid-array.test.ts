@@ -116,55 +116,6 @@ describe('RAID array on files', function () {
     });
   }
 
-  for (const [level, members] of [['raid5', 3], ['raid5', 5], ['raid10', 4]] as Array<[RaidLevel, number]>) {
-    it(`${level} over ${members} members: scattered runs of one stripe written together read back, optimal and degraded, and parity agrees`, async () => {
-      const f = await make(level, members);
-      await randomWrites(f, 71 + members, 40);
-      const random = seededRandom(500 + members);
-      const stripeBytes = f.array.geometry.chunkBytes * (level === 'raid5' ? members - 1 : members / 2);
-      const stripes = f.array.sizeBytes / stripeBytes;
-      const writeStripes = async (count: number): Promise<void> => {
-        await Promise.all(
-          [...Array(count).keys()].map(async () => {
-            const stripe = randomInt(random, stripes);
-            // A few runs of 1-3 blocks each, in order and apart, anywhere in the stripe.
-            const runs: Array<{ offset: number; data: Buffer }> = [];
-            let block = randomInt(random, 4);
-            while (block < stripeBytes / BLOCK && runs.length < 8) {
-              const length = Math.min(1 + randomInt(random, 3), stripeBytes / BLOCK - block);
-              const offset = stripe * stripeBytes + block * BLOCK;
-              const data = randomBytes(random, length * BLOCK);
-              data.copy(f.model, offset);
-              runs.push({ offset, data });
-              block += length + 1 + randomInt(random, 5);
-            }
-            expect(f.array.stripeOf(runs[0]?.offset as number, BLOCK)).to.equal(stripe);
-            await f.array.writeGathered(runs);
-          }),
-        );
-      };
-      await writeStripes(30);
-      await expectModel(f, 'optimal');
-      await f.array.members.markFailed(1, 'test');
-      await writeStripes(20);
-      await expectModel(f, 'written while degraded');
-      await rebuildMember(f.array, 1);
-      if (level === 'raid5') {
-        const report = await scrubArray(f.array);
-        expect(report.parityRepairs, 'parity matches the data').to.equal(0);
-      }
-      await f.array.members.markFailed(0, 'test');
-      await expectModel(f, 'member 0 out: member 1 was rebuilt from what the gathered writes left');
-    });
-  }
-
-  it('refuses gathered runs that do not lie in one stripe', async () => {
-    const f = await make('raid5', 3);
-    const stripeBytes = 2 * f.array.geometry.chunkBytes;
-    const error = await f.array.writeGathered([{ offset: 0, data: Buffer.alloc(BLOCK) }, { offset: stripeBytes, data: Buffer.alloc(BLOCK) }]).catch((caught: Error) => caught);
-    expect((error as Error).message).to.match(/one stripe/);
-  });
-
   it('raid5: whole stripes get parity from the new data alone (nothing read) and one gathered write per member; partial ends as before', async () => {
     const f = await make('raid5', 3);
     await randomWrites(f, 11, 40);

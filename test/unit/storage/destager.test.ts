@@ -7,8 +7,6 @@ import { Destager, type DestageTarget } from '../../../src/storage/destager.js';
 const B = 4096;
 
 class FakeTarget implements DestageTarget {
-  stripeOf?: (offset: number, length: number) => number;
-  writeGathered?: (runs: ReadonlyArray<{ offset: number; data: Buffer }>) => Promise<void>;
   readonly disk = new Map<number, number>();
   readonly writes: Array<[number, number]> = [];
   syncs = 0;
@@ -239,35 +237,6 @@ describe('Destager', () => {
     expect(destager.dirtyBlock(3)?.[0]).to.equal(3);
     await destager.flushBlocks(3 * B, B);
     expect(target.disk.get(3)).to.equal(3);
-  });
-
-  it('hands the runs of one stripe to the target together when it can gather them', async () => {
-    const target = new FakeTarget();
-    const gathered: Array<Array<[number, number]>> = [];
-    // Stripes of 8 blocks.
-    target.stripeOf = (offset, length) => (Math.floor(offset / (8 * B)) === Math.floor((offset + length - 1) / (8 * B)) ? Math.floor(offset / (8 * B)) : -1);
-    target.writeGathered = async (runs) => {
-      gathered.push(runs.map((run) => [run.offset / B, run.data.length / B]));
-      for (const run of runs) await target.write(run.offset, run.data);
-    };
-    const destager = new Destager(target, { ...options, highWatermarkBlocks: 1000, lowWatermarkBlocks: 10, maxBatchBlocks: 100 });
-    for (const blockNumber of [1, 3, 4, 6, 7, 8, 20, 30, 31]) destager.enqueue(blockNumber * B, block(blockNumber));
-    await destager.flush();
-    // Stripe 0: runs 1, 3-4 and 6-8 (which crosses into stripe 1: alone); stripe 2: 20 alone; stripe 3: 30-31.
-    expect(gathered).to.deep.equal([
-      [
-        [1, 1],
-        [3, 2],
-      ],
-    ]);
-    expect(target.writes.map(([offset, length]) => [offset / B, length / B]).sort((a, b) => (a[0] as number) - (b[0] as number))).to.deep.equal([
-      [1, 1],
-      [3, 2],
-      [6, 3],
-      [20, 1],
-      [30, 2],
-    ]);
-    expect([...target.disk.entries()].sort((a, b) => a[0] - b[0])).to.deep.equal([1, 3, 4, 6, 7, 8, 20, 30, 31].map((n) => [n, n]));
   });
 
   it('refuses watermarks that do not make sense', () => {
