@@ -1,6 +1,7 @@
 // Starts real ftvm node processes for tests: a temp data directory, a config, sparse backing files,
 // free loopback ports, and `bin/ftvm serve` as a child process that is killed afterwards.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -56,6 +57,16 @@ export async function freeUpBasePort(host = '127.0.0.1'): Promise<number> {
   throw new Error('no free base port for ftvm up');
 }
 
+/**
+ * Directories of the nodes and clusters this process started (hundreds of MB of member files each):
+ * removed when the process exits, so a test that only stops its cluster, or one that failed before
+ * its cleanup, does not leave them behind (integration runs filled /tmp that way).
+ */
+const startedDirectories = new Set<string>();
+process.once('exit', () => {
+  for (const directory of startedDirectories) rmSync(directory, { recursive: true, force: true });
+});
+
 export async function makeTempDirectory(prefix = 'ftvm-test-'): Promise<string> {
   return fs.mkdtemp(path.join(os.tmpdir(), prefix));
 }
@@ -98,6 +109,7 @@ export async function writeSingleNodeConfig(
 export async function startNode(volumes: VolumeSpec[], options: { host?: string; logLevel?: string; cacheBytes?: number } = {}): Promise<FtvmNode> {
   const host = options.host ?? '127.0.0.1';
   const directory = await makeTempDirectory();
+  startedDirectories.add(directory);
   const port = await freePort(host);
   const configFile = await writeSingleNodeConfig(directory, volumes, { host, port }, [], { level: 'raid5', memberCount: 3, cacheBytes: options.cacheBytes });
   return launch(configFile, 'a', { host, port, directory, logLevel: options.logLevel ?? 'info' });
@@ -259,6 +271,7 @@ export async function startCluster(volumes: Array<VolumeSpec & { owner?: string 
   const names = options.nodes ?? ['a', 'b'];
   const host = '127.0.0.1';
   const directory = await makeTempDirectory('ftvm-cluster-');
+  startedDirectories.add(directory);
   const ports = new Map<string, { nbd: number; partner: number }>();
   for (const name of names) ports.set(name, { nbd: await freePort(host), partner: await freePort(host) });
   const configFile = await writeClusterConfig(
