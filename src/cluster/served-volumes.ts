@@ -68,8 +68,13 @@ export class ServedVolumes {
     entry.switch.setTarget(entry.memory);
   }
 
-  /** `entry` is served by `ownerId` from now on; requests here are forwarded there. */
+  /**
+   * `entry` is served by `ownerId` from now on; requests here are forwarded there, and partners'
+   * forwarded I/O for it is no longer served from here (a takeover whose destage the disks refused
+   * forwards a volume it owned a moment ago).
+   */
   forward(entry: Served, ownerId: number): void {
+    this.owned.delete(entry.allocation.guid);
     entry.ownerId = ownerId;
     entry.switch.setTarget(this.forwarder(entry, ownerId));
   }
