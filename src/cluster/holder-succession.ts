@@ -195,9 +195,9 @@ export class HolderSuccession<V extends OwnedVolume> {
     // and the takeover of the dead node's volumes (serveFromMirrors) waits for the flush before it
     // announces anything, so no partner drops its own copy of them before they are on the disks.
     // Waiting here kept clients waiting as long as destaging a deep dirty set took (seconds).
-    const pages = node.destageMirrors([...node.served.values()].filter((entry) => entry.ownerId === dead));
+    const { pages, onDisks } = node.destageMirrors([...node.served.values()].filter((entry) => entry.ownerId === dead));
     if (pages > 0) {
-      void node.flushArray().then(
+      void onDisks.then(
         () => node.logger.info(`the ${pages} page(s) node ${node.name(dead)} had mirrored here are on the disks`),
         (error: Error) => node.logger.error(`destage of the page(s) node ${node.name(dead)} had mirrored here failed (retried by the next flush): ${error.message}`),
       );

@@ -47,15 +47,16 @@ export class MirrorTakeover {
   ) {}
 
   /**
-   * On the holder: to the storage stack, and flushed (the caller may wait for its own flush: the
-   * frames come back with this one); elsewhere dropped. The count.
+   * On the holder: to the storage stack, and flushed (the frames come back once it succeeds);
+   * elsewhere dropped. The count, and when the pages are on the disks (a caller may ignore it:
+   * a failure also reaches the next flush, and the frames stay lent until one succeeds).
    */
-  destageMirrors(allocations: readonly Allocation[]): number {
+  destageMirrors(allocations: readonly Allocation[]): { pages: number; onDisks: Promise<void> } {
     const stack = this.dropAtTakeover ? null : this.stack();
     const pages = this.takeMirrors(allocations, stack);
-    // Failures reach the caller's own flush (and the frames stay lent until one succeeds).
-    if (stack && pages.length > 0) this.flushAndReturn(stack, pages).catch(() => undefined);
-    return pages.length;
+    const onDisks = stack && pages.length > 0 ? this.flushAndReturn(stack, pages) : Promise.resolve();
+    onDisks.catch(() => undefined);
+    return { pages: pages.length, onDisks };
   }
 
   /** From any node: through the holder if it is another, and synced. The count. */

@@ -502,9 +502,6 @@ export class ClusterNode {
         this.parts.targets.holding = opening || !!array.stack;
       },
       holdArray: () => this.holdArray(),
-      flushArray: async () => {
-        await array.stack?.flush();
-      },
       own: (entry, handedOverAt) => this.volumes.own(entry, handedOverAt),
       serveFromMirrors: (entry) => {
         const previous = entry.ownerId;

@@ -50,8 +50,8 @@ export interface OwnershipHost<V extends OwnedVolume> {
   setEpoch(epoch: number): void;
   /** How long a claim of a new epoch pauses (claimPauseMs). */
   claimPauseMs(): number;
-  /** Partners' mirrored pages of these volumes: to the disks on the holder, dropped elsewhere; the count. */
-  destageMirrors(volumes: readonly V[]): number;
+  /** Partners' mirrored pages of these volumes: to the disks on the holder, dropped elsewhere; the count, and when they are on the disks. */
+  destageMirrors(volumes: readonly V[]): { pages: number; onDisks: Promise<void> };
   /** Drops this node's mirrors of the volume written by any node but `writer` (its owner now); the count. */
   dropMirrorsExcept(volume: V, writer: number): number;
   /**
@@ -72,8 +72,6 @@ export interface OwnershipHost<V extends OwnedVolume> {
   openingArray(opening: boolean): void;
   /** Assembles the shared array here: this node becomes the holder. */
   holdArray(): Promise<void>;
-  /** Everything handed to the array so far is on the disks and synced (holder only). */
-  flushArray(): Promise<void>;
   /**
    * Serves the volume from this node's memory manager. `handedOverAt`: the epoch of the handover
    * that gave it here; the pages its giver copied here for it at that epoch (copyResident) start

@@ -82,4 +82,20 @@ describe('MirrorTakeover', () => {
     await takeover.destageMirrorsToArray([allocation]);
     expect(returned.sort()).to.deep.equal([103, 103, 107, 107]);
   });
+
+  it('destageMirrors says when the pages are on the disks, and gives their frames back then', async () => {
+    let sync: () => void = () => undefined;
+    const { takeover, steps, returned } = setup(() => new Promise<void>((resolve) => (sync = resolve)));
+    const { pages, onDisks } = takeover.destageMirrors([allocation]);
+    expect(pages).to.equal(2);
+    let done = false;
+    void onDisks.then(() => (done = true));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(done).to.equal(false);
+    expect(returned).to.deep.equal([]);
+    sync();
+    await onDisks;
+    expect(steps.slice(-2)).to.deep.equal(['synced', 'frames back']);
+    expect(returned).to.deep.equal([103, 107]);
+  });
 });
