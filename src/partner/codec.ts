@@ -36,6 +36,7 @@ import {
   SenseKind,
   Status,
 } from './constants.js';
+import { carriesData, hotDecoders, writePageRangeFits, type HotDecoder } from './hot-decoders.js';
 import { hotEncoders, type FixedEncoder } from './hot-encoders.js';
 import type { ForwardedIo, Header, HeaderPageEntry, IoData, Message, WritePage } from './messages.js';
 
@@ -212,6 +213,8 @@ interface MessageCodec {
   fixed: Structure<Fields>;
   /** The fixed part written by hand (hot types, hot-encoders.ts): the same bytes as `fixed`. */
   encodeFixed?: FixedEncoder;
+  /** The whole message read by hand (hot types, hot-decoders.ts): the same message as `fixed` and `tail`. */
+  decodeHot?: HotDecoder;
   tail?: Tail;
   versionNeutral?: boolean;
   /** Decoded fields would be views of the payload (blobs): never decoded from a buffer that is used again. */
@@ -231,13 +234,6 @@ const bytesOf = (data: Buffer | readonly Buffer[]): number => {
   for (const piece of data as readonly Buffer[]) bytes += piece.length;
   return bytes;
 };
-
-/**
- * A write page range starts in the named page and ends within MAX_PAGE_BYTES of its first byte:
- * one frame carries a run of consecutive pages, never more than one payload's worth.
- */
-const writePageRangeFits = (pageBytes: number, offset: number, length: number): boolean =>
-  pageBytes <= MAX_PAGE_BYTES && offset + Math.min(length, 1) <= pageBytes && offset + length <= MAX_PAGE_BYTES;
 
 const writePageTail: Tail = {
   bytes(message) {
@@ -265,9 +261,6 @@ const writePageTail: Tail = {
     return { data: tail };
   },
 };
-
-/** Read and write move data, so their length is bounded; flush, zero and trim may cover any range. */
-const carriesData = (op: IoOp): boolean => op === IoOp.Read || op === IoOp.Write;
 
 const forwardedIoTail: Tail = {
   bytes(message) {
@@ -409,6 +402,10 @@ for (const type of [MessageType.Challenge, MessageType.Hello, MessageType.HelloR
 
 for (const [type, encodeFixed] of hotEncoders({ completable: COMPLETABLE_TYPES, statuses: STATUSES, ops: IO_OPS })) {
   (CODECS.get(type) as MessageCodec).encodeFixed = encodeFixed;
+}
+const framingError = (reason: FramingFailure, message: string): Error => new PartnerFramingError(reason, message);
+for (const [type, decodeHot] of hotDecoders({ completable: COMPLETABLE_TYPES, statuses: STATUSES, ops: IO_OPS }, framingError)) {
+  (CODECS.get(type) as MessageCodec).decodeHot = decodeHot;
 }
 
 // The limits in constants.ts must leave room for the largest payloads these layouts make.
@@ -730,9 +727,32 @@ function checkFrameHeader(magic: number, version: number, type: number, requestI
  */
 function decodePayload(codec: MessageCodec, type: number, requestId: number, fixedSource: Buffer, tail: Buffer | null): Message {
   try {
-    const fixed = codec.fixed.decode(fixedSource, 0);
-    const tailFields = codec.tail?.read(fixed, tail ?? fixedSource.subarray(codec.fixed.span));
-    return { type, requestId, ...fixed, ...tailFields } as unknown as Message;
+    if (codec.decodeHot) return codec.decodeHot(requestId, fixedSource, tail ?? fixedSource.subarray(codec.fixed.span));
+    return decodeByLayout(codec, type, requestId, fixedSource, tail);
+  } catch (error) {
+    if (!(error instanceof PartnerFramingError)) throw error;
+    throw new PartnerFramingError(error.reason, `${codec.name} (request ${requestId}): ${error.message}`);
+  }
+}
+
+function decodeByLayout(codec: MessageCodec, type: number, requestId: number, fixedSource: Buffer, tail: Buffer | null): Message {
+  const fixed = codec.fixed.decode(fixedSource, 0);
+  const tailFields = codec.tail?.read(fixed, tail ?? fixedSource.subarray(codec.fixed.span));
+  return { type, requestId, ...fixed, ...tailFields } as unknown as Message;
+}
+
+/**
+ * One whole frame decoded through the buffer-layout structs only (no hand-written decoder): the
+ * reference the hot decoders are tested against. Throws PartnerFramingError as the framer would.
+ */
+export function decodeFrameByLayout(frame: Buffer): Message {
+  const type = frame.readUInt16BE(6);
+  const requestId = frame.readUInt32BE(8);
+  const payloadLength = frame.readUInt32BE(12);
+  const codec = checkFrameHeader(frame.readUInt32BE(0), frame.readUInt16BE(4), type, requestId, payloadLength, MAX_PAYLOAD_BYTES);
+  if (frame.length !== FRAME_HEADER_BYTES + payloadLength) throw new PartnerFramingError('bad-length', `frame of ${frame.length} bytes declares ${payloadLength} payload bytes`);
+  try {
+    return decodeByLayout(codec, type, requestId, frame.subarray(FRAME_HEADER_BYTES), null);
   } catch (error) {
     if (!(error instanceof PartnerFramingError)) throw error;
     throw new PartnerFramingError(error.reason, `${codec.name} (request ${requestId}): ${error.message}`);
