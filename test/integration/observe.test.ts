@@ -201,7 +201,12 @@ describe('observability (real processes): /metrics and ftvm events', function ()
     expect(onA.stderr()).to.match(/the node closed the event stream/);
 
     await until('b took over vol0', async () => onB.events.some((event) => event.kind === 'takeover' && event.what === 'volume'));
-    // The array's resync as b opened it, reported as progress to its end.
+    // The array's resync as b opened it, reported as progress to its end. It runs behind I/O, so the
+    // takeover may be announced before it ends.
+    await until('the resync reported its end', async () => {
+      const last = onB.events.filter((event) => event.kind === 'progress').at(-1);
+      return last !== undefined && last.doneBytes === last.totalBytes;
+    });
     const resynced = onB.events.filter((event) => event.kind === 'progress');
     expect((cluster as FtvmCluster).node('b').log()).to.match(/was not stopped cleanly: resyncing [1-9]\d* dirty region/);
     expect(resynced.length, JSON.stringify(onB.events)).to.be.greaterThan(0);
