@@ -10,12 +10,11 @@ import fs from 'node:fs';
 import { promisify } from 'node:util';
 import { FormatError, LEASE_COPY_BYTES, LEASE_SLOT_COUNT, encodeLease, newestLease, processAlive, thisProcess as storageProcess, type Lease } from '../storage/index.js';
 import type { LeaseDisk, ProcessIdentity } from './lease.js';
+import { LeaseFileThread } from './lease-file-thread.js';
 
 const open = promisify(fs.open);
 const close = promisify(fs.close);
 const read = promisify(fs.read);
-const write = promisify(fs.write);
-const fdatasync = promisify(fs.fdatasync);
 const ftruncate = promisify(fs.ftruncate);
 const fstat = promisify(fs.fstat);
 
@@ -25,32 +24,46 @@ export function leaseFilePath(memberPath: string): string {
   return `${memberPath}.lease`;
 }
 
+interface LeaseFile {
+  path: string;
+  fd: number;
+  /** Reads and writes go through it, not libuv's threadpool (lease-file-thread.ts). */
+  thread: LeaseFileThread;
+}
+
 export class LeaseFiles implements LeaseDisk {
-  private constructor(private readonly files: Array<{ path: string; fd: number }>) {}
+  private constructor(private readonly files: LeaseFile[]) {}
 
   /** Opens (creating where missing) the lease file of every member; needs a majority. */
   static async open(memberPaths: readonly string[]): Promise<LeaseFiles> {
-    const files: Array<{ path: string; fd: number }> = [];
+    const files: LeaseFile[] = [];
     const failures: string[] = [];
     for (const member of memberPaths) {
       const path = leaseFilePath(member);
       try {
         const fd = await open(path, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600);
         if ((await fstat(fd)).size < LEASE_FILE_BYTES) await ftruncate(fd, LEASE_FILE_BYTES);
-        files.push({ path, fd });
+        let thread: LeaseFileThread;
+        try {
+          thread = await LeaseFileThread.start(fd, path);
+        } catch (error) {
+          await close(fd).catch(() => undefined);
+          throw error;
+        }
+        files.push({ path, fd, thread });
       } catch (error) {
         failures.push(`${path}: ${(error as Error).message}`);
       }
     }
     if (files.length < majority(memberPaths.length)) {
-      for (const file of files) await close(file.fd).catch(() => undefined);
+      for (const file of files) await closeFile(file);
       throw new Error(`cannot open a majority of the lease files: ${failures.join('; ')}`);
     }
     return new LeaseFiles(files);
   }
 
   async readAll(): Promise<Array<Lease | null>> {
-    const perFile = await Promise.all(this.files.map((file) => readFile(file.fd).catch(() => null)));
+    const perFile = await Promise.all(this.files.map((file) => file.thread.read(LEASE_FILE_BYTES).catch(() => null)));
     const slots: Array<Lease | null> = [];
     for (let slot = 0; slot < LEASE_SLOT_COUNT; slot++) {
       let newest: Lease | null = null;
@@ -68,10 +81,7 @@ export class LeaseFiles implements LeaseDisk {
     const bytes = encodeLease(lease);
     const at = (lease.slot * 2 + (lease.sequence % 2)) * LEASE_COPY_BYTES;
     const results = await Promise.allSettled(
-      this.files.map(async (file) => {
-        await write(file.fd, bytes, 0, bytes.length, at);
-        await fdatasync(file.fd);
-      }),
+      this.files.map((file) => file.thread.write(bytes, at)),
     );
     const written = results.filter((result) => result.status === 'fulfilled').length;
     if (written < majority(this.files.length)) {
@@ -81,8 +91,13 @@ export class LeaseFiles implements LeaseDisk {
   }
 
   async close(): Promise<void> {
-    for (const file of this.files.splice(0)) await close(file.fd).catch(() => undefined);
+    await Promise.all(this.files.splice(0).map(closeFile));
   }
+}
+
+/** A descriptor whose thread did not stop stays open: closing it under a blocked write could aim that write at a reused number. */
+async function closeFile(file: LeaseFile): Promise<void> {
+  if (await file.thread.close()) await close(file.fd).catch(() => undefined);
 }
 
 function majority(count: number): number {
