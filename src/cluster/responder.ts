@@ -77,7 +77,7 @@ export class Responder {
       case MessageType.PageClean:
         return this.targets.mirror.handle(message, link?.peer.nodeId);
       case MessageType.ForwardedIo:
-        return this.forwarded(message, link?.payloads ?? null);
+        return this.residentRead(message, link?.payloads ?? null) ?? this.forwarded(message, link?.payloads ?? null);
       case MessageType.Heartbeat:
         this.targets.epoch?.(message.epoch);
         return null;
@@ -102,6 +102,22 @@ export class Responder {
   async stopVolumeRequests(): Promise<void> {
     this.stopping = true;
     while (this.volumeRequests > 0) await new Promise<void>((resolve) => this.drained.push(resolve));
+  }
+
+  /**
+   * A short forwarded read of pages all resident and not being written, answered in this step;
+   * null for anything else, which forwarded() then answers (errors included). Half the owner's
+   * time for a 4 KiB forwarded read was the chain of async calls down to that same copy.
+   */
+  private residentRead(io: ForwardedIo, replies: SegmentPool | null): Message | null {
+    if (io.op !== IoOp.Read || io.length === 0 || io.length >= PINNED_READ_MIN_BYTES || !this.targets.ready || this.stopping) return null;
+    const volume = this.targets.owned.get(io.allocation)?.volume;
+    if (volume?.readResident === undefined || io.offset + io.length > volume.sizeBytes) return null;
+    const data = replies !== null ? replies.take(io.length) : Buffer.allocUnsafe(io.length);
+    if (volume.readResident(io.offset, data)) return { type: MessageType.IoData, requestId: io.requestId, data };
+    // Copied from synchronously, so nothing else holds it.
+    replies?.give(data);
+    return null;
   }
 
   private async forwarded(io: ForwardedIo, replies: SegmentPool | null): Promise<Message> {

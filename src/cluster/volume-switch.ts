@@ -96,6 +96,16 @@ export class VolumeSwitch implements Volume {
     };
   }
 
+  /**
+   * The target's synchronous copy, only while the gate is open and the target is `local` (when
+   * given): a paused switch (failback, Fig. 9) must hold reads too. Done within this step, it never
+   * counts as running: drain() has nothing to wait for.
+   */
+  readResident(offset: number, into: Buffer, local: Volume | null = null): boolean {
+    if (this.gate || (local !== null && this.current !== local)) return false;
+    return this.current.readResident?.(offset, into) ?? false;
+  }
+
   write(offset: number, data: readonly Buffer[], fua: boolean): Promise<void> {
     return this.run((volume) => volume.write(offset, data, fua), true);
   }
@@ -180,6 +190,7 @@ export function localView(volumeSwitch: VolumeSwitch, local: Volume): Volume {
     flushCoversAllConnections: true,
     read: (offset, into) => volumeSwitch.runIfLocal(local, (volume) => volume.read(offset, into), false),
     pinRead: (offset, lengthBytes) => volumeSwitch.pinRead(offset, lengthBytes, local),
+    readResident: (offset, into) => volumeSwitch.readResident(offset, into, local),
     write: (offset, data, fua) => volumeSwitch.runIfLocal(local, (volume) => volume.write(offset, data, fua), true),
     flush: () => volumeSwitch.runIfLocal(local, (volume) => volume.flush(), true),
     trim: (offset, lengthBytes, fua) => volumeSwitch.runIfLocal(local, (volume) => volume.trim(offset, lengthBytes, fua), true),

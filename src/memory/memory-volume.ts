@@ -64,6 +64,19 @@ export class MemoryVolume implements Volume {
     });
   }
 
+  readResident(offset: number, into: Buffer): boolean {
+    // Bounded as the fast part of read(): a long copy must not hold the loop.
+    if (into.length > FAST_READ_BYTES) return false;
+    for (let done = 0; done < into.length; ) {
+      const page = Math.floor((offset + done) / this.pageBytes);
+      const inPage = (offset + done) % this.pageBytes;
+      const length = Math.min(this.pageBytes - inPage, into.length - done);
+      if (!this.manager.copyResident(this.allocation, page, inPage, length, into, done)) return false;
+      done += length;
+    }
+    return true;
+  }
+
   /** Fig. 6 without the copy: the pages stay read-locked until the borrower releases them. */
   pinRead(offset: number, lengthBytes: number): PinnedRange | null {
     const firstPage = Math.floor(offset / this.pageBytes);

@@ -42,6 +42,12 @@ export interface Volume {
    * lent is not written until release(): a reply can go to the socket straight from memory.
    */
   pinRead?(offset: number, lengthBytes: number): PinnedRange | null;
+  /**
+   * Copies the range into `into` if that can be done in this synchronous step (everything in
+   * memory, nothing of it being written) and returns true; else false, and `into` may hold part of
+   * the range. For a caller that would otherwise wait on the async read only to copy from memory.
+   */
+  readResident?(offset: number, into: Buffer): boolean;
   /** `data` is the payload in pieces (as it arrived from the network); their lengths add up to the write. */
   write(offset: number, data: readonly Buffer[], fua: boolean): Promise<void>;
   flush(): Promise<void>;

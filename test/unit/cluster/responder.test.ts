@@ -86,3 +86,37 @@ describe('Responder: forwarded I/O stays inside what the export and the array al
     expect(written).to.deep.equal([16 * 1024 * 1024 + PAGE]);
   });
 });
+
+describe('Responder: forwarded reads of resident pages', () => {
+  const ALLOCATION = '9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d';
+  const read = (offset: number, length: number): Message => ({ type: MessageType.ForwardedIo, requestId: 5, op: IoOp.Read, fua: false, allocation: ALLOCATION, offset, length, data: Buffer.alloc(0) });
+
+  it('answers in the same step when the volume can copy at once, else through the async read', async () => {
+    const ram = new RamVolume(1 << 20);
+    ram.bytes.fill(0x5a, 0, 8192);
+    let resident = true;
+    const volume = Object.assign(ram, { readResident: (offset: number, into: Buffer): boolean => resident && ram.bytes.copy(into, 0, offset, offset + into.length) === into.length });
+    const { responder } = setup({ owned: new Map([[ALLOCATION, { volume, readOnly: false }]]) });
+    const now = responder.handle(read(4096, 4096), GIVER);
+    expect(now, 'answered without a promise').to.not.be.instanceOf(Promise);
+    expect(now).to.deep.include({ type: MessageType.IoData, requestId: 5 });
+    expect(((now as { data: Buffer }).data).equals(Buffer.alloc(4096, 0x5a))).to.equal(true);
+    expect(volume.calls.filter((call) => call.operation === 'read'), 'the async read was not used').to.have.length(0);
+    resident = false;
+    const later = responder.handle(read(0, 4096), GIVER);
+    expect(later).to.be.instanceOf(Promise);
+    expect(((await later) as { data: Buffer }).data.equals(Buffer.alloc(4096, 0x5a))).to.equal(true);
+    expect(volume.calls.filter((call) => call.operation === 'read')).to.have.length(1);
+  });
+
+  it('leaves out-of-range reads, 64 KiB and longer reads and a stopping node to the async path', async () => {
+    let asked = 0;
+    const volume = Object.assign(new RamVolume(1 << 20), { readResident: (): boolean => ++asked > 0 });
+    const { responder } = setup({ owned: new Map([[ALLOCATION, { volume, readOnly: false }]]) });
+    expect(await responder.handle(read((1 << 20) - 4096, 8192), GIVER)).to.deep.include({ type: MessageType.CommandComplete, status: Status.Invalid });
+    expect(responder.handle(read(0, 64 * 1024), GIVER)).to.be.instanceOf(Promise);
+    await responder.stopVolumeRequests();
+    expect(await responder.handle(read(0, 4096), GIVER)).to.deep.include({ type: MessageType.CommandComplete, status: Status.ShuttingDown });
+    expect(asked).to.equal(0);
+  });
+});

@@ -88,4 +88,23 @@ describe('volume switch', () => {
     await view.read(0, Buffer.alloc(1)).catch((caught: unknown) => (error = caught));
     expect(error).to.be.instanceOf(OwnerUnavailableError);
   });
+
+  it('copies resident bytes synchronously only while open, and through the local view only while the volume is served here', () => {
+    const local: Volume = { ...fakeVolume(async () => undefined), readResident: (offset, into) => into.fill(offset & 0xff).length > 0 };
+    const volumeSwitch = new VolumeSwitch('v', 1 << 20, local, () => true);
+    const view = localView(volumeSwitch, local);
+    const into = Buffer.alloc(4);
+    expect(view.readResident?.(7, into)).to.equal(true);
+    expect([...into]).to.deep.equal([7, 7, 7, 7]);
+    // Paused (a failback or Fig. 9 waits for what runs): nothing is served past the gate.
+    volumeSwitch.pause();
+    expect(volumeSwitch.readResident(7, into)).to.equal(false);
+    expect(view.readResident?.(7, into)).to.equal(false);
+    volumeSwitch.resume();
+    expect(volumeSwitch.readResident(9, into)).to.equal(true);
+    // Moved on: the local view no longer answers from here, though the new target could.
+    volumeSwitch.setTarget({ ...fakeVolume(async () => undefined), readResident: () => true });
+    expect(view.readResident?.(7, into)).to.equal(false);
+    expect(volumeSwitch.readResident(7, into)).to.equal(true);
+  });
 });

@@ -264,6 +264,28 @@ describe('MemoryManager', () => {
     expect(manager.tryObtainWritePointer(GUID, 6), 'the loan ended').to.not.equal(null);
   });
 
+  it('copies a range in one synchronous step only when every page of it is resident and not being written', async () => {
+    const { manager, store } = setup();
+    for (let page = 0; page < 16; page++) store.disk.fill(page + 1, page * PAGE, (page + 1) * PAGE);
+    for (const page of [4, 5, 9]) await manager.releasePointer(await manager.obtainReadPointer(GUID, page));
+    const volume = new MemoryVolume(manager, 'v', GUID, PAGE, 16 * PAGE);
+    // Across the boundary of pages 4 and 5.
+    const into = Buffer.alloc(PAGE);
+    expect(volume.readResident(4 * PAGE + 100, into)).to.equal(true);
+    expect(into.equals(store.disk.subarray(4 * PAGE + 100, 5 * PAGE + 100))).to.equal(true);
+    // Page 6 was never paged in: no, and no page-in started either.
+    expect(volume.readResident(5 * PAGE + 100, Buffer.alloc(PAGE))).to.equal(false);
+    expect(manager.copyResident(GUID, 6, 0, 1, Buffer.alloc(1), 0)).to.equal(false);
+    // A page being written: no, until its writer is done.
+    const pointer = manager.tryObtainWritePointer(GUID, 9) as NonNullable<ReturnType<typeof manager.tryObtainWritePointer>>;
+    expect(volume.readResident(9 * PAGE, Buffer.alloc(16))).to.equal(false);
+    pointer.data.fill(0xee, 0, 16);
+    await manager.releasePointer(pointer, { offset: 0, length: 16 });
+    const after = Buffer.alloc(16);
+    expect(volume.readResident(9 * PAGE, after)).to.equal(true);
+    expect(after.equals(Buffer.alloc(16, 0xee))).to.equal(true);
+  });
+
   it('destages a deep queue of scattered pages in address order', async () => {
     const store = new FakeStore();
     const manager = new MemoryManager(new FramePool(32 * 1024 * 1024), store, new FakePartners(), { highWatermarkPages: 1 << 20, lowWatermarkPages: 0 });
