@@ -67,12 +67,18 @@ export class MemoryVolume implements Volume {
   readResident(offset: number, into: Buffer): boolean {
     // Bounded as the fast part of read(): a long copy must not hold the loop.
     if (into.length > FAST_READ_BYTES) return false;
-    for (let done = 0; done < into.length; ) {
-      const page = Math.floor((offset + done) / this.pageBytes);
-      const inPage = (offset + done) % this.pageBytes;
-      const length = Math.min(this.pageBytes - inPage, into.length - done);
-      if (!this.manager.copyResident(this.allocation, page, inPage, length, into, done)) return false;
-      done += length;
+    try {
+      for (let done = 0; done < into.length; ) {
+        const page = Math.floor((offset + done) / this.pageBytes);
+        const inPage = (offset + done) % this.pageBytes;
+        const length = Math.min(this.pageBytes - inPage, into.length - done);
+        if (!this.manager.copyResident(this.allocation, page, inPage, length, into, done)) return false;
+        done += length;
+      }
+    } catch {
+      // An allocation gone or a range outside it: the async read reports it as the request's error.
+      // Thrown from here it would reach the partner link's handler and close the link.
+      return false;
     }
     return true;
   }

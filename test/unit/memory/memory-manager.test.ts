@@ -284,6 +284,9 @@ describe('MemoryManager', () => {
     const after = Buffer.alloc(16);
     expect(volume.readResident(9 * PAGE, after)).to.equal(true);
     expect(after.equals(Buffer.alloc(16, 0xee))).to.equal(true);
+    // It says no, never throws (its caller answers partners synchronously): past the end, no such allocation.
+    expect(volume.readResident(15 * PAGE, Buffer.alloc(2 * PAGE))).to.equal(false);
+    expect(new MemoryVolume(manager, 'gone', '99999999-0000-4000-8000-000000000000', PAGE, 16 * PAGE).readResident(0, Buffer.alloc(PAGE))).to.equal(false);
   });
 
   it('destages a deep queue of scattered pages in address order', async () => {
