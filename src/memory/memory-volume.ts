@@ -34,18 +34,12 @@ export class MemoryVolume implements Volume {
     // Resident pages are copied in this turn, up to FAST_READ_BYTES per turn (a long read must not
     // hold the loop); the first page that needs a page-in or is being written ends the fast part.
     let done = 0;
-    let sinceTurn = 0;
-    while (done < into.length) {
-      if (sinceTurn >= FAST_READ_BYTES) {
-        await nextTurn();
-        sinceTurn = 0;
-      }
-      const page = Math.floor((offset + done) / this.pageBytes);
-      const inPage = (offset + done) % this.pageBytes;
-      const length = Math.min(this.pageBytes - inPage, into.length - done);
-      if (!this.manager.copyResident(this.allocation, page, inPage, length, into, done)) break;
-      done += length;
-      sinceTurn += length;
+    for (;;) {
+      const reached = this.copyResidentFrom(offset, into, done);
+      const turnFull = reached - done >= FAST_READ_BYTES;
+      done = reached;
+      if (done === into.length || !turnFull) break;
+      await nextTurn();
     }
     if (done === into.length) return;
     const rest = into.subarray(done);
@@ -68,19 +62,28 @@ export class MemoryVolume implements Volume {
     // Bounded as the fast part of read(): a long copy must not hold the loop.
     if (into.length > FAST_READ_BYTES) return false;
     try {
-      for (let done = 0; done < into.length; ) {
-        const page = Math.floor((offset + done) / this.pageBytes);
-        const inPage = (offset + done) % this.pageBytes;
-        const length = Math.min(this.pageBytes - inPage, into.length - done);
-        if (!this.manager.copyResident(this.allocation, page, inPage, length, into, done)) return false;
-        done += length;
-      }
+      return this.copyResidentFrom(offset, into, 0) === into.length;
     } catch {
       // An allocation gone or a range outside it: the async read reports it as the request's error.
       // Thrown from here it would reach the partner link's handler and close the link.
       return false;
     }
-    return true;
+  }
+
+  /**
+   * Copies whole resident pages' worth of the range from byte `done` of `into` on, while each page
+   * is resident and not being written, until FAST_READ_BYTES were copied; the new `done`.
+   */
+  private copyResidentFrom(offset: number, into: Buffer, done: number): number {
+    const limit = done + FAST_READ_BYTES;
+    while (done < into.length && done < limit) {
+      const page = Math.floor((offset + done) / this.pageBytes);
+      const inPage = (offset + done) % this.pageBytes;
+      const length = Math.min(this.pageBytes - inPage, into.length - done);
+      if (!this.manager.copyResident(this.allocation, page, inPage, length, into, done)) break;
+      done += length;
+    }
+    return done;
   }
 
   /** Fig. 6 without the copy: the pages stay read-locked until the borrower releases them. */

@@ -289,6 +289,40 @@ describe('MemoryManager', () => {
     expect(new MemoryVolume(manager, 'gone', '99999999-0000-4000-8000-000000000000', PAGE, 16 * PAGE).readResident(0, Buffer.alloc(PAGE))).to.equal(false);
   });
 
+  it('reads resident pages one turn of copying at a time, letting the loop run between, and waits for a page being written', async () => {
+    const small = 4096;
+    const size = 3 * 1024 * 1024;
+    const disk = Buffer.alloc(size);
+    for (let at = 0; at < size; at += 4) disk.writeUInt32LE(at, at);
+    const store: BlockStore = {
+      readBlocks: async (offset, into) => void disk.copy(into, 0, offset, offset + into.length),
+      enqueueBlocks: () => undefined,
+      flush: async () => undefined,
+    };
+    const manager = new MemoryManager(new FramePool(8 * 1024 * 1024), store, new FakePartners(), { highWatermarkPages: 1 << 20, lowWatermarkPages: 0 });
+    manager.createAllocation({ guid: GUID, arrayOffset: 0, sizeBytes: size, pageBytes: small });
+    const volume = new MemoryVolume(manager, 'v', GUID, small, size);
+    for (let page = 0; page < size / small; page++) await manager.releasePointer(await manager.obtainReadPointer(GUID, page));
+    // All resident: 3 MiB copied in three turns, so a callback queued for the next turn runs first.
+    let turned = false;
+    setImmediate(() => (turned = true));
+    const all = Buffer.alloc(size);
+    await volume.read(0, all);
+    expect(all.equals(disk), 'the bytes').to.equal(true);
+    expect(turned, 'the loop ran during the read').to.equal(true);
+    // One page past the first turn replaced by a write that is still going on: copied up to it,
+    // then read through the pointer once the writer is done, with its new bytes.
+    const writer = manager.tryObtainWritePointer(GUID, 300) as NonNullable<ReturnType<typeof manager.tryObtainWritePointer>>;
+    const during = Buffer.alloc(size);
+    const reading = volume.read(0, during);
+    writer.data.fill(0x77);
+    await manager.releasePointer(writer, { offset: 0, length: small });
+    await reading;
+    const expected = Buffer.from(disk);
+    expected.fill(0x77, 300 * small, 301 * small);
+    expect(during.equals(expected)).to.equal(true);
+  });
+
   it('destages a deep queue of scattered pages in address order', async () => {
     const store = new FakeStore();
     const manager = new MemoryManager(new FramePool(32 * 1024 * 1024), store, new FakePartners(), { highWatermarkPages: 1 << 20, lowWatermarkPages: 0 });
