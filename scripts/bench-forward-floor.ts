@@ -23,6 +23,7 @@ import { Exports, NbdServer } from '../src/nbd/index.js';
 import { silentLogger } from '../src/observe/index.js';
 import type { Extent, Volume } from '../src/volume/index.js';
 import { freePort } from '../test/support/ftvm-process.js';
+import { connectLoopback } from './loopback-link.js';
 
 const run = promisify(execFile);
 const SIZE = 1 << 30;
@@ -52,22 +53,12 @@ class ForwardLink {
   private targetSequence = 0;
   private nextSequence = 1;
   private corked = false;
-  private readonly socket: net.Socket;
+  private socket!: net.Socket;
 
-  private constructor(port: number, ready: () => void) {
-    const readBuffer = Buffer.allocUnsafeSlow(LINK_READ_BUFFER_BYTES);
-    this.socket = net.connect({ host: '127.0.0.1', port, onread: { buffer: readBuffer, callback: (bytes) => this.onBytes(readBuffer.subarray(0, bytes)) } }, ready);
-    this.socket.setNoDelay(true);
-    this.socket.on('error', (error) => {
-      process.stderr.write(`forwarder: link failed: ${error.message}\n`);
-      process.exit(1);
-    });
-  }
-
-  static connect(port: number): Promise<ForwardLink> {
-    return new Promise((resolve) => {
-      const link: ForwardLink = new ForwardLink(port, () => resolve(link));
-    });
+  static async connect(port: number): Promise<ForwardLink> {
+    const link = new ForwardLink();
+    link.socket = await connectLoopback(port, LINK_READ_BUFFER_BYTES, (bytes) => link.onBytes(bytes), 'forwarder');
+    return link;
   }
 
   read(offset: number, into: Buffer): Promise<void> {
@@ -92,7 +83,7 @@ class ForwardLink {
     return answered;
   }
 
-  private onBytes(bytes: Buffer): boolean {
+  private onBytes(bytes: Buffer): void {
     let at = 0;
     while (at < bytes.length) {
       if (this.target === null) {
@@ -119,7 +110,6 @@ class ForwardLink {
         entry?.resolve();
       }
     }
-    return true;
   }
 }
 

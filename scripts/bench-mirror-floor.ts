@@ -41,6 +41,7 @@ import type { Extent, Volume, ZeroOptions } from '../src/volume/index.js';
 import { freePort } from '../test/support/ftvm-process.js';
 import { RawClient } from '../test/support/raw-client.js';
 import { countCollections } from './gc-counter.js';
+import { connectLoopback } from './loopback-link.js';
 import { prefill, startNbdkit } from './nbdkit-peer.js';
 
 const run = promisify(execFile);
@@ -85,22 +86,12 @@ class MirrorLink {
   private ackCarried = 0;
   private nextSequence = 1;
   private corked = false;
-  private readonly socket: net.Socket;
+  private socket!: net.Socket;
 
-  private constructor(port: number, ready: () => void) {
-    const readBuffer = Buffer.allocUnsafeSlow(64 * 1024);
-    this.socket = net.connect({ host: '127.0.0.1', port, onread: { buffer: readBuffer, callback: (bytes) => this.onAcks(readBuffer.subarray(0, bytes)) } }, ready);
-    this.socket.setNoDelay(true);
-    this.socket.on('error', (error) => {
-      process.stderr.write(`primary: link failed: ${error.message}\n`);
-      process.exit(1);
-    });
-  }
-
-  static connect(port: number): Promise<MirrorLink> {
-    return new Promise((resolve) => {
-      const link: MirrorLink = new MirrorLink(port, () => resolve(link));
-    });
+  static async connect(port: number): Promise<MirrorLink> {
+    const link = new MirrorLink();
+    link.socket = await connectLoopback(port, 64 * 1024, (bytes) => link.onAcks(bytes), 'primary');
+    return link;
   }
 
   /** Sends `bytes` (which must not change until this resolves) for `offset`; resolves on the secondary's ack. */
