@@ -23,7 +23,7 @@ import { Exports, NbdServer } from '../src/nbd/index.js';
 import { silentLogger } from '../src/observe/index.js';
 import type { Extent, Volume } from '../src/volume/index.js';
 import { freePort } from '../test/support/ftvm-process.js';
-import { connectLoopback } from './loopback-link.js';
+import { connectLoopback, corkForTurn } from './loopback-link.js';
 
 const run = promisify(execFile);
 const SIZE = 1 << 30;
@@ -52,7 +52,6 @@ class ForwardLink {
   private targetAt = 0;
   private targetSequence = 0;
   private nextSequence = 1;
-  private corked = false;
   private socket!: net.Socket;
 
   static async connect(port: number): Promise<ForwardLink> {
@@ -71,14 +70,7 @@ class ForwardLink {
     request.writeUInt32LE(into.length, 8);
     request.writeUInt32LE(sequence, 12);
     const answered = new Promise<void>((resolve) => this.waiting.set(sequence, { into, resolve }));
-    if (!this.corked) {
-      this.corked = true;
-      this.socket.cork();
-      setImmediate(() => {
-        this.corked = false;
-        this.socket.uncork();
-      });
-    }
+    corkForTurn(this.socket);
     this.socket.write(request);
     return answered;
   }

@@ -41,7 +41,7 @@ import type { Extent, Volume, ZeroOptions } from '../src/volume/index.js';
 import { freePort } from '../test/support/ftvm-process.js';
 import { RawClient } from '../test/support/raw-client.js';
 import { countCollections } from './gc-counter.js';
-import { connectLoopback } from './loopback-link.js';
+import { connectLoopback, corkForTurn } from './loopback-link.js';
 import { prefill, startNbdkit } from './nbdkit-peer.js';
 
 const run = promisify(execFile);
@@ -85,7 +85,6 @@ class MirrorLink {
   private readonly ackCarry = Buffer.alloc(ACK_BYTES);
   private ackCarried = 0;
   private nextSequence = 1;
-  private corked = false;
   private socket!: net.Socket;
 
   static async connect(port: number): Promise<MirrorLink> {
@@ -104,15 +103,7 @@ class MirrorLink {
     header.writeUInt32LE(bytes.length, 8);
     header.writeUInt32LE(sequence, 12);
     const acked = new Promise<void>((resolve) => this.pending.set(sequence, resolve));
-    // Writes started in one turn of the loop go out in one writev, as ftvm's link batches them.
-    if (!this.corked) {
-      this.corked = true;
-      this.socket.cork();
-      setImmediate(() => {
-        this.corked = false;
-        this.socket.uncork();
-      });
-    }
+    corkForTurn(this.socket);
     // write()'s return value is not waited on: what queues in the socket is references to bytes
     // that stay put until acknowledged, and no more than HEADER_SLOTS writes are in flight.
     this.socket.write(header);

@@ -18,3 +18,16 @@ export function connectLoopback(port: number, readBufferBytes: number, onBytes: 
     });
   });
 }
+
+const corked = new WeakSet<net.Socket>();
+
+/** Writes started in one turn of the loop go out in one writev, as ftvm's partner link batches them. */
+export function corkForTurn(socket: net.Socket): void {
+  if (corked.has(socket)) return;
+  corked.add(socket);
+  socket.cork();
+  setImmediate(() => {
+    corked.delete(socket);
+    socket.uncork();
+  });
+}
