@@ -1,0 +1,59 @@
+// One fio job on a fresh two-node cluster: the harness behind the paired (A/B) figures of
+// docs/benchmarks.md. Starts a cluster of this checkout (bin/ftvm), with frame pools of 1.5 times
+// the volume unless --memory says otherwise; fills the volume first (1M writes, fsync at the end)
+// unless --cold; then runs one fio nbd job through node --via, after a 1 s ramp, and prints its
+// IOPS. To compare two builds, run it from two checkouts (a git worktree for the older one) in
+// turn, several times: one run says little on a machine shared with fio.
+// Usage: node dist/scripts/one-job.js --rw randread --bs 4k --depth 32 [--via a|b] [--size 256MiB] [--memory SIZE] [--seconds 5] [--cold]
+import { execFile } from 'node:child_process';
+import fs from 'node:fs/promises';
+import { promisify } from 'node:util';
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { parseSize } from '../src/config/index.js';
+import { startCluster } from '../test/support/ftvm-process.js';
+
+const run = promisify(execFile);
+
+function size(text: string, option: string): number {
+  const bytes = parseSize(text);
+  if (typeof bytes === 'string') throw new Error(`--${option}: ${bytes}`);
+  return bytes;
+}
+
+async function main(): Promise<void> {
+  const args = await yargs(hideBin(process.argv))
+    .option('rw', { type: 'string', default: 'randread', choices: ['read', 'write', 'randread', 'randwrite'], describe: "fio's --rw" })
+    .option('bs', { type: 'string', default: '4k', describe: "fio's --bs" })
+    .option('depth', { type: 'number', default: 32, describe: "fio's --iodepth" })
+    .option('via', { type: 'string', default: 'a', choices: ['a', 'b'], describe: 'the node fio talks to (a owns the volume)' })
+    .option('size', { type: 'string', default: '256MiB', describe: 'the volume' })
+    .option('memory', { type: 'string', describe: 'each node frame pool (default 1.5 times the volume)' })
+    .option('seconds', { type: 'number', default: 5, describe: 'the job, after a 1 s ramp' })
+    .option('cold', { type: 'boolean', default: false, describe: 'no fill first: a never-written volume' })
+    .strict()
+    .parse();
+  const sizeBytes = size(args.size, 'size');
+  const memoryBytes = args.memory === undefined ? Math.floor(sizeBytes * 1.5) : size(args.memory, 'memory');
+  const cluster = await startCluster([{ name: 'vol0', sizeBytes }], { memoryBytes, logLevel: 'warn' });
+  try {
+    const uri = cluster.node(args.via).uri('vol0');
+    if (!args.cold) await run('fio', ['--name=fill', '--ioengine=nbd', `--uri=${uri}`, '--rw=write', '--bs=1M', '--iodepth=8', `--size=${sizeBytes}`, '--end_fsync=1']);
+    const { stdout } = await run(
+      'fio',
+      ['--name=job', '--ioengine=nbd', `--uri=${uri}`, `--rw=${args.rw}`, `--bs=${args.bs}`, `--iodepth=${args.depth}`, `--size=${sizeBytes}`, '--time_based', `--runtime=${args.seconds}`, '--ramp_time=1', '--output-format=json'],
+      { maxBuffer: 1 << 26 },
+    );
+    const job = (JSON.parse(stdout.slice(stdout.indexOf('{'))) as { jobs: Array<Record<string, { iops: number }>> }).jobs[0];
+    const iops = job?.[args.rw.includes('read') ? 'read' : 'write']?.iops ?? 0;
+    process.stdout.write(`${args.cold ? 'cold ' : ''}${args.rw} ${args.bs} QD${args.depth} via ${args.via}: ${iops.toFixed(0)} IOPS\n`);
+  } finally {
+    await cluster.stop();
+    await fs.rm(cluster.directory, { recursive: true, force: true });
+  }
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`${(error as Error).stack ?? String(error)}\n`);
+  process.exit(1);
+});
