@@ -19,13 +19,18 @@ export class ForwardedVolume implements Volume {
     private readonly owner: () => PartnerLink | null,
   ) {}
 
-  async read(offset: number, into: Buffer): Promise<void> {
-    await this.pieces(into.length, async (at, length) => {
-      const { reply, link } = await this.forwardOn(IoOp.Read, offset + at, length, false);
-      if (reply.type !== MessageType.IoData || reply.data.length !== length) throw this.failed('read', reply);
-      reply.data.copy(into, at);
-      link.release(reply);
-    });
+  read(offset: number, into: Buffer): Promise<void> {
+    if (into.length <= MAX_IO_BYTES) return this.readPiece(offset, into);
+    return this.pieces(into.length, (at, length) => this.readPiece(offset + at, into.subarray(at, at + length)));
+  }
+
+  /** One forwarded read; the link reads the reply into `into` itself where it can, else it is copied out of its segment. */
+  private async readPiece(offset: number, into: Buffer): Promise<void> {
+    const { reply, link } = await this.forwardOn(IoOp.Read, offset, into.length, false, EMPTY, into);
+    const fits = reply.type === MessageType.IoData && reply.data.length === into.length;
+    if (fits && (reply.data.buffer !== into.buffer || reply.data.byteOffset !== into.byteOffset)) reply.data.copy(into);
+    link.release(reply);
+    if (!fits) throw this.failed('read', reply);
   }
 
   /**
@@ -71,12 +76,12 @@ export class ForwardedVolume implements Volume {
   }
 
   /** The reply with the link it came on, which takes back the reply's data once it was copied out. */
-  private async forwardOn(op: IoOp, offset: number, length: number, fua: boolean, data: Buffer | readonly Buffer[] = EMPTY): Promise<{ reply: Message; link: PartnerLink }> {
+  private async forwardOn(op: IoOp, offset: number, length: number, fua: boolean, data: Buffer | readonly Buffer[] = EMPTY, into: Buffer | null = null): Promise<{ reply: Message; link: PartnerLink }> {
     const link = this.owner();
     if (!link) throw new OwnerUnavailableError(`volume ${this.name}: its owner, node ${this.ownerName}, is not connected`);
     let reply: Message;
     try {
-      reply = await link.request({ type: MessageType.ForwardedIo, op, allocation: this.allocation, offset, length, fua, data });
+      reply = await link.request({ type: MessageType.ForwardedIo, op, allocation: this.allocation, offset, length, fua, data }, into);
     } catch (error) {
       throw new OwnerUnavailableError(`volume ${this.name}: node ${this.ownerName}: ${(error as Error).message}`, { cause: error });
     }

@@ -204,6 +204,8 @@ interface Tail {
   write(message: Message, target: Buffer, at: number): void;
   /** For data tails: the bytes themselves (maybe in pieces), so a batch can send them by reference instead of copying. */
   data?(message: Message): Buffer | readonly Buffer[];
+  /** Data at least this long goes by reference; BY_REFERENCE_BYTES if not given. */
+  byReferenceFrom?: number;
   /** The message fields carried by the tail; throws PartnerFramingError when it does not fit the fixed part. */
   read(fixed: Fields, tail: Buffer): Fields;
 }
@@ -302,6 +304,10 @@ const ioDataTail: Tail = {
     else for (const piece of lent.pieces) at += piece.copy(target, at);
   },
   data: (message) => (message as IoData).lent?.pieces ?? (message as IoData).data,
+  // A reply's data is a segment of the link's pool or pages lent to it, held until the socket
+  // write completes (PartnerLink.settle): copying even 4 KiB into the batch buffer was a second
+  // copy of every forwarded read on the owner, for nothing.
+  byReferenceFrom: 1,
   read(_fixed, tail) {
     if (tail.length > MAX_IO_BYTES) throw new PartnerFramingError('bad-length', `${tail.length} data bytes, at most ${MAX_IO_BYTES}`);
     return { data: tail };
@@ -456,35 +462,49 @@ export const BY_REFERENCE_BYTES = 8 * 1024;
  * message is answered or the link is closed.
  */
 export function encodeBatchParts(messages: readonly Message[]): Buffer[] {
-  const payloadSizes = messages.map(payloadBytesOf);
-  const referenced = messages.map((message) => {
-    const data = codecOf(message.type).tail?.data?.(message);
-    return data !== undefined && bytesOf(data) >= BY_REFERENCE_BYTES ? data : null;
-  });
-  const copied = payloadSizes.reduce((sum, bytes, index) => sum + FRAME_HEADER_BYTES + bytes - (referenced[index] ? bytesOf(referenced[index]) : 0), 0);
+  // One pass to size the copied part, one to write it; the per-message facts live in scratch
+  // arrays kept between batches (every batch sends, so they would be made again at once).
+  const count = messages.length;
+  let copied = 0;
+  for (let index = 0; index < count; index++) {
+    const message = messages[index] as Message;
+    const codec = codecOf(message.type);
+    const payload = payloadBytesOf(message);
+    const data = codec.tail?.data?.(message);
+    const long = data !== undefined && bytesOf(data) >= (codec.tail?.byReferenceFrom ?? BY_REFERENCE_BYTES);
+    batchPayloads[index] = payload;
+    batchReferenced[index] = long ? (data as Buffer | readonly Buffer[]) : null;
+    copied += FRAME_HEADER_BYTES + (long ? codec.fixed.span : payload);
+  }
   const out = Buffer.allocUnsafe(copied);
   const parts: Buffer[] = [];
   let at = 0;
   let partStart = 0;
-  messages.forEach((message, index) => {
-    const data = referenced[index];
+  for (let index = 0; index < count; index++) {
+    const message = messages[index] as Message;
+    const payload = batchPayloads[index] as number;
+    const data = batchReferenced[index];
+    batchReferenced[index] = null;
     if (!data) {
-      at = writeFrame(message, payloadSizes[index] as number, out, at);
-      return;
+      at = writeFrame(message, payload, out, at);
+      continue;
     }
     // Header and fixed part here, the data by reference right after them.
     const codec = codecOf(message.type);
-    writeFrameHeader(message, payloadSizes[index] as number, out, at);
+    writeFrameHeader(message, payload, out, at);
     writeFixed(codec, message, out, at + FRAME_HEADER_BYTES);
     at += FRAME_HEADER_BYTES + codec.fixed.span;
     parts.push(out.subarray(partStart, at));
     if (Buffer.isBuffer(data)) parts.push(data);
     else for (const piece of data as readonly Buffer[]) if (piece.length > 0) parts.push(piece);
     partStart = at;
-  });
+  }
   if (partStart < at) parts.push(out.subarray(partStart, at));
   return parts;
 }
+
+const batchPayloads: number[] = [];
+const batchReferenced: Array<Buffer | readonly Buffer[] | null> = [];
 
 function payloadBytesOf(message: Message): number {
   // Messages of refusals are built only on failure: this runs for every frame sent.
@@ -555,7 +575,8 @@ export const IN_PLACE_TAIL_BYTES = 64 * 1024;
  * the chunks are gone once push() returns. Such a message's `data` is its segment, and whoever
  * handles the message gives it back (PartnerLink: after the handler, or after the reader of a
  * response). `readTarget` tells the socket where the next read should go: into the segment itself
- * while a long tail is still to come, so a 1 MiB payload is not copied at all.
+ * while a long tail is still to come, so a 1 MiB payload is not copied at all. An io data reply may
+ * land in its requester's buffer instead (`place`), which spares the requester a copy out of the segment.
  *
  * After a PartnerFramingError every later push throws it again: the stream has no
  * resynchronisation point, so the link must be closed, and frames decoded earlier in the failing
@@ -583,6 +604,12 @@ export class MessageFramer {
    * `maxPayloadBytes`: the largest payload a frame may declare. A link not yet authenticated
    * allows only MAX_HANDSHAKE_PAYLOAD_BYTES, and raises it to MAX_PAYLOAD_BYTES once it is.
    */
+  /**
+   * With `segments` set: where an io data reply's data should land instead of a segment (the
+   * requester's own buffer, of exactly that length), or null. The reply's `data` is then that buffer.
+   */
+  place: ((requestId: number, bytes: number) => Buffer | null) | null = null;
+
   constructor(
     public maxPayloadBytes = MAX_PAYLOAD_BYTES,
     public segments: SegmentPool | null = null,
@@ -672,7 +699,9 @@ export class MessageFramer {
     this.requestId = requestId;
     this.payloadLength = payloadLength;
     const tailBytes = payloadLength - codec.fixed.span;
-    if (this.segments !== null && codec.tail?.data !== undefined && tailBytes > 0) this.tail = this.segments.take(tailBytes);
+    if (this.segments !== null && codec.tail?.data !== undefined && tailBytes > 0) {
+      this.tail = (type === MessageType.IoData ? this.place?.(requestId, tailBytes) : null) ?? this.segments.take(tailBytes);
+    }
     this.codec = codec;
   }
 

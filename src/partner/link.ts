@@ -18,7 +18,7 @@
 import { ClusterError, every, readingInto, SegmentPool, type Clock } from '../core/index.js';
 import type { Logger } from '../observe/index.js';
 import { carriesPayload, encodeBatch, encodeBatchParts, expectsResponse, isResponseType, type MessageFramer, messageTypeName, PartnerFramingError } from './codec.js';
-import { MAX_REQUESTS_IN_FLIGHT, MessageType, Status } from './constants.js';
+import { IoOp, MAX_REQUESTS_IN_FLIGHT, MessageType, Status } from './constants.js';
 import { introduceAsConnector, introduceAsListener, type Identity, type LinkSecurity } from './introduce.js';
 import type { Message } from './messages.js';
 import type { LinkListening, LinkSocket, PartnerTransport } from './transport.js';
@@ -44,6 +44,13 @@ const REFUSAL_LOG_INTERVAL_MS = 1000;
 /** Answers the peer's requests; returns the response (same request id), or null for one-way messages. */
 export type RequestHandler = (message: Message, link: PartnerLink) => Promise<Message | null> | Message | null;
 
+interface Waiter {
+  resolve: (message: Message) => void;
+  reject: (error: Error) => void;
+  /** Where the data of an io data reply of exactly its length is read to (MessageFramer.place). */
+  into: Buffer | null;
+}
+
 export class LinkClosedError extends ClusterError {
   override name = 'LinkClosedError';
 }
@@ -57,7 +64,7 @@ export interface LinkStatistics {
 }
 
 export class PartnerLink {
-  private readonly pending = new Map<number, { resolve: (message: Message) => void; reject: (error: Error) => void }>();
+  private readonly pending = new Map<number, Waiter>();
   private readonly waitingForRoom: Array<() => void> = [];
   private readonly waitingForwarded: Array<() => void> = [];
   private outgoing: Message[] = [];
@@ -98,6 +105,10 @@ export class PartnerLink {
     if (reading) {
       this.readBuffer = readBuffer;
       this.framer.segments = this.payloads;
+      this.framer.place = (requestId, bytes) => {
+        const into = this.pending.get(requestId)?.into ?? null;
+        return into !== null && into.length === bytes ? into : null;
+      };
       this.socket = reading as LinkSocket;
     } else {
       // TLS or a simulated socket: every chunk is a buffer of its own, decoded data may alias it.
@@ -166,16 +177,20 @@ export class PartnerLink {
    * Forwarded I/O may use only part of the room: the owner's handler of a forwarded write sends a
    * write page back over the same pair of links, and if forwarded requests could fill both
    * directions, each side's handlers would wait for room the other side never frees.
+   *
+   * A forwarded read may give `into`, its own buffer of the read's length: on a link that pools its
+   * data, an io data reply of that length is read straight into it (the reply's `data` is `into`,
+   * which release() leaves alone). If the request fails, `into` may hold part of a reply.
    */
-  async request(message: Outgoing): Promise<Message> {
+  async request(message: Outgoing, into: Buffer | null = null): Promise<Message> {
     const forwarded = message.type === MessageType.ForwardedIo;
     while (this.isOpen && (this.pending.size >= MAX_REQUESTS_IN_FLIGHT || (forwarded && this.forwardedPending >= MAX_FORWARDED_IN_FLIGHT))) {
       await new Promise<void>((resolve) => (forwarded ? this.waitingForwarded : this.waitingForRoom).push(resolve));
     }
-    if (!forwarded) return this.send1(message);
+    if (!forwarded) return this.send1(message, null);
     this.forwardedPending++;
     try {
-      return await this.send1(message);
+      return await this.send1(message, into);
     } finally {
       this.forwardedPending--;
       this.wakeWaiting();
@@ -188,12 +203,14 @@ export class PartnerLink {
     this.waitingForwarded.shift()?.();
   }
 
-  private send1(message: Outgoing): Promise<Message> {
+  private send1(message: Outgoing, into: Buffer | null): Promise<Message> {
     if (!this.isOpen) throw new LinkClosedError(`link to ${this.peerName} is closed: ${this.closedReason}`);
     const requestId = this.nextRequestId;
     this.nextRequestId = (this.nextRequestId % 0xffff_ffff) + 1;
+    // Not the requester's own buffer if it is one of this link's segments: release() would give it back.
+    const place = into !== null && into.length > 0 && this.readBuffer !== null && !this.payloads.owns(into) ? into : null;
     return new Promise<Message>((resolve, reject) => {
-      this.pending.set(requestId, { resolve, reject });
+      this.pending.set(requestId, { resolve, reject, into: place });
       this.queue({ ...message, requestId } as Message);
     });
   }
@@ -325,22 +342,42 @@ export class PartnerLink {
   }
 
   private onRequest(message: Message): void {
+    // A forwarded read changes nothing here, so it may start within this step instead of after
+    // the chunk's other frames: a read of resident pages is answered at once (Responder.residentRead),
+    // without two microtask hops and their closures per read on the owner.
+    if (message.type === MessageType.ForwardedIo && message.op === IoOp.Read) {
+      let answer: Promise<Message | null> | Message | null;
+      try {
+        answer = this.handler(message, this);
+      } catch (error) {
+        return this.handlerFailed(message, error as Error);
+      }
+      if (answer instanceof Promise) answer.then((response) => this.answered(message, response), (error: Error) => this.handlerFailed(message, error));
+      else this.answered(message, answer);
+      return;
+    }
     Promise.resolve()
       .then(() => this.handler(message, this))
       .then(
-        (response) => {
-          const data = dataOf(message);
-          if (data !== null) this.settle1(data, response === null || succeeded(response));
-          if (response !== null && expectsResponse(message.type) && this.isOpen) this.queue({ ...response, requestId: message.requestId });
-          else if (response !== null) this.release(response);
-        },
-        (error: Error) => {
-          const data = dataOf(message);
-          if (data !== null) this.payloads.forget(data);
-          this.logger.error(`partner request ${messageTypeName(message.type)} failed: ${error.message}; closing the link`);
-          this.close(`handler failed: ${error.message}`);
-        },
+        (response) => this.answered(message, response),
+        (error: Error) => this.handlerFailed(message, error),
       );
+  }
+
+  private answered(request: Message, response: Message | null): void {
+    const data = dataOf(request);
+    if (data !== null) this.settle1(data, response === null || succeeded(response));
+    if (response === null) return;
+    if (!expectsResponse(request.type) || !this.isOpen) return this.release(response);
+    // A handler that already gave its answer the request's id (io data) needs no copy of it.
+    this.queue(response.requestId === request.requestId ? response : { ...response, requestId: request.requestId });
+  }
+
+  private handlerFailed(request: Message, error: Error): void {
+    const data = dataOf(request);
+    if (data !== null) this.payloads.forget(data);
+    this.logger.error(`partner request ${messageTypeName(request.type)} failed: ${error.message}; closing the link`);
+    this.close(`handler failed: ${error.message}`);
   }
 
   private settle1(segment: Buffer, done: boolean): void {

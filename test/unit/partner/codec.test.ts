@@ -948,6 +948,40 @@ describe('partner codec', () => {
       expect(decodeAll(...parts).map((message) => message.requestId)).to.deep.equal([0, 1, 2, 3, 4]);
     });
 
+    it('sends io data by reference at any length (a reply segment, held until the write completes), other short data copied', () => {
+      const reply = Buffer.alloc(4096, 0x5a);
+      const tiny = Buffer.alloc(1, 0x11);
+      const shortPage = Buffer.alloc(4096, 0x77);
+      const batch: Message[] = [
+        { type: MessageType.IoData, requestId: 1, data: reply },
+        { type: MessageType.CommandComplete, requestId: 2, requestType: MessageType.ForwardedIo, status: Status.Ok },
+        { type: MessageType.IoData, requestId: 3, data: tiny },
+        { type: MessageType.IoData, requestId: 4, data: Buffer.alloc(0) },
+        { type: MessageType.WritePage, requestId: 5, allocation: ALLOCATION, virtualPage: 1, version: 2, pageBytes: 4096, offset: 0, length: 4096, dirty: true, zeroFill: false, data: shortPage },
+      ];
+      const parts = encodeBatchParts(batch);
+      expect(Buffer.concat(parts).equals(encodeBatch(batch))).to.equal(true);
+      expect(parts.filter((part) => part === reply || part === tiny), 'both replies by reference').to.have.length(2);
+      expect(parts.some((part) => part === shortPage), 'a 4 KiB page image is still copied').to.equal(false);
+      expect(parts.every((part) => part.length > 0), 'no empty part').to.equal(true);
+      const decoded = decodeAll(...parts);
+      expect(decoded.map((message) => message.requestId)).to.deep.equal([1, 2, 3, 4, 5]);
+      expect(((decoded[0] as Extract<Message, { type: MessageType.IoData }>).data).equals(reply)).to.equal(true);
+    });
+
+    it('encodes one batch after another the same (nothing of the first is left behind for the second)', () => {
+      const first: Message[] = [
+        { type: MessageType.IoData, requestId: 1, data: Buffer.alloc(64 * 1024, 1) },
+        { type: MessageType.IoData, requestId: 2, data: Buffer.alloc(512, 2) },
+        { type: MessageType.CommandComplete, requestId: 3, requestType: MessageType.WritePage, status: Status.Ok },
+      ];
+      const second: Message[] = [{ type: MessageType.CommandComplete, requestId: 4, requestType: MessageType.WritePage, status: Status.Locked }];
+      expect(Buffer.concat(encodeBatchParts(first)).equals(encodeBatch(first))).to.equal(true);
+      const parts = encodeBatchParts(second);
+      expect(parts).to.have.length(1);
+      expect((parts[0] as Buffer).equals(encodeBatch(second))).to.equal(true);
+    });
+
     it('sends a run of pages gathered from several frames by reference, and decodes it as one range', () => {
       const frames = [Buffer.alloc(4096, 1).subarray(96), Buffer.alloc(4096, 2), Buffer.alloc(4096, 3).subarray(0, 100)];
       const length = frames.reduce((sum, frame) => sum + frame.length, 0);

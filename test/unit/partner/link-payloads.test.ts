@@ -156,6 +156,41 @@ describe('partner link payload segments', function () {
     await until(() => links.served.payloads.outstanding === 0, 'the served side to give its segments back');
   });
 
+  it('reads a forwarded read\'s reply straight into the requester\'s buffer (4 KiB, 1 MiB and a 3 MiB read in pieces), never into a segment', async () => {
+    const store = pattern(4 << 20, 7);
+    let shortReplies = 0;
+    const links = await pair((message, link) => {
+      if (message.type !== MessageType.ForwardedIo || message.op !== IoOp.Read) return null;
+      // A reply shorter than asked (a broken owner) must not land in the requester's buffer.
+      const length = message.offset === 0 && message.length === 8192 ? (shortReplies++, 4096) : message.length;
+      const data = link.payloads.take(length);
+      store.copy(data, 0, message.offset, message.offset + length);
+      return { type: MessageType.IoData, requestId: message.requestId, data };
+    });
+    const volume = new ForwardedVolume('vol0', VOLUME, store.length, 'a', () => links.client);
+    for (const [offset, length] of [[4096, 4096], [12_288, 1 << 20], [8192, 3 << 20], [5, 1000]] as const) {
+      const into = Buffer.alloc(length, 0xee);
+      await volume.read(offset, into);
+      expect(into.equals(store.subarray(offset, offset + length)), `${length} bytes at ${offset}`).to.equal(true);
+    }
+    expect(links.client.payloads.retained, 'no reply went through a segment of the requester').to.equal(0);
+    expect(links.client.payloads.outstanding).to.equal(0);
+    // A buffer that is itself a segment of the link's pool is never read into (release would give it
+    // back): the reply takes a segment of its own, copied out.
+    const segment = links.client.payloads.take(4096).fill(0xee);
+    await volume.read(40_000, segment);
+    expect(segment.equals(store.subarray(40_000, 44_096)), 'copied out of a segment of its own').to.equal(true);
+    expect(links.client.payloads.outstanding, 'only the caller\'s own segment is still out').to.equal(1);
+    links.client.payloads.give(segment);
+    const into = Buffer.alloc(8192, 0xee);
+    let failure: Error | null = null;
+    await volume.read(0, into).catch((error: Error) => (failure = error));
+    expect(shortReplies).to.equal(1);
+    expect(String(failure)).to.match(/read on node a failed/);
+    expect(into.equals(Buffer.alloc(8192, 0xee)), 'a reply of another length went to a segment').to.equal(true);
+    expect(links.client.payloads.outstanding, 'and that segment was given back').to.equal(0);
+  });
+
   it('keeps the bytes of a forwarded write that waits in its handler while the link closes and more frames arrive behind it', async () => {
     let open!: () => void;
     const gate = new Promise<void>((resolve) => (open = resolve));
@@ -189,5 +224,36 @@ describe('partner link payload segments', function () {
     expect(reply).to.include({ status: Status.IoError });
     await until(() => links.served.payloads.outstanding === 0, 'the segment to be accounted for');
     expect(links.served.payloads.retained, 'not kept for reuse').to.equal(0);
+  });
+
+  it('answers a forwarded read whether its handler answers at once or later, and closes the link when that handler throws', async () => {
+    const stored = pattern(4096, 3);
+    let mode: 'now' | 'later' | 'throw' = 'now';
+    const links = await pair((message, link) => {
+      if (message.type !== MessageType.ForwardedIo || message.op !== IoOp.Read) return null;
+      if (mode === 'throw') throw new Error('planted read failure');
+      const data = link.payloads.take(message.length);
+      stored.copy(data, 0, message.offset, message.offset + message.length);
+      const reply: Message = { type: MessageType.IoData, requestId: message.requestId, data };
+      return mode === 'now' ? reply : new Promise<Message>((resolve) => setTimeout(() => resolve(reply), 5));
+    });
+    const read = (offset: number, length: number): Promise<Message> =>
+      (links.client as PartnerLink).request({ type: MessageType.ForwardedIo, op: IoOp.Read, allocation: VOLUME, offset, length, fua: false, data: Buffer.alloc(0) });
+    for (const when of ['now', 'later'] as const) {
+      mode = when;
+      const replies = await Promise.all([read(0, 4096), read(100, 512), read(4000, 96)]);
+      expect(replies.map((reply) => (reply as Extract<Message, { type: MessageType.IoData }>).data.toString('hex')), when).to.deep.equal([
+        stored.toString('hex'),
+        stored.subarray(100, 612).toString('hex'),
+        stored.subarray(4000).toString('hex'),
+      ]);
+      for (const reply of replies) links.client.release(reply);
+    }
+    await until(() => links.served.payloads.outstanding === 0, 'the reply segments to come back once written');
+    mode = 'throw';
+    let failure: Error | null = null;
+    await read(0, 4096).catch((error: Error) => (failure = error));
+    expect(String(failure), 'the requester learns the link closed').to.match(/closed/);
+    expect(links.served.isOpen, 'a handler that throws closes the link').to.equal(false);
   });
 });
