@@ -437,7 +437,7 @@ export function encodeBatch(messages: readonly Message[]): Buffer {
   const out = Buffer.allocUnsafe(total);
   let at = 0;
   messages.forEach((message, index) => {
-    at = writeFrame(message, payloadSizes[index] as number, out, at);
+    at = writeFrame(message, message.requestId, payloadSizes[index] as number, out, at);
   });
   return out;
 }
@@ -459,9 +459,11 @@ export const BY_REFERENCE_BYTES = 8 * 1024;
  * The same bytes as encodeBatch, as a list of buffers for one corked (writev) socket write: headers,
  * fixed parts and short data are copied into one buffer; long data (page images, forwarded I/O) is
  * passed as the caller's own buffer, never copied. The caller must not change such data until the
- * message is answered or the link is closed.
+ * message is answered or the link is closed. `requestIds`, when given, are the frames' request ids
+ * and the messages' own are not read: a link sends its callers' objects as they are (copying one
+ * to add the id was the dearest step of sending a request).
  */
-export function encodeBatchParts(messages: readonly Message[]): Buffer[] {
+export function encodeBatchParts(messages: readonly Message[], requestIds: readonly number[] | null = null): Buffer[] {
   // One pass to size the copied part, one to write it; the per-message facts live in scratch
   // arrays kept between batches (every batch sends, so they would be made again at once).
   const count = messages.length;
@@ -482,16 +484,17 @@ export function encodeBatchParts(messages: readonly Message[]): Buffer[] {
   let partStart = 0;
   for (let index = 0; index < count; index++) {
     const message = messages[index] as Message;
+    const requestId = requestIds === null ? message.requestId : (requestIds[index] as number);
     const payload = batchPayloads[index] as number;
     const data = batchReferenced[index];
     batchReferenced[index] = null;
     if (!data) {
-      at = writeFrame(message, payload, out, at);
+      at = writeFrame(message, requestId, payload, out, at);
       continue;
     }
     // Header and fixed part here, the data by reference right after them.
     const codec = codecOf(message.type);
-    writeFrameHeader(message, payload, out, at);
+    writeFrameHeader(message.type, requestId, payload, out, at);
     writeFixed(codec, message, out, at + FRAME_HEADER_BYTES);
     at += FRAME_HEADER_BYTES + codec.fixed.span;
     parts.push(out.subarray(partStart, at));
@@ -515,9 +518,9 @@ function payloadBytesOf(message: Message): number {
   return bytes;
 }
 
-function writeFrame(message: Message, payloadLength: number, target: Buffer, at: number): number {
+function writeFrame(message: Message, requestId: number, payloadLength: number, target: Buffer, at: number): number {
   const codec = codecOf(message.type);
-  writeFrameHeader(message, payloadLength, target, at);
+  writeFrameHeader(message.type, requestId, payloadLength, target, at);
   const payloadAt = at + FRAME_HEADER_BYTES;
   writeFixed(codec, message, target, payloadAt);
   codec.tail?.write(message, target, payloadAt + codec.fixed.span);
@@ -525,11 +528,11 @@ function writeFrame(message: Message, payloadLength: number, target: Buffer, at:
 }
 
 /** The frame header, as frameHeaderLayout lays it out. */
-function writeFrameHeader(message: Message, payloadLength: number, target: Buffer, at: number): void {
+function writeFrameHeader(type: MessageType, requestId: number, payloadLength: number, target: Buffer, at: number): void {
   target.writeUInt32BE(PARTNER_MAGIC, at);
   target.writeUInt16BE(PROTOCOL_VERSION, at + 4);
-  target.writeUInt16BE(message.type, at + 6);
-  target.writeUInt32BE(message.requestId, at + 8);
+  target.writeUInt16BE(type, at + 6);
+  target.writeUInt32BE(requestId, at + 8);
   target.writeUInt32BE(payloadLength, at + 12);
 }
 

@@ -67,7 +67,9 @@ export class PartnerLink {
   private readonly pending = new Map<number, Waiter>();
   private readonly waitingForRoom: Array<() => void> = [];
   private readonly waitingForwarded: Array<() => void> = [];
-  private outgoing: Message[] = [];
+  private outgoing: Array<Message | Outgoing> = [];
+  /** The request id each outgoing message goes with: the caller's object is sent as it is, not copied to carry it. */
+  private outgoingIds: number[] = [];
   private flushScheduled = false;
   private nextRequestId = 1;
   private closedReason: string | null = null;
@@ -169,7 +171,7 @@ export class PartnerLink {
   beat(): void {
     if (!this.isOpen || !this.epochNow) return;
     this.heartbeatSequence = (this.heartbeatSequence % 0xffff_ffff) + 1;
-    this.queue({ type: MessageType.Heartbeat, requestId: this.heartbeatSequence, epoch: this.epochNow() });
+    this.queue({ type: MessageType.Heartbeat, epoch: this.epochNow() }, this.heartbeatSequence);
   }
 
   /**
@@ -211,14 +213,14 @@ export class PartnerLink {
     const place = into !== null && into.length > 0 && this.readBuffer !== null && !this.payloads.owns(into) ? into : null;
     return new Promise<Message>((resolve, reject) => {
       this.pending.set(requestId, { resolve, reject, into: place });
-      this.queue({ ...message, requestId } as Message);
+      this.queue(message, requestId);
     });
   }
 
   /** Sends a message that has no response (heartbeat, page clean). */
   send(message: Outgoing): void {
     if (!this.isOpen) return;
-    this.queue({ ...message, requestId: 0 } as Message);
+    this.queue(message, 0);
   }
 
   close(reason: string): void {
@@ -232,8 +234,9 @@ export class PartnerLink {
     this.closed(reason);
   }
 
-  private queue(message: Message): void {
+  private queue(message: Message | Outgoing, requestId: number): void {
     this.outgoing.push(message);
+    this.outgoingIds.push(requestId);
     if (this.flushScheduled) return;
     this.flushScheduled = true;
     this.clock.defer(() => this.flush());
@@ -242,8 +245,11 @@ export class PartnerLink {
   private flush(): void {
     this.flushScheduled = false;
     if (this.outgoing.length === 0) return;
-    const batch = this.outgoing;
+    // Their own requestId fields are not read (Outgoing has none): requestIds gives each frame's.
+    const batch = this.outgoing as Message[];
+    const requestIds = this.outgoingIds;
     this.outgoing = [];
+    this.outgoingIds = [];
     if (this.socket.destroyed) {
       // Never sent: lent pages go back now (their holders wait for them), pooled segments to the collector.
       for (const message of batch) if (message.type === MessageType.IoData && message.lent) message.lent.release();
@@ -252,7 +258,7 @@ export class PartnerLink {
     // Page data goes by reference (writev): a batch of whole pages is not copied into one buffer.
     // The memory manager holds a page's lock until every partner answered, so the bytes cannot
     // change while they wait in the socket.
-    const parts = encodeBatchParts(batch);
+    const parts = encodeBatchParts(batch, requestIds);
     const sent = this.pooledReplies(batch);
     const last = parts.length - 1;
     if (last > 0) this.socket.cork();
@@ -369,8 +375,7 @@ export class PartnerLink {
     if (data !== null) this.settle1(data, response === null || succeeded(response));
     if (response === null) return;
     if (!expectsResponse(request.type) || !this.isOpen) return this.release(response);
-    // A handler that already gave its answer the request's id (io data) needs no copy of it.
-    this.queue(response.requestId === request.requestId ? response : { ...response, requestId: request.requestId });
+    this.queue(response, request.requestId);
   }
 
   private handlerFailed(request: Message, error: Error): void {

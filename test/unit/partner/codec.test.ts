@@ -982,6 +982,22 @@ describe('partner codec', () => {
       expect((parts[0] as Buffer).equals(encodeBatch(second))).to.equal(true);
     });
 
+    it('takes the request ids from the list given, not from the messages', () => {
+      const page = Buffer.alloc(64 * 1024, 3);
+      const batch: Message[] = [
+        { type: MessageType.IoData, requestId: 1, data: Buffer.alloc(4096, 1) },
+        { type: MessageType.ForwardedIo, requestId: 2, op: IoOp.Read, fua: false, allocation: ALLOCATION, offset: 8192, length: 4096, data: Buffer.alloc(0) },
+        { type: MessageType.WritePage, requestId: 3, allocation: ALLOCATION, virtualPage: 1, version: 2, pageBytes: page.length, offset: 0, length: page.length, dirty: true, zeroFill: false, data: page },
+        { type: MessageType.Heartbeat, requestId: 4, epoch: 9 },
+      ];
+      const ids = [0xffff_fffe, 77, 0, 5];
+      const withoutIds = batch.map(({ requestId: _unused, ...rest }) => rest as unknown as Message);
+      const parts = encodeBatchParts(withoutIds, ids);
+      const expected = encodeBatch(batch.map((message, index) => ({ ...message, requestId: ids[index] as number })));
+      expect(Buffer.concat(parts).equals(expected)).to.equal(true);
+      expect(decodeAll(...parts).map((message) => message.requestId)).to.deep.equal(ids);
+    });
+
     it('sends a run of pages gathered from several frames by reference, and decodes it as one range', () => {
       const frames = [Buffer.alloc(4096, 1).subarray(96), Buffer.alloc(4096, 2), Buffer.alloc(4096, 3).subarray(0, 100)];
       const length = frames.reduce((sum, frame) => sum + frame.length, 0);
