@@ -601,6 +601,8 @@ export class MessageFramer {
   private fixedFilled = 0;
   private tail: Buffer | null = null;
   private tailFilled = 0;
+  /** The tail is a requester's buffer (place), not a segment. */
+  private tailPlaced = false;
   private failure: PartnerFramingError | null = null;
 
   /**
@@ -631,6 +633,11 @@ export class MessageFramer {
   /** True when the stream stands between two frames (nothing half-read). */
   get idle(): boolean {
     return this.codec === null && this.headerFilled === 0;
+  }
+
+  /** True while an io data reply is being read into its requester's buffer (place): that buffer is still written. */
+  get placing(): boolean {
+    return this.tail !== null && this.tailPlaced;
   }
 
   /** Where the next socket read should land, when that is a data segment rather than the link's read buffer. */
@@ -703,7 +710,9 @@ export class MessageFramer {
     this.payloadLength = payloadLength;
     const tailBytes = payloadLength - codec.fixed.span;
     if (this.segments !== null && codec.tail?.data !== undefined && tailBytes > 0) {
-      this.tail = (type === MessageType.IoData ? this.place?.(requestId, tailBytes) : null) ?? this.segments.take(tailBytes);
+      const placed = type === MessageType.IoData ? (this.place?.(requestId, tailBytes) ?? null) : null;
+      this.tail = placed ?? this.segments.take(tailBytes);
+      this.tailPlaced = placed !== null;
     }
     this.codec = codec;
   }

@@ -103,7 +103,7 @@ export class PartnerLink {
       this.onData(chunk);
     };
     const readBuffer = Buffer.allocUnsafeSlow(LINK_READ_BUFFER_BYTES);
-    const reading = readingInto(socket, () => this.framer.readTarget ?? readBuffer, onBytes);
+    const reading = readingInto(socket, () => (this.isOpen ? this.framer.readTarget : null) ?? readBuffer, onBytes);
     if (reading) {
       this.readBuffer = readBuffer;
       this.framer.segments = this.payloads;
@@ -229,7 +229,9 @@ export class PartnerLink {
     // Frames the kernel has not taken yet are dropped, not sent later: their requests fail now, and
     // a failed request's data goes back to its owner, which may use it again (a forwarded WRITE's
     // pooled payload, retried on the next owner and then reused) while a slow peer still reads.
-    if ((this.socket.writableLength ?? 0) > 0) this.socket.destroy();
+    // Likewise for a reply being read into its requester's buffer: a half-closed socket goes on
+    // reading, and its next read would land there after the request failed and the buffer moved on.
+    if ((this.socket.writableLength ?? 0) > 0 || this.framer.placing) this.socket.destroy();
     else this.socket.end();
     this.closed(reason);
   }

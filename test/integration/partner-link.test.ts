@@ -224,7 +224,7 @@ describe('partner link', function () {
     const link = await connect();
     const server = links.find((candidate) => candidate !== link && candidate.peer.nodeId === 2) as PartnerLink;
     const closed = new Promise<string>((resolve) => (server.onClose = resolve));
-    (link as unknown as { queue(message: Message): void }).queue({ type: MessageType.Heartbeat, requestId: 1, epoch: 2 ** 53 - 1 });
+    (link as unknown as { queue(message: Message, requestId: number): void }).queue({ type: MessageType.Heartbeat, requestId: 0, epoch: 2 ** 53 - 1 }, 1);
     expect(await closed).to.match(/epoch 9007199254740991, further ahead than any claim/);
   });
 
@@ -241,7 +241,7 @@ describe('partner link', function () {
     const link = await connect();
     const server = links.find((candidate) => candidate !== link && candidate.peer.nodeId === 2) as PartnerLink;
     const closed = new Promise<string>((resolve) => (server.onClose = resolve));
-    (link as unknown as { queue(message: Message): void }).queue({ type: MessageType.SpaceStatus, requestId: 999, freeBytes: 1, reclaimableBytes: 0 });
+    (link as unknown as { queue(message: Message, requestId: number): void }).queue({ type: MessageType.SpaceStatus, requestId: 0, freeBytes: 1, reclaimableBytes: 0 }, 999);
     expect(await closed).to.match(/answers unknown request 999/);
   });
 });

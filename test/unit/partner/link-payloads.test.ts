@@ -3,6 +3,7 @@
 // and every segment comes back to its pool (a handler's request data once it is done, a reply's once
 // its requester released it, a pooled reply's once it was written); a forwarded write still waiting
 // in its handler while the link closes and more frames arrive behind it keeps its bytes.
+import net from 'node:net';
 import { expect } from 'chai';
 import { silentLogger } from '../../../src/observe/index.js';
 import {
@@ -189,6 +190,71 @@ describe('partner link payload segments', function () {
     expect(String(failure)).to.match(/read on node a failed/);
     expect(into.equals(Buffer.alloc(8192, 0xee)), 'a reply of another length went to a segment').to.equal(true);
     expect(links.client.payloads.outstanding, 'and that segment was given back').to.equal(0);
+  });
+
+  it('never reads into a requester\'s buffer after the link closed under a reply still arriving (the request failed; the buffer moved on)', async () => {
+    const reply = pattern(1 << 20, 11);
+    listener = new PartnerListener(
+      testContext(A, (message, link) => {
+        if (message.type !== MessageType.ForwardedIo || message.op !== IoOp.Read) return null;
+        const data = link.payloads.take(message.length);
+        reply.copy(data);
+        return { type: MessageType.IoData, requestId: message.requestId, data };
+      }, logger),
+    );
+    await listener.listen({ host: '127.0.0.1', port: 0 });
+    // Between the two ends: passes the served side's bytes to the requester only up to `allowed`,
+    // and keeps the requester's half-close to itself, so the served side goes on sending.
+    let allowed = Number.POSITIVE_INFINITY;
+    let passed = 0;
+    const held: Buffer[] = [];
+    let toClient: net.Socket | null = null;
+    let toServer: net.Socket | null = null;
+    const release = (): void => {
+      while (held.length > 0 && passed < allowed) {
+        const chunk = held.shift() as Buffer;
+        const room = allowed - passed;
+        if (chunk.length > room) held.unshift(chunk.subarray(room));
+        const part = chunk.subarray(0, Math.min(chunk.length, room));
+        passed += part.length;
+        if (!(toClient as net.Socket).destroyed) (toClient as net.Socket).write(part);
+      }
+    };
+    const proxy = net.createServer({ allowHalfOpen: true }, (client) => {
+      toClient = client;
+      const server = net.connect({ host: '127.0.0.1', port: listener.port, allowHalfOpen: true });
+      toServer = server;
+      client.on('data', (chunk) => server.write(chunk));
+      client.on('error', () => undefined);
+      server.on('error', () => undefined);
+      server.on('data', (chunk) => {
+        held.push(Buffer.from(chunk));
+        release();
+      });
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    try {
+      client = await connectPartner({ host: '127.0.0.1', port: (proxy.address() as net.AddressInfo).port, nodeId: A.nodeId }, testContext(B, () => null, logger));
+      expect(client.pooled).to.equal(true);
+      // The reply's 16-byte header and 200 KiB of its data get through, then nothing until the link closed.
+      allowed = passed + 16 + 200 * 1024;
+      const into = Buffer.alloc(1 << 20, 0);
+      const read = client.request({ type: MessageType.ForwardedIo, op: IoOp.Read, allocation: VOLUME, offset: 0, length: 1 << 20, fua: false, data: Buffer.alloc(0) }, into).catch((error: Error) => error);
+      await until(() => passed === allowed && into[200 * 1024 - 1] === reply[200 * 1024 - 1], 'the first part of the reply to land in the buffer');
+      client.close('closed under a reply');
+      expect(String(await read)).to.match(/closed/);
+      // The request failed: its buffer is the requester's again, and is used for something else.
+      into.fill(0xaa);
+      allowed = Number.POSITIVE_INFINITY;
+      release();
+      await until(() => held.length === 0, 'the rest of the reply to be passed on');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(into.equals(Buffer.alloc(1 << 20, 0xaa)), 'nothing written into the buffer after the request failed').to.equal(true);
+    } finally {
+      (toClient as net.Socket | null)?.destroy();
+      (toServer as net.Socket | null)?.destroy();
+      await new Promise((resolve) => proxy.close(resolve));
+    }
   });
 
   it('keeps the bytes of a forwarded write that waits in its handler while the link closes and more frames arrive behind it', async () => {
