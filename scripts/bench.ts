@@ -14,7 +14,9 @@
 // Every job is preceded by an NBD FLUSH to both servers, so one job's destage does not run into
 // the next. Prints IOPS, MB/s and the ftvm/nbdkit ratio (for tls: TLS on / TLS off), and for fio
 // jobs what the ftvm processes spent on them: CPU µs per MiB moved (utime + stime from /proc, no
-// profiler) and V8 collections (minor/major, from --trace-gc on the nodes' stdout).
+// profiler) and V8 collections (minor/major, from --trace-gc on the nodes' stdout). With both
+// mirrored and forwarded, each job runs through the owner and then through the partner before the
+// next job, and a second table gives IOPS via partner over IOPS via owner.
 // --json FILE also writes the rows as JSON (date, commit, command), for scripts/plot-bench.
 // Usage: scripts/bench [--seconds 5] [--size 1GiB] [--markdown] [--modes cold,mirrored,forwarded,single,degraded,tls] [--json FILE]
 import { execFile } from 'node:child_process';
@@ -200,7 +202,7 @@ async function main(): Promise<void> {
       const cluster = await startCluster([{ name: 'vol0', sizeBytes }], { memoryBytes, pageBytes, logLevel: 'warn', nodeArgs: TRACE_GC });
       try {
         const meter = new ServerMeter([...cluster.nodes.values()]);
-        await runJobs(rows, ' (2 nodes, cold volume)', nbdkit.uri, cluster.node('a').uri('vol0'), args.seconds, sizeBytes, meter, false);
+        await runJobs(rows, [{ suffix: ' (2 nodes, cold volume)', uri: cluster.node('a').uri('vol0') }], nbdkit.uri, args.seconds, sizeBytes, meter, false);
       } finally {
         await cluster.stop();
         await fs.rm(cluster.directory, { recursive: true, force: true });
@@ -211,8 +213,13 @@ async function main(): Promise<void> {
       try {
         const meter = new ServerMeter([...cluster.nodes.values()]);
         await fill(cluster.node('a').uri('vol0'));
-        if (modes.has('mirrored')) await runJobs(rows, ' (2 nodes, via owner)', nbdkit.uri, cluster.node('a').uri('vol0'), args.seconds, sizeBytes, meter);
-        if (modes.has('forwarded')) await runJobs(rows, ' (2 nodes, via partner)', nbdkit.uri, cluster.node('b').uri('vol0'), args.seconds, sizeBytes, meter);
+        // Through the owner and through the partner job by job, so that the partner/owner ratio
+        // (issue 15's target for the forwarded path) compares runs seconds apart, not minutes.
+        const targets = [
+          ...(modes.has('mirrored') ? [{ suffix: OWNER_SUFFIX, uri: cluster.node('a').uri('vol0') }] : []),
+          ...(modes.has('forwarded') ? [{ suffix: PARTNER_SUFFIX, uri: cluster.node('b').uri('vol0') }] : []),
+        ];
+        await runJobs(rows, targets, nbdkit.uri, args.seconds, sizeBytes, meter);
       } finally {
         await cluster.stop();
         await fs.rm(cluster.directory, { recursive: true, force: true });
@@ -226,11 +233,11 @@ async function main(): Promise<void> {
       try {
         const meter = new ServerMeter([ftvm]);
         await fill(ftvm.uri('vol0'));
-        if (modes.has('single')) await runJobs(rows, ' (1 node, write-through)', nbdkit.uri, ftvm.uri('vol0'), args.seconds, sizeBytes, meter);
+        if (modes.has('single')) await runJobs(rows, [{ suffix: ' (1 node, write-through)', uri: ftvm.uri('vol0') }], nbdkit.uri, args.seconds, sizeBytes, meter);
         if (modes.has('degraded')) {
           const result = await requestControl(path.join(directory, 'a.control'), { op: 'fail', member: 1 });
           if (!result.ok) throw new Error(`could not fail a member: ${result.error}`);
-          await runJobs(rows, ' (1 node, raid5 degraded)', nbdkit.uri, ftvm.uri('vol0'), args.seconds, sizeBytes, meter);
+          await runJobs(rows, [{ suffix: ' (1 node, raid5 degraded)', uri: ftvm.uri('vol0') }], nbdkit.uri, args.seconds, sizeBytes, meter);
         }
       } finally {
         await ftvm.stop();
@@ -241,15 +248,17 @@ async function main(): Promise<void> {
     await fs.rm(directory, { recursive: true, force: true });
   }
   if (rows.length > 0) process.stdout.write(`${format(rows, args.markdown)}\n`);
+  const forwarding = partnerOverOwner(rows);
+  if (forwarding.length > 0) process.stdout.write(`\n${formatForwarding(forwarding, args.markdown)}\n`);
   if (tlsRows.length > 0) process.stdout.write(`${rows.length > 0 ? '\n' : ''}${format(tlsRows, args.markdown, ['TLS', 'plain'])}\n`);
-  if (args.json) await writeJson(args.json, rows, tlsRows);
+  if (args.json) await writeJson(args.json, rows, tlsRows, forwarding);
 }
 
 /**
  * The rows as JSON: each with its job and set-up (the label's parenthesis), both sides' figures
  * and the ratio, plus when, on which commit and with which command they were measured.
  */
-async function writeJson(file: string, rows: Array<[string, Result, Result]>, tlsRows: Array<[string, Result, Result]>): Promise<void> {
+async function writeJson(file: string, rows: Array<[string, Result, Result]>, tlsRows: Array<[string, Result, Result]>, forwarding: Forwarding[]): Promise<void> {
   const commit = await run('git', ['rev-parse', '--short', 'HEAD'], { cwd: path.dirname(new URL(import.meta.url).pathname) }).then(
     ({ stdout }) => stdout.trim(),
     () => null,
@@ -265,6 +274,7 @@ async function writeJson(file: string, rows: Array<[string, Result, Result]>, tl
     command: `scripts/bench ${process.argv.slice(2).join(' ')}`,
     fio: (await run('fio', ['--version'])).stdout.trim(),
     rows: [...rows.map(entry(['ftvm', 'nbdkit'])), ...tlsRows.map(entry(['TLS', 'plain']))],
+    forwarding,
   };
   await fs.writeFile(file, `${JSON.stringify(report, null, 2)}\n`);
 }
@@ -330,30 +340,68 @@ async function runTlsComparison(rows: Array<[string, Result, Result]>, memoryByt
 }
 
 /**
- * Each job against nbdkit, then ftvm; both are flushed before each job (`flushFirst`; the cold
- * mode's first job runs on a cluster that never wrote, and is not flushed: that is the point).
+ * Each job against nbdkit, then ftvm, for each target in turn (job by job: all targets run one job
+ * before the next job starts); both are flushed before each job (`flushFirst`; the cold mode's first
+ * job runs on a cluster that never wrote, and is not flushed: that is the point). The rows come out
+ * grouped by target, in the order of the targets.
  */
 async function runJobs(
   rows: Array<[string, Result, Result]>,
-  suffix: string,
+  targets: ReadonlyArray<{ suffix: string; uri: string }>,
   nbdkitUri: string,
-  ftvmUri: string,
   seconds: number,
   sizeBytes: number,
   meter: ServerMeter,
   flushFirst = true,
 ): Promise<void> {
-  for (const [index, job] of JOBS.entries()) {
-    if (flushFirst || index > 0) await Promise.all([flush(nbdkitUri), flush(ftvmUri)]);
-    const theirs = await fio(nbdkitUri, job, seconds, sizeBytes);
-    await meter.start();
-    const ours = await fio(ftvmUri, job, seconds, sizeBytes);
-    // fio's ramp second is not in its figures but is in the server's: counted in the bytes too.
-    const movedBytes = ours.bytesPerSecond * (seconds > 0 ? seconds + 1 : 0) || sizeBytes;
-    ours.server = await meter.stop(movedBytes);
-    rows.push([`${job.name}${suffix}`, ours, theirs]);
-    process.stderr.write(`bench: ${job.name}${suffix} done\n`);
+  const grouped = targets.map((): Array<[string, Result, Result]> => []);
+  let first = true;
+  for (const job of JOBS) {
+    for (const [index, { suffix, uri }] of targets.entries()) {
+      if (flushFirst || !first) await Promise.all([flush(nbdkitUri), flush(uri)]);
+      first = false;
+      const theirs = await fio(nbdkitUri, job, seconds, sizeBytes);
+      await meter.start();
+      const ours = await fio(uri, job, seconds, sizeBytes);
+      // fio's ramp second is not in its figures but is in the server's: counted in the bytes too.
+      const movedBytes = ours.bytesPerSecond * (seconds > 0 ? seconds + 1 : 0) || sizeBytes;
+      ours.server = await meter.stop(movedBytes);
+      grouped[index]?.push([`${job.name}${suffix}`, ours, theirs]);
+      process.stderr.write(`bench: ${job.name}${suffix} done\n`);
+    }
   }
+  for (const group of grouped) rows.push(...group);
+}
+
+const OWNER_SUFFIX = ' (2 nodes, via owner)';
+const PARTNER_SUFFIX = ' (2 nodes, via partner)';
+
+/** A job through the node that does not own the volume against the same job through the owner. */
+interface Forwarding {
+  job: string;
+  ownerIops: number;
+  partnerIops: number;
+  ratio: number;
+}
+
+/** For each job run both ways: IOPS via partner over IOPS via owner (issue 15's target: ≥ 0.6). */
+function partnerOverOwner(rows: ReadonlyArray<[string, Result, Result]>): Forwarding[] {
+  const result: Forwarding[] = [];
+  for (const [label, owner] of rows) {
+    if (!label.endsWith(OWNER_SUFFIX)) continue;
+    const job = label.slice(0, -OWNER_SUFFIX.length);
+    const partner = rows.find(([other]) => other === `${job}${PARTNER_SUFFIX}`)?.[1];
+    if (partner) result.push({ job, ownerIops: owner.iops, partnerIops: partner.iops, ratio: partner.iops / owner.iops });
+  }
+  return result;
+}
+
+function formatForwarding(forwarding: readonly Forwarding[], markdown: boolean): string {
+  const header = ['job', 'via owner IOPS', 'via partner IOPS', 'partner/owner'];
+  const lines = forwarding.map(({ job, ownerIops, partnerIops, ratio }) => [job, ownerIops.toFixed(0), partnerIops.toFixed(0), ratio.toFixed(2)]);
+  if (markdown) return [header, header.map(() => '---'), ...lines].map((cells) => `| ${cells.join(' | ')} |`).join('\n');
+  const widths = header.map((_, column) => Math.max(...[header, ...lines].map((cells) => (cells[column] as string).length)));
+  return [header, ...lines].map((cells) => cells.map((cell, column) => cell.padStart(widths[column] as number)).join('  ')).join('\n');
 }
 
 main().catch((error: unknown) => {
