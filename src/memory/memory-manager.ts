@@ -43,6 +43,12 @@ export interface PageWrite {
  */
 export { MAX_RUN_BYTES };
 
+/** How much of resident pages a prefetch run reads through rather than end there (see prefetch). */
+export const PREFETCH_BRIDGE_BYTES = 64 * 1024;
+
+/** Staging buffers kept for the next prefetch runs: as many as a QD8 1 MiB reader keeps busy, and some. */
+const SPARE_STAGING_BUFFERS = 16;
+
 /** Beside the memory manager: the partners. */
 export interface Replicator {
   /** Partners that must hold a change before it is acknowledged. */
@@ -170,6 +176,12 @@ export class MemoryManager {
    * storage stack may still hold and write it later: then it is left to the collector.
    */
   private spareBatchBuffer: Buffer | null = null;
+  /**
+   * Staging buffers of MAX_RUN_BYTES for prefetch runs whose frames are not one after another in
+   * the pool or which bridge resident pages; given back once their read succeeded (after a failed
+   * one a member read may still be writing into it: then it is left to the collector).
+   */
+  private readonly spareStaging: Buffer[] = [];
 
   private resyncsRunning = 0;
   private resyncOwed = false;
@@ -251,6 +263,12 @@ export class MemoryManager {
    * pointer on one waits for its load, and a failed load drops them (the per-page path then pages
    * in again and reports the error). Stops at the first page for which no frame is free or
    * replaceable now: the per-page path waits for frames, this does not.
+   *
+   * A run goes on across up to PREFETCH_BRIDGE_BYTES of resident pages: after random 4 KiB reads
+   * or writes have left a third of a volume's pages resident, a 1 MiB read otherwise split into some
+   * eighty reads of the disks, each its own trip through the threadpool (about 12 µs of the main
+   * thread on two cores, more than reading the bridged pages' blocks again). The bridged pages'
+   * bytes are read and dropped: a resident page is never overwritten from the disks.
    */
   prefetch(guid: string, firstPage: number, count: number): void {
     const allocation = this.allocations.get(guid);
@@ -258,17 +276,28 @@ export class MemoryManager {
     const { pageBytes } = allocation;
     const end = Math.min(firstPage + count, allocation.sizeBytes / pageBytes);
     const maxRunPages = Math.max(1, MAX_RUN_BYTES / pageBytes);
+    const maxBridgePages = Math.floor(PREFETCH_BRIDGE_BYTES / pageBytes);
     let run: PrefetchRun | null = null;
+    let runFirst = 0;
+    let bridged = 0;
     for (let virtualPage = firstPage; virtualPage <= end; virtualPage++) {
       const missing = virtualPage < end && !allocation.pages.has(virtualPage);
-      if (run && (!missing || run.pages.length === maxRunPages)) {
+      if (run && !missing && virtualPage < end && bridged < maxBridgePages) {
+        bridged++;
+        continue;
+      }
+      if (run && (!missing || virtualPage - runFirst + 1 > maxRunPages)) {
         this.loadRun(allocation, run);
         run = null;
       }
+      bridged = 0;
       if (!missing) continue;
       const frame = this.pool.allocate(pageBytes) ?? this.replaceOne(pageBytes);
       if (frame === null) break;
-      run ??= prefetchRun();
+      if (run === null) {
+        run = prefetchRun();
+        runFirst = virtualPage;
+      }
       const page = this.residentPage(allocation, virtualPage, frame, null, true);
       // Loading from now on: no replacement (this prefetch's own included) takes it before its read.
       page.loading = run.loaded;
@@ -281,15 +310,22 @@ export class MemoryManager {
   private loadRun(allocation: Allocation, run: PrefetchRun): void {
     const { pageBytes } = allocation;
     const first = run.pages[0] as { virtualPage: number; page: Page };
-    const bytes = run.pages.length * pageBytes;
-    const contiguous = run.pages.every(({ page }, index) => page.frame === first.page.frame + index * pageBytes);
-    const into = contiguous ? this.pool.memory.subarray(first.page.frame, first.page.frame + bytes) : Buffer.allocUnsafe(bytes);
+    const last = run.pages[run.pages.length - 1] as { virtualPage: number; page: Page };
+    // The run's pages and the resident pages it bridges (read, then dropped).
+    const bytes = (last.virtualPage - first.virtualPage + 1) * pageBytes;
+    const contiguous = bytes === run.pages.length * pageBytes && run.pages.every(({ page }, index) => page.frame === first.page.frame + index * pageBytes);
+    const staging = contiguous ? null : bytes > MAX_RUN_BYTES ? Buffer.allocUnsafeSlow(bytes) : (this.spareStaging.pop() ?? Buffer.allocUnsafeSlow(MAX_RUN_BYTES));
+    const into = staging === null ? this.pool.memory.subarray(first.page.frame, first.page.frame + bytes) : staging.subarray(0, bytes);
     this.store.readBlocks(allocation.arrayOffset + first.virtualPage * pageBytes, into).then(
       () => {
-        run.pages.forEach(({ page }, index) => {
-          if (!contiguous) into.copy(page.data, 0, index * pageBytes, (index + 1) * pageBytes);
+        for (const { virtualPage, page } of run.pages) {
+          if (staging !== null) {
+            const from = (virtualPage - first.virtualPage) * pageBytes;
+            into.copy(page.data, 0, from, from + pageBytes);
+          }
           page.loading = null;
-        });
+        }
+        if (staging?.length === MAX_RUN_BYTES && this.spareStaging.length < SPARE_STAGING_BUFFERS) this.spareStaging.push(staging);
         run.settle(null);
         // Unlocked and loaded: replaceable now, so whoever waits for a frame may take one.
         this.wakeFrameWaiters();

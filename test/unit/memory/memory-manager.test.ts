@@ -4,7 +4,7 @@
 // until a page can be replaced; page clean follows a destage; a run of pages is one replication
 // (whole end pages for a partner that lacks them), and MemoryVolume sends a long write as runs.
 import { expect } from 'chai';
-import { FramePool, MemoryManager, MemoryVolume, type PageWrite, type Replicator } from '../../../src/memory/index.js';
+import { FramePool, MAX_RUN_BYTES, MemoryManager, MemoryVolume, PREFETCH_BRIDGE_BYTES, type PageWrite, type Replicator } from '../../../src/memory/index.js';
 import type { BlockStore } from '../../../src/storage/index.js';
 
 const PAGE = 64 * 1024;
@@ -559,7 +559,7 @@ describe('MemoryManager', () => {
     expect(manager.residentPages).to.equal(32);
   });
 
-  it('prefetch pages in each run of missing pages with one read, skips resident pages, and a failed read leaves nothing resident', async () => {
+  it('prefetch pages in each run of missing pages with one read, reads through one resident page without touching it, and a failed read leaves nothing resident', async () => {
     const { manager, store } = setup();
     for (let page = 0; page < 16; page++) store.disk.fill(page + 1, page * PAGE, (page + 1) * PAGE);
     const reads: Array<[number, number]> = [];
@@ -568,18 +568,22 @@ describe('MemoryManager', () => {
       reads.push([offset / PAGE, into.length / PAGE]);
       return read(offset, into);
     };
-    await manager.releasePointer(await manager.obtainReadPointer(GUID, 4));
+    // Page 4 resident and written: newer than the disks, which still hold 5s there.
+    const written = await manager.obtainWritePointer(GUID, 4);
+    written.data.fill(0xee);
+    await manager.releasePointer(written, { offset: 0, length: PAGE });
     reads.length = 0;
     manager.prefetch(GUID, 1, 8);
-    expect(reads, 'pages 1-3 and 5-8: two runs, one read each').to.deep.equal([[1, 3], [5, 4]]);
+    expect(reads, 'pages 1-8: one read, through resident page 4 (PREFETCH_BRIDGE_BYTES is one 64 KiB page)').to.deep.equal([[1, 8]]);
     expect(manager.residentPages).to.equal(8);
     for (let page = 1; page <= 8; page++) {
       const pointer = await manager.obtainReadPointer(GUID, page);
-      expect(pointer.data[0], `page ${page}`).to.equal(page + 1);
-      expect(pointer.data[PAGE - 1], `page ${page}`).to.equal(page + 1);
+      const expected = page === 4 ? 0xee : page + 1;
+      expect(pointer.data[0], `page ${page}`).to.equal(expected);
+      expect(pointer.data[PAGE - 1], `page ${page}`).to.equal(expected);
       await manager.releasePointer(pointer);
     }
-    expect(reads, 'no page read twice').to.have.length(2);
+    expect(reads, 'no page read twice').to.have.length(1);
     // Past the end of the allocation: stops there.
     manager.prefetch(GUID, 14, 10);
     expect(reads.at(-1)).to.deep.equal([14, 2]);
@@ -593,6 +597,40 @@ describe('MemoryManager', () => {
     let caught: unknown = null;
     await manager.obtainReadPointer(GUID, 11).catch((error: unknown) => (caught = error));
     expect((caught as Error)?.message).to.match(/disk gone/);
+  });
+
+  it('prefetch ends a run at more than PREFETCH_BRIDGE_BYTES of resident pages, and a run spans at most MAX_RUN_BYTES, bridged pages counted', async () => {
+    expect(PREFETCH_BRIDGE_BYTES / PAGE, 'these cases assume one page').to.equal(1);
+    expect(MAX_RUN_BYTES / PAGE, 'and runs of 16 pages').to.equal(16);
+    const { manager, store } = setup();
+    for (let page = 0; page < 16; page++) store.disk.fill(page + 1, page * PAGE, (page + 1) * PAGE);
+    const reads: Array<[number, number]> = [];
+    const read = store.readBlocks.bind(store);
+    store.readBlocks = async (offset, into) => {
+      reads.push([offset / PAGE, into.length / PAGE]);
+      return read(offset, into);
+    };
+    for (const page of [3, 4, 8]) {
+      const written = await manager.obtainWritePointer(GUID, page);
+      written.data.fill(0xe0 + page);
+      await manager.releasePointer(written, { offset: 0, length: PAGE });
+    }
+    reads.length = 0;
+    manager.prefetch(GUID, 0, 12);
+    expect(reads, 'two resident pages end a run; one is read through').to.deep.equal([[0, 3], [5, 7]]);
+    for (let page = 0; page < 12; page++) {
+      const pointer = await manager.obtainReadPointer(GUID, page);
+      const expected = [3, 4, 8].includes(page) ? 0xe0 + page : page + 1;
+      expect([pointer.data[0], pointer.data[PAGE - 1]], `page ${page}`).to.deep.equal([expected, expected]);
+      await manager.releasePointer(pointer);
+    }
+
+    const other = '22222222-2222-4333-8444-555555555555';
+    manager.createAllocation({ guid: other, arrayOffset: 0, sizeBytes: 24 * PAGE, pageBytes: PAGE });
+    await manager.releasePointer(await manager.obtainReadPointer(other, 2));
+    reads.length = 0;
+    manager.prefetch(other, 0, 24);
+    expect(reads, 'page 2 read through; the run stops at 16 pages from its first').to.deep.equal([[0, 16], [16, 8]]);
   });
 
   it('a read of many missing pages through a pool of one frame finishes: a prefetch never evicts its own pages and wakes frame waiters when loaded', async () => {
