@@ -56,6 +56,20 @@ function setup(poolBytes = 4 * 1024 * 1024, high = 100): { manager: MemoryManage
   return { manager, store, partners };
 }
 
+/** A manager whose disk holds page number + 1 in every byte of each page, and the reads of that disk as [first page, pages]. */
+function setupCountingReads(): ReturnType<typeof setup> & { reads: Array<[number, number]> } {
+  const parts = setup();
+  const { store } = parts;
+  for (let page = 0; page < 16; page++) store.disk.fill(page + 1, page * PAGE, (page + 1) * PAGE);
+  const reads: Array<[number, number]> = [];
+  const read = store.readBlocks.bind(store);
+  store.readBlocks = async (offset, into) => {
+    reads.push([offset / PAGE, into.length / PAGE]);
+    return read(offset, into);
+  };
+  return { ...parts, reads };
+}
+
 describe('MemoryManager', () => {
   it('lets readers share a page and makes a writer wait for them', async () => {
     const { manager } = setup();
@@ -560,14 +574,7 @@ describe('MemoryManager', () => {
   });
 
   it('prefetch pages in each run of missing pages with one read, reads through one resident page without touching it, and a failed read leaves nothing resident', async () => {
-    const { manager, store } = setup();
-    for (let page = 0; page < 16; page++) store.disk.fill(page + 1, page * PAGE, (page + 1) * PAGE);
-    const reads: Array<[number, number]> = [];
-    const read = store.readBlocks.bind(store);
-    store.readBlocks = async (offset, into) => {
-      reads.push([offset / PAGE, into.length / PAGE]);
-      return read(offset, into);
-    };
+    const { manager, store, reads } = setupCountingReads();
     // Page 4 resident and written: newer than the disks, which still hold 5s there.
     const written = await manager.obtainWritePointer(GUID, 4);
     written.data.fill(0xee);
@@ -602,14 +609,7 @@ describe('MemoryManager', () => {
   it('prefetch ends a run at more than PREFETCH_BRIDGE_BYTES of resident pages, and a run spans at most MAX_RUN_BYTES, bridged pages counted', async () => {
     expect(PREFETCH_BRIDGE_BYTES / PAGE, 'these cases assume one page').to.equal(1);
     expect(MAX_RUN_BYTES / PAGE, 'and runs of 16 pages').to.equal(16);
-    const { manager, store } = setup();
-    for (let page = 0; page < 16; page++) store.disk.fill(page + 1, page * PAGE, (page + 1) * PAGE);
-    const reads: Array<[number, number]> = [];
-    const read = store.readBlocks.bind(store);
-    store.readBlocks = async (offset, into) => {
-      reads.push([offset / PAGE, into.length / PAGE]);
-      return read(offset, into);
-    };
+    const { manager, reads } = setupCountingReads();
     for (const page of [3, 4, 8]) {
       const written = await manager.obtainWritePointer(GUID, page);
       written.data.fill(0xe0 + page);
