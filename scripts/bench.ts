@@ -18,7 +18,10 @@
 // mirrored and forwarded, each job runs through the owner and then through the partner before the
 // next job, and a second table gives IOPS via partner over IOPS via owner.
 // --json FILE also writes the rows as JSON (date, commit, command), for scripts/plot-bench.
-// Usage: scripts/bench [--seconds 5] [--size 1GiB] [--markdown] [--modes cold,mirrored,forwarded,single,degraded,tls] [--json FILE]
+// --rounds N runs each job N times (each round: every set-up's pair of runs), reports the round of
+// the median ftvm/nbdkit ratio with every round's ratio beside it, and the median of the rounds'
+// partner/owner ratios; the cold mode runs once whatever N says (a volume is cold once).
+// Usage: scripts/bench [--seconds 5] [--size 1GiB] [--markdown] [--modes cold,mirrored,forwarded,single,degraded,tls] [--rounds 1] [--json FILE]
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
@@ -51,6 +54,8 @@ const JOBS: Job[] = [
 interface Result {
   iops: number;
   bytesPerSecond: number;
+  /** With --rounds above 1 (ftvm's side): every round's IOPS and ratio to its peer, in round order; the row is the round of the median ratio. */
+  rounds?: { iops: number[]; ratios: number[] };
   /** What the ftvm processes spent on the job (fio jobs against ftvm only). */
   server?: ServerCost;
 }
@@ -150,7 +155,8 @@ async function fio(uri: string, job: Job, seconds: number, sizeBytes: number, ex
 function format(rows: Array<[string, Result, Result]>, markdown: boolean, names: [string, string] = ['ftvm', 'nbdkit']): string {
   const [ours, theirs] = names;
   const costs = rows.some(([, measured]) => measured.server !== undefined);
-  const header = ['job', `${ours} IOPS`, `${ours} MB/s`, `${theirs} IOPS`, `${theirs} MB/s`, `${ours}/${theirs}`, ...(costs ? [`${ours} CPU µs/MiB`, `${ours} GCs minor/major`] : [])];
+  const rounds = rows.some(([, measured]) => measured.rounds !== undefined);
+  const header = ['job', `${ours} IOPS`, `${ours} MB/s`, `${theirs} IOPS`, `${theirs} MB/s`, `${ours}/${theirs}`, ...(rounds ? ['per round'] : []), ...(costs ? [`${ours} CPU µs/MiB`, `${ours} GCs minor/major`] : [])];
   const lines = rows.map(([name, ours, theirs]) => [
     name,
     ours.iops.toFixed(0),
@@ -158,6 +164,7 @@ function format(rows: Array<[string, Result, Result]>, markdown: boolean, names:
     theirs.iops.toFixed(0),
     (theirs.bytesPerSecond / 1e6).toFixed(1),
     (ours.iops / theirs.iops).toFixed(2),
+    ...(rounds ? [ours.rounds ? ours.rounds.ratios.map((ratio) => ratio.toFixed(2)).join(' ') : '-'] : []),
     ...(costs ? [ours.server ? ours.server.cpuMicrosPerMiB.toFixed(0) : '-', ours.server ? `${ours.server.minorGcs}/${ours.server.majorGcs}` : '-'] : []),
   ]);
   if (markdown) {
@@ -176,6 +183,7 @@ async function main(): Promise<void> {
     .option('memory', { type: 'string', describe: 'frame pool per node in the cluster modes (default 1.5 × size: the working set fits, as the file fits nbdkit\'s page cache)' })
     .option('page-size', { type: 'string', describe: 'memory manager page size in the cluster modes (default: the config default)' })
     .option('json', { type: 'string', describe: 'also write the results to this file as JSON (scripts/plot-bench reads it)' })
+    .option('rounds', { type: 'number', default: 1, describe: 'run each job this many times, interleaved, and report the round of the median ratio (not the cold mode: a volume is cold once)' })
     .strict()
     .parseAsync();
   const sizeBytes = parseSize(args.size);
@@ -183,6 +191,8 @@ async function main(): Promise<void> {
   const memoryBytes = args.memory === undefined ? Math.ceil((sizeBytes * 1.5) / 2 ** 20) * 2 ** 20 : parseSize(args.memory);
   if (typeof memoryBytes === 'string') throw new Error(`--memory: ${memoryBytes}`);
   const modes = new Set(args.modes.split(',').map((mode) => mode.trim()));
+  if (!(Number.isInteger(args.rounds) && args.rounds >= 1)) throw new Error(`--rounds: a whole number from 1, not ${args.rounds}`);
+  const rounds = args.rounds;
   const directory = await makeTempDirectory('ftvm-bench-');
   const nbdkitFile = path.join(directory, 'nbdkit.img');
   await fs.writeFile(nbdkitFile, '');
@@ -219,7 +229,7 @@ async function main(): Promise<void> {
           ...(modes.has('mirrored') ? [{ suffix: OWNER_SUFFIX, uri: cluster.node('a').uri('vol0') }] : []),
           ...(modes.has('forwarded') ? [{ suffix: PARTNER_SUFFIX, uri: cluster.node('b').uri('vol0') }] : []),
         ];
-        await runJobs(rows, targets, nbdkit.uri, args.seconds, sizeBytes, meter);
+        await runJobs(rows, targets, nbdkit.uri, args.seconds, sizeBytes, meter, true, rounds);
       } finally {
         await cluster.stop();
         await fs.rm(cluster.directory, { recursive: true, force: true });
@@ -233,11 +243,11 @@ async function main(): Promise<void> {
       try {
         const meter = new ServerMeter([ftvm]);
         await fill(ftvm.uri('vol0'));
-        if (modes.has('single')) await runJobs(rows, [{ suffix: ' (1 node, write-through)', uri: ftvm.uri('vol0') }], nbdkit.uri, args.seconds, sizeBytes, meter);
+        if (modes.has('single')) await runJobs(rows, [{ suffix: ' (1 node, write-through)', uri: ftvm.uri('vol0') }], nbdkit.uri, args.seconds, sizeBytes, meter, true, rounds);
         if (modes.has('degraded')) {
           const result = await requestControl(path.join(directory, 'a.control'), { op: 'fail', member: 1 });
           if (!result.ok) throw new Error(`could not fail a member: ${result.error}`);
-          await runJobs(rows, [{ suffix: ' (1 node, raid5 degraded)', uri: ftvm.uri('vol0') }], nbdkit.uri, args.seconds, sizeBytes, meter);
+          await runJobs(rows, [{ suffix: ' (1 node, raid5 degraded)', uri: ftvm.uri('vol0') }], nbdkit.uri, args.seconds, sizeBytes, meter, true, rounds);
         }
       } finally {
         await ftvm.stop();
@@ -353,24 +363,44 @@ async function runJobs(
   sizeBytes: number,
   meter: ServerMeter,
   flushFirst = true,
+  rounds = 1,
 ): Promise<void> {
   const grouped = targets.map((): Array<[string, Result, Result]> => []);
   let first = true;
   for (const job of JOBS) {
-    for (const [index, { suffix, uri }] of targets.entries()) {
-      if (flushFirst || !first) await Promise.all([flush(nbdkitUri), flush(uri)]);
-      first = false;
-      const theirs = await fio(nbdkitUri, job, seconds, sizeBytes);
-      await meter.start();
-      const ours = await fio(uri, job, seconds, sizeBytes);
-      // fio's ramp second is not in its figures but is in the server's: counted in the bytes too.
-      const movedBytes = ours.bytesPerSecond * (seconds > 0 ? seconds + 1 : 0) || sizeBytes;
-      ours.server = await meter.stop(movedBytes);
-      grouped[index]?.push([`${job.name}${suffix}`, ours, theirs]);
-      process.stderr.write(`bench: ${job.name}${suffix} done\n`);
+    const measured = targets.map((): Array<[Result, Result]> => []);
+    for (let round = 0; round < rounds; round++) {
+      for (const [index, { suffix, uri }] of targets.entries()) {
+        if (flushFirst || !first) await Promise.all([flush(nbdkitUri), flush(uri)]);
+        first = false;
+        const theirs = await fio(nbdkitUri, job, seconds, sizeBytes);
+        await meter.start();
+        const ours = await fio(uri, job, seconds, sizeBytes);
+        // fio's ramp second is not in its figures but is in the server's: counted in the bytes too.
+        const movedBytes = ours.bytesPerSecond * (seconds > 0 ? seconds + 1 : 0) || sizeBytes;
+        ours.server = await meter.stop(movedBytes);
+        measured[index]?.push([ours, theirs]);
+        process.stderr.write(`bench: ${job.name}${suffix}${rounds > 1 ? ` round ${round + 1}` : ''} done\n`);
+      }
     }
+    for (const [index, { suffix }] of targets.entries()) grouped[index]?.push([`${job.name}${suffix}`, ...medianRound(measured[index] ?? [])]);
   }
   for (const group of grouped) rows.push(...group);
+}
+
+/** The round whose ratio is the median (the lower of the two middle ones for an even count), carrying every round's figures. */
+function medianRound(pairs: ReadonlyArray<[Result, Result]>): [Result, Result] {
+  if (pairs.length === 1) return pairs[0] as [Result, Result];
+  const ratios = pairs.map(([ours, theirs]) => ours.iops / theirs.iops);
+  const order = ratios.map((_, index) => index).sort((a, b) => (ratios[a] as number) - (ratios[b] as number));
+  const [ours, theirs] = pairs[order[Math.floor((pairs.length - 1) / 2)] as number] as [Result, Result];
+  return [{ ...ours, rounds: { iops: pairs.map(([measured]) => measured.iops), ratios } }, theirs];
+}
+
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor((sorted.length - 1) / 2);
+  return sorted.length % 2 === 1 ? (sorted[middle] as number) : ((sorted[middle] as number) + (sorted[middle + 1] as number)) / 2;
 }
 
 const OWNER_SUFFIX = ' (2 nodes, via owner)';
@@ -382,6 +412,8 @@ interface Forwarding {
   ownerIops: number;
   partnerIops: number;
   ratio: number;
+  /** With --rounds: each round's ratio (the IOPS above are then medians over the rounds). */
+  ratios?: number[];
 }
 
 /** For each job run both ways: IOPS via partner over IOPS via owner (issue 15's target: ≥ 0.6). */
@@ -391,14 +423,28 @@ function partnerOverOwner(rows: ReadonlyArray<[string, Result, Result]>): Forwar
     if (!label.endsWith(OWNER_SUFFIX)) continue;
     const job = label.slice(0, -OWNER_SUFFIX.length);
     const partner = rows.find(([other]) => other === `${job}${PARTNER_SUFFIX}`)?.[1];
-    if (partner) result.push({ job, ownerIops: owner.iops, partnerIops: partner.iops, ratio: partner.iops / owner.iops });
+    if (!partner) continue;
+    const ownerRounds = owner.rounds?.iops;
+    const partnerRounds = partner.rounds?.iops;
+    if (ownerRounds && partnerRounds && ownerRounds.length === partnerRounds.length) {
+      // Each round ran the two paths seconds apart: the ratio is the median of the rounds' ratios.
+      const ratios = partnerRounds.map((iops, round) => iops / (ownerRounds[round] as number));
+      result.push({ job, ownerIops: median(ownerRounds), partnerIops: median(partnerRounds), ratio: median(ratios), ratios });
+    } else result.push({ job, ownerIops: owner.iops, partnerIops: partner.iops, ratio: partner.iops / owner.iops });
   }
   return result;
 }
 
 function formatForwarding(forwarding: readonly Forwarding[], markdown: boolean): string {
-  const header = ['job', 'via owner IOPS', 'via partner IOPS', 'partner/owner'];
-  const lines = forwarding.map(({ job, ownerIops, partnerIops, ratio }) => [job, ownerIops.toFixed(0), partnerIops.toFixed(0), ratio.toFixed(2)]);
+  const rounds = forwarding.some(({ ratios }) => ratios !== undefined);
+  const header = ['job', 'via owner IOPS', 'via partner IOPS', 'partner/owner', ...(rounds ? ['per round'] : [])];
+  const lines = forwarding.map(({ job, ownerIops, partnerIops, ratio, ratios }) => [
+    job,
+    ownerIops.toFixed(0),
+    partnerIops.toFixed(0),
+    ratio.toFixed(2),
+    ...(rounds ? [ratios ? ratios.map((value) => value.toFixed(2)).join(' ') : '-'] : []),
+  ]);
   if (markdown) return [header, header.map(() => '---'), ...lines].map((cells) => `| ${cells.join(' | ')} |`).join('\n');
   const widths = header.map((_, column) => Math.max(...[header, ...lines].map((cells) => (cells[column] as string).length)));
   return [header, ...lines].map((cells) => cells.map((cell, column) => cell.padStart(widths[column] as number)).join('  ')).join('\n');
