@@ -167,9 +167,12 @@ function format(rows: Array<[string, Result, Result]>, markdown: boolean, names:
     ...(rounds ? [ours.rounds ? ours.rounds.ratios.map((ratio) => ratio.toFixed(2)).join(' ') : '-'] : []),
     ...(costs ? [ours.server ? ours.server.cpuMicrosPerMiB.toFixed(0) : '-', ours.server ? `${ours.server.minorGcs}/${ours.server.majorGcs}` : '-'] : []),
   ]);
-  if (markdown) {
-    return [header, header.map(() => '---'), ...lines].map((cells) => `| ${cells.join(' | ')} |`).join('\n');
-  }
+  return table(header, lines, markdown);
+}
+
+/** A markdown table, or columns padded to their widest cell. */
+function table(header: readonly string[], lines: ReadonlyArray<readonly string[]>, markdown: boolean): string {
+  if (markdown) return [header, header.map(() => '---'), ...lines].map((cells) => `| ${cells.join(' | ')} |`).join('\n');
   const widths = header.map((_, column) => Math.max(...[header, ...lines].map((cells) => (cells[column] as string).length)));
   return [header, ...lines].map((cells) => cells.map((cell, column) => cell.padStart(widths[column] as number)).join('  ')).join('\n');
 }
@@ -445,9 +448,7 @@ function formatForwarding(forwarding: readonly Forwarding[], markdown: boolean):
     ratio.toFixed(2),
     ...(rounds ? [ratios ? ratios.map((value) => value.toFixed(2)).join(' ') : '-'] : []),
   ]);
-  if (markdown) return [header, header.map(() => '---'), ...lines].map((cells) => `| ${cells.join(' | ')} |`).join('\n');
-  const widths = header.map((_, column) => Math.max(...[header, ...lines].map((cells) => (cells[column] as string).length)));
-  return [header, ...lines].map((cells) => cells.map((cell, column) => cell.padStart(widths[column] as number)).join('  ')).join('\n');
+  return table(header, lines, markdown);
 }
 
 main().catch((error: unknown) => {
