@@ -19,6 +19,7 @@ import assert from 'node:assert/strict';
 import { MAX_RUN_BYTES } from '../core/index.js';
 import type { BlockStore } from '../storage/index.js';
 import { FRAME_BYTES, type FramePool } from './frame-pool.js';
+import { NONE, PageTable } from './page-table.js';
 import { MAX_PAGE_CLEAN_PAGES } from '../partner/index.js';
 
 /** Below the memory manager: whole 4 KiB blocks at array offsets (the storage stack). */
@@ -78,10 +79,6 @@ export interface AllocationSpec {
 /** Bytes of pages handed to the storage stack per destage batch (one sync each). */
 const DESTAGE_BATCH_BYTES = 8 * 1024 * 1024;
 
-function batchPageBytes(queue: readonly Page[]): number {
-  return queue[0]?.owner.pageBytes ?? 4096;
-}
-
 export interface MemoryManagerOptions {
   highWatermarkPages: number;
   lowWatermarkPages: number;
@@ -103,31 +100,12 @@ export interface PagePointer {
   readonly data: Buffer;
 }
 
-interface Page {
-  readonly owner: Allocation;
-  readonly virtualPage: number;
-  frame: number;
-  data: Buffer;
-  readers: number;
-  writer: boolean;
-  /** Requests parked on this page's lock (the page's part of the paging queue). */
-  waiters: Array<() => void>;
-  loading: Promise<void> | null;
-  version: number;
-  /** The newest version known to be on the disks. */
-  cleanVersion: number;
-  /** Partners hold a complete image of this page since it was last clean. */
-  mirrored: boolean;
-  queuedForDestage: boolean;
-  /** Taken for a whole-page overwrite without page-in: its bytes mean nothing until that write lands. */
-  unfilled: boolean;
-  /** Used since the replacement queue last passed it (its second chance). */
-  referenced: boolean;
-}
-
-/** Pages a prefetch installs together and reads with one request; `loaded` is every page's `loading` meanwhile. */
+/** Pages a prefetch installs together and reads with one request; `loaded` is every page's page-in meanwhile. */
 interface PrefetchRun {
-  pages: Array<{ virtualPage: number; page: Page }>;
+  virtualPages: number[];
+  slots: number[];
+  /** Each slot's generation when installed: a slot given to another page meanwhile is left alone. */
+  generations: number[];
   loaded: Promise<void>;
   settle: (error: Error | null) => void;
 }
@@ -139,29 +117,35 @@ function prefetchRun(): PrefetchRun {
   });
   // Waiters attach their own handlers; an unobserved failure is not an unhandled rejection.
   loaded.catch(() => undefined);
-  return { pages: [], loaded, settle };
+  return { virtualPages: [], slots: [], generations: [], loaded, settle };
 }
 
 interface Allocation extends AllocationSpec {
-  pages: Map<number, Page>;
+  /** Its number in the page table. */
+  readonly number: number;
+  /** Virtual page → the slot of the page table (its frame) holding it. */
+  pages: Map<number, number>;
 }
 
 export class MemoryManager {
   private readonly allocations = new Map<string, Allocation>();
+  /** The same allocations by their number in the page table. */
+  private readonly allocationsByNumber = new Map<number, Allocation>();
+  private nextAllocationNumber = 0;
   /**
-   * The replacement queue: resident pages not waiting for destage, in the order they entered it.
-   * A use only marks a page referenced; replacement moves a referenced page to the back once
-   * (second chance, the clock approximation of least recently used) and takes the first one that
-   * was not. Moving the page on every use cost three map operations per 4 KiB read or written: a
-   * tenth of the owner's time in a 1 MiB read. Dirty pages leave the queue while they wait for
-   * destage and come back once clean, so finding a victim never walks past thousands of dirty
-   * pages (which made a full pool quadratic).
+   * Every resident page's state, by slot (page-table.ts). Its replacement queue holds the resident
+   * pages not waiting for destage, in the order they entered it. A use only marks a page
+   * referenced; replacement moves a referenced page to the back once (second chance, the clock
+   * approximation of least recently used) and takes the first one that was not. Moving the page on
+   * every use cost three map operations per 4 KiB read or written: a tenth of the owner's time in a
+   * 1 MiB read. Dirty pages leave the queue while they wait for destage and come back once clean,
+   * so finding a victim never walks past thousands of dirty pages (which made a full pool quadratic).
    */
-  private readonly lru = new Set<Page>();
+  private readonly table: PageTable;
   private resident = 0;
   private versionClock = 0;
-  /** Dirty pages waiting for destage, each once (queuedForDestage), in the order they were queued. */
-  private readonly destageQueue: Page[] = [];
+  /** Slots of dirty pages waiting for destage, each once (queued for destage), in the order they were queued. */
+  private readonly destageQueue: number[] = [];
   /** Requests waiting for a free frame (the paging queue). */
   private frameWaiters: Array<() => void> = [];
   private destaging: Promise<void> | null = null;
@@ -169,11 +153,11 @@ export class MemoryManager {
   /**
    * The copy buffer of the last destage batch, used again by the next. An 8 MiB buffer allocated
    * per batch was external memory V8 counted towards its next full collection: a 1 MiB write
-   * stream made it collect the whole heap (every page's object) a few times a second. It is given
-   * back only after the batch's flush succeeded, when nothing below still reads it: the destager
-   * has written every block it covered (Destager.flush waits for writes of blocks replaced
-   * meanwhile too), the array access dropped what it kept for a resend. After a failed flush the
-   * storage stack may still hold and write it later: then it is left to the collector.
+   * stream made it collect the whole heap a few times a second. It is given back only after the
+   * batch's flush succeeded, when nothing below still reads it: the destager has written every
+   * block it covered (Destager.flush waits for writes of blocks replaced meanwhile too), the array
+   * access dropped what it kept for a resend. After a failed flush the storage stack may still hold
+   * and write it later: then it is left to the collector.
    */
   private spareBatchBuffer: Buffer | null = null;
   /**
@@ -191,12 +175,16 @@ export class MemoryManager {
     private readonly store: BlockStore,
     private readonly replicator: Replicator,
     private readonly options: MemoryManagerOptions,
-  ) {}
+  ) {
+    this.table = new PageTable(pool.poolBytes);
+  }
 
   createAllocation(spec: AllocationSpec): void {
     if (this.allocations.has(spec.guid)) throw new Error(`allocation ${spec.guid} exists`);
     if (spec.sizeBytes % spec.pageBytes !== 0) throw new Error(`allocation ${spec.guid}: size is not a whole number of pages`);
-    this.allocations.set(spec.guid, { ...spec, pages: new Map() });
+    const allocation: Allocation = { ...spec, number: this.nextAllocationNumber++, pages: new Map() };
+    this.allocations.set(spec.guid, allocation);
+    this.allocationsByNumber.set(allocation.number, allocation);
     this.replicator.allocateMemory?.(spec);
   }
 
@@ -216,26 +204,31 @@ export class MemoryManager {
   async releaseAllocation(guid: string): Promise<void> {
     const allocation = this.allocations.get(guid);
     if (!allocation) throw new Error(`unknown allocation ${guid}`);
+    const table = this.table;
     // A write that finished during a flush may have dirtied a page again: flush until none is dirty.
     // A dirty page is never dropped (that would lose an acknowledged write).
     for (let attempt = 0; ; attempt++) {
       await this.flush();
-      for (const [virtualPage, page] of allocation.pages) {
-        if (page.readers > 0 || page.writer || page.loading) throw new Error(`allocation ${guid}: page ${virtualPage} is still in use`);
+      for (const [virtualPage, slot] of allocation.pages) {
+        if ((table.readers[slot] as number) > 0 || table.writer(slot) || table.loading(slot)) throw new Error(`allocation ${guid}: page ${virtualPage} is still in use`);
       }
-      const dirty = [...allocation.pages.values()].some((page) => page.version !== page.cleanVersion || page.queuedForDestage);
+      const dirty = [...allocation.pages.values()].some((slot) => !table.clean(slot));
       if (!dirty) break;
       if (attempt >= 10) throw new Error(`allocation ${guid}: pages still dirty after ${attempt + 1} flushes`);
     }
-    for (const [virtualPage, page] of [...allocation.pages]) this.drop(allocation, virtualPage, page);
+    for (const [virtualPage, slot] of [...allocation.pages]) this.drop(allocation, virtualPage, slot);
     this.allocations.delete(guid);
+    this.allocationsByNumber.delete(allocation.number);
     this.replicator.releaseMemory?.(guid);
   }
 
   /** Bytes the replacement queue could free now (a partner's space request asks). */
   get reclaimableBytes(): number {
+    const table = this.table;
     let bytes = 0;
-    for (const page of this.lru) if (page.readers === 0 && !page.writer && page.cleanVersion === page.version) bytes += page.owner.pageBytes;
+    for (let slot = table.first(); slot !== NONE; slot = table.after(slot)) {
+      if (table.readers[slot] === 0 && !table.writer(slot) && table.clean(slot)) bytes += this.ownerOf(slot).pageBytes;
+    }
     return bytes;
   }
 
@@ -298,10 +291,12 @@ export class MemoryManager {
         run = prefetchRun();
         runFirst = virtualPage;
       }
-      const page = this.residentPage(allocation, virtualPage, frame, null, true);
+      const slot = this.residentPage(allocation, virtualPage, frame, null, true);
       // Loading from now on: no replacement (this prefetch's own included) takes it before its read.
-      page.loading = run.loaded;
-      run.pages.push({ virtualPage, page });
+      this.table.setLoading(slot, run.loaded);
+      run.virtualPages.push(virtualPage);
+      run.slots.push(slot);
+      run.generations.push(this.table.generation[slot] as number);
     }
     if (run) this.loadRun(allocation, run);
   }
@@ -309,21 +304,28 @@ export class MemoryManager {
   /** One read for a run of new pages: straight into their frames when they lie one after another in the pool. */
   private loadRun(allocation: Allocation, run: PrefetchRun): void {
     const { pageBytes } = allocation;
-    const first = run.pages[0] as { virtualPage: number; page: Page };
-    const last = run.pages[run.pages.length - 1] as { virtualPage: number; page: Page };
+    const table = this.table;
+    const { virtualPages, slots, generations } = run;
+    const firstPage = virtualPages[0] as number;
+    const firstFrame = table.frame(slots[0] as number);
     // The run's pages and the resident pages it bridges (read, then dropped).
-    const bytes = (last.virtualPage - first.virtualPage + 1) * pageBytes;
-    const contiguous = bytes === run.pages.length * pageBytes && run.pages.every(({ page }, index) => page.frame === first.page.frame + index * pageBytes);
+    const bytes = ((virtualPages[virtualPages.length - 1] as number) - firstPage + 1) * pageBytes;
+    const contiguous = bytes === slots.length * pageBytes && slots.every((slot, index) => table.frame(slot) === firstFrame + index * pageBytes);
     const staging = contiguous ? null : bytes > MAX_RUN_BYTES ? Buffer.allocUnsafeSlow(bytes) : (this.spareStaging.pop() ?? Buffer.allocUnsafeSlow(MAX_RUN_BYTES));
-    const into = staging === null ? this.pool.memory.subarray(first.page.frame, first.page.frame + bytes) : staging.subarray(0, bytes);
-    this.store.readBlocks(allocation.arrayOffset + first.virtualPage * pageBytes, into).then(
+    const into = staging === null ? this.pool.memory.subarray(firstFrame, firstFrame + bytes) : staging.subarray(0, bytes);
+    // A loading page is never replaced or dropped but by its loader; the generation check keeps
+    // that true should anything change.
+    const same = (index: number): boolean => table.generation[slots[index] as number] === generations[index];
+    this.store.readBlocks(allocation.arrayOffset + firstPage * pageBytes, into).then(
       () => {
-        for (const { virtualPage, page } of run.pages) {
+        for (let index = 0; index < slots.length; index++) {
+          if (!same(index)) continue;
+          const slot = slots[index] as number;
           if (staging !== null) {
-            const from = (virtualPage - first.virtualPage) * pageBytes;
-            into.copy(page.data, 0, from, from + pageBytes);
+            const from = ((virtualPages[index] as number) - firstPage) * pageBytes;
+            into.copy(this.pool.memory, table.frame(slot), from, from + pageBytes);
           }
-          page.loading = null;
+          table.setLoading(slot, null);
         }
         if (staging?.length === MAX_RUN_BYTES && this.spareStaging.length < SPARE_STAGING_BUFFERS) this.spareStaging.push(staging);
         run.settle(null);
@@ -332,9 +334,11 @@ export class MemoryManager {
       },
       (error: Error) => {
         // Their bytes mean nothing: out of memory, so the next reader pages in again (and meets the error).
-        for (const { virtualPage, page } of run.pages) {
-          page.loading = null;
-          if (allocation.pages.get(virtualPage) === page) this.drop(allocation, virtualPage, page);
+        for (let index = 0; index < slots.length; index++) {
+          if (!same(index)) continue;
+          const slot = slots[index] as number;
+          table.setLoading(slot, null);
+          this.drop(allocation, virtualPages[index] as number, slot);
         }
         run.settle(error);
       },
@@ -344,8 +348,8 @@ export class MemoryManager {
   /** Fig. 6: a shared lock on a resident page, paging it in first if needed. */
   async obtainReadPointer(guid: string, virtualPage: number): Promise<PagePointer> {
     const allocation = this.allocationOf(guid, virtualPage);
-    const page = await this.acquire(allocation, virtualPage, 'read', true);
-    return { allocation: guid, virtualPage, mode: 'read', data: page.data };
+    const slot = await this.acquire(allocation, virtualPage, 'read', true);
+    return { allocation: guid, virtualPage, mode: 'read', data: this.view(slot, allocation.pageBytes) };
   }
 
   /**
@@ -357,10 +361,11 @@ export class MemoryManager {
    */
   copyResident(guid: string, virtualPage: number, inPage: number, length: number, into: Buffer, at: number): boolean {
     const allocation = this.allocationOf(guid, virtualPage);
-    const page = allocation.pages.get(virtualPage);
-    if (page === undefined || page.loading !== null || page.writer || page.unfilled) return false;
-    page.data.copy(into, at, inPage, inPage + length);
-    this.touch(page);
+    const slot = allocation.pages.get(virtualPage);
+    if (slot === undefined || !this.table.readable(slot)) return false;
+    const from = this.table.frame(slot) + inPage;
+    this.pool.memory.copy(into, at, from, from + length);
+    this.table.touch(slot);
     return true;
   }
 
@@ -374,21 +379,23 @@ export class MemoryManager {
   pinResident(guid: string, firstPage: number, inPage: number, length: number): Buffer[] | null {
     const allocation = this.allocationOf(guid, firstPage);
     const { pageBytes } = allocation;
+    const table = this.table;
     const pageCount = Math.ceil((inPage + length) / pageBytes);
     if (firstPage + pageCount > allocation.sizeBytes / pageBytes) throw new RangeError(`pages ${firstPage}+${pageCount} are outside allocation ${guid}`);
     for (let index = 0; index < pageCount; index++) {
-      const page = allocation.pages.get(firstPage + index);
-      if (page === undefined || page.loading !== null || page.writer || page.unfilled) return null;
+      const slot = allocation.pages.get(firstPage + index);
+      if (slot === undefined || !table.readable(slot)) return null;
     }
     const pieces: Buffer[] = [];
     let start = -1;
     let end = -1;
     for (let index = 0; index < pageCount; index++) {
-      const page = allocation.pages.get(firstPage + index) as Page;
-      page.readers++;
-      this.touch(page);
-      const from = page.frame + (index === 0 ? inPage : 0);
-      const to = page.frame + Math.min(pageBytes, inPage + length - index * pageBytes);
+      const slot = allocation.pages.get(firstPage + index) as number;
+      table.readers[slot]++;
+      table.touch(slot);
+      const frame = table.frame(slot);
+      const from = frame + (index === 0 ? inPage : 0);
+      const to = frame + Math.min(pageBytes, inPage + length - index * pageBytes);
       if (from !== end) {
         if (start >= 0) pieces.push(this.pool.memory.subarray(start, end));
         start = from;
@@ -403,17 +410,17 @@ export class MemoryManager {
   unpinResident(guid: string, firstPage: number, pageCount: number): void {
     const allocation = this.allocations.get(guid) as Allocation;
     for (let index = 0; index < pageCount; index++) {
-      const page = allocation.pages.get(firstPage + index) as Page;
-      page.readers--;
-      this.wake(page);
+      const slot = allocation.pages.get(firstPage + index) as number;
+      this.table.readers[slot]--;
+      this.wake(slot);
     }
   }
 
   /** Fig. 7: the exclusive lock. A whole-page overwrite need not page in what it replaces. */
   async obtainWritePointer(guid: string, virtualPage: number, pageIn = true): Promise<PagePointer> {
     const allocation = this.allocationOf(guid, virtualPage);
-    const page = await this.acquire(allocation, virtualPage, 'write', pageIn);
-    return { allocation: guid, virtualPage, mode: 'write', data: page.data };
+    const slot = await this.acquire(allocation, virtualPage, 'write', pageIn);
+    return { allocation: guid, virtualPage, mode: 'write', data: this.view(slot, allocation.pageBytes) };
   }
 
   /**
@@ -424,18 +431,32 @@ export class MemoryManager {
    */
   tryObtainWritePointer(guid: string, virtualPage: number, pageIn = true): PagePointer | null {
     const allocation = this.allocationOf(guid, virtualPage);
+    const table = this.table;
     const existing = allocation.pages.get(virtualPage);
-    if (existing) {
-      if (existing.loading || existing.writer || existing.readers > 0) return null;
-      existing.writer = true;
-      this.touch(existing);
-      return { allocation: guid, virtualPage, mode: 'write', data: existing.data };
+    if (existing !== undefined) {
+      if (table.loading(existing) || table.writer(existing) || (table.readers[existing] as number) > 0) return null;
+      table.setWriter(existing, true);
+      table.touch(existing);
+      return { allocation: guid, virtualPage, mode: 'write', data: this.view(existing, allocation.pageBytes) };
     }
     if (pageIn) return null;
     const frame = this.pool.allocate(allocation.pageBytes) ?? this.replaceOne(allocation.pageBytes);
     if (frame === null) return null;
-    const page = this.residentPage(allocation, virtualPage, frame, 'write', false);
-    return { allocation: guid, virtualPage, mode: 'write', data: page.data };
+    const slot = this.residentPage(allocation, virtualPage, frame, 'write', false);
+    return { allocation: guid, virtualPage, mode: 'write', data: this.view(slot, allocation.pageBytes) };
+  }
+
+  /**
+   * A resident page as checkers see it (the simulator compares it with its model): its bytes as a
+   * view, whether they are filled (loaded, and not taken for an overwrite still to land), and
+   * whether a version is not on the disks yet. Not a use: no lock, no reference for replacement.
+   */
+  inspectPage(guid: string, virtualPage: number): { data: Buffer; filled: boolean; dirty: boolean } | null {
+    const allocation = this.allocations.get(guid);
+    const slot = allocation?.pages.get(virtualPage);
+    if (allocation === undefined || slot === undefined) return null;
+    const table = this.table;
+    return { data: this.view(slot, allocation.pageBytes), filled: table.loading(slot) === null && !table.unfilled(slot), dirty: !table.clean(slot) };
   }
 
   /** The allocation's resident page numbers, in order: what a warm handover walks. */
@@ -452,10 +473,11 @@ export class MemoryManager {
    * and the version tells a later pass whether the page changed since. The caller releases it.
    */
   lockCleanPage(guid: string, virtualPage: number): (PagePointer & { version: number }) | null {
-    const page = this.allocations.get(guid)?.pages.get(virtualPage);
-    if (!page || page.loading || page.writer || page.unfilled || page.queuedForDestage || page.version !== page.cleanVersion) return null;
-    page.readers++;
-    return { allocation: guid, virtualPage, mode: 'read', data: page.data, version: page.version };
+    const allocation = this.allocations.get(guid);
+    const slot = allocation?.pages.get(virtualPage);
+    if (allocation === undefined || slot === undefined || !this.table.readable(slot) || !this.table.clean(slot)) return null;
+    this.table.readers[slot]++;
+    return { allocation: guid, virtualPage, mode: 'read', data: this.view(slot, allocation.pageBytes), version: this.table.version[slot] as number };
   }
 
   /**
@@ -496,9 +518,9 @@ export class MemoryManager {
   async releasePointer(pointer: PagePointer, modified?: { offset: number; length: number }): Promise<void> {
     if (pointer.mode === 'write') return this.releaseRun([pointer], modified);
     const allocation = this.allocations.get(pointer.allocation) as Allocation;
-    const page = allocation.pages.get(pointer.virtualPage) as Page;
-    page.readers--;
-    this.wake(page);
+    const slot = allocation.pages.get(pointer.virtualPage) as number;
+    this.table.readers[slot]--;
+    this.wake(slot);
   }
 
   /**
@@ -512,32 +534,36 @@ export class MemoryManager {
     const first = pointers[0] as PagePointer;
     const allocation = this.allocations.get(first.allocation) as Allocation;
     const pageBytes = allocation.pageBytes;
-    const pages = pointers.map((pointer, index) => {
+    const table = this.table;
+    const slots = pointers.map((pointer, index) => {
       assert(pointer.mode === 'write' && pointer.allocation === first.allocation && pointer.virtualPage === first.virtualPage + index, 'a run is write pointers of consecutive pages');
-      return allocation.pages.get(pointer.virtualPage) as Page;
+      return allocation.pages.get(pointer.virtualPage) as number;
     });
-    if (!(pages.length * pageBytes <= MAX_RUN_BYTES)) assert.fail(`a run of ${pages.length} pages of ${pageBytes} bytes exceeds ${MAX_RUN_BYTES}`);
-    assert(!modified || modified.length === 0 || (modified.offset + modified.length > (pages.length - 1) * pageBytes && modified.offset < pageBytes && modified.offset + modified.length <= pages.length * pageBytes), 'the range must touch every page of the run');
+    if (!(slots.length * pageBytes <= MAX_RUN_BYTES)) assert.fail(`a run of ${slots.length} pages of ${pageBytes} bytes exceeds ${MAX_RUN_BYTES}`);
+    assert(!modified || modified.length === 0 || (modified.offset + modified.length > (slots.length - 1) * pageBytes && modified.offset < pageBytes && modified.offset + modified.length <= slots.length * pageBytes), 'the range must touch every page of the run');
     let changed = modified !== undefined && modified.length > 0;
+    const dropped: number[] = [];
     try {
-      pages.forEach((page, index) => {
-        if (!page.unfilled) return;
+      slots.forEach((slot, index) => {
+        if (!table.unfilled(slot)) return;
         const from = index === 0 ? (modified?.offset ?? 0) : 0;
         const to = modified ? Math.min(pageBytes, modified.offset + modified.length - index * pageBytes) : 0;
         if (from !== 0 || to !== pageBytes) {
           // The overwrite that justified skipping the page-in did not happen: the frame holds nothing.
-          assert(!changed || pages.length === 1, 'a page taken without page-in must be written whole');
-          this.drop(allocation, first.virtualPage + index, page);
+          assert(!changed || slots.length === 1, 'a page taken without page-in must be written whole');
+          this.drop(allocation, first.virtualPage + index, slot);
+          dropped.push(slot);
           changed = false;
           return;
         }
-        page.unfilled = false;
+        table.setUnfilled(slot, false);
       });
-      if (changed) await this.modified(allocation, first.virtualPage, pages, modified as { offset: number; length: number });
+      if (changed) await this.modified(allocation, first.virtualPage, slots, modified as { offset: number; length: number });
     } finally {
-      for (const page of pages) {
-        page.writer = false;
-        this.wake(page);
+      for (const slot of slots) {
+        if (dropped.includes(slot)) continue;
+        table.setWriter(slot, false);
+        this.wake(slot);
       }
     }
   }
@@ -547,7 +573,7 @@ export class MemoryManager {
    * of every page sends the whole page again before it counts as mirrored.
    */
   partnerJoined(): void {
-    for (const allocation of this.allocations.values()) for (const page of allocation.pages.values()) page.mirrored = false;
+    for (const allocation of this.allocations.values()) for (const slot of allocation.pages.values()) this.table.setMirrored(slot, false);
     void this.resync();
   }
 
@@ -607,34 +633,36 @@ export class MemoryManager {
     if (this.destageFailure) throw this.destageFailure;
   }
 
-  private async modified(allocation: Allocation, firstPage: number, pages: readonly Page[], range: { offset: number; length: number }): Promise<void> {
+  /** `slots` are write-locked by the caller (releaseRun) until this settles: no one replaces or drops them meanwhile. */
+  private async modified(allocation: Allocation, firstPage: number, slots: readonly number[], range: { offset: number; length: number }): Promise<void> {
+    const table = this.table;
     // From one clock for all pages, not counted per page: a page that is replaced and paged in
     // again must not reuse the versions of its earlier life, or a late page clean for the old one
     // would free a partner's mirror of a newer write (simulator, seed 9801). One tick per run:
     // versions only ever compare within one page.
     const version = ++this.versionClock;
-    for (const page of pages) page.version = version;
+    for (const slot of slots) table.version[slot] = version;
     if (this.replicator.livePartners() > 0) {
       // Who must hold a copy is linked before the copies go out, and no partner joined while they
       // did (it would lack this one): else this write goes through to the disks instead.
       const ready = this.options.acknowledgeGate?.(false);
       if (ready) await ready;
       const generation = this.options.linkGeneration?.() ?? 0;
-      const held = this.replicator.livePartners() > 0 && (await this.replicate(allocation, firstPage, pages, version, range));
+      const held = this.replicator.livePartners() > 0 && (await this.replicate(allocation, firstPage, slots, version, range));
       if (held && (this.options.linkGeneration?.() ?? 0) === generation) {
-        for (const page of pages) page.mirrored = true;
-        for (const page of pages) this.queueDestage(page);
+        for (const slot of slots) table.setMirrored(slot, true);
+        for (const slot of slots) this.queueDestage(slot);
         if (this.destageQueue.length >= this.options.highWatermarkPages) this.destageInBackground(this.options.lowWatermarkPages);
         return;
       }
       // Some live partner does not hold it: the next change sends the whole page again, and this
       // one is made durable before it is acknowledged.
-      for (const page of pages) page.mirrored = false;
+      for (const slot of slots) table.setMirrored(slot, false);
     }
     // No partner holds a copy: write-through, acknowledged once on the disks.
-    const copies = copyPages(pages);
+    const copies = this.copyPages(slots);
     const offset = allocation.arrayOffset + firstPage * allocation.pageBytes;
-    pages.forEach((_, index) => this.store.enqueueBlocks(offset + index * allocation.pageBytes, copies.subarray(index * allocation.pageBytes, (index + 1) * allocation.pageBytes)));
+    slots.forEach((_, index) => this.store.enqueueBlocks(offset + index * allocation.pageBytes, copies.subarray(index * allocation.pageBytes, (index + 1) * allocation.pageBytes)));
     try {
       // Its own blocks only: after a partner died, a backlog of what it had mirrored is on its way
       // to the disks too, and a new write waits for its sync, not for that backlog's.
@@ -642,15 +670,15 @@ export class MemoryManager {
     } catch (error) {
       // Not acknowledged, but the frame holds it: it stays queued for destage (retried by the next
       // pass or flush) instead of pinning an unevictable dirty frame forever.
-      for (const page of pages) this.queueDestage(page);
+      for (const slot of slots) this.queueDestage(slot);
       throw error;
     }
     const wait = this.options.acknowledgeGate?.(true);
     if (wait) await wait;
-    for (const page of pages) if (page.version === version) page.cleanVersion = version;
+    for (const slot of slots) if (table.version[slot] === version) table.cleanVersion[slot] = version;
     // Partners that did take this version (some may have, before another failed) may drop it now;
     // without this a partner kept such a page for good (found by the simulator, seed 2 --strict).
-    this.replicator.pageClean(allocation.guid, firstPage, version, pages.length);
+    this.replicator.pageClean(allocation.guid, firstPage, version, slots.length);
   }
 
   /**
@@ -658,20 +686,24 @@ export class MemoryManager {
    * last clean gets it whole: the range is widened to the whole first and last page where they are
    * not mirrored (the pages between are changed whole anyway).
    */
-  private replicate(allocation: Allocation, firstPage: number, pages: readonly Page[], version: number, range: { offset: number; length: number }): Promise<boolean> {
+  private replicate(allocation: Allocation, firstPage: number, slots: readonly number[], version: number, range: { offset: number; length: number }): Promise<boolean> {
     const pageBytes = allocation.pageBytes;
-    const last = pages.length - 1;
-    const start = (pages[0] as Page).mirrored ? range.offset : 0;
-    const end = (pages[last] as Page).mirrored ? range.offset + range.length : pages.length * pageBytes;
-    const data = pages.map((page, index) => page.data.subarray(index === 0 ? start : 0, index === last ? end - last * pageBytes : pageBytes));
+    const table = this.table;
+    const last = slots.length - 1;
+    const start = table.mirrored(slots[0] as number) ? range.offset : 0;
+    const end = table.mirrored(slots[last] as number) ? range.offset + range.length : slots.length * pageBytes;
+    const data = slots.map((slot, index) => {
+      const frame = table.frame(slot);
+      return this.pool.memory.subarray(frame + (index === 0 ? start : 0), frame + (index === last ? end - last * pageBytes : pageBytes));
+    });
     return this.replicator.writePage({ allocation: allocation.guid, virtualPage: firstPage, version, pageBytes, offset: start, length: end - start, data });
   }
 
-  private queueDestage(page: Page): void {
-    if (page.queuedForDestage) return;
-    page.queuedForDestage = true;
-    this.lru.delete(page);
-    this.destageQueue.push(page);
+  private queueDestage(slot: number): void {
+    if (this.table.queuedForDestage(slot)) return;
+    this.table.setQueuedForDestage(slot, true);
+    this.table.dequeue(slot);
+    this.destageQueue.push(slot);
   }
 
   /** Background destaging reports failures to the next flush instead of crashing the process. */
@@ -684,44 +716,53 @@ export class MemoryManager {
   /** Destages queued pages until at most `goal` remain; one pass at a time. */
   private destage(goal: number): Promise<void> {
     if (this.destaging) return this.destaging;
+    const table = this.table;
     this.destaging = (async () => {
       // A deep queue of scattered pages (random writes) is destaged in address order: each batch then
       // covers a narrow range of the array, so the destager merges neighbours into longer writes and
       // a batch's raid5 updates share stripes (and their locks, bitmap regions and cached pages).
-      if (this.destageQueue.length - goal > DESTAGE_BATCH_BYTES / batchPageBytes(this.destageQueue)) sortByArrayOffset(this.destageQueue);
+      if (this.destageQueue.length - goal > DESTAGE_BATCH_BYTES / this.batchPageBytes()) this.sortDestageQueue();
       while (this.destageQueue.length > goal) {
         // Bounded batches: the copy into the storage stack is synchronous, and one pass over a
         // deep queue would hold the event loop (and every acknowledgement) for tens of milliseconds.
-        const batch = this.destageQueue.splice(0, Math.min(this.destageQueue.length - goal, Math.max(1, Math.floor(DESTAGE_BATCH_BYTES / batchPageBytes(this.destageQueue)))));
+        const batch = this.destageQueue.splice(0, Math.min(this.destageQueue.length - goal, Math.max(1, Math.floor(DESTAGE_BATCH_BYTES / this.batchPageBytes()))));
         // A copy: the frame may be written again while this version travels to the disks. One
         // buffer for the batch, cut into views, not one allocation per page: thousands of small
         // external buffers a second made V8 run mark-compact collections back to back.
-        const copies = copyPages(batch, this.takeBatchBuffer(), true);
+        const copies = this.copyPages(batch, this.takeBatchBuffer(), true);
+        // What each slot held when the batch was cut: a dirty page is never dropped or replaced,
+        // but the slot is checked again after the await all the same.
+        const owners = batch.map((slot) => this.ownerOf(slot));
+        const virtualPages = batch.map((slot) => table.virtualPage[slot] as number);
+        const generations = batch.map((slot) => table.generation[slot] as number);
         let at = 0;
-        const versions = batch.map((page) => {
-          const { arrayOffset, pageBytes } = page.owner;
-          page.queuedForDestage = false;
-          this.store.enqueueBlocks(arrayOffset + page.virtualPage * pageBytes, copies.subarray(at, at + pageBytes));
+        const versions = batch.map((slot, index) => {
+          const { arrayOffset, pageBytes } = owners[index] as Allocation;
+          table.setQueuedForDestage(slot, false);
+          this.store.enqueueBlocks(arrayOffset + (virtualPages[index] as number) * pageBytes, copies.subarray(at, at + pageBytes));
           at += pageBytes;
-          return page.version;
+          return table.version[slot] as number;
         });
+        const same = (index: number): boolean => table.generation[batch[index] as number] === generations[index] && table.owner[batch[index] as number] !== NONE;
         try {
           await this.store.flush();
         } catch (error) {
           // Still dirty: back in the queue (in front), for the next pass or flush to try again.
-          for (const page of batch) page.queuedForDestage = true;
-          this.destageQueue.unshift(...batch);
+          const back = batch.filter((_, index) => same(index));
+          for (const slot of back) table.setQueuedForDestage(slot, true);
+          this.destageQueue.unshift(...back);
           throw error;
         }
         this.destageFailure = null;
         if (copies.buffer.byteLength === DESTAGE_BATCH_BYTES) this.spareBatchBuffer = Buffer.from(copies.buffer, 0, DESTAGE_BATCH_BYTES);
-        batch.forEach((page, i) => {
-          const version = versions[i] as number;
-          page.cleanVersion = Math.max(page.cleanVersion, version);
-          if (page.version === version) page.mirrored = false;
-          if (!page.queuedForDestage && page.owner.pages.get(page.virtualPage) === page) this.lru.add(page);
+        batch.forEach((slot, index) => {
+          if (!same(index)) return;
+          const version = versions[index] as number;
+          table.cleanVersion[slot] = Math.max(table.cleanVersion[slot] as number, version);
+          if (table.version[slot] === version) table.setMirrored(slot, false);
+          if (!table.queuedForDestage(slot)) table.enqueue(slot);
         });
-        this.announceClean(batch, versions);
+        this.announceClean(owners, virtualPages, versions);
         this.wakeFrameWaiters();
       }
     })().finally(() => {
@@ -734,14 +775,12 @@ export class MemoryManager {
    * Page clean for a destaged batch: one message per stretch of consecutive pages of one
    * allocation at one version (a run released together and queued together), not one per page.
    */
-  private announceClean(batch: readonly Page[], versions: readonly number[]): void {
+  private announceClean(owners: readonly Allocation[], virtualPages: readonly number[], versions: readonly number[]): void {
     let start = 0;
-    for (let i = 1; i <= batch.length; i++) {
-      const first = batch[start] as Page;
-      const next = batch[i];
-      const continues = next !== undefined && next.owner === first.owner && next.virtualPage === first.virtualPage + (i - start) && versions[i] === versions[start] && i - start < MAX_RUN_BYTES / FRAME_BYTES;
+    for (let i = 1; i <= owners.length; i++) {
+      const continues = i < owners.length && owners[i] === owners[start] && virtualPages[i] === (virtualPages[start] as number) + (i - start) && versions[i] === versions[start] && i - start < MAX_RUN_BYTES / FRAME_BYTES;
       if (continues) continue;
-      this.replicator.pageClean(first.owner.guid, first.virtualPage, versions[start] as number, i - start);
+      this.replicator.pageClean((owners[start] as Allocation).guid, virtualPages[start] as number, versions[start] as number, i - start);
       start = i;
     }
   }
@@ -761,27 +800,40 @@ export class MemoryManager {
     return allocation;
   }
 
+  /** The allocation whose page the slot holds. */
+  private ownerOf(slot: number): Allocation {
+    return this.allocationsByNumber.get(this.table.owner[slot] as number) as Allocation;
+  }
+
+  /** The page's bytes, as a view of the pool (valid while the caller holds its lock). */
+  private view(slot: number, pageBytes: number): Buffer {
+    const frame = this.table.frame(slot);
+    return this.pool.memory.subarray(frame, frame + pageBytes);
+  }
+
   /**
    * Returns the page resident and locked. The lock is taken in the same synchronous step that finds
    * the page unlocked, so the replacement queue can never take a page between "found" and "locked".
    * A conflicting lock parks the caller on the page; a full pool parks it in the paging queue.
    */
-  private async acquire(allocation: Allocation, virtualPage: number, mode: 'read' | 'write', pageIn: boolean): Promise<Page> {
+  private async acquire(allocation: Allocation, virtualPage: number, mode: 'read' | 'write', pageIn: boolean): Promise<number> {
+    const table = this.table;
     for (;;) {
       const existing = allocation.pages.get(virtualPage);
-      if (existing) {
-        if (existing.loading) {
-          await existing.loading.catch(() => undefined);
+      if (existing !== undefined) {
+        const loading = table.loading(existing);
+        if (loading) {
+          await loading.catch(() => undefined);
           continue;
         }
-        const free = mode === 'read' ? !existing.writer : !existing.writer && existing.readers === 0;
+        const free = mode === 'read' ? !table.writer(existing) : !table.writer(existing) && table.readers[existing] === 0;
         if (free) {
-          if (mode === 'read') existing.readers++;
-          else existing.writer = true;
-          this.touch(existing);
+          if (mode === 'read') table.readers[existing]++;
+          else table.setWriter(existing, true);
+          table.touch(existing);
           return existing;
         }
-        await new Promise<void>((resolve) => existing.waiters.push(resolve));
+        await new Promise<void>((resolve) => table.wait(existing, resolve));
         continue;
       }
       const frame = this.pool.allocate(allocation.pageBytes) ?? this.replaceOne(allocation.pageBytes);
@@ -791,18 +843,21 @@ export class MemoryManager {
         await new Promise<void>((resolve) => this.frameWaiters.push(resolve));
         continue;
       }
-      const page = this.residentPage(allocation, virtualPage, frame, mode, pageIn);
-      if (page.unfilled) return page;
-      page.loading = this.store.readBlocks(allocation.arrayOffset + virtualPage * allocation.pageBytes, page.data).finally(() => {
-        page.loading = null;
+      const slot = this.residentPage(allocation, virtualPage, frame, mode, pageIn);
+      if (table.unfilled(slot)) return slot;
+      const generation = table.generation[slot];
+      const loading = this.store.readBlocks(allocation.arrayOffset + virtualPage * allocation.pageBytes, this.view(slot, allocation.pageBytes)).finally(() => {
+        if (table.generation[slot] === generation) table.setLoading(slot, null);
       });
+      table.setLoading(slot, loading);
       try {
-        await page.loading;
+        await loading;
       } catch (error) {
-        this.drop(allocation, virtualPage, page);
+        // Locked for this caller since it was installed: still this page.
+        this.drop(allocation, virtualPage, slot);
         throw error;
       }
-      return page;
+      return slot;
     }
   }
 
@@ -812,74 +867,60 @@ export class MemoryManager {
    * callers evict each other's pages forever, all in microtasks when the cache answers at once).
    * Mode null: no one waits for it (a clean page installed from elsewhere), so it is unlocked.
    */
-  private residentPage(allocation: Allocation, virtualPage: number, frame: number, mode: 'read' | 'write' | null, pageIn: boolean): Page {
-    const page: Page = {
-      owner: allocation,
-      virtualPage,
-      frame,
-      data: this.pool.view(frame),
-      readers: mode === 'read' ? 1 : 0,
-      writer: mode === 'write',
-      waiters: [],
-      loading: null,
-      version: 0,
-      cleanVersion: 0,
-      mirrored: false,
-      queuedForDestage: false,
-      // Written whole by the caller: its bytes mean nothing until that write lands.
-      unfilled: mode === 'write' && !pageIn,
-      referenced: false,
-    };
-    allocation.pages.set(virtualPage, page);
-    this.lru.add(page);
+  private residentPage(allocation: Allocation, virtualPage: number, frame: number, mode: 'read' | 'write' | null, pageIn: boolean): number {
+    const table = this.table;
+    const slot = table.install(frame, allocation.number, virtualPage);
+    if (mode === 'read') table.readers[slot] = 1;
+    if (mode === 'write') table.setWriter(slot, true);
+    // Written whole by the caller: its bytes mean nothing until that write lands.
+    if (mode === 'write' && !pageIn) table.setUnfilled(slot, true);
+    allocation.pages.set(virtualPage, slot);
+    table.enqueue(slot);
     this.resident++;
-    return page;
+    return slot;
   }
 
   /** Takes a page out of memory (its bytes are not worth keeping) and lets waiters retry. */
-  private drop(allocation: Allocation, virtualPage: number, page: Page): void {
+  private drop(allocation: Allocation, virtualPage: number, slot: number): void {
     allocation.pages.delete(virtualPage);
-    this.lru.delete(page);
+    const waiting = this.table.remove(slot);
     this.resident--;
-    this.pool.free(page.frame);
-    const waiters = page.waiters;
-    page.waiters = [];
-    for (const resume of waiters) resume();
+    this.pool.free(this.table.frame(slot));
+    if (waiting) for (const resume of waiting) resume();
     this.wakeFrameWaiters();
   }
 
   /** Frees the least recently used clean, unlocked page big enough to hold `bytes`; null if none. */
   private replaceOne(bytes: number): number | null {
-    // A page moved to the back is met again later in this same walk (a Set iterates what is added
-    // while it iterates), unreferenced then: the walk ends after at most two passes.
-    for (const page of this.lru) {
-      const clean = page.cleanVersion === page.version && !page.queuedForDestage;
-      if (!clean || page.readers > 0 || page.writer || page.loading || page.waiters.length > 0) continue;
-      this.lru.delete(page);
-      if (page.referenced) {
-        page.referenced = false;
-        this.lru.add(page);
+    const table = this.table;
+    // A page moved to the back is met again later in this same walk, unreferenced then: the walk
+    // ends after at most two passes.
+    let slot = table.first();
+    while (slot !== NONE) {
+      const following = table.after(slot);
+      if (!table.clean(slot) || !table.idle(slot)) {
+        slot = following;
+        continue;
+      }
+      if (table.secondChance(slot)) {
+        // It was the last: it is the last again, and next in this walk.
+        slot = following === NONE ? slot : following;
         continue;
       }
       this.resident--;
-      page.owner.pages.delete(page.virtualPage);
-      this.pool.free(page.frame);
+      this.ownerOf(slot).pages.delete(table.virtualPage[slot] as number);
+      table.remove(slot);
+      this.pool.free(table.frame(slot));
       const frame = this.pool.allocate(bytes);
       if (frame !== null) return frame;
+      slot = following;
     }
     return null;
   }
 
-  private touch(page: Page): void {
-    page.referenced = true;
-  }
-
-  private wake(page: Page): void {
-    if (page.waiters.length > 0) {
-      const waiters = page.waiters;
-      page.waiters = [];
-      for (const resume of waiters) resume();
-    }
+  private wake(slot: number): void {
+    const waiting = this.table.takeWaiters(slot);
+    if (waiting) for (const resume of waiting) resume();
     this.wakeFrameWaiters();
   }
 
@@ -889,43 +930,55 @@ export class MemoryManager {
     this.frameWaiters = [];
     for (const resume of waiters) resume();
   }
-}
 
-/**
- * Sorts destage entries by array offset, without a comparator (one native sort of numbers): the
- * key is the entry's array block number scaled above its index. Left alone when already in order
- * (a sequential writer's queue).
- */
-function sortByArrayOffset(queue: Page[]): void {
-  const blockOf = (page: Page): number => (page.owner.arrayOffset + page.virtualPage * page.owner.pageBytes) / FRAME_BYTES;
-  let sorted = true;
-  for (let index = 1; index < queue.length && sorted; index++) sorted = blockOf(queue[index - 1] as Page) <= blockOf(queue[index] as Page);
-  const scale = 2 ** Math.ceil(Math.log2(queue.length + 1));
-  // Block numbers times the scale must stay exact doubles (below 2^53): arrays up to 2^32 blocks (16 TiB) by 2^20 entries.
-  if (sorted || scale > 2 ** 20) return;
-  const keys = new Float64Array(queue.length);
-  for (let index = 0; index < queue.length; index++) {
-    const block = blockOf(queue[index] as Page);
-    if (block >= 2 ** 32) return;
-    keys[index] = block * scale + index;
+  private batchPageBytes(): number {
+    const first = this.destageQueue[0];
+    return first === undefined ? 4096 : this.ownerOf(first).pageBytes;
   }
-  keys.sort();
-  const before = queue.slice();
-  for (let index = 0; index < keys.length; index++) queue[index] = before[(keys[index] as number) % scale] as Page;
-}
 
-/**
- * The pages' bytes, one after the other: in the front of `reuse` when they fit in it, else in a
- * new buffer (a destage batch's own when they could fill one, so the next batch can use it again).
- */
-function copyPages(pages: ReadonlyArray<{ data: Buffer }>, reuse: Buffer | null = null, batch = false): Buffer {
-  let bytes = 0;
-  for (const page of pages) bytes += page.data.length;
-  let copies: Buffer;
-  if (reuse !== null && bytes <= reuse.length) copies = reuse.subarray(0, bytes);
-  else if (batch && bytes <= DESTAGE_BATCH_BYTES && bytes > DESTAGE_BATCH_BYTES / 2) copies = Buffer.allocUnsafeSlow(DESTAGE_BATCH_BYTES).subarray(0, bytes);
-  else copies = Buffer.allocUnsafe(bytes);
-  let at = 0;
-  for (const page of pages) at += page.data.copy(copies, at);
-  return copies;
+  /**
+   * Sorts the destage queue by array offset, without a comparator (one native sort of numbers):
+   * the key is the entry's array block number scaled above its index. Left alone when already in
+   * order (a sequential writer's queue).
+   */
+  private sortDestageQueue(): void {
+    const queue = this.destageQueue;
+    const blockOf = (slot: number): number => {
+      const owner = this.ownerOf(slot);
+      return (owner.arrayOffset + (this.table.virtualPage[slot] as number) * owner.pageBytes) / FRAME_BYTES;
+    };
+    let sorted = true;
+    for (let index = 1; index < queue.length && sorted; index++) sorted = blockOf(queue[index - 1] as number) <= blockOf(queue[index] as number);
+    const scale = 2 ** Math.ceil(Math.log2(queue.length + 1));
+    // Block numbers times the scale must stay exact doubles (below 2^53): arrays up to 2^32 blocks (16 TiB) by 2^20 entries.
+    if (sorted || scale > 2 ** 20) return;
+    const keys = new Float64Array(queue.length);
+    for (let index = 0; index < queue.length; index++) {
+      const block = blockOf(queue[index] as number);
+      if (block >= 2 ** 32) return;
+      keys[index] = block * scale + index;
+    }
+    keys.sort();
+    const before = queue.slice();
+    for (let index = 0; index < keys.length; index++) queue[index] = before[(keys[index] as number) % scale] as number;
+  }
+
+  /**
+   * The pages' bytes, one after the other: in the front of `reuse` when they fit in it, else in a
+   * new buffer (a destage batch's own when they could fill one, so the next batch can use it again).
+   */
+  private copyPages(slots: readonly number[], reuse: Buffer | null = null, batch = false): Buffer {
+    let bytes = 0;
+    for (const slot of slots) bytes += this.ownerOf(slot).pageBytes;
+    let copies: Buffer;
+    if (reuse !== null && bytes <= reuse.length) copies = reuse.subarray(0, bytes);
+    else if (batch && bytes <= DESTAGE_BATCH_BYTES && bytes > DESTAGE_BATCH_BYTES / 2) copies = Buffer.allocUnsafeSlow(DESTAGE_BATCH_BYTES).subarray(0, bytes);
+    else copies = Buffer.allocUnsafe(bytes);
+    let at = 0;
+    for (const slot of slots) {
+      const frame = this.table.frame(slot);
+      at += this.pool.memory.copy(copies, at, frame, frame + this.ownerOf(slot).pageBytes);
+    }
+    return copies;
+  }
 }

@@ -13,20 +13,6 @@ interface Holders {
   writers: number;
 }
 
-/** The manager's own page table, read without touching the LRU order: there is no public peek. */
-interface ManagerInternals {
-  allocations: Map<string, { pages: Map<number, InternalPage> }>;
-}
-
-interface InternalPage {
-  data: Buffer;
-  loading: unknown;
-  unfilled: boolean;
-  version: number;
-  cleanVersion: number;
-  queuedForDestage: boolean;
-}
-
 export class ObservedMemoryManager extends MemoryManager {
   private readonly holders = new Map<number, Holders>();
   model: VolumeModel | null = null;
@@ -90,21 +76,13 @@ export class ObservedMemoryManager extends MemoryManager {
 
   /** The resident bytes of a page, or null when it is not resident (or not yet filled). */
   residentBytes(guid: string, virtualPage: number): Buffer | null {
-    const page = this.internalPage(guid, virtualPage);
-    if (!page || page.loading || page.unfilled) return null;
-    return page.data;
+    const page = this.inspectPage(guid, virtualPage);
+    return page?.filled ? page.data : null;
   }
 
   /** Resident with a version not yet on the disks. */
   isDirty(guid: string, virtualPage: number): boolean {
-    const page = this.internalPage(guid, virtualPage);
-    return page !== undefined && (page.version !== page.cleanVersion || page.queuedForDestage);
-  }
-
-  private internalPage(guid: string, virtualPage: number): InternalPage | undefined {
-    const allocations = (this as unknown as ManagerInternals).allocations;
-    if (!(allocations instanceof Map)) throw new Error('MemoryManager no longer keeps `allocations`: update ObservedMemoryManager');
-    return allocations.get(guid)?.pages.get(virtualPage);
+    return this.inspectPage(guid, virtualPage)?.dirty ?? false;
   }
 
   private holdersOf(virtualPage: number): Holders {
