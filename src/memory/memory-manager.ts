@@ -16,7 +16,7 @@
 // A partner that has not seen a page since it was last clean gets the whole page, later only the
 // modified ranges, so its mirror is always a complete page image.
 import assert from 'node:assert/strict';
-import { MAX_RUN_BYTES } from '../core/index.js';
+import { MAX_RUN_BYTES, type Clock } from '../core/index.js';
 import type { BlockStore } from '../storage/index.js';
 import { FRAME_BYTES, type FramePool } from './frame-pool.js';
 import { NONE, PageTable } from './page-table.js';
@@ -90,6 +90,13 @@ export interface MemoryManagerOptions {
   acknowledgeGate?: (writeThrough: boolean) => Promise<void> | null;
   /** Counts partner links coming up (a mirrored write must not straddle one). */
   linkGeneration?: () => number;
+  /**
+   * Destage while writes pause: at each tick of `ms` in which no page was modified, one batch of
+   * dirty pages (the lowest array addresses first) goes to the disks, until none is dirty. Without
+   * it dirty pages wait for the high watermark, a flush or a frame shortage: a FLUSH after a burst
+   * of writes then destages the whole burst while the client waits for it.
+   */
+  idleDestage?: { clock: Clock; ms: number };
 }
 
 export interface PagePointer {
@@ -169,6 +176,10 @@ export class MemoryManager {
 
   private resyncsRunning = 0;
   private resyncOwed = false;
+  /** The idle destage's tick, while pages are dirty; whether a page was modified since the last one. */
+  private idleTick: (() => void) | null = null;
+  private modifiedSinceTick = false;
+  private idleDestageStopped = false;
 
   constructor(
     private readonly pool: FramePool,
@@ -642,6 +653,7 @@ export class MemoryManager {
     // versions only ever compare within one page.
     const version = ++this.versionClock;
     for (const slot of slots) table.version[slot] = version;
+    this.modifiedSinceTick = true;
     if (this.replicator.livePartners() > 0) {
       // Who must hold a copy is linked before the copies go out, and no partner joined while they
       // did (it would lack this one): else this write goes through to the disks instead.
@@ -704,24 +716,54 @@ export class MemoryManager {
     this.table.setQueuedForDestage(slot, true);
     this.table.dequeue(slot);
     this.destageQueue.push(slot);
+    if (this.idleTick === null) this.armIdleDestage();
+  }
+
+  /**
+   * No more idle destage (a fenced node must not write to the disks, which belong to the new
+   * epoch; a stopping one flushes by itself).
+   */
+  stopIdleDestage(): void {
+    this.idleDestageStopped = true;
+    this.idleTick?.();
+    this.idleTick = null;
+  }
+
+  private armIdleDestage(): void {
+    const idle = this.options.idleDestage;
+    if (idle === undefined || this.idleDestageStopped) return;
+    this.idleTick = idle.clock.setTimer(idle.ms, () => {
+      this.idleTick = null;
+      const quiet = !this.modifiedSinceTick;
+      this.modifiedSinceTick = false;
+      // After a failure the next flush or watermark pass retries (and reports it): not every tick.
+      if (quiet && this.destaging === null && this.destageFailure === null && this.destageQueue.length > 0) {
+        const batchPages = Math.max(1, Math.floor(DESTAGE_BATCH_BYTES / this.batchPageBytes()));
+        this.destageInBackground(Math.max(0, this.destageQueue.length - batchPages), true);
+      }
+      if (this.destageQueue.length > 0) this.armIdleDestage();
+    });
   }
 
   /** Background destaging reports failures to the next flush instead of crashing the process. */
-  private destageInBackground(goal: number): void {
-    this.destage(goal).catch((error: Error) => {
+  private destageInBackground(goal: number, sortFirst = false): void {
+    this.destage(goal, sortFirst).catch((error: Error) => {
       this.destageFailure = error;
     });
   }
 
-  /** Destages queued pages until at most `goal` remain; one pass at a time. */
-  private destage(goal: number): Promise<void> {
+  /**
+   * Destages queued pages until at most `goal` remain; one pass at a time. `sortFirst`: in address
+   * order even for one batch (an idle pass's batch then covers a narrow range of the array).
+   */
+  private destage(goal: number, sortFirst = false): Promise<void> {
     if (this.destaging) return this.destaging;
     const table = this.table;
     this.destaging = (async () => {
       // A deep queue of scattered pages (random writes) is destaged in address order: each batch then
       // covers a narrow range of the array, so the destager merges neighbours into longer writes and
       // a batch's raid5 updates share stripes (and their locks, bitmap regions and cached pages).
-      if (this.destageQueue.length - goal > DESTAGE_BATCH_BYTES / this.batchPageBytes()) this.sortDestageQueue();
+      if (sortFirst || this.destageQueue.length - goal > DESTAGE_BATCH_BYTES / this.batchPageBytes()) this.sortDestageQueue();
       while (this.destageQueue.length > goal) {
         // Bounded batches: the copy into the storage stack is synchronous, and one pass over a
         // deep queue would hold the event loop (and every acknowledgement) for tens of milliseconds.

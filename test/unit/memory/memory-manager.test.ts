@@ -6,6 +6,7 @@
 import { expect } from 'chai';
 import { FramePool, MAX_RUN_BYTES, MemoryManager, MemoryVolume, PREFETCH_BRIDGE_BYTES, type PageWrite, type Replicator } from '../../../src/memory/index.js';
 import type { BlockStore } from '../../../src/storage/index.js';
+import { ManualClock } from '../../support/manual-clock.js';
 
 const PAGE = 64 * 1024;
 const GUID = '11111111-2222-4333-8444-555555555555';
@@ -659,3 +660,79 @@ describe('MemoryManager', () => {
   });
 });
 
+describe('MemoryManager idle destage', () => {
+  function idleSetup(): ReturnType<typeof setup> & { clock: ManualClock; enqueued: number[] } {
+    const clock = new ManualClock();
+    const store = new FakeStore();
+    const partners = new FakePartners();
+    const manager = new MemoryManager(new FramePool(4 * 1024 * 1024), store, partners, { highWatermarkPages: 100, lowWatermarkPages: 0, idleDestage: { clock, ms: 50 } });
+    manager.createAllocation({ guid: GUID, arrayOffset: 0, sizeBytes: 16 * PAGE, pageBytes: PAGE });
+    const enqueued: number[] = [];
+    const enqueue = store.enqueueBlocks.bind(store);
+    store.enqueueBlocks = (offset, data) => {
+      enqueued.push(offset / PAGE);
+      enqueue(offset, data);
+    };
+    return { manager, store, partners, clock, enqueued };
+  }
+
+  async function write(manager: MemoryManager, page: number): Promise<void> {
+    const pointer = await manager.obtainWritePointer(GUID, page);
+    pointer.data.fill(page + 1, 0, 16);
+    await manager.releasePointer(pointer, { offset: 0, length: 16 });
+  }
+
+  it('destages once a tick passes with no page modified, lowest address first, and not while pages keep changing', async () => {
+    const { manager, store, clock, enqueued, partners } = idleSetup();
+    for (const page of [9, 3, 7]) await write(manager, page);
+    clock.advance(50);
+    await tick();
+    expect(store.flushes, 'pages changed during the tick').to.equal(0);
+    await write(manager, 5);
+    clock.advance(50);
+    await tick();
+    expect(store.flushes, 'still changing').to.equal(0);
+    clock.advance(50);
+    await tick();
+    expect(store.flushes).to.equal(1);
+    expect(enqueued).to.deep.equal([3, 5, 7, 9]);
+    expect(manager.dirtyPages).to.equal(0);
+    expect(store.disk[9 * PAGE]).to.equal(10);
+    expect(partners.cleans.map(([page]) => page).sort((a, b) => a - b)).to.deep.equal([3, 5, 7, 9]);
+    clock.advance(500);
+    await tick();
+    expect(store.flushes, 'nothing dirty: no more passes').to.equal(1);
+  });
+
+  it('does nothing after stopIdleDestage (a fenced node writes nothing more to the disks)', async () => {
+    const { manager, store, clock } = idleSetup();
+    await write(manager, 2);
+    manager.stopIdleDestage();
+    await write(manager, 4);
+    clock.advance(500);
+    await tick();
+    expect(store.flushes).to.equal(0);
+    expect(manager.dirtyPages).to.equal(2);
+  });
+
+  it('leaves a failed destage to the next flush instead of retrying it every tick', async () => {
+    const { manager, store, clock } = idleSetup();
+    await write(manager, 1);
+    const flush = store.flush.bind(store);
+    store.flush = async () => {
+      store.flushes++;
+      throw new Error('member gone');
+    };
+    clock.advance(50);
+    clock.advance(50);
+    await tick();
+    expect(store.flushes).to.equal(1);
+    clock.advance(500);
+    await tick();
+    expect(store.flushes, 'no retry per tick').to.equal(1);
+    expect(manager.dirtyPages, 'still dirty, queued again').to.equal(1);
+    store.flush = flush;
+    await manager.flush();
+    expect(store.disk[PAGE]).to.equal(2);
+  });
+});
