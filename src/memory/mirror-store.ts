@@ -4,9 +4,12 @@
 import { commandComplete, MessageType, pagesTouched, Status, type Message } from '../partner/index.js';
 import type { FramePool } from './frame-pool.js';
 
+/**
+ * No view of its frame is kept: a Buffer view per page was most of the heap a deep dirty set cost
+ * here (the owner's high watermark is a quarter of its pool); views are made when pages are handed out.
+ */
 interface MirrorPage {
   frame: number;
-  data: Buffer;
   version: number;
   /** The node whose write page made it: versions compare only within one writer's clock. */
   writer: number;
@@ -82,7 +85,7 @@ export class MirrorStore {
 
   /** The mirrored pages of an allocation: page → {version, data}; data are views of the pool. */
   pagesOf(allocation: string): Map<number, { version: number; data: Buffer }> {
-    return new Map([...(this.pages.get(allocation) ?? new Map<number, MirrorPage>())].map(([page, mirror]) => [page, { version: mirror.version, data: mirror.data }]));
+    return new Map([...(this.pages.get(allocation) ?? new Map<number, MirrorPage>())].map(([page, mirror]) => [page, { version: mirror.version, data: this.pool.view(mirror.frame) }]));
   }
 
   get mirroredPages(): number {
@@ -101,7 +104,7 @@ export class MirrorStore {
     const pages = this.pages.get(allocation);
     if (!pages) return [];
     this.pages.delete(allocation);
-    return [...pages].sort((a, b) => a[0] - b[0]).map(([virtualPage, mirror]) => ({ virtualPage, version: mirror.version, data: mirror.data, frame: mirror.frame }));
+    return [...pages].sort((a, b) => a[0] - b[0]).map(([virtualPage, mirror]) => ({ virtualPage, version: mirror.version, data: this.pool.view(mirror.frame), frame: mirror.frame }));
   }
 
   /** Frames lent by takeAllocation, back to the pool. */
@@ -170,11 +173,11 @@ export class MirrorStore {
           pieces?.skip(to - from);
           continue;
         }
-        mirror = { frame, data: this.pool.view(frame), version: 0, writer };
+        mirror = { frame, version: 0, writer };
         pages.set(virtualPage + index, mirror);
       }
-      if (pieces) pieces.copyInto(mirror.data, from, to - from);
-      else mirror.data.fill(0, from, to);
+      if (pieces) pieces.copyInto(this.pool.memory, mirror.frame + from, to - from);
+      else this.pool.memory.fill(0, mirror.frame + from, mirror.frame + to);
       mirror.version = Math.max(mirror.version, version);
     }
     return status;
