@@ -1,6 +1,7 @@
 // The cluster configuration file: schema, loading and validation. Every error names the file and
 // the path inside it, so a typo is found without reading code.
 import { InputError, BLOCK_BYTES, MAX_PAGE_BYTES, MIN_PAGE_BYTES, VOLUME_ALIGNMENT_BYTES } from '../core/index.js';
+import { constants as bufferConstants } from 'node:buffer';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -13,6 +14,12 @@ export const CONFIG_VERSION = 1;
 /** Each node's frame pool (`memory`) is counted in whole MiB. */
 export const MEMORY_ALIGNMENT_BYTES = 1024 * 1024;
 export const DEFAULT_MEMORY_BYTES = 256 * 1024 * 1024;
+/**
+ * The frame pool is one Buffer (frames are views of it), so it is at most the longest Buffer this
+ * Node.js makes: 4 GiB on Node 20. Checked here, so a larger one is a config error naming the
+ * field rather than a RangeError about "size" when the node starts.
+ */
+export const MAX_MEMORY_BYTES = Math.floor(bufferConstants.MAX_LENGTH / MEMORY_ALIGNMENT_BYTES) * MEMORY_ALIGNMENT_BYTES;
 /** A volume's memory-manager page size (`pageSize`): a power of two in this range. */
 export const MIN_PAGE_SIZE_BYTES = MIN_PAGE_BYTES;
 export const MAX_PAGE_SIZE_BYTES = MAX_PAGE_BYTES;
@@ -205,6 +212,7 @@ const configSchema = z
     /** Each node's frame pool for the memory manager. */
     memory: sizeField
       .refine((bytes) => bytes > 0 && bytes % MEMORY_ALIGNMENT_BYTES === 0, { message: 'memory must be a positive multiple of 1 MiB' })
+      .refine((bytes) => bytes <= MAX_MEMORY_BYTES, { message: `memory must be at most ${formatSize(MAX_MEMORY_BYTES)}: a node's frame pool is one Node.js Buffer, and none is longer here` })
       .default(DEFAULT_MEMORY_BYTES),
     /** A partner link silent this long (no frame, not even a heartbeat) is closed. */
     partnerTimeoutMs: z.number().int().min(100, 'partnerTimeoutMs must be at least 100').max(600_000, 'partnerTimeoutMs must be at most 600000').default(1000),

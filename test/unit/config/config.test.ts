@@ -162,6 +162,7 @@ describe('config', () => {
     ],
     ['memory of zero', (config) => (config.memory = 0), [/memory: memory must be a positive multiple of 1 MiB/]],
     ['memory not in whole MiB', (config) => (config.memory = '1536KiB'), [/memory: memory must be a positive multiple of 1 MiB/]],
+    ['memory larger than one Buffer can be', (config) => (config.memory = '8GiB'), [/memory: memory must be at most 4 GiB: a node's frame pool is one Node.js Buffer/]],
     ['memory that is not a size', (config) => (config.memory = 'plenty'), [/memory: 'plenty' is not a size/]],
     [
       'a page size that is not a power of two',
