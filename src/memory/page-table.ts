@@ -3,8 +3,8 @@
 //
 // Why: a page object with its frame view, wait list and the map and queue entries that pointed at
 // it came to about 350 bytes of JavaScript heap per 4 KiB page. A 4 GiB pool held some 370 MB of
-// such objects, and every full collection walked all of them (a forced one took 485 ms there,
-// longer than half the failover budget); young collections that promoted new pages during a cold
+// such objects, and every full collection walked all of them (a forced one took 200–485 ms there,
+// up to half the failover budget); young collections that promoted new pages during a cold
 // read or write took 2–10 ms each. Typed arrays live outside the heap and are never traced: about
 // 50 bytes per 4 KiB frame, whatever the pool.
 //
