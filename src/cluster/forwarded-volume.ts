@@ -26,7 +26,8 @@ export class ForwardedVolume implements Volume {
 
   /** One forwarded read; the link reads the reply into `into` itself where it can, else it is copied out of its segment. */
   private async readPiece(offset: number, into: Buffer): Promise<void> {
-    const { reply, link } = await this.forwardOn(IoOp.Read, offset, into.length, false, EMPTY, into);
+    const link = this.linkToOwner();
+    const reply = await this.ask(link, IoOp.Read, offset, into.length, false, EMPTY, into);
     const fits = reply.type === MessageType.IoData && reply.data.length === into.length;
     if (fits && (reply.data.buffer !== into.buffer || reply.data.byteOffset !== into.byteOffset)) reply.data.copy(into);
     link.release(reply);
@@ -72,13 +73,17 @@ export class ForwardedVolume implements Volume {
   async close(): Promise<void> {}
 
   private async forward(op: IoOp, offset: number, length: number, fua: boolean, data: Buffer | readonly Buffer[] = EMPTY): Promise<Message> {
-    return (await this.forwardOn(op, offset, length, fua, data)).reply;
+    return this.ask(this.linkToOwner(), op, offset, length, fua, data, null);
   }
 
-  /** The reply with the link it came on, which takes back the reply's data once it was copied out. */
-  private async forwardOn(op: IoOp, offset: number, length: number, fua: boolean, data: Buffer | readonly Buffer[] = EMPTY, into: Buffer | null = null): Promise<{ reply: Message; link: PartnerLink }> {
+  private linkToOwner(): PartnerLink {
     const link = this.owner();
     if (!link) throw new OwnerUnavailableError(`volume ${this.name}: its owner, node ${this.ownerName}, is not connected`);
+    return link;
+  }
+
+  /** The owner's answer on `link`, which takes back the reply's data once it was copied out; unavailable owners as OwnerUnavailableError. */
+  private async ask(link: PartnerLink, op: IoOp, offset: number, length: number, fua: boolean, data: Buffer | readonly Buffer[], into: Buffer | null): Promise<Message> {
     let reply: Message;
     try {
       reply = await link.request({ type: MessageType.ForwardedIo, op, allocation: this.allocation, offset, length, fua, data }, into);
@@ -86,7 +91,7 @@ export class ForwardedVolume implements Volume {
       throw new OwnerUnavailableError(`volume ${this.name}: node ${this.ownerName}: ${(error as Error).message}`, { cause: error });
     }
     if (isUnavailable(reply)) throw new OwnerUnavailableError(`volume ${this.name}: node ${this.ownerName} answered ${describe(reply)}`);
-    return { reply, link };
+    return reply;
   }
 
   private failed(what: string, reply: Message): VolumeError {

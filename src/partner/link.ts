@@ -49,6 +49,8 @@ interface Waiter {
   reject: (error: Error) => void;
   /** Where the data of an io data reply of exactly its length is read to (MessageFramer.place). */
   into: Buffer | null;
+  /** A forwarded request: counted in forwardedPending until it is answered or the link closes. */
+  forwarded: boolean;
 }
 
 export class LinkClosedError extends ClusterError {
@@ -184,19 +186,22 @@ export class PartnerLink {
    * data, an io data reply of that length is read straight into it (the reply's `data` is `into`,
    * which release() leaves alone). If the request fails, `into` may hold part of a reply.
    */
-  async request(message: Outgoing, into: Buffer | null = null): Promise<Message> {
+  request(message: Outgoing, into: Buffer | null = null): Promise<Message> {
+    // Not an async function: a request with room (nearly every one) costs one promise, not three.
     const forwarded = message.type === MessageType.ForwardedIo;
-    while (this.isOpen && (this.pending.size >= MAX_REQUESTS_IN_FLIGHT || (forwarded && this.forwardedPending >= MAX_FORWARDED_IN_FLIGHT))) {
+    if (this.isOpen && !this.hasRoom(forwarded)) return this.requestWhenRoom(message, into, forwarded);
+    return this.send1(message, forwarded ? into : null, forwarded);
+  }
+
+  private hasRoom(forwarded: boolean): boolean {
+    return this.pending.size < MAX_REQUESTS_IN_FLIGHT && (!forwarded || this.forwardedPending < MAX_FORWARDED_IN_FLIGHT);
+  }
+
+  private async requestWhenRoom(message: Outgoing, into: Buffer | null, forwarded: boolean): Promise<Message> {
+    while (this.isOpen && !this.hasRoom(forwarded)) {
       await new Promise<void>((resolve) => (forwarded ? this.waitingForwarded : this.waitingForRoom).push(resolve));
     }
-    if (!forwarded) return this.send1(message, null);
-    this.forwardedPending++;
-    try {
-      return await this.send1(message, into);
-    } finally {
-      this.forwardedPending--;
-      this.wakeWaiting();
-    }
+    return this.send1(message, forwarded ? into : null, forwarded);
   }
 
   /** One of each kind re-checks; forwarded requests wait apart, so they never hold up the others. */
@@ -205,14 +210,15 @@ export class PartnerLink {
     this.waitingForwarded.shift()?.();
   }
 
-  private send1(message: Outgoing, into: Buffer | null): Promise<Message> {
-    if (!this.isOpen) throw new LinkClosedError(`link to ${this.peerName} is closed: ${this.closedReason}`);
+  private send1(message: Outgoing, into: Buffer | null, forwarded: boolean): Promise<Message> {
+    if (!this.isOpen) return Promise.reject(new LinkClosedError(`link to ${this.peerName} is closed: ${this.closedReason}`));
     const requestId = this.nextRequestId;
     this.nextRequestId = (this.nextRequestId % 0xffff_ffff) + 1;
     // Not the requester's own buffer if it is one of this link's segments: release() would give it back.
     const place = into !== null && into.length > 0 && this.readBuffer !== null && !this.payloads.owns(into) ? into : null;
+    if (forwarded) this.forwardedPending++;
     return new Promise<Message>((resolve, reject) => {
-      this.pending.set(requestId, { resolve, reject, into: place });
+      this.pending.set(requestId, { resolve, reject, into: place, forwarded });
       this.queue(message, requestId);
     });
   }
@@ -345,6 +351,7 @@ export class PartnerLink {
     const waiter = this.pending.get(message.requestId);
     if (!waiter) return this.fail(`${messageTypeName(message.type)} answers unknown request ${message.requestId}`);
     this.pending.delete(message.requestId);
+    if (waiter.forwarded) this.forwardedPending--;
     this.wakeWaiting();
     waiter.resolve(message);
   }
@@ -400,6 +407,7 @@ export class PartnerLink {
     const error = new LinkClosedError(`link to ${this.peerName} closed: ${reason}`);
     for (const waiter of this.pending.values()) waiter.reject(error);
     this.pending.clear();
+    this.forwardedPending = 0;
     for (const wake of this.waitingForRoom.splice(0)) wake();
     for (const wake of this.waitingForwarded.splice(0)) wake();
     this.onClose(reason);

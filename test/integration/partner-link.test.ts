@@ -8,6 +8,7 @@ import { expect } from 'chai';
 import net from 'node:net';
 import { silentLogger } from '../../src/observe/index.js';
 import {
+  commandComplete,
   connectPartner,
   derivePartnerKey,
   HelloRefusedError,
@@ -15,11 +16,13 @@ import {
   type LinkSecurity,
   IoOp,
   LinkClosedError,
+  MAX_FORWARDED_IN_FLIGHT,
   MessageType,
   NIL_ALLOCATION,
   PartnerListener,
   PROTOCOL_VERSION,
   RefusalReason,
+  Status,
   type Message,
   type PartnerLink,
 } from '../../src/partner/index.js';
@@ -30,8 +33,12 @@ const CLUSTER = '5f0c7a1e-2b3d-4c5e-8f90-a1b2c3d4e5f6';
 const A = { clusterId: CLUSTER, nodeId: 1, epoch: 5 };
 const B = { clusterId: CLUSTER, nodeId: 2, epoch: 5 };
 
-/** A handler that answers a space request with space status after a delay given in bytesWanted. */
+/**
+ * A handler that answers a space request with space status after a delay given in bytesWanted, and
+ * a forwarded probe at once; nothing else.
+ */
 async function answer(message: Message): Promise<Message | null> {
+  if (message.type === MessageType.ForwardedIo && message.op === IoOp.Probe) return commandComplete(message, Status.Ok);
   if (message.type !== MessageType.SpaceRequest) return null;
   await new Promise((resolve) => setTimeout(resolve, message.bytesWanted % 7));
   return { type: MessageType.SpaceStatus, requestId: message.requestId, freeBytes: message.bytesWanted * 2, reclaimableBytes: 0 };
@@ -103,6 +110,18 @@ describe('partner link', function () {
     expect(reply.type).to.equal(MessageType.SpaceStatus);
     link.close('test over');
     await Promise.all(stuck);
+  });
+
+  it('lets forwarded requests beyond their share wait, and sends each once an answer frees a place', async () => {
+    const link = await connect();
+    const count = 3 * MAX_FORWARDED_IN_FLIGHT;
+    const replies = await Promise.all(
+      Array.from({ length: count }, (_, index) => link.request({ type: MessageType.ForwardedIo, op: IoOp.Probe, allocation: NIL_ALLOCATION, offset: index, length: 0, fua: false, data: Buffer.alloc(0) })),
+    );
+    expect(replies.every((reply) => reply.type === MessageType.CommandComplete && reply.status === Status.Ok)).to.equal(true);
+    expect(link.statistics.framesSent).to.equal(count);
+    // Every place was given back: the next request is sent at once, not parked.
+    expect((await link.request({ type: MessageType.SpaceRequest, bytesWanted: 7 })).type).to.equal(MessageType.SpaceStatus);
   });
 
   it('accepts a partner of the same cluster and learns its identity', async () => {
