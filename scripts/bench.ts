@@ -32,7 +32,7 @@ import { hideBin } from 'yargs/helpers';
 import { parseSize } from '../src/config/index.js';
 import { requestControl } from '../src/cluster/index.js';
 import { RawClient } from '../test/support/raw-client.js';
-import { freePort, launch, makeTempDirectory, startCluster, writeSingleNodeConfig, type FtvmNode } from '../test/support/ftvm-process.js';
+import { freePort, launch, makeTempDirectory, startCluster, withCluster, writeSingleNodeConfig, type FtvmNode } from '../test/support/ftvm-process.js';
 import { prefill, startNbdkit } from './nbdkit-peer.js';
 
 const run = promisify(execFile);
@@ -212,18 +212,13 @@ async function main(): Promise<void> {
     if (typeof pageBytes === 'string') throw new Error(`--page-size: ${pageBytes}`);
     if (modes.has('cold')) {
       // First, on purpose: nothing has run on this machine's caches for ftvm yet either.
-      const cluster = await startCluster([{ name: 'vol0', sizeBytes }], { memoryBytes, pageBytes, logLevel: 'warn', nodeArgs: TRACE_GC });
-      try {
+      await withCluster([{ name: 'vol0', sizeBytes }], { memoryBytes, pageBytes, logLevel: 'warn', nodeArgs: TRACE_GC }, async (cluster) => {
         const meter = new ServerMeter([...cluster.nodes.values()]);
         await runJobs(rows, [{ suffix: ' (2 nodes, cold volume)', uri: cluster.node('a').uri('vol0') }], nbdkit.uri, args.seconds, sizeBytes, meter, false);
-      } finally {
-        await cluster.stop();
-        await fs.rm(cluster.directory, { recursive: true, force: true });
-      }
+      });
     }
     if (modes.has('mirrored') || modes.has('forwarded')) {
-      const cluster = await startCluster([{ name: 'vol0', sizeBytes }], { memoryBytes, pageBytes, logLevel: 'warn', nodeArgs: TRACE_GC });
-      try {
+      await withCluster([{ name: 'vol0', sizeBytes }], { memoryBytes, pageBytes, logLevel: 'warn', nodeArgs: TRACE_GC }, async (cluster) => {
         const meter = new ServerMeter([...cluster.nodes.values()]);
         await fill(cluster.node('a').uri('vol0'));
         // Through the owner and through the partner job by job, so that the partner/owner ratio
@@ -233,10 +228,7 @@ async function main(): Promise<void> {
           ...(modes.has('forwarded') ? [{ suffix: PARTNER_SUFFIX, uri: cluster.node('b').uri('vol0') }] : []),
         ];
         await runJobs(rows, targets, nbdkit.uri, args.seconds, sizeBytes, meter, true, rounds);
-      } finally {
-        await cluster.stop();
-        await fs.rm(cluster.directory, { recursive: true, force: true });
-      }
+      });
     }
     if (modes.has('tls')) await runTlsComparison(tlsRows, memoryBytes);
     if (modes.has('single') || modes.has('degraded')) {

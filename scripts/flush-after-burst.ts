@@ -5,12 +5,11 @@
 // disks during the pause. Run it from two checkouts (a git worktree for the older one) in turn.
 // Usage: node dist/scripts/flush-after-burst.js [--seconds 3] [--pause 5] [--size 256MiB]
 import { execFile } from 'node:child_process';
-import fs from 'node:fs/promises';
 import { promisify } from 'node:util';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { parseSize } from '../src/config/index.js';
-import { startCluster } from '../test/support/ftvm-process.js';
+import { withCluster } from '../test/support/ftvm-process.js';
 
 const run = promisify(execFile);
 
@@ -23,8 +22,7 @@ async function main(): Promise<void> {
     .parse();
   const sizeBytes = parseSize(args.size);
   if (typeof sizeBytes === 'string') throw new Error(`--size: ${sizeBytes}`);
-  const cluster = await startCluster([{ name: 'vol0', sizeBytes }], { memoryBytes: Math.floor(sizeBytes * 1.5), logLevel: 'warn' });
-  try {
+  await withCluster([{ name: 'vol0', sizeBytes }], { memoryBytes: Math.floor(sizeBytes * 1.5), logLevel: 'warn' }, async (cluster) => {
     const uri = cluster.node('a').uri('vol0');
     const burst = await run(
       'fio',
@@ -38,10 +36,7 @@ async function main(): Promise<void> {
       env: { ...process.env, PATH: `/usr/bin:${process.env.PATH ?? ''}` },
     });
     process.stdout.write(`burst of ${(written / 2 ** 20).toFixed(0)} MiB, pause ${args.pause} s: FLUSH took ${timed.stdout.trim()} ms\n`);
-  } finally {
-    await cluster.stop();
-    await fs.rm(cluster.directory, { recursive: true, force: true });
-  }
+  });
 }
 
 main().catch((error: unknown) => {

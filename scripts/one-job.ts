@@ -6,12 +6,11 @@
 // turn, several times: one run says little on a machine shared with fio.
 // Usage: node dist/scripts/one-job.js --rw randread --bs 4k --depth 32 [--via a|b] [--size 256MiB] [--memory SIZE] [--seconds 5] [--cold]
 import { execFile } from 'node:child_process';
-import fs from 'node:fs/promises';
 import { promisify } from 'node:util';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { parseSize } from '../src/config/index.js';
-import { startCluster } from '../test/support/ftvm-process.js';
+import { withCluster } from '../test/support/ftvm-process.js';
 
 const run = promisify(execFile);
 
@@ -35,8 +34,7 @@ async function main(): Promise<void> {
     .parse();
   const sizeBytes = size(args.size, 'size');
   const memoryBytes = args.memory === undefined ? Math.floor(sizeBytes * 1.5) : size(args.memory, 'memory');
-  const cluster = await startCluster([{ name: 'vol0', sizeBytes }], { memoryBytes, logLevel: 'warn' });
-  try {
+  await withCluster([{ name: 'vol0', sizeBytes }], { memoryBytes, logLevel: 'warn' }, async (cluster) => {
     const uri = cluster.node(args.via).uri('vol0');
     if (!args.cold) await run('fio', ['--name=fill', '--ioengine=nbd', `--uri=${uri}`, '--rw=write', '--bs=1M', '--iodepth=8', `--size=${sizeBytes}`, '--end_fsync=1']);
     const { stdout } = await run(
@@ -47,10 +45,7 @@ async function main(): Promise<void> {
     const job = (JSON.parse(stdout.slice(stdout.indexOf('{'))) as { jobs: Array<Record<string, { iops: number }>> }).jobs[0];
     const iops = job?.[args.rw.includes('read') ? 'read' : 'write']?.iops ?? 0;
     process.stdout.write(`${args.cold ? 'cold ' : ''}${args.rw} ${args.bs} QD${args.depth} via ${args.via}: ${iops.toFixed(0)} IOPS\n`);
-  } finally {
-    await cluster.stop();
-    await fs.rm(cluster.directory, { recursive: true, force: true });
-  }
+  });
 }
 
 main().catch((error: unknown) => {

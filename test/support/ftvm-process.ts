@@ -320,3 +320,14 @@ export async function startCluster(volumes: Array<VolumeSpec & { owner?: string 
   }
   return cluster;
 }
+
+/** Runs `work` on a fresh cluster (startCluster), then stops it and removes its files, whatever happened. */
+export async function withCluster<T>(volumes: Array<VolumeSpec & { owner?: string }>, options: ClusterOptions, work: (cluster: FtvmCluster) => Promise<T>): Promise<T> {
+  const cluster = await startCluster(volumes, options);
+  try {
+    return await work(cluster);
+  } finally {
+    await cluster.stop();
+    await fs.rm(cluster.directory, { recursive: true, force: true });
+  }
+}
