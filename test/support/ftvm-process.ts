@@ -39,13 +39,25 @@ export interface FtvmNode {
   kill(): Promise<void>;
 }
 
-/** Asks the kernel for a free port on the given loopback address. */
+/**
+ * Ports freePort handed out in this process. The kernel may offer a port again as soon as the probe
+ * that found it has closed, before whoever it was handed to binds it: two nodes of one cluster were
+ * given the same NBD port that way (CI, session 14), and the config refused it.
+ */
+const handedOut = new Set<number>();
+
+/** Asks the kernel for a free port on the given loopback address, never one handed out before in this process. */
 export async function freePort(host = '127.0.0.1'): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, host, resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(0, host, resolve));
+    const { port } = server.address() as net.AddressInfo;
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    if (handedOut.has(port)) continue;
+    handedOut.add(port);
+    return port;
+  }
+  throw new Error(`the kernel offered only ports handed out already on ${host}`);
 }
 
 /** A base port for `ftvm up --base-port` whose ports (NBD and partner links of a and b) are all free now. */
