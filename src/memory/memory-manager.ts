@@ -553,7 +553,8 @@ export class MemoryManager {
     if (!(slots.length * pageBytes <= MAX_RUN_BYTES)) assert.fail(`a run of ${slots.length} pages of ${pageBytes} bytes exceeds ${MAX_RUN_BYTES}`);
     assert(!modified || modified.length === 0 || (modified.offset + modified.length > (slots.length - 1) * pageBytes && modified.offset < pageBytes && modified.offset + modified.length <= slots.length * pageBytes), 'the range must touch every page of the run');
     let changed = modified !== undefined && modified.length > 0;
-    const dropped: number[] = [];
+    // Made only when a page is dropped (rare): not an array per release on the write path.
+    let dropped = null as number[] | null;
     try {
       slots.forEach((slot, index) => {
         if (!table.unfilled(slot)) return;
@@ -563,7 +564,7 @@ export class MemoryManager {
           // The overwrite that justified skipping the page-in did not happen: the frame holds nothing.
           assert(!changed || slots.length === 1, 'a page taken without page-in must be written whole');
           this.drop(allocation, first.virtualPage + index, slot);
-          dropped.push(slot);
+          (dropped ??= []).push(slot);
           changed = false;
           return;
         }
@@ -572,7 +573,7 @@ export class MemoryManager {
       if (changed) await this.modified(allocation, first.virtualPage, slots, modified as { offset: number; length: number });
     } finally {
       for (const slot of slots) {
-        if (dropped.includes(slot)) continue;
+        if (dropped?.includes(slot)) continue;
         table.setWriter(slot, false);
         this.wake(slot);
       }
