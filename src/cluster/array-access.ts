@@ -48,6 +48,10 @@ export class ArrayAccess implements BlockStore {
     await this.retrying(() => this.current.readBlocks(offset, into));
   }
 
+  readKnown(offset: number, into: Buffer): boolean {
+    return this.current.readKnown?.(offset, into) ?? false;
+  }
+
   enqueueBlocks(offset: number, data: Buffer): void {
     if (this.remote) this.pending.push({ sequence: ++this.sequence, offset, data });
     this.current.enqueueBlocks(offset, data);

@@ -888,8 +888,11 @@ export class MemoryManager {
       }
       const slot = this.residentPage(allocation, virtualPage, frame, mode, pageIn);
       if (table.unfilled(slot)) return slot;
+      const offset = allocation.arrayOffset + virtualPage * allocation.pageBytes;
+      const view = this.view(slot, allocation.pageBytes);
+      if (this.store.readKnown?.(offset, view)) return slot;
       const generation = table.generation[slot];
-      const loading = this.store.readBlocks(allocation.arrayOffset + virtualPage * allocation.pageBytes, this.view(slot, allocation.pageBytes)).finally(() => {
+      const loading = this.store.readBlocks(offset, view).finally(() => {
         if (table.generation[slot] === generation) table.setLoading(slot, null);
       });
       table.setLoading(slot, loading);

@@ -4,12 +4,41 @@
 //
 // The table lives in memory as a Uint32Array and is persisted page by page: page p holds the 1024
 // entries of blocks p*1024 .. p*1024+1023, so updating one block's CRC rewrites one aligned page.
+//
+// One entry value is reserved: ZERO_ENTRY (the CRC of a zero block) means "this block is all
+// zeroes", never merely "its CRC is that". A block of other bytes whose CRC happens to equal it
+// (1 in 2^32) is stored as ZERO_COLLISION_ENTRY instead. So the table alone says which blocks are
+// zeroes, and a read of blocks that are (every block of a fresh array, every never-written page of a
+// new volume) needs no I/O: the bytes are known, and what the disk holds there would have to match
+// them to pass verification anyway.
 import assert from 'node:assert/strict';
+import { crc32c } from '@node-rs/crc32';
 import { ZERO_BLOCK_CRC } from './crc.js';
+import { BLOCK_BYTES } from './layout.js';
 
 export const CHECKSUM_PAGE_BYTES = 4096;
 const ENTRY_BYTES = 4;
 export const CHECKSUMS_PER_PAGE = CHECKSUM_PAGE_BYTES / ENTRY_BYTES;
+
+/** The entry of an all-zero block, and of every block of a fresh member. */
+export const ZERO_ENTRY = ZERO_BLOCK_CRC;
+/** The entry of a block that is not all zeroes but has the zero block's CRC. */
+export const ZERO_COLLISION_ENTRY = (ZERO_BLOCK_CRC ^ 1) >>> 0;
+
+const ZERO_BLOCK = Buffer.alloc(BLOCK_BYTES);
+
+/** The entry to store for one block's bytes. */
+export function entryOf(block: Buffer): number {
+  const crc = crc32c(block);
+  return crc === ZERO_ENTRY && !block.equals(ZERO_BLOCK) ? ZERO_COLLISION_ENTRY : crc;
+}
+
+/** Whether one block's bytes are what `entry` says; a zero entry is checked by comparing, not by CRC. */
+export function blockMatches(block: Buffer, entry: number): boolean {
+  if (entry === ZERO_ENTRY) return block.equals(ZERO_BLOCK);
+  const crc = crc32c(block);
+  return crc === entry || (entry === ZERO_COLLISION_ENTRY && crc === ZERO_ENTRY && !block.equals(ZERO_BLOCK));
+}
 
 /** Bytes the table of `blockCount` blocks occupies on disk, padded to whole pages. */
 export function checksumTableBytesFor(blockCount: number): number {
@@ -51,6 +80,14 @@ export class ChecksumTable {
   set(block: number, crc: number): void {
     this.checkBlock(block);
     this.entries[block] = crc;
+  }
+
+  /** Whether blocks first .. first+count-1 are all zeroes by the table (count ≥ 1). */
+  allZero(first: number, count: number): boolean {
+    this.checkBlock(first);
+    this.checkBlock(first + count - 1);
+    for (let block = first; block < first + count; block++) if (this.entries[block] !== ZERO_ENTRY) return false;
+    return true;
   }
 
   /** Which page holds the entry of `block`: the page to write after `set`. */

@@ -19,6 +19,12 @@ export interface BlockStore {
    * blocks, not for everything dirty). A store without it is asked for flush().
    */
   flushBlocks?(offset: number, length: number): Promise<void>;
+  /**
+   * Fills `into` and returns true when its bytes are known without I/O (blocks the array's
+   * checksums say are zeroes: never written); otherwise false, `into` untouched, and the caller
+   * reads. Synchronous, so a page-in of a never-written page costs no promise and no thread.
+   */
+  readKnown?(offset: number, into: Buffer): boolean;
 }
 
 export class NodeStateStore {

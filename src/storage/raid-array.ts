@@ -171,6 +171,50 @@ export class RaidArray {
     );
   }
 
+  /**
+   * Whether every block of the range is zeroes by the checksum table of the member a read would
+   * take it from: then a reader needs no I/O (readVerified's shortcut, without the read). Never
+   * while a resync runs behind I/O (its stripes' tables are not the truth yet) or once stopped. The
+   * table changes only when a write has landed, so a concurrent write is either seen whole or not.
+   */
+  knownZero(offset: number, lengthBytes: number): boolean {
+    if (this.stopped || this.behind !== null || offset % BLOCK_BYTES !== 0 || lengthBytes % BLOCK_BYTES !== 0 || lengthBytes <= 0) return false;
+    if (offset < 0 || offset + lengthBytes > this.sizeBytes) return false;
+    const geometry = this.geometry;
+    const stripeBytes = stripeDataBytes(geometry);
+    const end = offset + lengthBytes;
+    for (let at = offset; at < end; ) {
+      // As mapRange, without its objects: this runs once per page-in.
+      const stripe = Math.floor(at / stripeBytes);
+      const dataIndex = Math.floor((at - stripe * stripeBytes) / geometry.chunkBytes);
+      const offsetInChunk = at - stripe * stripeBytes - dataIndex * geometry.chunkBytes;
+      const length = Math.min(geometry.chunkBytes - offsetInChunk, end - at);
+      const memberOffset = stripe * geometry.chunkBytes + offsetInChunk;
+      if (!this.spanKnownZero(stripe, dataIndex, memberOffset, length)) return false;
+      at += length;
+    }
+    return true;
+  }
+
+  private spanKnownZero(stripe: number, dataIndex: number, memberOffset: number, length: number): boolean {
+    const geometry = this.geometry;
+    // raid5: only the data member (a missing one is reconstructed, which reads); mirrors: every
+    // readable copy, as a read may take any of them.
+    if (geometry.level === 'raid5') {
+      const member = (parityMemberOf(geometry, stripe) + 1 + dataIndex) % geometry.memberCount;
+      return this.members.readable(member, memberOffset, length) && this.members.knownZero(member, memberOffset, length);
+    }
+    const first = geometry.level === 'raid1' ? 0 : 2 * dataIndex;
+    const last = geometry.level === 'raid1' ? geometry.memberCount - 1 : 2 * dataIndex + 1;
+    let copies = 0;
+    for (let member = first; member <= last; member++) {
+      if (!this.members.readable(member, memberOffset, length)) continue;
+      if (!this.members.knownZero(member, memberOffset, length)) return false;
+      copies++;
+    }
+    return copies > 0;
+  }
+
   private async readSpan(span: ChunkSpan, into: Buffer): Promise<void> {
     if (this.geometry.level === 'raid5') {
       await this.readMemberRange(span.stripe, span.members[0] as number, span.memberOffset, span.lengthBytes, into);
@@ -262,9 +306,15 @@ export class RaidArray {
 
   /**
    * Reads a member range and checks every block. Returns the indices of blocks whose checksum
-   * disagrees, or null when the member failed (it is then marked failed).
+   * disagrees, or null when the member failed (it is then marked failed). A range the member's
+   * checksum table says is all zeroes is filled without I/O (a never-written page's first read),
+   * unless `fromDisk`: scrub must see what the disk holds there.
    */
-  async readVerified(member: number, memberOffset: number, into: Buffer): Promise<number[] | null> {
+  async readVerified(member: number, memberOffset: number, into: Buffer, fromDisk = false): Promise<number[] | null> {
+    if (!fromDisk && this.members.knownZero(member, memberOffset, into.length)) {
+      into.fill(0);
+      return [];
+    }
     const slot = this.members.slots[member] as Slot;
     try {
       await (slot.device as MemberDevice).read(this.members.identity.dataOffset + memberOffset, into);

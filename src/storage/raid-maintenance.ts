@@ -254,7 +254,7 @@ async function scrubStripe(array: RaidArray, stripe: number, report: ScrubReport
       continue;
     }
     const buffer = Buffer.allocUnsafe(chunkBytes);
-    const result = await array.readVerified(member, memberOffset, buffer);
+    const result = await array.readVerified(member, memberOffset, buffer, true);
     chunks.push(result === null ? null : buffer);
     bad.push(result ?? []);
     if (result !== null) report.blocksChecked += blocks;

@@ -64,6 +64,16 @@ export class StorageStack {
     await Promise.all(loads);
   }
 
+  /** See BlockStore.readKnown: blocks with no newer dirty data that the array knows are zeroes. */
+  readKnown(offset: number, into: Buffer): boolean {
+    const first = offset / BLOCK_BYTES;
+    const count = into.length / BLOCK_BYTES;
+    for (let i = 0; i < count; i++) if (this.destager.dirtyBlock(first + i)) return false;
+    if (!this.array.knownZero(offset, into.length)) return false;
+    into.fill(0);
+    return true;
+  }
+
   /** Marks whole blocks dirty; the data is owned by the stack from here on. */
   enqueueBlocks(offset: number, data: Buffer): void {
     this.destager.enqueue(offset, data);

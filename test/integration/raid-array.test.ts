@@ -11,6 +11,7 @@ import { parityMatches } from '../../src/storage/raid-array.js';
 import { WriteIntentBitmap } from '../../src/storage/write-intent-bitmap.js';
 import { makeTempDirectory } from '../support/ftvm-process.js';
 import { randomBytes, randomInt, seededRandom } from '../support/seeded-random.js';
+import { zeroCrcImpostor } from '../support/zero-crc-impostor.js';
 
 const BLOCK = 4096;
 const deps = { logger: silentLogger(), now: () => Date.now() };
@@ -45,6 +46,13 @@ async function randomWrites(f: Fixture, seed: number, count: number): Promise<vo
   });
 }
 
+/** Random data in every block: a read then reaches the disk everywhere (never-written blocks read as known zeroes without I/O). */
+async function fillRandom(f: Fixture, seed: number): Promise<void> {
+  const data = randomBytes(seededRandom(seed), f.array.sizeBytes);
+  data.copy(f.model);
+  await f.array.write(0, data);
+}
+
 async function expectModel(f: Fixture, what: string): Promise<void> {
   const whole = Buffer.alloc(f.array.sizeBytes);
   await f.array.read(0, whole);
@@ -57,6 +65,30 @@ async function expectModel(f: Fixture, what: string): Promise<void> {
   const piece = Buffer.alloc(5 * BLOCK);
   await f.array.read(3 * BLOCK, piece);
   expect(piece.equals(f.model.subarray(3 * BLOCK, 8 * BLOCK)), what).to.equal(true);
+}
+
+/** Counts the member reads and gathered writes of `f`'s array from now on. */
+function countMemberIo(f: Fixture): { reads: number; gathered: number } {
+  const counted = { reads: 0, gathered: 0 };
+  for (const slot of f.array.members.slots) {
+    const device = slot.device as MemberDevice;
+    slot.device = {
+      path: device.path,
+      read: (offset, into) => {
+        counted.reads++;
+        return device.read(offset, into);
+      },
+      write: (offset, data) => device.write(offset, data),
+      writev: (offset, pieces) => {
+        counted.gathered++;
+        return (device.writev as NonNullable<MemberDevice['writev']>).call(device, offset, pieces);
+      },
+      sync: () => device.sync(),
+      sizeBytes: () => device.sizeBytes(),
+      close: () => device.close(),
+    };
+  }
+  return counted;
 }
 
 async function corruptMember(f: Fixture, member: number, memberOffset: number, length: number): Promise<void> {
@@ -121,25 +153,7 @@ describe('RAID array on files', function () {
     await randomWrites(f, 11, 40);
     const stripeBytes = 2 * f.array.geometry.chunkBytes;
     const chunkBytes = f.array.geometry.chunkBytes;
-    const counted = { reads: 0, gathered: 0 };
-    for (const slot of f.array.members.slots) {
-      const device = slot.device as MemberDevice;
-      slot.device = {
-        path: device.path,
-        read: (offset, into) => {
-          counted.reads++;
-          return device.read(offset, into);
-        },
-        write: (offset, data) => device.write(offset, data),
-        writev: (offset, pieces) => {
-          counted.gathered++;
-          return (device.writev as NonNullable<MemberDevice['writev']>).call(device, offset, pieces);
-        },
-        sync: () => device.sync(),
-        sizeBytes: () => device.sizeBytes(),
-        close: () => device.close(),
-      };
-    }
+    const counted = countMemberIo(f);
     const random = seededRandom(12);
     const write = async (offset: number, length: number): Promise<void> => {
       const data = randomBytes(random, length);
@@ -171,6 +185,54 @@ describe('RAID array on files', function () {
     await f.array.members.markFailed(0, 'test');
     await expectModel(f, 'rebuilt member 1, member 0 failed');
   });
+
+  for (const [level, members] of [['raid5', 3], ['raid1', 2], ['raid10', 4]] as Array<[RaidLevel, number]>) {
+    it(`${level}: blocks the checksums say are zeroes read without I/O; scrub still reads them and repairs rot there`, async () => {
+      const f = await make(level, members);
+      const counted = countMemberIo(f);
+      await expectModel(f, 'fresh');
+      expect(counted.reads, 'a fresh array is zeroes by its checksums').to.equal(0);
+      expect(f.array.knownZero(0, f.array.sizeBytes)).to.equal(true);
+      await randomWrites(f, 71, 20);
+      counted.reads = 0;
+      await expectModel(f, 'written');
+      expect(counted.reads, 'written blocks are read').to.be.greaterThan(0);
+      // A never-written block, and what rot left on its member's disk there.
+      let zeroAt = 0;
+      while (!f.model.subarray(zeroAt, zeroAt + BLOCK).equals(Buffer.alloc(BLOCK))) zeroAt += BLOCK;
+      const span = mapRange(f.array.geometry, zeroAt, BLOCK)[0] as { members: number[]; memberOffset: number };
+      const member = span.members[0] as number;
+      await corruptMember(f, member, span.memberOffset, BLOCK);
+      counted.reads = 0;
+      const block = Buffer.alloc(BLOCK, 1);
+      await f.array.read(zeroAt, block);
+      expect(block.equals(Buffer.alloc(BLOCK)), 'zeroes, as the checksums say').to.equal(true);
+      expect(counted.reads).to.equal(0);
+      const report = await scrubArray(f.array);
+      expect(report.checksumRepairs, 'scrub read the rotten block and rewrote it').to.equal(1);
+      const onDisk = Buffer.alloc(BLOCK, 1);
+      await ((f.array.members.slots[member] as { device: MemberDevice }).device).read(f.array.members.identity.dataOffset + span.memberOffset, onDisk);
+      expect(onDisk.equals(Buffer.alloc(BLOCK)), 'zeroes on the member again').to.equal(true);
+      await expectModel(f, 'after scrub');
+    });
+  }
+
+  for (const level of ['raid5', 'raid1'] as RaidLevel[]) {
+    it(`${level}: a block whose CRC is the zero block's but is not zeroes reads back as itself, before and after reassembly`, async () => {
+      const f = await make(level, level === 'raid5' ? 3 : 2);
+      const impostor = zeroCrcImpostor();
+      for (const offset of [0, 5 * BLOCK]) {
+        await f.array.write(offset, impostor);
+        impostor.copy(f.model, offset);
+      }
+      expect(f.array.knownZero(5 * BLOCK, BLOCK)).to.equal(false);
+      await expectModel(f, 'impostor written');
+      expect((await scrubArray(f.array)).checksumRepairs).to.equal(0);
+      await f.array.stop();
+      f.array = await assembleArray(f.paths, deps, FileMember.open);
+      await expectModel(f, 'reassembled');
+    });
+  }
 
   it('raid5: two members gone fails reads with EIO and says why', async () => {
     const f = await make('raid5', 3);
@@ -214,6 +276,7 @@ describe('RAID array on files', function () {
 
   it('raid5: silently corrupted blocks are detected by checksum, served correctly and repaired', async () => {
     const f = await make('raid5', 4);
+    await fillRandom(f, 10);
     await randomWrites(f, 11, 100);
     await corruptMember(f, 1, 0, 3 * BLOCK);
     await corruptMember(f, 2, 40 * BLOCK, BLOCK);
@@ -390,6 +453,7 @@ describe('RAID array on files', function () {
 
   it('does not fail a degraded raid5 member for checksum errors: it is the last copy', async () => {
     const f = await make('raid5', 3);
+    await fillRandom(f, 52);
     await randomWrites(f, 53, 60);
     await f.array.members.markFailed(1, 'test');
     (f.array.members.slots[0] as { readErrors: number }).readErrors = 10_000;

@@ -17,6 +17,7 @@ class FakeStore implements BlockStore {
   pending: Array<[number, Buffer]> = [];
   flushes = 0;
   flushBlocks?: (offset: number, length: number) => Promise<void>;
+  readKnown?: (offset: number, into: Buffer) => boolean;
   async readBlocks(offset: number, into: Buffer): Promise<void> {
     this.disk.copy(into, 0, offset, offset + into.length);
   }
@@ -104,6 +105,26 @@ describe('MemoryManager', () => {
     const again = await manager.obtainReadPointer(GUID, 1);
     expect(again.data[0]).to.equal(1);
     await manager.releasePointer(again);
+  });
+
+  it('takes a page whose bytes the store knows without I/O (never written) from readKnown, and reads the others', async () => {
+    const { manager, store, reads } = setupCountingReads();
+    const known = new Set([3 * PAGE]);
+    store.readKnown = (offset, into) => {
+      if (!known.has(offset) || into.length !== PAGE) return false;
+      into.fill(0x5a);
+      return true;
+    };
+    const fromTable = await manager.obtainReadPointer(GUID, 3);
+    expect([fromTable.data[0], fromTable.data[PAGE - 1]], 'what readKnown filled, not the disk (4)').to.deep.equal([0x5a, 0x5a]);
+    await manager.releasePointer(fromTable);
+    const read = await manager.obtainReadPointer(GUID, 5);
+    expect(read.data[0]).to.equal(6);
+    await manager.releasePointer(read);
+    const write = await manager.obtainWritePointer(GUID, 3);
+    expect(write.data[7], 'resident now').to.equal(0x5a);
+    await manager.releasePointer(write);
+    expect(reads, 'only page 5 was read').to.deep.equal([[5, 1]]);
   });
 
   it('returns from a modifying release only after the partner holds it; whole page first, then the range', async () => {

@@ -3,7 +3,8 @@
 import { expect } from 'chai';
 import { crc32c } from '@node-rs/crc32';
 import { ZERO_BLOCK_CRC, crc32cOf } from '../../../src/storage/crc.js';
-import { CHECKSUMS_PER_PAGE, ChecksumTable, checksumTableBytesFor } from '../../../src/storage/checksum-table.js';
+import { blockMatches, CHECKSUMS_PER_PAGE, ChecksumTable, checksumTableBytesFor, entryOf, ZERO_COLLISION_ENTRY, ZERO_ENTRY } from '../../../src/storage/checksum-table.js';
+import { zeroCrcImpostor } from '../../support/zero-crc-impostor.js';
 
 describe('crc32c helpers', () => {
   it('chains buffers as if concatenated: "1234" + "56789" is the check value 0xe3069283', () => {
@@ -71,5 +72,41 @@ describe('checksum table', () => {
     expect(table.get(0)).to.equal(ZERO_BLOCK_CRC);
     expect(table.get(2047)).to.equal(ZERO_BLOCK_CRC);
     expect(table.encodePage(1).toString('hex')).to.equal('98f94189'.repeat(1024));
+  });
+
+  it('says which runs of blocks are zeroes by their entries', () => {
+    const table = ChecksumTable.filledWith(2048, ZERO_BLOCK_CRC);
+    expect(table.allZero(0, 2048)).to.equal(true);
+    table.set(1030, 0x12345678);
+    expect([table.allZero(0, 1030), table.allZero(1030, 1), table.allZero(1029, 2), table.allZero(1031, 1017)]).to.deep.equal([true, false, false, true]);
+    expect(() => table.allZero(2047, 2)).to.throw(/no block 2048/);
+  });
+});
+
+describe('checksum entries: the zero entry means zeroes', () => {
+  it('the impostor block really has the zero block\'s CRC', () => {
+    expect(crc32c(zeroCrcImpostor())).to.equal(ZERO_BLOCK_CRC);
+    expect(zeroCrcImpostor().equals(Buffer.alloc(4096))).to.equal(false);
+  });
+
+  it('stores zeroes as the zero entry, the impostor as the collision entry, anything else as its CRC', () => {
+    expect(ZERO_ENTRY).to.equal(0x98f94189);
+    expect(ZERO_COLLISION_ENTRY).to.equal(0x98f94188);
+    expect(entryOf(Buffer.alloc(4096))).to.equal(ZERO_ENTRY);
+    expect(entryOf(zeroCrcImpostor())).to.equal(ZERO_COLLISION_ENTRY);
+    const other = Buffer.alloc(4096, 7);
+    expect(entryOf(other)).to.equal(crc32c(other));
+  });
+
+  it('matches a block against its entry, and never takes the impostor for zeroes or zeroes for it', () => {
+    const zero = Buffer.alloc(4096);
+    const other = Buffer.alloc(4096, 7);
+    expect(blockMatches(zero, ZERO_ENTRY)).to.equal(true);
+    expect(blockMatches(zeroCrcImpostor(), ZERO_ENTRY), 'same CRC, other bytes').to.equal(false);
+    expect(blockMatches(zeroCrcImpostor(), ZERO_COLLISION_ENTRY)).to.equal(true);
+    expect(blockMatches(zero, ZERO_COLLISION_ENTRY)).to.equal(false);
+    expect(blockMatches(other, crc32c(other))).to.equal(true);
+    expect(blockMatches(other, ZERO_ENTRY)).to.equal(false);
+    expect(blockMatches(other, crc32c(zero) ^ 2)).to.equal(false);
   });
 });
