@@ -3,9 +3,12 @@
 // the volume unless --memory says otherwise; fills the volume first (1M writes, fsync at the end)
 // unless --cold; then runs one fio nbd job through node --via, after a 1 s ramp, and prints its
 // IOPS. To compare two builds, run it from two checkouts (a git worktree for the older one) in
-// turn, several times: one run says little on a machine shared with fio.
+// turn, several times: one run says little on a machine shared with fio. It also prints each node's
+// CPU time per request over the job (utime + stime from /proc, ramp included, at the job's rate),
+// which moves less between runs here than the IOPS do.
 // Usage: node dist/scripts/one-job.js --rw randread --bs 4k --depth 32 [--via a|b] [--size 256MiB] [--memory SIZE] [--seconds 5] [--cold]
 import { execFile } from 'node:child_process';
+import fs from 'node:fs/promises';
 import { promisify } from 'node:util';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
@@ -37,6 +40,8 @@ async function main(): Promise<void> {
   await withCluster([{ name: 'vol0', sizeBytes }], { memoryBytes, logLevel: 'warn' }, async (cluster) => {
     const uri = cluster.node(args.via).uri('vol0');
     if (!args.cold) await run('fio', ['--name=fill', '--ioengine=nbd', `--uri=${uri}`, '--rw=write', '--bs=1M', '--iodepth=8', `--size=${sizeBytes}`, '--end_fsync=1']);
+    const nodes = ['a', 'b'].map((name) => cluster.node(name));
+    const before = await Promise.all(nodes.map(cpuTicks));
     const { stdout } = await run(
       'fio',
       ['--name=job', '--ioengine=nbd', `--uri=${uri}`, `--rw=${args.rw}`, `--bs=${args.bs}`, `--iodepth=${args.depth}`, `--size=${sizeBytes}`, '--time_based', `--runtime=${args.seconds}`, '--ramp_time=1', '--output-format=json'],
@@ -44,8 +49,21 @@ async function main(): Promise<void> {
     );
     const job = (JSON.parse(stdout.slice(stdout.indexOf('{'))) as { jobs: Array<Record<string, { iops: number }>> }).jobs[0];
     const iops = job?.[args.rw.includes('read') ? 'read' : 'write']?.iops ?? 0;
-    process.stdout.write(`${args.cold ? 'cold ' : ''}${args.rw} ${args.bs} QD${args.depth} via ${args.via}: ${iops.toFixed(0)} IOPS\n`);
+    const spent = (await Promise.all(nodes.map(cpuTicks))).map((ticks, index) => ticks - (before[index] as number));
+    const requests = iops * (args.seconds + 1);
+    const perRequest = spent.map((ticks, index) => `${['a', 'b'][index]} ${((ticks * 1e6) / USER_HZ / requests).toFixed(1)}`).join(', ');
+    process.stdout.write(`${args.cold ? 'cold ' : ''}${args.rw} ${args.bs} QD${args.depth} via ${args.via}: ${iops.toFixed(0)} IOPS; CPU µs per request: ${perRequest}\n`);
   });
+}
+
+/** USER_HZ: what /proc counts CPU time in on Linux. */
+const USER_HZ = 100;
+
+async function cpuTicks(node: { child: { pid?: number } }): Promise<number> {
+  const stat = await fs.readFile(`/proc/${node.child.pid}/stat`, 'utf8');
+  // Fields after the command name (which may hold spaces): utime is field 14, stime 15.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[11]) + Number(fields[12]);
 }
 
 main().catch((error: unknown) => {

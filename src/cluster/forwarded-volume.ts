@@ -24,10 +24,20 @@ export class ForwardedVolume implements Volume {
     return this.pieces(into.length, (at, length) => this.readPiece(offset + at, into.subarray(at, at + length)));
   }
 
-  /** One forwarded read; the link reads the reply into `into` itself where it can, else it is copied out of its segment. */
+  /**
+   * One forwarded read; the link reads the reply into `into` itself where it can, else it is copied
+   * out of its segment. What ask() does, inline: one async frame per read, the hot request here.
+   */
   private async readPiece(offset: number, into: Buffer): Promise<void> {
     const link = this.linkToOwner();
-    const reply = await this.ask(link, IoOp.Read, offset, into.length, false, EMPTY, into);
+    let answer: Message;
+    try {
+      answer = await link.request({ type: MessageType.ForwardedIo, op: IoOp.Read, allocation: this.allocation, offset, length: into.length, fua: false, data: EMPTY }, into);
+    } catch (error) {
+      throw this.unreachable(error);
+    }
+    const reply = answer;
+    if (isUnavailable(reply)) throw this.refused(reply);
     const fits = reply.type === MessageType.IoData && reply.data.length === into.length;
     if (fits && (reply.data.buffer !== into.buffer || reply.data.byteOffset !== into.byteOffset)) reply.data.copy(into);
     link.release(reply);
@@ -88,10 +98,18 @@ export class ForwardedVolume implements Volume {
     try {
       reply = await link.request({ type: MessageType.ForwardedIo, op, allocation: this.allocation, offset, length, fua, data }, into);
     } catch (error) {
-      throw new OwnerUnavailableError(`volume ${this.name}: node ${this.ownerName}: ${(error as Error).message}`, { cause: error });
+      throw this.unreachable(error);
     }
-    if (isUnavailable(reply)) throw new OwnerUnavailableError(`volume ${this.name}: node ${this.ownerName} answered ${describe(reply)}`);
+    if (isUnavailable(reply)) throw this.refused(reply);
     return reply;
+  }
+
+  private unreachable(error: unknown): OwnerUnavailableError {
+    return new OwnerUnavailableError(`volume ${this.name}: node ${this.ownerName}: ${(error as Error).message}`, { cause: error });
+  }
+
+  private refused(reply: Message): OwnerUnavailableError {
+    return new OwnerUnavailableError(`volume ${this.name}: node ${this.ownerName} answered ${describe(reply)}`);
   }
 
   private failed(what: string, reply: Message): VolumeError {

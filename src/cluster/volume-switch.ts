@@ -73,8 +73,31 @@ export class VolumeSwitch implements Volume {
     while (this.running > 0) await new Promise<void>((resolve) => this.drained.push(resolve));
   }
 
+  /**
+   * The first attempt without run()'s loop (its async frame and closure per request: a forwarded
+   * 4 KiB read costs the forwarding node ~20 µs in all); only a refused attempt goes round it.
+   */
   read(offset: number, into: Buffer): Promise<void> {
-    return this.run((volume) => volume.read(offset, into), false);
+    if (this.gate) return this.run((volume) => volume.read(offset, into), false);
+    this.running++;
+    let attempt: Promise<void>;
+    try {
+      attempt = this.current.read(offset, into);
+    } catch (error) {
+      attempt = Promise.reject(error as Error);
+    }
+    return attempt.then(this.readDone, (error: unknown) => {
+      this.finished();
+      if (!(error instanceof OwnerUnavailableError)) throw error;
+      return this.run((volume) => volume.read(offset, into), false);
+    });
+  }
+
+  private readonly readDone = (): void => this.finished();
+
+  private finished(): void {
+    this.running--;
+    if (this.running === 0) for (const wake of this.drained.splice(0)) wake();
   }
 
   /**
@@ -90,8 +113,7 @@ export class VolumeSwitch implements Volume {
       pieces: pinned.pieces,
       release: () => {
         pinned.release();
-        this.running--;
-        if (this.running === 0) for (const wake of this.drained.splice(0)) wake();
+        this.finished();
       },
     };
   }
@@ -154,8 +176,7 @@ export class VolumeSwitch implements Volume {
       } catch (error) {
         if (!(error instanceof OwnerUnavailableError) || this.clock.now() >= deadline) throw error;
       } finally {
-        this.running--;
-        if (this.running === 0) for (const wake of this.drained.splice(0)) wake();
+        this.finished();
       }
       await this.nextChange(Math.min(RETRY_PAUSE_MS, Math.max(0, deadline - this.clock.now())));
     }

@@ -52,6 +52,37 @@ describe('volume switch', () => {
     expect([calls, (error as VolumeError).code]).to.deep.equal([1, 'ENOSPC']);
   });
 
+  it('reads take one attempt straight to the target; a refused one is retried on the next target, drain waits for a running one, other errors pass at once', async () => {
+    const log: string[] = [];
+    const reading = (name: string, read: (offset: number) => Promise<void>): Volume => ({ ...fakeVolume(async () => undefined), read: (offset) => (log.push(`${name} ${offset}`), read(offset)) });
+    const gone = reading('gone', async () => {
+      throw new OwnerUnavailableError('owner gone');
+    });
+    let finish: () => void = () => undefined;
+    const next = reading('next', () => new Promise<void>((resolve) => (finish = resolve)));
+    const volumeSwitch = new VolumeSwitch('v', 1 << 20, gone, () => true, 5000);
+    const read = volumeSwitch.read(4096, Buffer.alloc(1));
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    volumeSwitch.setTarget(next);
+    await new Promise((resolve) => setImmediate(resolve));
+    let drained = false;
+    const drain = volumeSwitch.drain().then(() => (drained = true));
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(drained, 'the retried read still runs').to.equal(false);
+    finish();
+    await Promise.all([read, drain]);
+    expect(log[0]).to.equal('gone 4096');
+    expect(log[log.length - 1]).to.equal('next 4096');
+    const thrower = new VolumeSwitch('v', 1 << 20, { ...fakeVolume(async () => undefined), read: () => {
+      throw new VolumeError('EIO', 'synchronously');
+    } }, () => true, 5000);
+    const error = await thrower.read(0, Buffer.alloc(1)).catch((caught: unknown) => caught);
+    expect((error as VolumeError).message).to.equal('synchronously');
+    let drainedAfter = false;
+    await thrower.drain().then(() => (drainedAfter = true));
+    expect(drainedAfter, 'a failed read does not stay counted as running').to.equal(true);
+  });
+
   it('pause holds new requests, drain waits for running ones, resume lets the held ones go to the new target', async () => {
     const log: string[] = [];
     let finishFirst: () => void = () => undefined;
