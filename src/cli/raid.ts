@@ -122,6 +122,7 @@ export function formatExamination(found: MemberExamination): string {
     `  created:        ${new Date(sb.createdAtMs).toISOString()}`,
     `  layout:         bitmap at ${sb.bitmapOffset} (${sb.bitmapSlotCount} slots, ${formatSize(sb.bitmapRegionBytes)} regions), checksums at ${sb.checksumOffset}, data at ${sb.dataOffset}; file ${found.sizeBytes ?? '?'} bytes`,
     `  bitmap:         ${dirty.length === 0 ? 'clean' : dirty.join('; ')}`,
+    `  checksums:      ${sb.zeroEntries ? 'zero entry means zeroes (never-written blocks read without I/O)' : 'CRC only (an array made before 2026-12-07: every block is read)'}`,
   );
   return `${lines.join('\n')}\n`;
 }

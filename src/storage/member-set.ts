@@ -6,6 +6,7 @@
 // write that starts after the last of them, so a slow early write can never overwrite a newer page.
 import { StorageError } from '../core/index.js';
 import type { Logger } from '../observe/index.js';
+import { crc32c } from '@node-rs/crc32';
 import { blockMatches, ChecksumTable, CHECKSUM_PAGE_BYTES, entryOf } from './checksum-table.js';
 import { BLOCK_BYTES, type Geometry, type RaidLevel } from './layout.js';
 import { WriteRefusedError, type MemberDevice } from './member.js';
@@ -157,7 +158,11 @@ export class MemberSet {
     if (table === null) return;
     const firstBlock = memberOffset / BLOCK_BYTES;
     const blocks = data.length / BLOCK_BYTES;
-    for (let i = 0; i < blocks; i++) table.set(firstBlock + i, entryOf(data.subarray(i * BLOCK_BYTES, (i + 1) * BLOCK_BYTES)));
+    const exact = this.identity.zeroEntries;
+    for (let i = 0; i < blocks; i++) {
+      const block = data.subarray(i * BLOCK_BYTES, (i + 1) * BLOCK_BYTES);
+      table.set(firstBlock + i, exact ? entryOf(block) : crc32c(block));
+    }
     const pages = this.dirtyChecksumPages[index] as Set<number>;
     for (let page = table.pageOf(firstBlock); page <= table.pageOf(firstBlock + blocks - 1); page++) pages.add(page);
   }
@@ -180,15 +185,20 @@ export class MemberSet {
     const bad: number[] = [];
     const firstBlock = memberOffset / BLOCK_BYTES;
     for (let i = 0; i < data.length / BLOCK_BYTES; i++) {
-      if (!blockMatches(data.subarray(i * BLOCK_BYTES, (i + 1) * BLOCK_BYTES), table.get(firstBlock + i))) bad.push(i);
+      const block = data.subarray(i * BLOCK_BYTES, (i + 1) * BLOCK_BYTES);
+      const entry = table.get(firstBlock + i);
+      if (!(this.identity.zeroEntries ? blockMatches(block, entry) : crc32c(block) === entry)) bad.push(i);
     }
     return bad;
   }
 
-  /** Whether member `index`'s checksum table says every block of the range is zeroes (none without a table). */
+  /**
+   * Whether member `index`'s checksum table says every block of the range is zeroes: never on an
+   * array whose zero entry is only a CRC (created before the rule), nor without a table.
+   */
   knownZero(index: number, memberOffset: number, lengthBytes: number): boolean {
     const table = (this.slots[index] as Slot).checksums;
-    return table !== null && lengthBytes > 0 && table.allZero(memberOffset / BLOCK_BYTES, lengthBytes / BLOCK_BYTES);
+    return this.identity.zeroEntries && table !== null && lengthBytes > 0 && table.allZero(memberOffset / BLOCK_BYTES, lengthBytes / BLOCK_BYTES);
   }
 
   /**

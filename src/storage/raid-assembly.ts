@@ -67,6 +67,7 @@ export async function createArray(
     checksumOffset: layout.checksumOffset,
     checksumBytes: layout.checksumBytes,
     createdAtMs: deps.now(),
+    zeroEntries: true,
   };
   const blockCount = options.memberDataBytes / BLOCK_BYTES;
   const slots: Slot[] = [];

@@ -37,6 +37,8 @@ const CODE_BY_LEVEL: Record<RaidLevel, number> = { raid1: 1, raid10: 10, raid5: 
 /** Index = the state's byte on disk. */
 const MEMBER_STATES: readonly MemberState[] = ['active', 'failed', 'rebuilding', 'missing'];
 const FLAG_CLEAN = 1 << 0;
+const FLAG_ZERO_ENTRIES = 1 << 1;
+const KNOWN_FLAGS = FLAG_CLEAN | FLAG_ZERO_ENTRIES;
 
 /**
  * A decoded superblock. Magic, version, reserved fields and the CRC belong to the codec and are not
@@ -63,6 +65,13 @@ export interface Superblock {
   createdAtMs: number;
   /** The array was stopped cleanly: no bitmap replay needed on assembly. */
   clean: boolean;
+  /**
+   * The checksum tables' zero entry means "zeroes" (checksum-table.ts), so blocks it marks are read
+   * without I/O. Set on arrays created since 2026-12-07; an older array keeps the plain CRC rule
+   * (one of its written blocks may have the zero block's CRC). An ftvm without this flag refuses
+   * the array instead of writing entries that break the rule.
+   */
+  zeroEntries: boolean;
   /** One per member index, length memberCount. */
   memberStates: MemberState[];
   /** Bytes of the data area already rebuilt on the member whose state is 'rebuilding'. */
@@ -131,7 +140,7 @@ export function encodeSuperblock(superblock: Superblock): Buffer {
       arrayUuid: Buffer.from(superblock.arrayUuid.replaceAll('-', ''), 'hex'),
       levelCode: CODE_BY_LEVEL[superblock.level],
       reserved84: 0,
-      flags: superblock.clean ? FLAG_CLEAN : 0,
+      flags: (superblock.clean ? FLAG_CLEAN : 0) | (superblock.zeroEntries ? FLAG_ZERO_ENTRIES : 0),
       reserved124: 0,
       memberStates,
     },
@@ -152,7 +161,7 @@ export function decodeSuperblock(buffer: Buffer): Superblock {
   if (!trailingCrcMatches(buffer)) throw new SuperblockError('bad-checksum', 'superblock checksum mismatch');
   const level = LEVEL_BY_CODE.get(fields.levelCode);
   if (level === undefined) throw new SuperblockError('bad-value', `unknown RAID level code ${fields.levelCode}`);
-  if (fields.flags & ~FLAG_CLEAN) throw new SuperblockError('bad-value', `unknown superblock flags 0x${fields.flags.toString(16)}`);
+  if (fields.flags & ~KNOWN_FLAGS) throw new SuperblockError('bad-value', `unknown superblock flags 0x${fields.flags.toString(16)}`);
   const stateCodes = [...fields.memberStates];
   const badState = stateCodes.findIndex((code) => code >= MEMBER_STATES.length);
   if (badState >= 0) throw new SuperblockError('bad-value', `unknown member state ${stateCodes[badState]} at index ${badState}`);
@@ -174,6 +183,7 @@ export function decodeSuperblock(buffer: Buffer): Superblock {
     eventCounter: fields.eventCounter,
     createdAtMs: fields.createdAtMs,
     clean: (fields.flags & FLAG_CLEAN) !== 0,
+    zeroEntries: (fields.flags & FLAG_ZERO_ENTRIES) !== 0,
     memberStates: stateCodes.slice(0, fields.memberCount).map((code) => MEMBER_STATES[code]),
     rebuildPositionBytes: fields.rebuildPositionBytes,
   };

@@ -8,6 +8,7 @@ import { assembleArray, createArray, FileMember, rebuildMember, replaceMember, s
 import { mapRange } from '../../src/storage/layout.js';
 import { planAssembly } from '../../src/storage/raid-assembly.js';
 import { parityMatches } from '../../src/storage/raid-array.js';
+import { decodeSuperblock, encodeSuperblock } from '../../src/storage/superblock.js';
 import { WriteIntentBitmap } from '../../src/storage/write-intent-bitmap.js';
 import { makeTempDirectory } from '../support/ftvm-process.js';
 import { randomBytes, randomInt, seededRandom } from '../support/seeded-random.js';
@@ -233,6 +234,35 @@ describe('RAID array on files', function () {
       await expectModel(f, 'reassembled');
     });
   }
+
+  it('an array created before the zero-entry rule (flag bit 1 clear) keeps reading every block and the CRC-only rule', async () => {
+    const f = await make('raid5', 3);
+    await f.array.stop();
+    // What an older ftvm left: the same superblocks without the flag.
+    for (const file of f.paths) {
+      const handle = await fs.open(file, 'r+');
+      for (const at of [0, 4096]) {
+        const copy = Buffer.alloc(4096);
+        await handle.read(copy, 0, 4096, at);
+        await handle.write(encodeSuperblock({ ...decodeSuperblock(copy), zeroEntries: false }), 0, 4096, at);
+      }
+      await handle.close();
+    }
+    f.array = await assembleArray(f.paths, deps, FileMember.open);
+    expect(f.array.members.identity.zeroEntries).to.equal(false);
+    expect(f.array.knownZero(0, BLOCK)).to.equal(false);
+    const counted = countMemberIo(f);
+    await expectModel(f, 'legacy, fresh');
+    expect(counted.reads, 'every block read from the members').to.be.greaterThan(0);
+    const impostor = zeroCrcImpostor();
+    await f.array.write(3 * BLOCK, impostor);
+    impostor.copy(f.model, 3 * BLOCK);
+    await expectModel(f, 'legacy, impostor written');
+    await f.array.stop();
+    f.array = await assembleArray(f.paths, deps, FileMember.open);
+    await expectModel(f, 'legacy, reassembled');
+    expect((await scrubArray(f.array)).checksumRepairs).to.equal(0);
+  });
 
   it('raid5: two members gone fails reads with EIO and says why', async () => {
     const f = await make('raid5', 3);

@@ -70,6 +70,8 @@ describe('offline raid status and examine are read-only', function () {
       expect(status.offline.inUse).to.deep.equal([]);
       // The counter shown is the one on disk, and it did not move.
       expect((await examined(files)).map((member) => member.superblock?.eventCounter)).to.deep.equal(files.map(() => status.eventCounter));
+      expect((await examined(files)).map((member) => member.superblock?.zeroEntries), 'a new array reads never-written blocks from its checksums').to.deep.equal(files.map(() => true));
+      expect((await succeed('examine', ...files)).stdout).to.match(/^ {2}checksums: +zero entry means zeroes/m);
     });
 
     it('with a member left off, says the array would assemble degraded and records nothing', async () => {

@@ -42,6 +42,7 @@ const sample: Superblock = {
   eventCounter: 2 ** 40 + 7,
   createdAtMs: 1_700_000_000_000,
   clean: true,
+  zeroEntries: false,
   memberStates: ['active', 'failed', 'rebuilding', 'missing'],
   rebuildPositionBytes: 0x12345000,
 };
@@ -91,6 +92,14 @@ describe('superblock codec', () => {
     expect(decodeSuperblock(bytes)).to.deep.equal(sample);
   });
 
+  it('sets flag bit 1 for an array whose zero checksum entry means zeroes', () => {
+    const bytes = encodeSuperblock({ ...sample, zeroEntries: true });
+    expect(bytes.subarray(120, 124).toString('hex')).to.equal('00000003');
+    expect(encodeSuperblock({ ...sample, clean: false, zeroEntries: true }).subarray(120, 124).toString('hex')).to.equal('00000002');
+    expect(decodeSuperblock(bytes).zeroEntries).to.equal(true);
+    expect(decodeSuperblock(reseal(Buffer.concat([sampleHeader, Buffer.alloc(4096 - 168)]))).zeroEntries).to.equal(false);
+  });
+
   it('round-trips every level, one and 32 members, and a dirty array', () => {
     const variants: Superblock[] = [
       { ...sample, level: 'raid1', memberCount: 1, memberIndex: 0, memberStates: ['active'], clean: false },
@@ -131,7 +140,7 @@ describe('superblock codec', () => {
       ['unknown level', (b) => b.writeUInt32BE(6, 28), /unknown RAID level code 6/],
       ['unknown member state', (b) => (b[129] = 4), /unknown member state 4 at index 1/],
       ['state past the last member', (b) => (b[128 + 4] = 1), /member state set at index 4, past the last member/],
-      ['unknown flag', (b) => b.writeUInt32BE(3, 120), /unknown superblock flags 0x3/],
+      ['unknown flag', (b) => b.writeUInt32BE(5, 120), /unknown superblock flags 0x5/],
       ['block bytes 512', (b) => b.writeUInt32BE(512, 44), /block bytes 512/],
       ['rebuild past the end', (b) => b.writeUInt32BE(0x41000000, 164), /rebuild position/],
       ['overlapping areas', (b) => b.writeUInt32BE(0x9000, 92), /bitmap area overlaps the checksum table/],
