@@ -33,15 +33,18 @@ async function main(): Promise<void> {
     .option('memory', { type: 'string', describe: 'each node frame pool (default 1.5 times the volume)' })
     .option('seconds', { type: 'number', default: 5, describe: 'the job, after a 1 s ramp' })
     .option('cold', { type: 'boolean', default: false, describe: 'no fill first: a never-written volume' })
+    .option('cpu-prof', { type: 'string', describe: 'each node writes a V8 CPU profile into this directory; the job window is printed in the profiles\' clock (monotonic µs)' })
     .strict()
     .parse();
   const sizeBytes = size(args.size, 'size');
   const memoryBytes = args.memory === undefined ? Math.floor(sizeBytes * 1.5) : size(args.memory, 'memory');
-  await withCluster([{ name: 'vol0', sizeBytes }], { memoryBytes, logLevel: 'warn' }, async (cluster) => {
+  const nodeArgs = args.cpuProf === undefined ? undefined : ['--cpu-prof', '--cpu-prof-dir', args.cpuProf];
+  await withCluster([{ name: 'vol0', sizeBytes }], { memoryBytes, logLevel: 'warn', nodeArgs }, async (cluster) => {
     const uri = cluster.node(args.via).uri('vol0');
     if (!args.cold) await run('fio', ['--name=fill', '--ioengine=nbd', `--uri=${uri}`, '--rw=write', '--bs=1M', '--iodepth=8', `--size=${sizeBytes}`, '--end_fsync=1']);
     const nodes = ['a', 'b'].map((name) => cluster.node(name));
     const before = await Promise.all(nodes.map(cpuTicks));
+    const startedUs = process.hrtime.bigint() / 1000n;
     const { stdout } = await run(
       'fio',
       ['--name=job', '--ioengine=nbd', `--uri=${uri}`, `--rw=${args.rw}`, `--bs=${args.bs}`, `--iodepth=${args.depth}`, `--size=${sizeBytes}`, '--time_based', `--runtime=${args.seconds}`, '--ramp_time=1', '--output-format=json'],
@@ -49,9 +52,16 @@ async function main(): Promise<void> {
     );
     const job = (JSON.parse(stdout.slice(stdout.indexOf('{'))) as { jobs: Array<Record<string, { iops: number }>> }).jobs[0];
     const iops = job?.[args.rw.includes('read') ? 'read' : 'write']?.iops ?? 0;
-    const spent = (await Promise.all(nodes.map(cpuTicks))).map((ticks, index) => ticks - (before[index] as number));
+    const after = await Promise.all(nodes.map(cpuTicks));
+    if (args.cpuProf !== undefined) process.stdout.write(`job window in the profiles' clock: ${startedUs} ${process.hrtime.bigint() / 1000n}\n`);
     const requests = iops * (args.seconds + 1);
-    const perRequest = spent.map((ticks, index) => `${['a', 'b'][index]} ${((ticks * 1e6) / USER_HZ / requests).toFixed(1)}`).join(', ');
+    const us = (ticks: number): string => ((ticks * 1e6) / USER_HZ / requests).toFixed(1);
+    const perRequest = after
+      .map(([user, system], index) => {
+        const [userBefore, systemBefore] = before[index] as [number, number];
+        return `${['a', 'b'][index]} ${us(user - userBefore + system - systemBefore)} (user ${us(user - userBefore)}, system ${us(system - systemBefore)})`;
+      })
+      .join(', ');
     process.stdout.write(`${args.cold ? 'cold ' : ''}${args.rw} ${args.bs} QD${args.depth} via ${args.via}: ${iops.toFixed(0)} IOPS; CPU µs per request: ${perRequest}\n`);
   });
 }
@@ -59,11 +69,12 @@ async function main(): Promise<void> {
 /** USER_HZ: what /proc counts CPU time in on Linux. */
 const USER_HZ = 100;
 
-async function cpuTicks(node: { child: { pid?: number } }): Promise<number> {
+/** User and system CPU ticks of a node so far. */
+async function cpuTicks(node: { child: { pid?: number } }): Promise<[number, number]> {
   const stat = await fs.readFile(`/proc/${node.child.pid}/stat`, 'utf8');
   // Fields after the command name (which may hold spaces): utime is field 14, stime 15.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return Number(fields[11]) + Number(fields[12]);
+  return [Number(fields[11]), Number(fields[12])];
 }
 
 main().catch((error: unknown) => {
