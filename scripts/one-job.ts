@@ -6,7 +6,8 @@
 // turn, several times: one run says little on a machine shared with fio. It also prints each node's
 // CPU time per request over the job (utime + stime from /proc, ramp included, at the job's rate),
 // which moves less between runs here than the IOPS do.
-// Usage: node dist/scripts/one-job.js --rw randread --bs 4k --depth 32 [--via a|b] [--size 256MiB] [--memory SIZE] [--seconds 5] [--cold]
+// Usage: node dist/scripts/one-job.js --rw randread --bs 4k --depth 32 [--via a|b] [--owner a|b] [--size 256MiB] [--memory SIZE]
+//          [--seconds 5] [--cold] [--cpu-prof DIR]
 import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
 import { promisify } from 'node:util';
@@ -28,7 +29,8 @@ async function main(): Promise<void> {
     .option('rw', { type: 'string', default: 'randread', choices: ['read', 'write', 'randread', 'randwrite'], describe: "fio's --rw" })
     .option('bs', { type: 'string', default: '4k', describe: "fio's --bs" })
     .option('depth', { type: 'number', default: 32, describe: "fio's --iodepth" })
-    .option('via', { type: 'string', default: 'a', choices: ['a', 'b'], describe: 'the node fio talks to (a owns the volume)' })
+    .option('via', { type: 'string', default: 'a', choices: ['a', 'b'], describe: 'the node fio talks to' })
+    .option('owner', { type: 'string', default: 'a', choices: ['a', 'b'], describe: 'the node that owns the volume (a holds the array either way)' })
     .option('size', { type: 'string', default: '256MiB', describe: 'the volume' })
     .option('memory', { type: 'string', describe: 'each node frame pool (default 1.5 times the volume)' })
     .option('seconds', { type: 'number', default: 5, describe: 'the job, after a 1 s ramp' })
@@ -39,7 +41,7 @@ async function main(): Promise<void> {
   const sizeBytes = size(args.size, 'size');
   const memoryBytes = args.memory === undefined ? Math.floor(sizeBytes * 1.5) : size(args.memory, 'memory');
   const nodeArgs = args.cpuProf === undefined ? undefined : ['--cpu-prof', '--cpu-prof-dir', args.cpuProf];
-  await withCluster([{ name: 'vol0', sizeBytes }], { memoryBytes, logLevel: 'warn', nodeArgs }, async (cluster) => {
+  await withCluster([{ name: 'vol0', sizeBytes, owner: args.owner }], { memoryBytes, logLevel: 'warn', nodeArgs }, async (cluster) => {
     const uri = cluster.node(args.via).uri('vol0');
     if (!args.cold) await run('fio', ['--name=fill', '--ioengine=nbd', `--uri=${uri}`, '--rw=write', '--bs=1M', '--iodepth=8', `--size=${sizeBytes}`, '--end_fsync=1']);
     const nodes = ['a', 'b'].map((name) => cluster.node(name));
@@ -62,7 +64,7 @@ async function main(): Promise<void> {
         return `${['a', 'b'][index]} ${us(user - userBefore + system - systemBefore)} (user ${us(user - userBefore)}, system ${us(system - systemBefore)})`;
       })
       .join(', ');
-    process.stdout.write(`${args.cold ? 'cold ' : ''}${args.rw} ${args.bs} QD${args.depth} via ${args.via}: ${iops.toFixed(0)} IOPS; CPU µs per request: ${perRequest}\n`);
+    process.stdout.write(`${args.cold ? 'cold ' : ''}${args.rw} ${args.bs} QD${args.depth} via ${args.via} (owner ${args.owner}): ${iops.toFixed(0)} IOPS; CPU µs per request: ${perRequest}\n`);
   });
 }
 
