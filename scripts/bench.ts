@@ -11,6 +11,8 @@
 //               partner (where every byte crosses both links)
 //   cold        a fresh two-node cluster on a never-written volume, no fill and no flush first:
 //               what a new volume costs (page allocation, first writes), not the warm steady state
+//   cold-forwarded  the same on another fresh cluster, fio through b, the node that does not own
+//               the volume (nor hold the array): what a multipath client's second path meets first
 // Every job is preceded by an NBD FLUSH to both servers, so one job's destage does not run into
 // the next. Prints IOPS, MB/s and the ftvm/nbdkit ratio (for tls: TLS on / TLS off), and for fio
 // jobs what the ftvm processes spent on them: CPU µs per MiB moved (utime + stime from /proc, no
@@ -21,7 +23,8 @@
 // --rounds N runs each job N times (each round: every set-up's pair of runs), reports the round of
 // the median ftvm/nbdkit ratio with every round's ratio beside it, and the median of the rounds'
 // partner/owner ratios; the cold mode runs once whatever N says (a volume is cold once).
-// Usage: scripts/bench [--seconds 5] [--size 1GiB] [--markdown] [--modes cold,mirrored,forwarded,single,degraded,tls] [--rounds 1] [--json FILE]
+// Usage: scripts/bench [--seconds 5] [--size 1GiB] [--markdown] [--modes cold,cold-forwarded,mirrored,forwarded,single,degraded,tls]
+//          [--rounds 1] [--json FILE]
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
@@ -182,7 +185,7 @@ async function main(): Promise<void> {
     .option('seconds', { type: 'number', default: 5, describe: 'fio runtime per job and server' })
     .option('size', { type: 'string', default: '1GiB', describe: 'file size for each server' })
     .option('markdown', { type: 'boolean', default: false, describe: 'print a markdown table' })
-    .option('modes', { type: 'string', default: 'mirrored,forwarded,single,degraded', describe: 'which ftvm set-ups to run (comma-separated: cold, mirrored, forwarded, single, degraded, tls)' })
+    .option('modes', { type: 'string', default: 'mirrored,forwarded,single,degraded', describe: `which ftvm set-ups to run (comma-separated: ${MODES.join(', ')})` })
     .option('memory', { type: 'string', describe: 'frame pool per node in the cluster modes (default 1.5 × size: the working set fits, as the file fits nbdkit\'s page cache)' })
     .option('page-size', { type: 'string', describe: 'memory manager page size in the cluster modes (default: the config default)' })
     .option('json', { type: 'string', describe: 'also write the results to this file as JSON (scripts/plot-bench reads it)' })
@@ -194,6 +197,8 @@ async function main(): Promise<void> {
   const memoryBytes = args.memory === undefined ? Math.ceil((sizeBytes * 1.5) / 2 ** 20) * 2 ** 20 : parseSize(args.memory);
   if (typeof memoryBytes === 'string') throw new Error(`--memory: ${memoryBytes}`);
   const modes = new Set(args.modes.split(',').map((mode) => mode.trim()));
+  const unknown = [...modes].filter((mode) => !MODES.includes(mode));
+  if (unknown.length > 0) throw new Error(`--modes: unknown mode ${unknown.join(', ')} (known: ${MODES.join(', ')})`);
   if (!(Number.isInteger(args.rounds) && args.rounds >= 1)) throw new Error(`--rounds: a whole number from 1, not ${args.rounds}`);
   const rounds = args.rounds;
   const directory = await makeTempDirectory('ftvm-bench-');
@@ -215,6 +220,12 @@ async function main(): Promise<void> {
       await withCluster([{ name: 'vol0', sizeBytes }], { memoryBytes, pageBytes, logLevel: 'warn', nodeArgs: TRACE_GC }, async (cluster) => {
         const meter = new ServerMeter([...cluster.nodes.values()]);
         await runJobs(rows, [{ suffix: ' (2 nodes, cold volume)', uri: cluster.node('a').uri('vol0') }], nbdkit.uri, args.seconds, sizeBytes, meter, false);
+      });
+    }
+    if (modes.has('cold-forwarded')) {
+      await withCluster([{ name: 'vol0', sizeBytes }], { memoryBytes, pageBytes, logLevel: 'warn', nodeArgs: TRACE_GC }, async (cluster) => {
+        const meter = new ServerMeter([...cluster.nodes.values()]);
+        await runJobs(rows, [{ suffix: ' (2 nodes, cold volume, via partner)', uri: cluster.node('b').uri('vol0') }], nbdkit.uri, args.seconds, sizeBytes, meter, false);
       });
     }
     if (modes.has('mirrored') || modes.has('forwarded')) {
@@ -398,6 +409,7 @@ function median(values: readonly number[]): number {
   return sorted.length % 2 === 1 ? (sorted[middle] as number) : ((sorted[middle] as number) + (sorted[middle + 1] as number)) / 2;
 }
 
+const MODES = ['cold', 'cold-forwarded', 'mirrored', 'forwarded', 'single', 'degraded', 'tls'];
 const OWNER_SUFFIX = ' (2 nodes, via owner)';
 const PARTNER_SUFFIX = ' (2 nodes, via partner)';
 

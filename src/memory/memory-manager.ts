@@ -368,16 +368,36 @@ export class MemoryManager {
    * resident, loaded and not write-locked into `into` at `at`, and says whether it did; else
    * nothing changed and the caller takes the read pointer. Nothing can run between the check and
    * the copy, so the shared lock would be taken and released unseen: a read of resident pages costs
-   * no promise, closure or lock per page.
+   * no promise, closure or lock per page. A page that is not resident but whose bytes the store
+   * knows without I/O (never written) is installed here first, in a free frame.
    */
   copyResident(guid: string, virtualPage: number, inPage: number, length: number, into: Buffer, at: number): boolean {
     const allocation = this.allocationOf(guid, virtualPage);
-    const slot = allocation.pages.get(virtualPage);
-    if (slot === undefined || !this.table.readable(slot)) return false;
+    const slot = allocation.pages.get(virtualPage) ?? this.installKnown(allocation, virtualPage);
+    if (slot === null || !this.table.readable(slot)) return false;
     const from = this.table.frame(slot) + inPage;
     this.pool.memory.copy(into, at, from, from + length);
     this.table.touch(slot);
     return true;
+  }
+
+  /**
+   * A clean page of bytes the store knows without I/O, installed unlocked in this step; null (and
+   * nothing changed) when the store does not know them or no frame is free. Free frames only: a
+   * replacement here would evict a page even when the store then says no.
+   */
+  private installKnown(allocation: Allocation, virtualPage: number): number | null {
+    if (this.store.readKnown === undefined) return null;
+    const frame = this.pool.allocate(allocation.pageBytes);
+    if (frame === null) return null;
+    const view = this.pool.memory.subarray(frame, frame + allocation.pageBytes);
+    if (!this.store.readKnown(allocation.arrayOffset + virtualPage * allocation.pageBytes, view)) {
+      this.pool.free(frame);
+      // Freed with its buddy, a larger frame someone waits for may exist again.
+      this.wakeFrameWaiters();
+      return null;
+    }
+    return this.residentPage(allocation, virtualPage, frame, null, true);
   }
 
   /**

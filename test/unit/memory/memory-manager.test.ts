@@ -127,6 +127,30 @@ describe('MemoryManager', () => {
     expect(reads, 'only page 5 was read').to.deep.equal([[5, 1]]);
   });
 
+  it('copies a page that is not resident in the same step when the store knows its bytes, installing it clean; leaves everything as it was when it does not', async () => {
+    const { manager, store, reads } = setupCountingReads();
+    store.readKnown = (offset, into) => {
+      if (offset !== 6 * PAGE) return false;
+      into.fill(0x33);
+      return true;
+    };
+    const pool = (manager as unknown as { pool: FramePool }).pool;
+    const freeBefore = pool.freeBytes;
+    const into = Buffer.alloc(100, 0xff);
+    expect(manager.copyResident(GUID, 7, 0, 100, into, 0), 'page 7 is not known').to.equal(false);
+    expect(into.every((byte) => byte === 0xff)).to.equal(true);
+    expect(pool.freeBytes, 'no frame kept for it').to.equal(freeBefore);
+    expect(manager.copyResident(GUID, 6, 10, 100, into, 0)).to.equal(true);
+    expect(into.every((byte) => byte === 0x33)).to.equal(true);
+    expect(pool.freeBytes, 'page 6 holds a frame now').to.equal(freeBefore - PAGE);
+    const pointer = await manager.obtainReadPointer(GUID, 6);
+    expect(pointer.data[PAGE - 1], 'resident, not read from the disk (7)').to.equal(0x33);
+    await manager.releasePointer(pointer);
+    const write = await manager.obtainWritePointer(GUID, 6);
+    await manager.releasePointer(write);
+    expect(reads, 'nothing was read').to.deep.equal([]);
+  });
+
   it('returns from a modifying release only after the partner holds it; whole page first, then the range', async () => {
     const { manager, partners } = setup();
     let open!: () => void;
