@@ -116,11 +116,16 @@ export class ForwardedVolume implements Volume {
     return new VolumeError('EIO', `volume ${this.name}: ${what} on node ${this.ownerName} failed: ${describe(reply)}`);
   }
 
+  /**
+   * Settles only once every piece has: a failed piece must not give its caller back the buffer
+   * (a pooled NBD reply) while other pieces' answers are still being read into it.
+   */
   private async pieces(lengthBytes: number, work: (at: number, length: number) => Promise<void>): Promise<void> {
     if (lengthBytes <= MAX_IO_BYTES) return work(0, lengthBytes);
     const jobs: Array<Promise<void>> = [];
     for (let at = 0; at < lengthBytes; at += MAX_IO_BYTES) jobs.push(work(at, Math.min(MAX_IO_BYTES, lengthBytes - at)));
-    await Promise.all(jobs);
+    const results = await Promise.allSettled(jobs);
+    for (const result of results) if (result.status === 'rejected') throw result.reason;
   }
 }
 

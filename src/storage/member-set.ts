@@ -248,7 +248,14 @@ export class MemberSet {
       const slot = this.slots[index] as Slot;
       if (slot.device === null || slot.checksums === null || !this.writable(index)) return;
       const bytes = slot.checksums.encodePage(page);
-      await slot.device.write(this.identity.checksumOffset + page * CHECKSUM_PAGE_BYTES, bytes);
+      try {
+        await slot.device.write(this.identity.checksumOffset + page * CHECKSUM_PAGE_BYTES, bytes);
+      } catch (error) {
+        // As for a data write: the member is out. Its page would otherwise be forgotten, and a later
+        // sync clear the region's bit over a table on disk that no longer matches its data.
+        await this.markFailed(index, error as Error);
+        if (!this.intact) throw new ArrayFailedError('checksum pages could not be stored with redundancy');
+      }
     });
   }
 

@@ -215,6 +215,24 @@ export class RaidArray {
     return copies > 0;
   }
 
+  /**
+   * readVerified's test: the member's table says the range is zeroes, and so does every other
+   * readable copy of a mirror (copies that disagree are read, and the bad one repaired). Never while
+   * a resync runs behind I/O: reads resync their stripes first, but rebuild and reconstruct inputs
+   * do not, and a stripe not resynced yet may hold data whose checksum page never reached the disk.
+   */
+  private zeroByTables(member: number, memberOffset: number, length: number): boolean {
+    if (this.behind !== null || !this.members.knownZero(member, memberOffset, length)) return false;
+    const level = this.geometry.level;
+    if (level === 'raid5') return true;
+    const first = level === 'raid1' ? 0 : member - (member % 2);
+    const last = level === 'raid1' ? this.geometry.memberCount - 1 : first + 1;
+    for (let other = first; other <= last; other++) {
+      if (other !== member && this.members.readable(other, memberOffset, length) && !this.members.knownZero(other, memberOffset, length)) return false;
+    }
+    return true;
+  }
+
   private async readSpan(span: ChunkSpan, into: Buffer): Promise<void> {
     if (this.geometry.level === 'raid5') {
       await this.readMemberRange(span.stripe, span.members[0] as number, span.memberOffset, span.lengthBytes, into);
@@ -311,7 +329,7 @@ export class RaidArray {
    * unless `fromDisk`: scrub must see what the disk holds there.
    */
   async readVerified(member: number, memberOffset: number, into: Buffer, fromDisk = false): Promise<number[] | null> {
-    if (!fromDisk && this.members.knownZero(member, memberOffset, into.length)) {
+    if (!fromDisk && this.zeroByTables(member, memberOffset, into.length)) {
       into.fill(0);
       return [];
     }
@@ -614,8 +632,13 @@ export class RaidArray {
     const unresynced = this.behind?.regions;
     const dirty = this.members.bitmap.dirtyRegions().filter((region) => !unresynced?.has(region));
     this.regionWriters.clear();
-    await this.members.clearRegions(dirty).catch(() => undefined);
-    this.members.clean = !unresynced;
+    // Clean only if the bits really are clear (their checksum pages written and synced first):
+    // a clean array is assembled without a resync, and its tables are then taken as the truth.
+    const cleared = await this.members.clearRegions(dirty).then(
+      () => true,
+      () => false,
+    );
+    this.members.clean = cleared && !unresynced;
     await this.members.writeSuperblocks().catch((error: Error) => this.deps.logger.error(`final superblock write failed: ${error.message}`));
     await Promise.all(this.members.slots.map((slot) => slot.device?.close()));
     await this.runCloseHooks();

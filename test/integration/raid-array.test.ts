@@ -13,6 +13,7 @@ import { WriteIntentBitmap } from '../../src/storage/write-intent-bitmap.js';
 import { makeTempDirectory } from '../support/ftvm-process.js';
 import { randomBytes, randomInt, seededRandom } from '../support/seeded-random.js';
 import { zeroCrcImpostor } from '../support/zero-crc-impostor.js';
+import { ZERO_ENTRY } from '../../src/storage/checksum-table.js';
 
 const BLOCK = 4096;
 const deps = { logger: silentLogger(), now: () => Date.now() };
@@ -280,6 +281,56 @@ describe('RAID array on files', function () {
     await f.array.resynced();
     expect(f.array.knownZero(offset, BLOCK), 'resynced: the entry is the data\'s').to.equal(false);
     expect(f.array.knownZero(f.array.sizeBytes - BLOCK, BLOCK), 'never written').to.equal(true);
+  });
+
+  it('raid5: rebuild and reconstruct inputs are read from the disk while a resync runs behind I/O, whatever the table on disk says', async () => {
+    const f = await make('raid5', 3);
+    const offset = f.array.sizeBytes - BLOCK;
+    await f.array.write(offset, Buffer.alloc(BLOCK, 0x77));
+    await f.array.abandon();
+    f.array = await assembleArray(f.paths, deps, FileMember.open, { resyncBehindIo: true });
+    const span = mapRange(f.array.geometry, offset, BLOCK)[0] as { members: number[]; memberOffset: number };
+    // What chunkFromRedundancy and reconstruct call, without the stripe resynced first.
+    const into = Buffer.alloc(BLOCK);
+    await f.array.readVerified(span.members[0] as number, span.memberOffset, into);
+    expect(into.every((byte) => byte === 0x77), 'the data on the member, not zeroes from a table that missed it').to.equal(true);
+    await f.array.resynced();
+  });
+
+  it('raid1: a copy whose table says zeroes is not trusted while another copy\'s table says otherwise', async () => {
+    const f = await make('raid1', 2);
+    await f.array.write(8 * BLOCK, Buffer.alloc(BLOCK, 0x42));
+    f.model.fill(0x42, 8 * BLOCK, 9 * BLOCK);
+    // A stale entry on member 0 only (as a checksum page write that never landed would leave it).
+    (f.array.members.slots[0] as { checksums: { set: (block: number, entry: number) => void } }).checksums.set(8, ZERO_ENTRY);
+    for (let round = 0; round < 4; round++) {
+      const block = Buffer.alloc(BLOCK);
+      await f.array.read(8 * BLOCK, block);
+      expect(block.every((byte) => byte === 0x42), `read ${round}: whichever copy the rotation takes`).to.equal(true);
+    }
+    await expectModel(f, 'after the reads');
+  });
+
+  it('a member whose checksum page cannot be written is failed, not left with a table the disk does not have', async () => {
+    const f = await make('raid5', 3);
+    const slot = f.array.members.slots[1] as { device: MemberDevice };
+    const device = slot.device;
+    const checksumOffset = f.array.members.identity.checksumOffset;
+    slot.device = {
+      path: device.path,
+      read: (offset, into) => device.read(offset, into),
+      write: (offset, data) => (offset >= checksumOffset && offset < f.array.members.identity.dataOffset ? Promise.reject(new Error('EIO (test)')) : device.write(offset, data)),
+      writev: (offset, pieces) => (device.writev as NonNullable<MemberDevice['writev']>).call(device, offset, pieces),
+      sync: () => device.sync(),
+      sizeBytes: () => device.sizeBytes(),
+      close: () => device.close(),
+    };
+    await randomWrites(f, 91, 20);
+    // What clearing a quiet region's bit does first.
+    await f.array.members.flushChecksumPages();
+    expect(f.array.status().members[1]?.state).to.equal('failed');
+    expect(f.array.status().members[1]?.reason).to.match(/EIO \(test\)/);
+    await expectModel(f, 'degraded after the failed checksum page');
   });
 
   it('raid5: two members gone fails reads with EIO and says why', async () => {
