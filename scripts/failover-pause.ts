@@ -5,8 +5,9 @@
 // write that was lost shows up there). Prints each run and the median. --keep-log DIR keeps each
 // run's completion log and a summary (DIR/failover-<mode>.json) for scripts/plot-bench.
 // The defaults keep the dirty set small (a 128 MiB frame pool: destage starts at 32 MiB dirty).
-// --memory, --volume, --write and --after measure a deep one: a taking-over node destages every
-// page it mirrors before it serves, so the pause grows with what the dead owner had not destaged.
+// --memory, --volume, --write and --after measure a deep one: what the dead owner had not destaged
+// (a taking-over node serves first and destages those mirrored pages behind; before session 11 it
+// destaged them before it served, and the pause grew with them).
 // Usage: scripts/failover-pause [--runs 10] [--mode kill|hang] [--markdown] [--keep-log DIR]
 //          [--memory 128MiB] [--volume 256MiB] [--write 48MiB] [--after 700]
 import { execFile, spawn } from 'node:child_process';
