@@ -196,23 +196,16 @@ export class RaidArray {
     return true;
   }
 
+  /** The span's test: the first readable copy (raid5: the data member) passes readVerified's. */
   private spanKnownZero(stripe: number, dataIndex: number, memberOffset: number, length: number): boolean {
     const geometry = this.geometry;
-    // raid5: only the data member (a missing one is reconstructed, which reads); mirrors: every
-    // readable copy, as a read may take any of them.
-    if (geometry.level === 'raid5') {
-      const member = (parityMemberOf(geometry, stripe) + 1 + dataIndex) % geometry.memberCount;
-      return this.members.readable(member, memberOffset, length) && this.members.knownZero(member, memberOffset, length);
-    }
-    const first = geometry.level === 'raid1' ? 0 : 2 * dataIndex;
-    const last = geometry.level === 'raid1' ? geometry.memberCount - 1 : 2 * dataIndex + 1;
-    let copies = 0;
+    // A missing raid5 data member is reconstructed, which reads: only the data member counts.
+    const first = geometry.level === 'raid5' ? (parityMemberOf(geometry, stripe) + 1 + dataIndex) % geometry.memberCount : geometry.level === 'raid1' ? 0 : 2 * dataIndex;
+    const last = geometry.level === 'raid1' ? geometry.memberCount - 1 : geometry.level === 'raid10' ? first + 1 : first;
     for (let member = first; member <= last; member++) {
-      if (!this.members.readable(member, memberOffset, length)) continue;
-      if (!this.members.knownZero(member, memberOffset, length)) return false;
-      copies++;
+      if (this.members.readable(member, memberOffset, length)) return this.zeroByTables(member, memberOffset, length);
     }
-    return copies > 0;
+    return false;
   }
 
   /**
