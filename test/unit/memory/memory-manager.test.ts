@@ -402,6 +402,43 @@ describe('MemoryManager', () => {
     expect(order).to.deep.equal([...pages].sort((a, b) => a - b));
   });
 
+  it('sorts again before every batch, from where the last one ended: pages queued while a pass runs join the sweep', async () => {
+    const store = new FakeStore();
+    const manager = new MemoryManager(new FramePool(64 * 1024 * 1024), store, new FakePartners(), { highWatermarkPages: 1 << 20, lowWatermarkPages: 0 });
+    const small = 4096;
+    manager.createAllocation({ guid: GUID, arrayOffset: 0, sizeBytes: 8192 * small, pageBytes: small });
+    const order: number[] = [];
+    store.enqueueBlocks = (offset) => void order.push(offset / small);
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let flushes = 0;
+    store.flush = async () => {
+      if (flushes++ === 0) await held;
+    };
+    const write = async (page: number): Promise<void> => {
+      const pointer = manager.tryObtainWritePointer(GUID, page, false) ?? (await manager.obtainWritePointer(GUID, page, false));
+      pointer.data.fill(1);
+      await manager.releasePointer(pointer, { offset: 0, length: small });
+    };
+    const early = Array.from({ length: 3000 }, (_, index) => (index * 1237) % 8192);
+    for (const page of early) await write(page);
+    const flushed = manager.flush();
+    await tick();
+    // The first batch (2048 pages, 8 MiB) is on its way; these arrive scattered meanwhile.
+    expect(order).to.have.length(2048);
+    const late = Array.from({ length: 2500 }, (_, index) => (index * 3571 + 11) % 8192);
+    for (const page of late) await write(page);
+    release();
+    await flushed;
+    const firstBatch = [...early].sort((a, b) => a - b).slice(0, 2048);
+    expect(order.slice(0, 2048)).to.deep.equal(firstBatch);
+    // The rest in one sweep up from the page after the first batch's last, then around from page 0.
+    const cursor = (firstBatch[firstBatch.length - 1] as number) + 1;
+    const rest = [...new Set([...early.filter((page) => !firstBatch.includes(page)), ...late])];
+    const sweep = [...rest.filter((page) => page >= cursor).sort((a, b) => a - b), ...rest.filter((page) => page < cursor).sort((a, b) => a - b)];
+    expect(order.slice(2048)).to.deep.equal(sweep);
+  });
+
   it('copies each destage batch into the buffer of the last one, but never into one a failed flush may still leave below', async () => {
     const small = 4096;
     const buffers: ArrayBuffer[] = [];
