@@ -15,6 +15,7 @@
 // `maxConcurrentBatches` more of them beside the others, so a write-through acknowledgement waits for
 // its own block and a sync, not for a backlog of thousands (a node that took over a dead partner's
 // volumes destages everything it mirrored while it already serves them).
+import { eachInFlight } from '../core/index.js';
 import { BLOCK_BYTES } from './layout.js';
 
 
@@ -22,6 +23,8 @@ import { BLOCK_BYTES } from './layout.js';
 const WRITES_IN_FLIGHT = 16;
 export interface DestageTarget {
   write(offset: number, data: Buffer): Promise<void>;
+  /** Many runs at once, at most `inFlight` writes in flight (RaidArray groups a stripe's runs). */
+  writeRuns?(runs: ReadonlyArray<{ offset: number; data: Buffer }>, inFlight: number): Promise<void>;
   sync(): Promise<void>;
 }
 
@@ -236,17 +239,10 @@ export class Destager {
       data: joined(run.entries),
       run,
     }));
-    // A bounded number of runs in flight: a batch of scattered blocks is thousands of RAID
-    // read-modify-writes, and starting them all at once floods the threadpool and the event loop
-    // with their completions, stalling every acknowledgement behind them.
-    let next = 0;
-    const worker = async (): Promise<void> => {
-      while (next < writes.length) {
-        const write = writes[next++] as (typeof writes)[number];
-        await this.target.write(write.offset, write.data);
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(WRITES_IN_FLIGHT, writes.length) }, worker));
+    // A bounded number of writes in flight (eachInFlight says why); RaidArray takes them all at
+    // once, to write the runs that share a stripe as one update.
+    if (this.target.writeRuns) await this.target.writeRuns(writes, WRITES_IN_FLIGHT);
+    else await eachInFlight(writes, WRITES_IN_FLIGHT, (write) => this.target.write(write.offset, write.data));
     await this.target.sync();
     for (const write of writes) {
       write.run.entries.forEach((entry, i) => {

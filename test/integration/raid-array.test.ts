@@ -5,7 +5,7 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { silentLogger } from '../../src/observe/index.js';
 import { assembleArray, createArray, FileMember, rebuildMember, replaceMember, scrubArray, WriteRefusedError, type MemberDevice, type RaidArray, type RaidLevel } from '../../src/storage/index.js';
-import { mapRange } from '../../src/storage/layout.js';
+import { mapRange, stripeDataBytes } from '../../src/storage/layout.js';
 import { planAssembly } from '../../src/storage/raid-assembly.js';
 import { parityMatches } from '../../src/storage/raid-array.js';
 import { decodeSuperblock, encodeSuperblock } from '../../src/storage/superblock.js';
@@ -186,6 +186,101 @@ describe('RAID array on files', function () {
     await rebuildMember(f.array, 1);
     await f.array.members.markFailed(0, 'test');
     await expectModel(f, 'rebuilt member 1, member 0 failed');
+  });
+
+  /** Sorted, non-overlapping runs of 1 to 3 blocks a few blocks apart, now and then one longer than two stripes. */
+  function scatteredRuns(f: Fixture, seed: number): Array<{ offset: number; data: Buffer }> {
+    const random = seededRandom(seed);
+    const blocks = f.array.sizeBytes / BLOCK;
+    const stripeBlocks = stripeDataBytes(f.array.geometry) / BLOCK;
+    const runs: Array<{ offset: number; data: Buffer }> = [];
+    for (let block = randomInt(random, 4); ; ) {
+      const length = randomInt(random, 15) === 0 ? 2 * stripeBlocks + 1 : 1 + randomInt(random, 3);
+      if (block + length > blocks) break;
+      const data = randomBytes(random, length * BLOCK);
+      data.copy(f.model, block * BLOCK);
+      runs.push({ offset: block * BLOCK, data });
+      block += length + randomInt(random, 12);
+    }
+    return runs;
+  }
+
+  for (const [level, members] of [['raid5', 3], ['raid5', 5], ['raid1', 2], ['raid10', 4]] as Array<[RaidLevel, number]>) {
+    it(`${level} over ${members} members: scattered runs written together read back, with checksums and parity that agree; so degraded and after a rebuild`, async () => {
+      const f = await make(level, members);
+      await fillRandom(f, 21 + members);
+      await f.array.writeRuns(scatteredRuns(f, 22 + members), 4);
+      await expectModel(f, 'scattered runs');
+      // A merged raid5 update rewrites the blocks between the runs and records only the runs' checksums:
+      // scrub reads every block against its entry and every stripe's parity.
+      const report = await scrubArray(f.array);
+      expect({ checksumRepairs: report.checksumRepairs, parityRepairs: report.parityRepairs }).to.deep.equal({ checksumRepairs: 0, parityRepairs: 0 });
+      await f.array.members.markFailed(0, 'test');
+      await f.array.writeRuns(scatteredRuns(f, 23 + members), 4);
+      await expectModel(f, 'scattered runs, degraded');
+      await rebuildMember(f.array, 0);
+      await f.array.members.markFailed(members - 1, 'test');
+      await expectModel(f, `member 0 rebuilt, member ${members - 1} failed`);
+    });
+  }
+
+  it('raid5: runs close together in one stripe are one update (a read and a write per touched chunk, one parity write); far ones stay apart', async () => {
+    const f = await make('raid5', 3);
+    await fillRandom(f, 31);
+    const chunkBlocks = f.array.geometry.chunkBytes / BLOCK;
+    const counted = { reads: 0, writes: 0 };
+    for (const slot of f.array.members.slots) {
+      const device = slot.device as MemberDevice;
+      slot.device = {
+        ...device,
+        path: device.path,
+        read: (offset, into) => {
+          counted.reads++;
+          return device.read(offset, into);
+        },
+        write: (offset, data) => {
+          counted.writes++;
+          return device.write(offset, data);
+        },
+        sync: () => device.sync(),
+        sizeBytes: () => device.sizeBytes(),
+        close: () => device.close(),
+      };
+    }
+    const random = seededRandom(32);
+    const runAt = (block: number): { offset: number; data: Buffer } => {
+      const data = randomBytes(random, BLOCK);
+      data.copy(f.model, block * BLOCK);
+      return { offset: block * BLOCK, data };
+    };
+    // Stripe 3: blocks 0 and 2 of its first chunk, block 1 of its second.
+    const first = 3 * 2 * chunkBlocks;
+    await f.array.writeRuns([runAt(first), runAt(first + 2), runAt(first + chunkBlocks + 1)], 4);
+    expect(counted, 'one update: both chunks read over blocks 0..2 and written back, parity once').to.deep.equal({ reads: 2, writes: 3 });
+    await expectModel(f, 'one stripe, three runs');
+    // A 256 KiB chunk: runs at its first and last block are farther apart than the merge gap.
+    const wide = await make('raid5', 3);
+    await wide.array.stop();
+    wide.array = await createArray({ level: 'raid5', memberPaths: wide.paths.map((file) => `${file}.wide`), memberDataBytes: 1 << 20, chunkBytes: 256 * 1024 }, deps);
+    wide.model = Buffer.alloc(wide.array.sizeBytes);
+    await fillRandom(wide, 33);
+    const wideCounted = { writes: 0 };
+    for (const slot of wide.array.members.slots) {
+      const device = slot.device as MemberDevice;
+      const write = device.write.bind(device);
+      device.write = (offset, data) => {
+        wideCounted.writes++;
+        return write(offset, data);
+      };
+    }
+    const far = (block: number): { offset: number; data: Buffer } => {
+      const data = randomBytes(random, BLOCK);
+      data.copy(wide.model, block * BLOCK);
+      return { offset: block * BLOCK, data };
+    };
+    await wide.array.writeRuns([far(0), far(63)], 4);
+    expect(wideCounted.writes, 'two updates of a block each: data and parity twice').to.equal(4);
+    await expectModel(wide, 'two far runs in one stripe');
   });
 
   for (const [level, members] of [['raid5', 3], ['raid1', 2], ['raid10', 4]] as Array<[RaidLevel, number]>) {

@@ -239,6 +239,29 @@ describe('Destager', () => {
     expect(target.disk.get(3)).to.equal(3);
   });
 
+  it('hands a target that takes runs the whole batch at once, merged neighbours as runs, then syncs once', async () => {
+    const target = new FakeTarget();
+    const calls: Array<{ runs: Array<[number, number]>; inFlight: number }> = [];
+    (target as DestageTarget).writeRuns = async (runs, inFlight) => {
+      calls.push({ runs: runs.map((run) => [run.offset / B, run.data.length / B]), inFlight });
+      for (const run of runs) await target.write(run.offset, run.data);
+    };
+    const destager = new Destager(target, options);
+    destager.enqueue(5 * B, block(5));
+    destager.enqueue(0, block(1, 2));
+    destager.enqueue(9 * B, block(9));
+    await destager.flush();
+    expect(calls).to.have.length(1);
+    expect(calls[0]?.runs).to.deep.equal([
+      [0, 2],
+      [5, 1],
+      [9, 1],
+    ]);
+    expect(calls[0]?.inFlight).to.be.greaterThan(0);
+    expect(target.syncs).to.equal(1);
+    expect(destager.dirtyBlock(9)).to.equal(undefined);
+  });
+
   it('refuses watermarks that do not make sense', () => {
     expect(() => new Destager(new FakeTarget(), { ...options, lowWatermarkBlocks: 9 })).to.throw(/low < high/);
   });
