@@ -7,7 +7,10 @@
 // CPU time per request over the job (utime + stime from /proc, ramp included, at the job's rate),
 // which moves less between runs here than the IOPS do.
 // Usage: node dist/scripts/one-job.js --rw randread --bs 4k --depth 32 [--via a|b] [--owner a|b] [--size 256MiB] [--memory SIZE]
-//          [--seconds 5] [--cold] [--cpu-prof DIR]
+//          [--seconds 5 | --ios N] [--cold] [--cpu-prof DIR]
+// --ios N: a fixed amount of work instead of a time: N requests and a FLUSH at the end (fio's
+// end_fsync), so everything the job dirtied is destaged inside it; then the CPU per request is the
+// whole cost of a write, destage included, and moves less between runs than the IOPS.
 import { execFile } from 'node:child_process';
 import fs from 'node:fs/promises';
 import { promisify } from 'node:util';
@@ -34,6 +37,7 @@ async function main(): Promise<void> {
     .option('size', { type: 'string', default: '256MiB', describe: 'the volume' })
     .option('memory', { type: 'string', describe: 'each node frame pool (default 1.5 times the volume)' })
     .option('seconds', { type: 'number', default: 5, describe: 'the job, after a 1 s ramp' })
+    .option('ios', { type: 'number', describe: 'a fixed number of requests and a FLUSH at the end instead of --seconds' })
     .option('cold', { type: 'boolean', default: false, describe: 'no fill first: a never-written volume' })
     .option('cpu-prof', { type: 'string', describe: 'each node writes a V8 CPU profile into this directory; the job window is printed in the profiles\' clock (monotonic µs)' })
     .strict()
@@ -49,14 +53,15 @@ async function main(): Promise<void> {
     const startedUs = process.hrtime.bigint() / 1000n;
     const { stdout } = await run(
       'fio',
-      ['--name=job', '--ioengine=nbd', `--uri=${uri}`, `--rw=${args.rw}`, `--bs=${args.bs}`, `--iodepth=${args.depth}`, `--size=${sizeBytes}`, '--time_based', `--runtime=${args.seconds}`, '--ramp_time=1', '--output-format=json'],
+      ['--name=job', '--ioengine=nbd', `--uri=${uri}`, `--rw=${args.rw}`, `--bs=${args.bs}`, `--iodepth=${args.depth}`, `--size=${sizeBytes}`, ...(args.ios === undefined ? ['--time_based', `--runtime=${args.seconds}`, '--ramp_time=1'] : [`--number_ios=${args.ios}`, '--end_fsync=1']), '--output-format=json'],
       { maxBuffer: 1 << 26 },
     );
-    const job = (JSON.parse(stdout.slice(stdout.indexOf('{'))) as { jobs: Array<Record<string, { iops: number }>> }).jobs[0];
-    const iops = job?.[args.rw.includes('read') ? 'read' : 'write']?.iops ?? 0;
+    const job = (JSON.parse(stdout.slice(stdout.indexOf('{'))) as { jobs: Array<Record<string, FioSide>> }).jobs[0];
+    const side = job?.[args.rw.includes('read') ? 'read' : 'write'];
+    const iops = side?.iops ?? 0;
     const after = await Promise.all(nodes.map(cpuTicks));
     if (args.cpuProf !== undefined) process.stdout.write(`job window in the profiles' clock: ${startedUs} ${process.hrtime.bigint() / 1000n}\n`);
-    const requests = iops * (args.seconds + 1);
+    const requests = args.ios ?? iops * (args.seconds + 1);
     const us = (ticks: number): string => ((ticks * 1e6) / USER_HZ / requests).toFixed(1);
     const perRequest = after
       .map(([user, system], index) => {
@@ -65,7 +70,20 @@ async function main(): Promise<void> {
       })
       .join(', ');
     process.stdout.write(`${args.cold ? 'cold ' : ''}${args.rw} ${args.bs} QD${args.depth} via ${args.via} (owner ${args.owner}): ${iops.toFixed(0)} IOPS; CPU µs per request: ${perRequest}\n`);
+    process.stdout.write(`completion latency µs: ${latencies(side)}\n`);
   });
+}
+
+interface FioSide {
+  iops: number;
+  clat_ns?: { percentile?: Record<string, number>; max?: number };
+}
+
+/** fio's completion latency percentiles, the tail included: a stall shows there, not in the mean. */
+function latencies(side: FioSide | undefined): string {
+  const percentile = side?.clat_ns?.percentile ?? {};
+  const at = (key: string): string => (percentile[key] === undefined ? '-' : ((percentile[key] as number) / 1000).toFixed(0));
+  return `p50 ${at('50.000000')}, p99 ${at('99.000000')}, p99.9 ${at('99.900000')}, p99.99 ${at('99.990000')}, max ${((side?.clat_ns?.max ?? 0) / 1000).toFixed(0)}`;
 }
 
 /** USER_HZ: what /proc counts CPU time in on Linux. */
