@@ -58,6 +58,11 @@ export const DEFAULT_TIMINGS: NodeTimings = { discoveryMs: 1500, holderWaitMs: 3
  * long enough that a steady writer (a page modified at least every 50 ms) is never interrupted.
  */
 const IDLE_DESTAGE_MS = 50;
+/**
+ * A watermark pass rests as long as each batch took: at most half the time destaging, the rest
+ * for the writes it would otherwise starve (scripts/one-job with fio's IOPS log, docs/benchmarks.md).
+ */
+const DESTAGE_PACE_RATIO = 1;
 
 /** This node was fenced: it must not serve on; started again, it rejoins (exit code 75 in serve). */
 export class FencedError extends ClusterError {
@@ -374,6 +379,7 @@ export class ClusterNode {
       acknowledgeGate: (writeThrough) => gate.check(writeThrough),
       linkGeneration: () => partners.generation,
       idleDestage: { clock: env.clock, ms: IDLE_DESTAGE_MS },
+      pacedDestage: { clock: env.clock, ratio: DESTAGE_PACE_RATIO },
     });
     parts.reclaimer.manager = manager;
     return manager;

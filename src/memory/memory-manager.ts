@@ -16,7 +16,7 @@
 // A partner that has not seen a page since it was last clean gets the whole page, later only the
 // modified ranges, so its mirror is always a complete page image.
 import assert from 'node:assert/strict';
-import { MAX_RUN_BYTES, type Clock } from '../core/index.js';
+import { MAX_RUN_BYTES, systemClock, type Clock } from '../core/index.js';
 import type { BlockStore } from '../storage/index.js';
 import { FRAME_BYTES, type FramePool } from './frame-pool.js';
 import { NONE, PageTable } from './page-table.js';
@@ -97,6 +97,13 @@ export interface MemoryManagerOptions {
    * of writes then destages the whole burst while the client waits for it.
    */
   idleDestage?: { clock: Clock; ms: number };
+  /**
+   * A watermark pass yields to the front end: after each batch it waits `ratio` times as long as
+   * the batch took. Unpaced, a pass took most of the event loop that acknowledges writes for
+   * seconds (35000 → 5000–8000 IOPS while it ran, docs/benchmarks.md). A flush, a page waiting for
+   * a frame, or a queue of twice the high watermark ends the pauses. Without it, no pauses.
+   */
+  pacedDestage?: { clock: Clock; ratio: number };
 }
 
 export interface PagePointer {
@@ -151,6 +158,9 @@ export class MemoryManager {
   private readonly table: PageTable;
   private resident = 0;
   private versionClock = 0;
+  /** A paced pass's wait between batches, and whether the pass was told to stop pacing. */
+  private paceRelease: (() => void) | null = null;
+  private hurried = false;
   /** The array block after the last destaged batch: where the next sorted batch starts (sortDestageQueue). */
   private destageCursor = 0;
   /** Slots of dirty pages waiting for destage, each once (queued for destage), in the order they were queued. */
@@ -663,6 +673,7 @@ export class MemoryManager {
 
   /** Everything modified so far is on the disks (NBD FLUSH); rejects if the disks refuse it. */
   async flush(): Promise<void> {
+    this.hurry();
     while (this.destageQueue.length > 0 || this.destaging) await this.destage(0);
     if (this.destageFailure) throw this.destageFailure;
   }
@@ -687,7 +698,7 @@ export class MemoryManager {
       if (held && (this.options.linkGeneration?.() ?? 0) === generation) {
         for (const slot of slots) table.setMirrored(slot, true);
         for (const slot of slots) this.queueDestage(slot);
-        if (this.destageQueue.length >= this.options.highWatermarkPages) this.destageInBackground(this.options.lowWatermarkPages);
+        if (this.destageQueue.length >= this.options.highWatermarkPages) this.destageInBackground(this.options.lowWatermarkPages, false, true);
         return;
       }
       // Some live partner does not hold it: the next change sends the whole page again, and this
@@ -768,9 +779,41 @@ export class MemoryManager {
     });
   }
 
+  private paceClock(): Clock {
+    return this.options.pacedDestage?.clock ?? systemClock;
+  }
+
+  /**
+   * Between two batches of a watermark pass: wait `ratio` times as long as the batch took, unless
+   * the pass was hurried, is done, or the queue reached twice the high watermark (past that the
+   * destage takes what it needs; the frame pool is the last bound).
+   */
+  private async pause(goal: number, batchMs: number): Promise<void> {
+    const pacing = this.options.pacedDestage;
+    if (!pacing || this.hurried || this.destageQueue.length <= goal || this.destageQueue.length >= 2 * this.options.highWatermarkPages) return;
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        this.paceRelease = null;
+        resolve();
+      };
+      const cancel = pacing.clock.setTimer(Math.max(1, batchMs * pacing.ratio), done);
+      this.paceRelease = () => {
+        cancel();
+        done();
+      };
+    });
+  }
+
+  /** The running pass goes on without pauses (a flush or a frame waits for it). */
+  private hurry(): void {
+    if (this.destaging === null) return;
+    this.hurried = true;
+    this.paceRelease?.();
+  }
+
   /** Background destaging reports failures to the next flush instead of crashing the process. */
-  private destageInBackground(goal: number, sortFirst = false): void {
-    this.destage(goal, sortFirst).catch((error: Error) => {
+  private destageInBackground(goal: number, sortFirst = false, paced = false): void {
+    this.destage(goal, sortFirst, paced).catch((error: Error) => {
       this.destageFailure = error;
     });
   }
@@ -779,7 +822,7 @@ export class MemoryManager {
    * Destages queued pages until at most `goal` remain; one pass at a time. `sortFirst`: in address
    * order even for one batch (an idle pass's batch then covers a narrow range of the array).
    */
-  private destage(goal: number, sortFirst = false): Promise<void> {
+  private destage(goal: number, sortFirst = false, paced = false): Promise<void> {
     if (this.destaging) return this.destaging;
     const table = this.table;
     this.destaging = (async () => {
@@ -795,6 +838,7 @@ export class MemoryManager {
         if (sort) this.sortDestageQueue();
         // Bounded batches: the copy into the storage stack is synchronous, and one pass over a
         // deep queue would hold the event loop (and every acknowledgement) for tens of milliseconds.
+        const batchStarted = this.paceClock().now();
         const batch = this.destageQueue.splice(0, Math.min(this.destageQueue.length - goal, Math.max(1, Math.floor(DESTAGE_BATCH_BYTES / this.batchPageBytes()))));
         this.destageCursor = this.arrayBlockOf(batch[batch.length - 1] as number) + 1;
         // A copy: the frame may be written again while this version travels to the disks. One
@@ -835,9 +879,11 @@ export class MemoryManager {
         });
         this.announceClean(owners, virtualPages, versions);
         this.wakeFrameWaiters();
+        if (paced) await this.pause(goal, this.paceClock().now() - batchStarted);
       }
     })().finally(() => {
       this.destaging = null;
+      this.hurried = false;
     });
     return this.destaging;
   }
@@ -911,6 +957,7 @@ export class MemoryManager {
       if (frame === null) {
         // Paging queue: destage makes dirty pages replaceable; every released frame retries.
         if (this.destageQueue.length > 0) this.destageInBackground(0);
+        this.hurry();
         await new Promise<void>((resolve) => this.frameWaiters.push(resolve));
         continue;
       }

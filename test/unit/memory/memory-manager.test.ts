@@ -439,6 +439,69 @@ describe('MemoryManager', () => {
     expect(order.slice(2048)).to.deep.equal(sweep);
   });
 
+  describe('paced destage', () => {
+    const small = 4096;
+    /** A manager of 4 KiB pages with `high` as its high watermark, pacing on a hand-moved clock; flushes held while `hold` is set. */
+    function paced(high: number): { manager: MemoryManager; clock: ManualClock; order: number[]; write: (page: number) => Promise<void>; gate: { hold: Promise<void> | null } } {
+      const store = new FakeStore();
+      const clock = new ManualClock();
+      const manager = new MemoryManager(new FramePool(64 * 1024 * 1024), store, new FakePartners(), {
+        highWatermarkPages: high,
+        lowWatermarkPages: 0,
+        pacedDestage: { clock, ratio: 1 },
+      });
+      manager.createAllocation({ guid: GUID, arrayOffset: 0, sizeBytes: 8192 * small, pageBytes: small });
+      const order: number[] = [];
+      const gate: { hold: Promise<void> | null } = { hold: null };
+      store.enqueueBlocks = (offset) => void order.push(offset / small);
+      store.flush = async () => {
+        if (gate.hold) await gate.hold;
+      };
+      const write = async (page: number): Promise<void> => {
+        const pointer = manager.tryObtainWritePointer(GUID, page, false) ?? (await manager.obtainWritePointer(GUID, page, false));
+        pointer.data.fill(1);
+        await manager.releasePointer(pointer, { offset: 0, length: small });
+      };
+      return { manager, clock, order, write, gate };
+    }
+    const settle = async (): Promise<void> => {
+      for (let turn = 0; turn < 20; turn++) await tick();
+    };
+
+    it('rests between the batches of a watermark pass as long as each took, on its clock; a flush ends the rest', async () => {
+      const { manager, clock, order, write } = paced(3000);
+      for (let page = 0; page < 3000; page++) await write(page);
+      await settle();
+      expect(order, 'the first batch (8 MiB), then a rest').to.have.length(2048);
+      clock.advance(1);
+      await settle();
+      expect(order, 'the rest of the pass after the rest').to.have.length(3000);
+      for (let page = 3000; page < 6000; page++) await write(page);
+      await settle();
+      expect(order).to.have.length(3000 + 2048);
+      await manager.flush();
+      expect(order, 'a flush does not wait for the clock').to.have.length(6000);
+    });
+
+    it('does not rest while the queue holds twice the high watermark or more', async () => {
+      const { manager, order, write, gate } = paced(1200);
+      let release: () => void = () => undefined;
+      gate.hold = new Promise<void>((resolve) => (release = resolve));
+      for (let page = 0; page < 1200; page++) await write(page);
+      await settle();
+      expect(order, 'the pass took the queue at the watermark').to.have.length(1200);
+      for (let page = 1200; page < 3800; page++) await write(page);
+      gate.hold = null;
+      release();
+      await settle();
+      // 2600 pages queued meanwhile, more than twice the watermark: the next batch follows at once;
+      // after it 552 are left, and the pass rests again.
+      expect(order).to.have.length(1200 + 2048);
+      await manager.flush();
+      expect(order).to.have.length(3800);
+    });
+  });
+
   it('copies each destage batch into the buffer of the last one, but never into one a failed flush may still leave below', async () => {
     const small = 4096;
     const buffers: ArrayBuffer[] = [];
