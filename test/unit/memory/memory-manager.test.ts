@@ -4,7 +4,7 @@
 // until a page can be replaced; page clean follows a destage; a run of pages is one replication
 // (whole end pages for a partner that lacks them), and MemoryVolume sends a long write as runs.
 import { expect } from 'chai';
-import { FramePool, MAX_RUN_BYTES, MemoryManager, MemoryVolume, PREFETCH_BRIDGE_BYTES, type PageWrite, type Replicator } from '../../../src/memory/index.js';
+import { FramePool, MAX_RUN_BYTES, MemoryManager, MemoryVolume, PREFETCH_BRIDGE_BYTES, type MemoryManagerOptions, type PageWrite, type Replicator } from '../../../src/memory/index.js';
 import type { BlockStore } from '../../../src/storage/index.js';
 import { ManualClock } from '../../support/manual-clock.js';
 
@@ -70,6 +70,22 @@ function setupCountingReads(): ReturnType<typeof setup> & { reads: Array<[number
     return read(offset, into);
   };
   return { ...parts, reads };
+}
+
+/** A manager of 8192 pages of 4 KiB (no watermark unless given); the store's enqueues recorded as page numbers. */
+function smallPages(options: Partial<MemoryManagerOptions> = {}): { manager: MemoryManager; store: FakeStore; order: number[]; write: (page: number) => Promise<void> } {
+  const small = 4096;
+  const store = new FakeStore();
+  const manager = new MemoryManager(new FramePool(64 * 1024 * 1024), store, new FakePartners(), { highWatermarkPages: 1 << 20, lowWatermarkPages: 0, ...options });
+  manager.createAllocation({ guid: GUID, arrayOffset: 0, sizeBytes: 8192 * small, pageBytes: small });
+  const order: number[] = [];
+  store.enqueueBlocks = (offset) => void order.push(offset / small);
+  const write = async (page: number): Promise<void> => {
+    const pointer = manager.tryObtainWritePointer(GUID, page, false) ?? (await manager.obtainWritePointer(GUID, page, false));
+    pointer.data.fill(1);
+    await manager.releasePointer(pointer, { offset: 0, length: small });
+  };
+  return { manager, store, order, write };
 }
 
 describe('MemoryManager', () => {
@@ -384,41 +400,22 @@ describe('MemoryManager', () => {
   });
 
   it('destages a deep queue of scattered pages in address order', async () => {
-    const store = new FakeStore();
-    const manager = new MemoryManager(new FramePool(32 * 1024 * 1024), store, new FakePartners(), { highWatermarkPages: 1 << 20, lowWatermarkPages: 0 });
-    const small = 4096;
-    manager.createAllocation({ guid: GUID, arrayOffset: 0, sizeBytes: 4096 * small, pageBytes: small });
-    const order: number[] = [];
-    store.enqueueBlocks = (offset) => void order.push(offset / small);
+    const { manager, order, write } = smallPages();
     // More pages than one batch (8 MiB of 4 KiB pages), written in a scattered order.
     const pages = Array.from({ length: 3000 }, (_, index) => (index * 1237) % 4096);
-    for (const page of pages) {
-      const pointer = manager.tryObtainWritePointer(GUID, page, false) ?? (await manager.obtainWritePointer(GUID, page, false));
-      pointer.data.fill(1);
-      await manager.releasePointer(pointer, { offset: 0, length: small });
-    }
+    for (const page of pages) await write(page);
     await manager.flush();
     expect(order).to.have.length(3000);
     expect(order).to.deep.equal([...pages].sort((a, b) => a - b));
   });
 
   it('sorts again before every batch, from where the last one ended: pages queued while a pass runs join the sweep', async () => {
-    const store = new FakeStore();
-    const manager = new MemoryManager(new FramePool(64 * 1024 * 1024), store, new FakePartners(), { highWatermarkPages: 1 << 20, lowWatermarkPages: 0 });
-    const small = 4096;
-    manager.createAllocation({ guid: GUID, arrayOffset: 0, sizeBytes: 8192 * small, pageBytes: small });
-    const order: number[] = [];
-    store.enqueueBlocks = (offset) => void order.push(offset / small);
+    const { manager, store, order, write } = smallPages();
     let release: () => void = () => undefined;
     const held = new Promise<void>((resolve) => (release = resolve));
     let flushes = 0;
     store.flush = async () => {
       if (flushes++ === 0) await held;
-    };
-    const write = async (page: number): Promise<void> => {
-      const pointer = manager.tryObtainWritePointer(GUID, page, false) ?? (await manager.obtainWritePointer(GUID, page, false));
-      pointer.data.fill(1);
-      await manager.releasePointer(pointer, { offset: 0, length: small });
     };
     const early = Array.from({ length: 3000 }, (_, index) => (index * 1237) % 8192);
     for (const page of early) await write(page);
@@ -440,29 +437,15 @@ describe('MemoryManager', () => {
   });
 
   describe('paced destage', () => {
-    const small = 4096;
-    /** A manager of 4 KiB pages with `high` as its high watermark, pacing on a hand-moved clock; flushes held while `hold` is set. */
-    function paced(high: number): { manager: MemoryManager; clock: ManualClock; order: number[]; write: (page: number) => Promise<void>; gate: { hold: Promise<void> | null } } {
-      const store = new FakeStore();
+    /** smallPages with `high` as its high watermark, pacing on a hand-moved clock; flushes held while `gate.hold` is set. */
+    function paced(high: number): ReturnType<typeof smallPages> & { clock: ManualClock; gate: { hold: Promise<void> | null } } {
       const clock = new ManualClock();
-      const manager = new MemoryManager(new FramePool(64 * 1024 * 1024), store, new FakePartners(), {
-        highWatermarkPages: high,
-        lowWatermarkPages: 0,
-        pacedDestage: { clock, ratio: 1 },
-      });
-      manager.createAllocation({ guid: GUID, arrayOffset: 0, sizeBytes: 8192 * small, pageBytes: small });
-      const order: number[] = [];
+      const pages = smallPages({ highWatermarkPages: high, pacedDestage: { clock, ratio: 1 } });
       const gate: { hold: Promise<void> | null } = { hold: null };
-      store.enqueueBlocks = (offset) => void order.push(offset / small);
-      store.flush = async () => {
+      pages.store.flush = async () => {
         if (gate.hold) await gate.hold;
       };
-      const write = async (page: number): Promise<void> => {
-        const pointer = manager.tryObtainWritePointer(GUID, page, false) ?? (await manager.obtainWritePointer(GUID, page, false));
-        pointer.data.fill(1);
-        await manager.releasePointer(pointer, { offset: 0, length: small });
-      };
-      return { manager, clock, order, write, gate };
+      return { ...pages, clock, gate };
     }
     const settle = async (): Promise<void> => {
       for (let turn = 0; turn < 20; turn++) await tick();
