@@ -673,8 +673,11 @@ export class MemoryManager {
 
   /** Everything modified so far is on the disks (NBD FLUSH); rejects if the disks refuse it. */
   async flush(): Promise<void> {
-    this.hurry();
-    while (this.destageQueue.length > 0 || this.destaging) await this.destage(0);
+    // Hurried each turn: a watermark pass may start between two of them.
+    while (this.destageQueue.length > 0 || this.destaging) {
+      this.hurry();
+      await this.destage(0);
+    }
     if (this.destageFailure) throw this.destageFailure;
   }
 
@@ -699,6 +702,8 @@ export class MemoryManager {
         for (const slot of slots) table.setMirrored(slot, true);
         for (const slot of slots) this.queueDestage(slot);
         if (this.destageQueue.length >= this.options.highWatermarkPages) this.destageInBackground(this.options.lowWatermarkPages, false, true);
+        // A rest started below twice the watermark ends once writes brought the queue there.
+        if (this.destageQueue.length >= 2 * this.options.highWatermarkPages) this.hurry();
         return;
       }
       // Some live partner does not hold it: the next change sends the whole page again, and this
@@ -1066,7 +1071,8 @@ export class MemoryManager {
    */
   private sortDestageQueue(): void {
     const queue = this.destageQueue;
-    const cursor = this.destageCursor;
+    // A cursor past the bound below (arrays of 16 TiB and more) would make negative keys.
+    const cursor = this.destageCursor < 2 ** 32 ? this.destageCursor : 0;
     const keyOf = (slot: number): number => {
       const block = this.arrayBlockOf(slot);
       return block >= cursor ? block - cursor : block - cursor + 2 ** 32;

@@ -521,7 +521,12 @@ export class RaidArray {
       (clusters[clusters.length - 1] as ChunkSpan[]).push(span);
       end = Math.max(end, span.offsetInChunk + span.lengthBytes);
     }
-    await this.locks.withExclusive(stripe, () => Promise.all(clusters.map((cluster) => this.writeStripe(stripe, cluster, dataOf))));
+    await this.locks.withExclusive(stripe, async () => {
+      // Every update settles before the lock goes back: a failed one must not let the next writer of
+      // this stripe in while another is still writing it (its older bytes would land last).
+      const results = await Promise.allSettled(clusters.map((cluster) => this.writeStripe(stripe, cluster, dataOf)));
+      for (const result of results) if (result.status === 'rejected') throw result.reason;
+    });
   }
 
   /** Writes stripe by stripe, each under its own lock. */

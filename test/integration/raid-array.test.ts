@@ -283,6 +283,44 @@ describe('RAID array on files', function () {
     await expectModel(wide, 'two far runs in one stripe');
   });
 
+  it('raid5: a stripe whose merged update fails stays locked until its other updates settled (a later write of it lands last)', async () => {
+    const f = await make('raid5', 3);
+    await f.array.stop();
+    f.paths = f.paths.map((file) => `${file}.wide`);
+    f.array = await createArray({ level: 'raid5', memberPaths: f.paths, memberDataBytes: 1 << 20, chunkBytes: 256 * 1024 }, deps);
+    f.model = Buffer.alloc(f.array.sizeBytes);
+    await fillRandom(f, 41);
+    // Block 0 of stripe 0 rotten on both data members: an update there cannot be made.
+    const dataOffset = f.array.members.identity.dataOffset;
+    for (const member of [0, 1]) await corruptMember(f, member, 0, BLOCK);
+    // Block 50 is far from block 0 (two updates of the stripe); its data write is held back.
+    const device = (f.array.members.slots[0] as { device: MemberDevice }).device;
+    const write = device.write.bind(device);
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let holding = true;
+    device.write = async (offset, data) => {
+      if (holding && offset === dataOffset + 50 * BLOCK) {
+        holding = false;
+        await held;
+      }
+      return write(offset, data);
+    };
+    let settled = false;
+    const first = f.array.writeRuns([{ offset: 0, data: Buffer.alloc(BLOCK, 0x33) }, { offset: 50 * BLOCK, data: Buffer.alloc(BLOCK, 0x11) }], 4).finally(() => (settled = true));
+    first.catch(() => undefined);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(holding, 'the far update is writing').to.equal(false);
+    expect(settled, 'the group waits for it, failed or not').to.equal(false);
+    const later = f.array.write(50 * BLOCK, Buffer.alloc(BLOCK, 0x22));
+    release();
+    expect(await first.then(() => null, (error: Error) => error)).to.be.instanceOf(Error);
+    await later;
+    const back = Buffer.alloc(BLOCK);
+    await f.array.read(50 * BLOCK, back);
+    expect(back.equals(Buffer.alloc(BLOCK, 0x22)), 'the later write is what the block holds').to.equal(true);
+  });
+
   for (const [level, members] of [['raid5', 3], ['raid1', 2], ['raid10', 4]] as Array<[RaidLevel, number]>) {
     it(`${level}: blocks the checksums say are zeroes read without I/O; scrub still reads them and repairs rot there`, async () => {
       const f = await make(level, members);
