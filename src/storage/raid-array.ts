@@ -478,16 +478,14 @@ export class RaidArray {
     for (const run of runs) this.checkRange(run.offset, run.data.length);
     const tasks: Array<() => Promise<void>> = [];
     const stripeBytes = stripeDataBytes(this.geometry);
-    // The stripe being gathered: its spans and each span's bytes.
+    // The stripe being gathered: each of its spans with the span's bytes.
     let stripe = -1;
-    let spans: ChunkSpan[] = [];
-    let data: Buffer[] = [];
+    let spans = new Map<ChunkSpan, Buffer>();
     const close = (): void => {
-      if (spans.length === 0) return;
-      const [groupStripe, groupSpans, groupData] = [stripe, spans, data];
-      tasks.push(() => this.writeStripeGroup(groupStripe, groupSpans, groupData));
-      spans = [];
-      data = [];
+      if (spans.size === 0) return;
+      const [groupStripe, groupSpans] = [stripe, spans];
+      tasks.push(() => this.writeStripeGroup(groupStripe, groupSpans));
+      spans = new Map();
     };
     for (const run of runs) {
       if (this.geometry.level !== 'raid5' || run.data.length >= stripeBytes) {
@@ -498,8 +496,7 @@ export class RaidArray {
       for (const span of mapRange(this.geometry, run.offset, run.data.length)) {
         if (span.stripe !== stripe) close();
         stripe = span.stripe;
-        spans.push(span);
-        data.push(run.data.subarray(span.arrayOffset - run.offset, span.arrayOffset - run.offset + span.lengthBytes));
+        spans.set(span, run.data.subarray(span.arrayOffset - run.offset, span.arrayOffset - run.offset + span.lengthBytes));
       }
     }
     close();
@@ -507,13 +504,11 @@ export class RaidArray {
   }
 
   /** One stripe's spans from writeRuns, under its lock: near ones as one update, far ones apart. */
-  private async writeStripeGroup(stripe: number, spans: ChunkSpan[], data: Buffer[]): Promise<void> {
+  private async writeStripeGroup(stripe: number, spans: ReadonlyMap<ChunkSpan, Buffer>): Promise<void> {
     if (this.behind) await this.resyncFirst(this.behind, stripe * stripeDataBytes(this.geometry), stripeDataBytes(this.geometry));
-    const dataBySpan = new Map<ChunkSpan, Buffer>();
-    spans.forEach((span, index) => dataBySpan.set(span, data[index] as Buffer));
-    const dataOf = (span: ChunkSpan): Buffer => dataBySpan.get(span) as Buffer;
+    const dataOf = (span: ChunkSpan): Buffer => spans.get(span) as Buffer;
     // Clusters by offset inside the chunk (the member range an update covers), whatever the chunk.
-    const order = [...spans].sort((a, b) => a.offsetInChunk - b.offsetInChunk);
+    const order = [...spans.keys()].sort((a, b) => a.offsetInChunk - b.offsetInChunk);
     const clusters: ChunkSpan[][] = [];
     let end = -Infinity;
     for (const span of order) {
