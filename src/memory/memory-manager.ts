@@ -98,10 +98,11 @@ export interface MemoryManagerOptions {
    */
   idleDestage?: { clock: Clock; ms: number };
   /**
-   * A watermark pass yields to the front end: after each batch it waits `ratio` times as long as
-   * the batch took. Unpaced, a pass took most of the event loop that acknowledges writes for
-   * seconds (35000 → 5000–8000 IOPS while it ran, docs/benchmarks.md). A flush, a page waiting for
-   * a frame, or a queue of twice the high watermark ends the pauses. Without it, no pauses.
+   * A watermark pass yields to the front end: after each batch it waits up to `ratio` times as long
+   * as the batch took. Unpaced, a pass took most of the event loop that acknowledges writes for
+   * seconds (35000 → 5000–8000 IOPS while it ran, docs/benchmarks.md). The wait shrinks as the
+   * queue grows past the high watermark, to none at twice it: the more is dirty, the larger the
+   * destage's share. A flush or a page waiting for a frame ends the pauses. Without it, no pauses.
    */
   pacedDestage?: { clock: Clock; ratio: number };
 }
@@ -789,19 +790,25 @@ export class MemoryManager {
   }
 
   /**
-   * Between two batches of a watermark pass: wait `ratio` times as long as the batch took, unless
-   * the pass was hurried, is done, or the queue reached twice the high watermark (past that the
-   * destage takes what it needs; the frame pool is the last bound).
+   * Between two batches of a watermark pass: wait `ratio` times as long as the batch took while the
+   * queue is at most the high watermark, less the further it is above it, not at all at twice it
+   * (past that the destage takes what it needs; the frame pool is the last bound). No wait either
+   * once the pass was hurried or is done.
    */
   private async pause(goal: number, batchMs: number): Promise<void> {
     const pacing = this.options.pacedDestage;
-    if (!pacing || this.hurried || this.destageQueue.length <= goal || this.destageQueue.length >= 2 * this.options.highWatermarkPages) return;
+    const high = this.options.highWatermarkPages;
+    const queued = this.destageQueue.length;
+    if (!pacing || this.hurried || queued <= goal || queued >= 2 * high) return;
+    // A proportional share: a writer that outruns the paced destage makes it speed up as the
+    // dirty set grows, instead of leaving it at one pace until the dirty set reaches the full-speed line.
+    const share = Math.min(1, (2 * high - queued) / high);
     await new Promise<void>((resolve) => {
       const done = (): void => {
         this.paceRelease = null;
         resolve();
       };
-      const cancel = pacing.clock.setTimer(Math.max(1, batchMs * pacing.ratio), done);
+      const cancel = pacing.clock.setTimer(Math.max(1, batchMs * pacing.ratio * share), done);
       this.paceRelease = () => {
         cancel();
         done();

@@ -452,9 +452,9 @@ describe('MemoryManager', () => {
 
   describe('paced destage', () => {
     /** smallPages with `high` as its high watermark, pacing on a hand-moved clock; flushes held while `gate.hold` is set. */
-    function paced(high: number): ReturnType<typeof smallPages> & { clock: ManualClock; gate: { hold: Promise<void> | null } } {
+    function paced(high: number, ratio = 1): ReturnType<typeof smallPages> & { clock: ManualClock; gate: { hold: Promise<void> | null } } {
       const clock = new ManualClock();
-      const pages = smallPages({ highWatermarkPages: high, pacedDestage: { clock, ratio: 1 } });
+      const pages = smallPages({ highWatermarkPages: high, pacedDestage: { clock, ratio } });
       const gate: { hold: Promise<void> | null } = { hold: null };
       pages.store.flush = async () => {
         if (gate.hold) await gate.hold;
@@ -478,6 +478,38 @@ describe('MemoryManager', () => {
       expect(order).to.have.length(3000 + 2048);
       await manager.flush();
       expect(order, 'a flush does not wait for the clock').to.have.length(6000);
+    });
+
+    /**
+     * A watermark pass of `high` pages whose first batch takes 10 ms on the clock while `more`
+     * pages are written: the rest after it, measured as the clock time before the next batch starts.
+     */
+    async function restAfterBatch(high: number, more: number): Promise<number> {
+      const { manager, clock, order, write, gate } = paced(high, 4);
+      let release: () => void = () => undefined;
+      gate.hold = new Promise<void>((resolve) => (release = resolve));
+      for (let page = 0; page < high; page++) await write(page);
+      await settle();
+      expect(order, 'the pass took the queue at the watermark').to.have.length(high);
+      for (let page = high; page < high + more; page++) await write(page);
+      clock.advance(10);
+      gate.hold = null;
+      release();
+      await settle();
+      let rested = 0;
+      while (order.length === high && rested < 100) {
+        clock.advance(1);
+        rested++;
+        await settle();
+      }
+      await manager.flush();
+      return rested;
+    }
+
+    it('rests ratio times the batch while the queue is at most the high watermark, less above it, none at twice it', async () => {
+      expect(await restAfterBatch(2000, 1000), 'queue 1000 of 2000: the whole ratio').to.equal(40);
+      expect(await restAfterBatch(2000, 3000), 'queue 3000: halfway to twice the watermark, half the rest').to.equal(20);
+      expect(await restAfterBatch(2000, 3600), 'queue 3600: a fifth of the rest').to.equal(8);
     });
 
     it('does not rest for the rest of a pass once writes brought the queue to twice the high watermark', async () => {
