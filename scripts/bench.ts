@@ -275,10 +275,17 @@ async function main(): Promise<void> {
  * and the ratio, plus when, on which commit and with which command they were measured.
  */
 async function writeJson(file: string, rows: Array<[string, Result, Result]>, tlsRows: Array<[string, Result, Result]>, forwarding: Forwarding[]): Promise<void> {
-  const commit = await run('git', ['rev-parse', '--short', 'HEAD'], { cwd: path.dirname(new URL(import.meta.url).pathname) }).then(
+  const cwd = path.dirname(new URL(import.meta.url).pathname);
+  const head = await run('git', ['rev-parse', '--short', 'HEAD'], { cwd }).then(
     ({ stdout }) => stdout.trim(),
     () => null,
   );
+  // A run from a changed working tree is not that commit's figure: say so in the record.
+  const changed = await run('git', ['status', '--porcelain', '--untracked-files=no', '--', 'src', 'scripts', 'bin'], { cwd }).then(
+    ({ stdout }) => stdout.trim() !== '',
+    () => false,
+  );
+  const commit = head !== null && changed ? `${head}+changes` : head;
   const entry = (compared: [string, string]) => ([label, ours, theirs]: [string, Result, Result]) => {
     const match = /^(.*?) \((.*)\)$/.exec(label);
     return { label, job: match?.[1] ?? label, setup: match?.[2] ?? '', names: compared, ours, theirs, ratio: ours.iops / theirs.iops };

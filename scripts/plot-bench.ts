@@ -161,7 +161,10 @@ export function ratioChart(reports: readonly BenchReport[], title: string): stri
     body.push(`<rect x="${x}" y="${legendY - 10}" width="12" height="12" fill="${COLOURS[index % COLOURS.length]}"/>`);
     body.push(`<text x="${x + 18}" y="${legendY}" ${font()}>${escape(setup)}</text>`);
   });
-  if (reports.length > 1) body.push(`<text x="${width - right}" y="${height - 6}" text-anchor="end" ${font()} fill="#555">bars: median of ${reports.length} runs; whiskers: lowest to highest run</text>`);
+  // Runs that measured different set-ups give each bar one run: the legend must not promise a median then.
+  const mostRuns = Math.max(0, ...jobs.flatMap((job) => setups.map((setup) => ratiosOf(job, setup).length)));
+  if (mostRuns > 1) body.push(`<text x="${width - right}" y="${height - 6}" text-anchor="end" ${font()} fill="#555">bars: median of the runs that measured the set-up; whiskers: lowest to highest run</text>`);
+  else if (reports.length > 1) body.push(`<text x="${width - right}" y="${height - 6}" text-anchor="end" ${font()} fill="#555">bars: one run per set-up</text>`);
   return svg(width, height, body);
 }
 

@@ -57,7 +57,15 @@ describe('plot-bench', () => {
     expect(chart).to.include('>0.50</text>');
     expect(chart).to.include('(runs: 0.40, 0.90, 0.50)');
     expect(chart.match(/<line [^>]*stroke="#000"\/>/g)?.length, 'whisker and its two caps, and the axis').to.equal(4);
-    expect(chart).to.include('bars: median of 3 runs');
+    expect(chart).to.include('bars: median of the runs that measured the set-up');
+  });
+
+  it('says one run per set-up when the runs measured different set-ups, and draws no whisker', () => {
+    const run = (setup: string, ratio: number): BenchReport => ({ date: '2026-12-06T10:00:00Z', commit: null, command: 'scripts/bench', rows: [row('4k randread QD32', setup, ratio)] });
+    const chart = ratioChart([run('2 nodes, via owner', 1.07), run('2 nodes, via partner', 0.62)], 'ratios');
+    expect(chart).to.include('bars: one run per set-up');
+    expect(chart).to.not.include('median');
+    expect(chart.match(/<line [^>]*stroke="#000"\/>/g)?.length, 'only the axis').to.equal(1);
   });
 
   it('reads write completions (direction 1) out of a fio latency log, relative to the kill', () => {
