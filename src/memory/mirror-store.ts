@@ -104,7 +104,17 @@ export class MirrorStore {
     const pages = this.pages.get(allocation);
     if (!pages) return [];
     this.pages.delete(allocation);
-    return [...pages].sort((a, b) => a[0] - b[0]).map(([virtualPage, mirror]) => ({ virtualPage, version: mirror.version, data: this.pool.view(mirror.frame), frame: mirror.frame }));
+    // The page numbers sorted as a typed array (numeric, native) and a plain loop: [page, mirror]
+    // pairs sorted by a comparator and mapped took most of a takeover's pause with a deep dirty set
+    // (124000 pages: 0.26–0.41 s of 0.73, while every client waited; session 17).
+    const order = Float64Array.from(pages.keys()).sort();
+    const taken = new Array<{ virtualPage: number; version: number; data: Buffer; frame: number }>(order.length);
+    for (let index = 0; index < order.length; index++) {
+      const virtualPage = order[index] as number;
+      const mirror = pages.get(virtualPage) as MirrorPage;
+      taken[index] = { virtualPage, version: mirror.version, data: this.pool.view(mirror.frame), frame: mirror.frame };
+    }
+    return taken;
   }
 
   /** Frames lent by takeAllocation, back to the pool. */
