@@ -90,11 +90,9 @@ export class Destager {
   enqueue(offset: number, data: Buffer): void {
     const first = offset / BLOCK_BYTES;
     // One block (a takeover hands over mirrored pages one by one) is kept as it came: no new view.
-    if (data.length === BLOCK_BYTES) this.dirty.set(first, { data, generation: ++this.generation, inFlight: false });
-    else {
-      for (let i = 0; i < data.length / BLOCK_BYTES; i++) {
-        this.dirty.set(first + i, { data: data.subarray(i * BLOCK_BYTES, (i + 1) * BLOCK_BYTES), generation: ++this.generation, inFlight: false });
-      }
+    const whole = data.length === BLOCK_BYTES;
+    for (let i = 0; i < data.length / BLOCK_BYTES; i++) {
+      this.dirty.set(first + i, { data: whole ? data : data.subarray(i * BLOCK_BYTES, (i + 1) * BLOCK_BYTES), generation: ++this.generation, inFlight: false });
     }
     this.pump();
   }
