@@ -9,7 +9,7 @@
 // (a taking-over node serves first and destages those mirrored pages behind; before session 11 it
 // destaged them before it served, and the pause grew with them).
 // Usage: scripts/failover-pause [--runs 10] [--mode kill|hang] [--markdown] [--keep-log DIR]
-//          [--memory 128MiB] [--volume 256MiB] [--write 48MiB] [--after 700]
+//          [--memory 128MiB] [--dirty SIZE] [--volume 256MiB] [--write 48MiB] [--after 700]
 import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -33,6 +33,8 @@ interface RunResult {
 
 interface Shape {
   memoryBytes: number;
+  /** The config's limits.dirtyBytes; null: its default. */
+  dirtyBytes: number | null;
   volumeBytes: number;
   writeBytes: number;
   /** When the kill comes, after fio started (plus up to 600 ms, by seed). */
@@ -40,7 +42,7 @@ interface Shape {
 }
 
 async function oneRun(mode: 'kill' | 'hang', seed: number, keepLog: string | undefined, shape: Shape): Promise<RunResult> {
-  const cluster = await startCluster([{ name: 'vol0', sizeBytes: shape.volumeBytes, owner: 'a' }], { logLevel: 'warn', memoryBytes: shape.memoryBytes });
+  const cluster = await startCluster([{ name: 'vol0', sizeBytes: shape.volumeBytes, owner: 'a' }], { logLevel: 'warn', memoryBytes: shape.memoryBytes, ...(shape.dirtyBytes === null ? {} : { limits: { dirtyBytes: shape.dirtyBytes } }) });
   const work = await makeTempDirectory('ftvm-pause-');
   try {
     const a = cluster.node('a');
@@ -91,7 +93,8 @@ async function main(): Promise<void> {
     .option('mode', { choices: ['kill', 'hang'] as const, default: 'kill' as const })
     .option('markdown', { type: 'boolean', default: false })
     .option('keep-log', { type: 'string', describe: 'keep each run\'s fio completion log and a JSON summary in this directory (scripts/plot-bench reads them)' })
-    .option('memory', { type: 'string', default: '128MiB', describe: 'frame pool per node (destage starts at a quarter of it dirty)' })
+    .option('memory', { type: 'string', default: '128MiB', describe: 'frame pool per node (destage starts at a quarter of it dirty, or at half of --dirty if less)' })
+    .option('dirty', { type: 'string', describe: 'the config\'s limits.dirtyBytes: how much may be dirty before writes wait (default: the config default, 768 MiB)' })
     .option('volume', { type: 'string', default: '256MiB', describe: 'size of vol0' })
     .option('write', { type: 'string', default: '48MiB', describe: 'what fio writes (random 4 KiB) and then verifies' })
     .option('after', { type: 'number', default: 700, describe: 'ms after fio started that the owner is killed or frozen (plus up to 600 by run)' })
@@ -102,7 +105,7 @@ async function main(): Promise<void> {
     if (typeof bytes === 'string') throw new Error(`--${option}: ${bytes}`);
     return bytes;
   };
-  const shape: Shape = { memoryBytes: size('memory', args.memory), volumeBytes: size('volume', args.volume), writeBytes: size('write', args.write), afterMs: args.after };
+  const shape: Shape = { memoryBytes: size('memory', args.memory), dirtyBytes: args.dirty === undefined ? null : size('dirty', args.dirty), volumeBytes: size('volume', args.volume), writeBytes: size('write', args.write), afterMs: args.after };
   const fioVersion = (await run('fio', ['--version'])).stdout.trim();
   if (args['keep-log']) await fs.mkdir(args['keep-log'], { recursive: true });
   const results: RunResult[] = [];

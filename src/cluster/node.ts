@@ -365,7 +365,10 @@ export class ClusterNode {
   private static memoryManager(parts: Parts, array: ArrayState, access: ArrayAccess): MemoryManager {
     const { config, partners, nodeId, leases, env } = parts;
     const maxPage = Math.max(...config.volumes.map((volume) => volume.pageSize));
-    const high = Math.max(4, Math.floor(config.memory / maxPage / 4));
+    // Writes wait at maxDirty pages; the watermarks sit below it, so the destage starts (and its
+    // rests shrink) before writes have to wait.
+    const maxDirty = Math.max(1, Math.floor(config.limits.dirtyBytes / maxPage));
+    const high = Math.max(4, Math.min(Math.floor(config.memory / maxPage / 4), Math.floor(maxDirty / 2)));
     const gate = new AcknowledgeGate(
       {
         nodeCount: config.nodes.length,
@@ -384,6 +387,7 @@ export class ClusterNode {
       linkGeneration: () => partners.generation,
       idleDestage: { clock: env.clock, ms: IDLE_DESTAGE_MS },
       pacedDestage: { clock: env.clock, ratio: DESTAGE_PACE_RATIO },
+      maxDirtyPages: maxDirty,
     });
     parts.reclaimer.manager = manager;
     return manager;

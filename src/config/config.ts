@@ -162,6 +162,14 @@ const MIB = 1024 * 1024;
 const count = (min: number, max: number) => z.number().int().min(min).max(max);
 
 /**
+ * The default bound on dirty memory: 196608 pages of 4 KiB. A takeover hands each page its dead
+ * partner had dirty to its storage stack before it serves, at 2–3 µs a page on the reference
+ * machine: up to about half a second for this many. 512 MiB gave shorter pauses with 4 GiB pools,
+ * but made writes wait sooner (docs/benchmarks.md, session 18).
+ */
+export const DEFAULT_DIRTY_BYTES = 768 * MIB;
+
+/**
  * What one client, and all clients together, may make a node hold or do (docs/security.md). Bytes
  * count from when a request is read until its reply is written to the socket.
  */
@@ -183,11 +191,18 @@ const limitsSchema = z
     handshakeTimeoutMs: count(1000, 600_000).default(10_000),
     /** A connection with nothing in flight and nothing received for this long is closed; 0 never. */
     idleTimeoutMs: count(0, 86_400_000).default(0),
+    /**
+     * Bytes of a node's frame pool that may wait for destage at once; a write that finds this much
+     * dirty waits for the destage. A partner that takes over hands every page of it to its disks'
+     * path before it serves, so this bounds the failover pause (DEFAULT_DIRTY_BYTES).
+     */
+    dirtyBytes: sizeField.default(DEFAULT_DIRTY_BYTES),
   })
   .superRefine((limits, context) => {
     if (limits.connectionsPerAddress > limits.connections) context.addIssue({ code: 'custom', path: ['connectionsPerAddress'], message: 'connectionsPerAddress cannot exceed connections' });
     if (limits.bytesInFlight > limits.nodeBytesInFlight) context.addIssue({ code: 'custom', path: ['bytesInFlight'], message: 'bytesInFlight cannot exceed nodeBytesInFlight' });
     if (limits.bytesInFlight < MIB) context.addIssue({ code: 'custom', path: ['bytesInFlight'], message: 'bytesInFlight must be at least 1 MiB' });
+    if (limits.dirtyBytes < MIB) context.addIssue({ code: 'custom', path: ['dirtyBytes'], message: 'dirtyBytes must be at least 1 MiB' });
   });
 
 const DEFAULT_LIMITS = limitsSchema.parse({});

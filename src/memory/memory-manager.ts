@@ -105,6 +105,14 @@ export interface MemoryManagerOptions {
    * destage's share. A flush or a page waiting for a frame ends the pauses. Without it, no pauses.
    */
   pacedDestage?: { clock: Clock; ratio: number };
+  /**
+   * Pages that may be dirty at once (queued for destage or in a batch on its way to the disks); a
+   * write that finds this many waits for the destage (dirtyRoom). A partner that takes over this
+   * node's volumes hands each page it mirrored to its storage stack before it serves them (about
+   * 2.5 µs a page here): without a bound in pages, a large pool under a fast writer made that
+   * hand-over alone longer than a second. Unbounded (the frame pool alone) if absent.
+   */
+  maxDirtyPages?: number;
 }
 
 export interface PagePointer {
@@ -168,6 +176,10 @@ export class MemoryManager {
   private readonly destageQueue: number[] = [];
   /** Requests waiting for a free frame (the paging queue). */
   private frameWaiters: Array<() => void> = [];
+  /** Writes waiting for the dirty set to fall below maxDirtyPages. */
+  private dirtyWaiters: Array<{ resolve: () => void; reject: (error: Error) => void }> = [];
+  /** Pages of the destage batch on its way to the disks: still dirty, no longer in the queue. */
+  private pagesInBatch = 0;
   private destaging: Promise<void> | null = null;
   private destageFailure: Error | null = null;
   /**
@@ -254,6 +266,20 @@ export class MemoryManager {
       if (table.readers[slot] === 0 && !table.writer(slot) && table.clean(slot)) bytes += this.ownerOf(slot).pageBytes;
     }
     return bytes;
+  }
+
+  /**
+   * Null while a write may dirty pages now; else a promise that resolves once the dirty set is
+   * below maxDirtyPages again (the destage runs without its rests meanwhile), or rejects with the
+   * disks' error if the destage fails. Asked before a write takes its first page: a write never
+   * waits for this while it holds pages, which the destage may need to read.
+   */
+  dirtyRoom(): Promise<void> | null {
+    const max = this.options.maxDirtyPages;
+    if (max === undefined || this.destageQueue.length + this.pagesInBatch < max) return null;
+    if (this.destaging === null) this.destageInBackground(Math.min(this.options.lowWatermarkPages, max - 1));
+    this.hurry();
+    return new Promise<void>((resolve, reject) => this.dirtyWaiters.push({ resolve, reject }));
   }
 
   get dirtyPages(): number {
@@ -792,7 +818,7 @@ export class MemoryManager {
   /**
    * Between two batches of a watermark pass: wait `ratio` times as long as the batch took while the
    * queue is at most the high watermark, less the further it is above it, not at all at twice it
-   * (past that the destage takes what it needs; the frame pool is the last bound). No wait either
+   * (past that the destage takes what it needs, until writes wait at maxDirtyPages). No wait either
    * once the pass was hurried or is done.
    */
   private async pause(goal: number, batchMs: number): Promise<void> {
@@ -852,6 +878,7 @@ export class MemoryManager {
         // deep queue would hold the event loop (and every acknowledgement) for tens of milliseconds.
         const batchStarted = this.paceClock().now();
         const batch = this.destageQueue.splice(0, Math.min(this.destageQueue.length - goal, Math.max(1, Math.floor(DESTAGE_BATCH_BYTES / this.batchPageBytes()))));
+        this.pagesInBatch = batch.length;
         this.destageCursor = this.arrayBlockOf(batch[batch.length - 1] as number) + 1;
         // A copy: the frame may be written again while this version travels to the disks. One
         // buffer for the batch, cut into views, not one allocation per page: thousands of small
@@ -878,8 +905,12 @@ export class MemoryManager {
           const back = batch.filter((_, index) => same(index));
           for (const slot of back) table.setQueuedForDestage(slot, true);
           this.destageQueue.unshift(...back);
+          this.pagesInBatch = 0;
+          // Writes waiting for room would wait for a destage nobody retries: they fail, as a flush does.
+          this.failDirtyWaiters(error as Error);
           throw error;
         }
+        this.pagesInBatch = 0;
         this.destageFailure = null;
         if (copies.buffer.byteLength === DESTAGE_BATCH_BYTES) this.spareBatchBuffer = Buffer.from(copies.buffer, 0, DESTAGE_BATCH_BYTES);
         batch.forEach((slot, index) => {
@@ -891,11 +922,17 @@ export class MemoryManager {
         });
         this.announceClean(owners, virtualPages, versions);
         this.wakeFrameWaiters();
+        this.wakeDirtyWaiters();
         if (paced) await this.pause(goal, this.paceClock().now() - batchStarted);
       }
     })().finally(() => {
       this.destaging = null;
       this.hurried = false;
+      // A pass with a goal above the bound (an idle one) ended: writes waiting for room need another.
+      if (this.dirtyWaiters.length > 0) {
+        this.wakeDirtyWaiters();
+        if (this.dirtyWaiters.length > 0 && this.destageQueue.length > 0) this.destageInBackground(Math.min(this.options.lowWatermarkPages, (this.options.maxDirtyPages ?? 1) - 1));
+      }
     });
     return this.destaging;
   }
@@ -1055,6 +1092,19 @@ export class MemoryManager {
     const waiting = this.table.takeWaiters(slot);
     if (waiting) for (const resume of waiting) resume();
     this.wakeFrameWaiters();
+  }
+
+  private wakeDirtyWaiters(): void {
+    if (this.dirtyWaiters.length === 0 || this.destageQueue.length + this.pagesInBatch >= (this.options.maxDirtyPages ?? Infinity)) return;
+    const waiters = this.dirtyWaiters;
+    this.dirtyWaiters = [];
+    for (const waiter of waiters) waiter.resolve();
+  }
+
+  private failDirtyWaiters(error: Error): void {
+    const waiters = this.dirtyWaiters;
+    this.dirtyWaiters = [];
+    for (const waiter of waiters) waiter.reject(error);
   }
 
   private wakeFrameWaiters(): void {

@@ -156,6 +156,9 @@ export class MemoryVolume implements Volume {
       run = [];
       runLength = 0;
     };
+    // Before the first page is taken: the destage this may wait for could need a page we held.
+    const room = this.manager.dirtyRoom();
+    if (room !== null) await room;
     try {
       for (let at = 0; at < lengthBytes; ) {
         const page = Math.floor((offset + at) / this.pageBytes);
@@ -166,7 +169,7 @@ export class MemoryVolume implements Volume {
           // A long range (a 32 MiB write, a zeroed gigabyte) lets timers and other clients run
           // after each full run, once that run is on its way: no page stays locked across the pause.
           release();
-          await nextTurn();
+          await (this.manager.dirtyRoom() ?? nextTurn());
         }
         let pointer = this.manager.tryObtainWritePointer(this.allocation, page, pageIn);
         if (pointer === null) {

@@ -121,7 +121,16 @@ describe('config', () => {
     expect(parseConfig(raw, 'x.json', '/data').partnerTimeoutMs).to.equal(800);
   });
 
+  it('bounds dirty memory at 768 MiB unless limits.dirtyBytes says otherwise', () => {
+    expect(parseConfig(good(), 'x.json', '/data').limits.dirtyBytes).to.equal(768 * 1024 * 1024);
+    const raw = good();
+    raw.limits = { dirtyBytes: '2GiB' };
+    expect(parseConfig(raw, 'x.json', '/data').limits.dirtyBytes).to.equal(2 * 1024 * 1024 * 1024);
+  });
+
   const brokenCluster: Array<[string, (config: Record<string, unknown>) => void, RegExp[]]> = [
+    ['a dirty bound below 1 MiB', (config) => (config.limits = { dirtyBytes: '512KiB' }), [/limits\.dirtyBytes: dirtyBytes must be at least 1 MiB/]],
+    ['a dirty bound that is not a size', (config) => (config.limits = { dirtyBytes: 'lots' }), [/limits\.dirtyBytes: 'lots' is not a size/]],
     [
       'a partner timeout below 100 ms',
       (config) => (config.partnerTimeoutMs = 50),

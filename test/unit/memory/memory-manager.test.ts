@@ -512,6 +512,57 @@ describe('MemoryManager', () => {
       expect(await restAfterBatch(2000, 3600), 'queue 3600: a fifth of the rest').to.equal(8);
     });
 
+    describe('dirty bound (maxDirtyPages)', () => {
+      /** smallPages bounded at `max` dirty pages (no watermark pass), a volume over it, flushes held while `gate.hold` is set. */
+      function bounded(max: number | undefined): ReturnType<typeof paced> & { volume: MemoryVolume } {
+        const clock = new ManualClock();
+        const pages = smallPages({ pacedDestage: { clock, ratio: 4 }, ...(max === undefined ? {} : { maxDirtyPages: max }) });
+        const gate: { hold: Promise<void> | null } = { hold: null };
+        pages.store.flush = async () => {
+          if (gate.hold) await gate.hold;
+        };
+        return { ...pages, clock, gate, volume: new MemoryVolume(pages.manager, 'v', GUID, 4096, 8192 * 4096) };
+      }
+      const block = Buffer.alloc(4096, 7);
+
+      it('makes a write that finds the bound reached wait for the destage, and lets it go once below', async () => {
+        const { manager, volume, order, gate } = bounded(100);
+        let release: () => void = () => undefined;
+        gate.hold = new Promise<void>((resolve) => (release = resolve));
+        for (let page = 0; page < 100; page++) await volume.write(page * 4096, [block], false);
+        expect(manager.dirtyPages, 'below the bound nothing waits, and no watermark pass started').to.equal(100);
+        expect(order).to.have.length(0);
+        let done = false;
+        const waiting = volume.write(100 * 4096, [block], false).then(() => (done = true));
+        await settle();
+        expect(done, 'the 101st write waits').to.equal(false);
+        expect(order, 'and started the destage of the queue').to.have.length(100);
+        gate.hold = null;
+        release();
+        await waiting;
+        expect(manager.dirtyPages, 'the write went on once the batch was on the disks').to.equal(1);
+      });
+
+      it('lets writes go on past the same count without the bound (the control)', async () => {
+        const { manager, volume } = bounded(undefined);
+        for (let page = 0; page < 101; page++) await volume.write(page * 4096, [block], false);
+        expect(manager.dirtyPages).to.equal(101);
+      });
+
+      it('fails the waiting writes with the disks\' error when the destage fails, and changes nothing they would have written', async () => {
+        const { manager, volume, store } = bounded(50);
+        for (let page = 0; page < 50; page++) await volume.write(page * 4096, [block], false);
+        store.flush = async () => {
+          throw new Error('member gone');
+        };
+        let failure: Error | null = null;
+        await volume.write(60 * 4096, [Buffer.alloc(4096, 9)], false).catch((error: Error) => (failure = error));
+        expect((failure as Error | null)?.message).to.equal('member gone');
+        expect(manager.inspectPage(GUID, 60), 'the refused write took no page').to.equal(null);
+        expect(manager.dirtyPages, 'the dirty pages are kept for the next try').to.equal(50);
+      });
+    });
+
     it('does not rest for the rest of a pass once writes brought the queue to twice the high watermark', async () => {
       const { manager, order, write, gate } = paced(1200);
       let release: () => void = () => undefined;
