@@ -80,5 +80,16 @@ export class SegmentPool {
 }
 
 export function segmentClassOf(bytes: number): number {
-  return Math.max(MIN_SEGMENT_CLASS_BYTES, 2 ** Math.ceil(Math.log2(bytes)));
+  return sizeClassOf(bytes, MIN_SEGMENT_CLASS_BYTES);
+}
+
+/**
+ * The smallest power of two that holds `bytes`, at least `minimum` (a power of two). Asked for
+ * every pooled payload: clz32 instead of Math.log2 and a power (~1 % of a forwarding node's time
+ * in a 4 KiB read, perf), which only sizes past 2 GiB still need.
+ */
+export function sizeClassOf(bytes: number, minimum: number): number {
+  if (bytes <= minimum) return minimum;
+  if (bytes <= 0x8000_0000) return 2 ** (32 - Math.clz32(bytes - 1));
+  return 2 ** Math.ceil(Math.log2(bytes));
 }

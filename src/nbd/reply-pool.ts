@@ -8,6 +8,8 @@
 // least 4 KiB. Whoever took a buffer gives it back at its one release point (a reply: its socket
 // write callback; a write payload: once the volume's write settled); up to `retainBytes` of free
 // buffers are kept. The bytes-in-flight bounds already cap how many are out at once.
+import { sizeClassOf } from '../core/index.js';
+
 /** The smallest buffer handed out: smaller payloads are cheaper in Node's shared slab. */
 export const MIN_PAYLOAD_CLASS_BYTES = 4096;
 
@@ -74,5 +76,5 @@ export class ReplyPool extends BufferPool {
 }
 
 export function payloadClassOf(bytes: number): number {
-  return Math.max(MIN_PAYLOAD_CLASS_BYTES, 2 ** Math.ceil(Math.log2(bytes)));
+  return sizeClassOf(bytes, MIN_PAYLOAD_CLASS_BYTES);
 }
