@@ -277,7 +277,7 @@ export class MemoryManager {
   dirtyRoom(): Promise<void> | null {
     const max = this.options.maxDirtyPages;
     if (max === undefined || this.destageQueue.length + this.pagesInBatch < max) return null;
-    if (this.destaging === null) this.destageInBackground(Math.min(this.options.lowWatermarkPages, max - 1));
+    if (this.destaging === null) this.destageForRoom();
     this.hurry();
     return new Promise<void>((resolve, reject) => this.dirtyWaiters.push({ resolve, reject }));
   }
@@ -931,7 +931,7 @@ export class MemoryManager {
       // A pass with a goal above the bound (an idle one) ended: writes waiting for room need another.
       if (this.dirtyWaiters.length > 0) {
         this.wakeDirtyWaiters();
-        if (this.dirtyWaiters.length > 0 && this.destageQueue.length > 0) this.destageInBackground(Math.min(this.options.lowWatermarkPages, (this.options.maxDirtyPages ?? 1) - 1));
+        if (this.dirtyWaiters.length > 0 && this.destageQueue.length > 0) this.destageForRoom();
       }
     });
     return this.destaging;
@@ -1092,6 +1092,11 @@ export class MemoryManager {
     const waiting = this.table.takeWaiters(slot);
     if (waiting) for (const resume of waiting) resume();
     this.wakeFrameWaiters();
+  }
+
+  /** A pass for writes waiting at maxDirtyPages: down to the low watermark, as a watermark pass goes. */
+  private destageForRoom(): void {
+    this.destageInBackground(Math.min(this.options.lowWatermarkPages, (this.options.maxDirtyPages as number) - 1));
   }
 
   private wakeDirtyWaiters(): void {
