@@ -2,7 +2,7 @@ export { RaidArray, type ArrayStatus, type MemberStatus, type RaidDependencies }
 export { assembleArray, createArray, DEFAULT_CHUNK_BYTES, RaidConfigError, type AssembleOptions, type CreateOptions } from './raid-assembly.js';
 export { examineMembers, inspectArray, type ArrayInspection, type MemberExamination, type SuperblockCopy } from './raid-inspection.js';
 export { claimDirectory, describeHolder, HolderClaim, listHolderClaims, MemberInUseError, type HolderClaimRecord, type HolderKind } from './holder-claims.js';
-export { processAlive, processAliveAsync, thisHost, thisProcess, type ProcessIdentity } from './process-identity.js';
+export { processAlive, processAliveAsync, statShowsAlive, thisHost, thisProcess, type ProcessIdentity } from './process-identity.js';
 export { rebuildMember, replaceMember, scrubArray, type ProgressCallback, type ScrubReport } from './raid-maintenance.js';
 export { BLOCK_BYTES, stripeDataBytes, dataChunksPerStripe, type RaidLevel } from './layout.js';
 export { ArrayFailedError, survives } from './member-set.js';

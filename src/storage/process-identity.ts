@@ -37,14 +37,25 @@ export function processAlive(identity: ProcessIdentity): boolean | null {
   } catch {
     stat = null;
   }
-  return stat !== null && startTicksOf(stat) === identity.processStart;
+  return stat !== null && statShowsAlive(stat, identity.processStart);
 }
 
 /** processAlive without blocking the event loop. */
 export async function processAliveAsync(identity: ProcessIdentity): Promise<boolean | null> {
   if (!checkable(identity)) return null;
   const stat = await readFile(`/proc/${identity.pid}/stat`, 'utf8').catch(() => null);
-  return stat !== null && startTicksOf(stat) === identity.processStart;
+  return stat !== null && statShowsAlive(stat, identity.processStart);
+}
+
+/**
+ * Whether a /proc/PID/stat line is the process that started at `processStart` and still runs. A
+ * killed process stays in /proc as a zombie (state Z, then X) until its parent reaps it, with its
+ * start time unchanged; it runs no code and its sockets are closed, so it counts as gone, also
+ * while its parent is slow to reap it (a survivor would otherwise wait for that to take over).
+ */
+export function statShowsAlive(stat: string, processStart: number): boolean {
+  const state = stat.charAt(stat.lastIndexOf(')') + 2);
+  return state !== 'Z' && state !== 'X' && startTicksOf(stat) === processStart;
 }
 
 export function processStartTicks(pid: number): number | null {
