@@ -1,11 +1,10 @@
 // Proves ftvm's NBD TLS (STARTTLS; PSK and X.509; modes require/on; per-volume tlsIdentities) works with nbdinfo, nbdcopy, nbdsh, qemu-img/qemu-io and nbd-client, and refuses what it must.
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs/promises';
-import net from 'node:net';
 import path from 'node:path';
 import { expect } from 'chai';
 import { ArrayReader } from '../test/support/array-reader.js';
-import { FTVM_BIN, freePort, launch, makeTempDirectory, writeSingleNodeConfig, type FtvmNode, type VolumeSpec } from '../test/support/ftvm-process.js';
+import { FTVM_BIN, freePort, freeUpBasePort, launch, makeTempDirectory, writeSingleNodeConfig, type FtvmNode, type VolumeSpec } from '../test/support/ftvm-process.js';
 import { requireTools } from '../test/support/tools.js';
 import { sha256Volume } from './lib/array.js';
 import { shutDown } from './lib/node.js';
@@ -530,22 +529,6 @@ h.set_tls_verify_peer(${verify ? 'True' : 'False'})`;
   });
 });
 
-/** Four free ports base, base+1, base+100, base+101 (what `ftvm up --base-port` uses). */
-async function freeUpPorts(host: string): Promise<number> {
-  const isFree = (port: number): Promise<boolean> =>
-    new Promise((resolve) => {
-      const server = net.createServer();
-      server.once('error', () => resolve(false));
-      server.listen(port, host, () => server.close(() => resolve(true)));
-    });
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 30_000);
-    const all = await Promise.all([base, base + 1, base + 100, base + 101].map(isFree));
-    if (all.every(Boolean)) return base;
-  }
-  throw new Error('no free block of ports for ftvm up');
-}
-
 describe('native: TLS via ftvm up --tls require', function () {
   let scratch = '';
   let up: ChildProcess | undefined;
@@ -555,7 +538,7 @@ describe('native: TLS via ftvm up --tls require', function () {
     requireTools(this, 'nbdinfo');
     scratch = await makeTempDirectory('ftvm-tls-up-');
     const host = '127.0.0.1';
-    const basePort = await freeUpPorts(host);
+    const basePort = await freeUpBasePort(host);
     const child = spawn(process.execPath, [FTVM_BIN, 'up', '--data', path.join(scratch, 'data'), '--base-port', String(basePort), '--host', host, '--size', '64MiB', '--tls', 'require'], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
